@@ -1,0 +1,41 @@
+# Sourced by tools/test and tools/run: make a fresh machine ready.
+#
+# - creates .venv with the machine's python3 (3.11+) if it is missing;
+# - installs the project (editable) with the extras named in RR_EXTRAS
+#   (default "test"), again only when pyproject.toml changed;
+# - installs the Debian tools the suite drives (tools/apt-packages), each
+#   guarded by `dpkg -s` so apt runs at most once per missing package.
+set -euo pipefail
+
+RR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RR_EXTRAS="${RR_EXTRAS:-test}"
+VENV="$RR_ROOT/.venv"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --upgrade pip
+fi
+
+stamp="$VENV/.rr-installed-$(cat "$RR_ROOT/pyproject.toml" | sha1sum | cut -c1-12)-${RR_EXTRAS//,/_}"
+if [ ! -f "$stamp" ]; then
+    "$VENV/bin/pip" install --quiet -e "$RR_ROOT[$RR_EXTRAS]"
+    rm -f "$VENV"/.rr-installed-*
+    touch "$stamp"
+fi
+
+missing=()
+while read -r pkg; do
+    case "$pkg" in ''|'#'*) continue ;; esac
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done < "$RR_ROOT/tools/apt-packages"
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "tools/setup.sh: missing Debian packages: ${missing[*]} (install them as root)" >&2
+        exit 1
+    fi
+fi
+
+export PATH="$VENV/bin:$PATH"
