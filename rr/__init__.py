@@ -1,1 +1,191 @@
-"""rr: an HTTP/1.1, HTTP/2, HTTP/3 and WebSocket server for gevent, built like an OTP system."""
+"""rr: an HTTP server for gevent, built like an Erlang/OTP system.
+
+The public API. Everything else under ``rr/`` may move; these names stay.
+
+- ``start_listener(name, opts)`` / ``stop_listener(name)`` / ``drain(name, timeout)``
+- ``listener_info(name)``, ``listener_port(name)``, ``listeners()``
+- ``child_spec(name, opts)``: embed a listener in your own ``supervisors`` tree
+- ``wait()``: block; SIGTERM/SIGINT drain every listener, then return
+- ``Request``, ``resp`` (response shapes and builders), ``telemetry``
+
+Listeners started with ``start_listener`` live under rr's root supervisor
+(``one_for_one``, registered as ``"rr.sup"``), started on first use and never
+linked to the caller. A listener embedded with ``child_spec`` lives wherever
+the application puts it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gevent
+import gevent.event
+
+import supervisors
+from rr import config as _config
+from rr import listener as _listener
+from rr import log, telemetry
+from rr import router as _router
+from rr import response as resp
+from rr.http1.conn import ClientGone
+from rr.request import Headers, Request
+
+__all__ = [
+    "ClientGone", "Headers", "Request", "child_spec", "drain", "listener_info", "listener_port",
+    "listeners", "reload_routes", "resp", "send", "start_listener", "stop_listener", "telemetry",
+    "url_for", "wait",
+]  # fmt: skip
+
+_ROOT = "rr.sup"
+_runtimes: dict[str, _listener.ListenerRuntime] = {}
+
+send = supervisors.send
+
+
+def _root() -> supervisors.Pid:
+    pid = supervisors.whereis(_ROOT)
+    if pid is None:
+        pid = supervisors.start_supervisor(
+            [], strategy="one_for_one", max_restarts=10, max_seconds=10.0, name=_ROOT, label=_ROOT
+        )
+    return pid
+
+
+def _compile_app(config: _config.Config) -> Any:
+    routes = config.routes if config.routes is not None else config.handler or _default_handler
+    try:
+        return _router.compile_app(routes, config.middlewares, config.not_found)
+    except ValueError as exc:
+        raise ValueError(f"invalid listener option 'routes': {exc}") from None
+
+
+def _default_handler(req: Request) -> resp.Response:
+    return resp.text(404, "rr is running, but this listener has no routes yet.\n")
+
+
+def _runtime(name: str, opts: Any) -> _listener.ListenerRuntime:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"listener name must be a non-empty string, got {name!r}")
+    config = _config.load(opts)
+    return _listener.ListenerRuntime(name, config, _compile_app(config))
+
+
+def _start_registered(runtime: _listener.ListenerRuntime) -> supervisors.Pid:
+    pid = _listener.start_link(runtime)
+    _runtimes[runtime.name] = runtime
+    return pid
+
+
+def child_spec(name: str, opts: dict[str, Any]) -> supervisors.ChildSpec:
+    """A child spec that runs listener ``name`` under the application's own supervisor.
+
+    Options are validated now, so a bad option fails here, not at start.
+    """
+    runtime = _runtime(name, opts)
+    log.configure()
+    return supervisors.ChildSpec(
+        name, _start_registered, args=(runtime,), restart="transient", shutdown="infinity", type="supervisor"
+    )
+
+
+def start_listener(name: str, opts: dict[str, Any]) -> supervisors.Pid:
+    """Start listener ``name`` under rr's root supervisor; returns its supervisor pid.
+
+    Raises ``ValueError`` for a bad option (naming it), for a duplicate name, and
+    ``OSError`` when the port cannot be bound.
+    """
+    if name in _runtimes and _runtimes[name].sup is not None and _runtimes[name].sup.is_alive:
+        raise ValueError(f"a listener named {name!r} is already running")
+    spec = child_spec(name, opts)
+    root = _root()
+    try:
+        supervisors.delete_child(root, name)
+    except Exception:  # no stale spec of that name: nothing to delete
+        pass
+    return supervisors.start_child(root, spec)
+
+
+def _get(name: str) -> _listener.ListenerRuntime:
+    runtime = _runtimes.get(name)
+    if runtime is None:
+        raise KeyError(f"no listener named {name!r}")
+    return runtime
+
+
+def _remove(name: str) -> None:
+    root = supervisors.whereis(_ROOT)
+    runtime = _runtimes.pop(name, None)
+    if root is not None:
+        try:
+            supervisors.terminate_child(root, name)
+            supervisors.delete_child(root, name)
+        except Exception:  # embedded via child_spec: the application's supervisor owns it
+            if runtime is not None and runtime.sup is not None and runtime.sup.is_alive:
+                supervisors.exit(runtime.sup, "shutdown")
+
+
+def stop_listener(name: str) -> None:
+    """Stop listener ``name`` now: close the socket and end its connections."""
+    _get(name)
+    _remove(name)
+
+
+def drain(name: str, timeout: float = 30.0) -> dict[str, int]:
+    """Gracefully stop listener ``name``; see ``rr.listener`` for the contract."""
+    runtime = _get(name)
+    result = _listener.drain(runtime, timeout)
+    _remove(name)
+    return result
+
+
+def reload_routes(name: str, routes: Any) -> None:
+    """Compile ``routes`` and swap them in atomically; in-flight requests keep the old table.
+
+    Listener middlewares are resolved again (their ``init`` runs again).
+    """
+    runtime = _get(name)
+    config = runtime.config
+    if not isinstance(routes, list) and not callable(routes):
+        raise ValueError("invalid listener option 'routes': a handler callable or a list of routes")
+    try:
+        app = _router.compile_app(routes, config.middlewares, config.not_found)
+    except ValueError as exc:
+        raise ValueError(f"invalid listener option 'routes': {exc}") from None
+    runtime.app = app
+
+
+def url_for(name: str, route: str, **bindings: Any) -> str:
+    """The path of the route named ``route`` on listener ``name``."""
+    app = _get(name).app
+    if not isinstance(app, _router.Router):
+        raise KeyError(f"listener {name!r} has no route table")
+    return app.url_for(route, **bindings)
+
+
+def listener_info(name: str) -> dict[str, Any]:
+    return _get(name).info()
+
+
+def listener_port(name: str) -> int:
+    return _get(name).port
+
+
+def listeners() -> list[str]:
+    return sorted(_runtimes)
+
+
+def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
+    """Block until SIGTERM or SIGINT, then drain every listener; returns what each drained."""
+    import signal
+
+    stop = gevent.event.Event()
+    handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)]
+    try:
+        stop.wait()
+    finally:
+        for h in handlers:
+            h.cancel()
+    results = {}
+    for name in listeners():
+        results[name] = drain(name, drain_timeout)
+    return results

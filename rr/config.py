@@ -1,0 +1,330 @@
+"""Listener options: schema, defaults, validation into a frozen ``Config``.
+
+What it owns: every option ``rr.start_listener`` accepts, its default, and
+the one line of *why* behind each limit. ``load(opts)`` turns the user's dict
+into a frozen ``Config`` or raises ``ValueError`` naming the option and what is
+accepted. An unknown key is an error (a typo must not silently fall back to
+a default).
+
+What it must never do: open sockets or start processes. Validation is pure,
+so ``rr.child_spec`` can fail early, before any supervisor is involved.
+
+Protocols: ``protocols`` is a list of names or ``(name, {sub-options})``
+pairs, in ALPN preference order. Known names are ``http1``, ``http2`` and
+``http3``; each has its own nested options. This version serves ``http1``;
+``http2``/``http3`` are recognised and refused with a clear message until
+they ship, so configs written for them fail loudly rather than half-work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Http1Options:
+    # An 8 KiB request line fits every sane URL; beyond it is abuse or a bug (→ 414).
+    max_request_line: int = 8192
+    # One header line: 8 KiB covers large cookies and JWTs (→ 431).
+    max_header_line: int = 8192
+    # The whole head is what a client can make us buffer before any handler runs (→ 431).
+    max_header_block: int = 10240
+    # Header count bounds per-request parsing work and dict sizes (→ 431).
+    max_header_count: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnOptions:
+    """Spawn options for processes that run handlers (the h1 conn process)."""
+
+    max_heap: int | None = None
+    mailbox_limit: int | None = None
+    mailbox_overflow: str = "kill"
+
+    def as_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if self.max_heap is not None:
+            kw["max_heap"] = self.max_heap
+        if self.mailbox_limit is not None:
+            kw["mailbox_limit"] = self.mailbox_limit
+            kw["mailbox_overflow"] = self.mailbox_overflow
+        return kw
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    port: int
+    ip: str | None
+    handler: Callable[..., Any] | None
+    routes: Any
+    middlewares: tuple[Any, ...]
+    not_found: Callable[..., Any] | None
+    tls: ssl.SSLContext | None
+    tls_handshake_timeout: float
+    protocols: tuple[str, ...]
+    http1: Http1Options
+    num_acceptors: int
+    socket_backlog: int
+    max_clients: int
+    request_timeout: float
+    keep_alive_timeout: float
+    max_keep_alive_requests: int
+    min_bytes_per_second: int
+    max_content_length: int
+    body_buffering: str
+    handler_spawn: SpawnOptions
+    graceful_drain: bool
+    access_log: bool
+    raw: Mapping[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def alpn(self) -> list[str]:
+        return alpn_protocols(self.protocols)
+
+
+_ALPN = {"http1": "http/1.1", "http2": "h2"}
+_SERVED_PROTOCOLS = {"http1"}
+_KNOWN_PROTOCOLS = {"http1": Http1Options, "http2": None, "http3": None}
+
+
+def alpn_protocols(protocols: tuple[str, ...]) -> list[str]:
+    """ALPN ids for the TCP protocols, in preference order (h3 is negotiated over QUIC)."""
+    return [_ALPN[p] for p in protocols if p in _ALPN]
+
+
+def _fail(key: str, value: Any, accepted: str) -> ValueError:
+    return ValueError(f"invalid listener option {key!r}: {value!r} (accepted: {accepted})")
+
+
+def _int(opts: Mapping[str, Any], key: str, default: int, lo: int, hi: int = 2**31 - 1) -> int:
+    value = opts.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _fail(key, value, f"an integer in {lo}..{hi}")
+    return value
+
+
+def _seconds(opts: Mapping[str, Any], key: str, default: float) -> float:
+    value = opts.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
+        raise _fail(key, value, "seconds, a number in (0, 86400]")
+    return float(value)
+
+
+def _bool(opts: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = opts.get(key, default)
+    if not isinstance(value, bool):
+        raise _fail(key, value, "True or False")
+    return value
+
+
+def _http1_options(raw: Any) -> Http1Options:
+    if not isinstance(raw, Mapping):
+        raise _fail("protocols", raw, "http1 sub-options as a dict")
+    known = set(Http1Options.__dataclass_fields__)
+    for key in raw:
+        if key not in known:
+            raise _fail(f"protocols.http1.{key}", raw[key], ", ".join(sorted(known)))
+    base = Http1Options()
+    values = {
+        k: _int({f"protocols.http1.{k}": raw.get(k, getattr(base, k))}, f"protocols.http1.{k}", 0, 1)
+        for k in known
+    }
+    return Http1Options(**values)
+
+
+def _protocols(raw: Any) -> tuple[tuple[str, ...], Http1Options]:
+    accepted = '"http1", "http2", "http3" or (name, {sub-options}), in a non-empty list'
+    if not isinstance(raw, list | tuple) or not raw:
+        raise _fail("protocols", raw, accepted)
+    names: list[str] = []
+    http1 = Http1Options()
+    for entry in raw:
+        sub: Any = None
+        if isinstance(entry, str):
+            name = entry
+        elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str):
+            name, sub = entry
+        else:
+            raise _fail("protocols", entry, accepted)
+        if name not in _KNOWN_PROTOCOLS:
+            raise _fail("protocols", name, accepted)
+        if name in names:
+            raise _fail("protocols", raw, "each protocol at most once")
+        if name not in _SERVED_PROTOCOLS:
+            raise _fail("protocols", name, "only http1 in this version (http2/http3 are not served yet)")
+        if name == "http1" and sub is not None:
+            http1 = _http1_options(sub)
+        names.append(name)
+    return tuple(names), http1
+
+
+def _tls(raw: Any, alpn: list[str]) -> ssl.SSLContext | None:
+    if raw is None:
+        return None
+    if isinstance(raw, ssl.SSLContext):
+        if alpn:
+            raw.set_alpn_protocols(alpn)
+        return raw
+    if not isinstance(raw, Mapping):
+        raise _fail("tls", raw, "an ssl.SSLContext or a dict with certfile and keyfile")
+    allowed = {"certfile", "keyfile", "password", "cafile", "verify_client", "ciphers"}
+    for key in raw:
+        if key not in allowed:
+            raise _fail(f"tls.{key}", raw[key], ", ".join(sorted(allowed)))
+    if "certfile" not in raw:
+        raise _fail("tls", raw, "a dict with at least certfile (and keyfile unless the cert file holds it)")
+    return server_context(
+        raw["certfile"],
+        raw.get("keyfile"),
+        password=raw.get("password"),
+        cafile=raw.get("cafile"),
+        verify_client=bool(raw.get("verify_client", False)),
+        ciphers=raw.get("ciphers"),
+        alpn=alpn,
+    )
+
+
+# TLS 1.2 suites with forward secrecy and an AEAD only; TLS 1.3 suites are all AEAD.
+_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS:!RSA"
+
+
+def server_context(
+    certfile: str,
+    keyfile: str | None = None,
+    *,
+    password: str | None = None,
+    cafile: str | None = None,
+    verify_client: bool = False,
+    ciphers: str | None = None,
+    alpn: list[str] | None = None,
+) -> ssl.SSLContext:
+    """rr's hardened default server context: TLS 1.2+, AEAD, no compression/renegotiation."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.set_ciphers(ciphers or _TLS12_CIPHERS)
+    try:
+        ctx.load_cert_chain(certfile, keyfile, password)
+    except (OSError, ssl.SSLError) as exc:
+        raise _fail("tls", certfile, f"a readable certificate/key pair ({exc})") from None
+    if cafile:
+        ctx.load_verify_locations(cafile)
+    if verify_client:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def _spawn_options(raw: Any) -> SpawnOptions:
+    if raw is None:
+        return SpawnOptions()
+    if not isinstance(raw, Mapping):
+        raise _fail("handler_spawn", raw, "a dict of spawn options")
+    allowed = {"max_heap", "mailbox_limit", "mailbox_overflow"}
+    for key in raw:
+        if key in {"link", "monitor", "trap_exit"}:
+            raise _fail(f"handler_spawn.{key}", raw[key], "not settable: rr owns links and monitors")
+        if key not in allowed:
+            raise _fail(f"handler_spawn.{key}", raw[key], ", ".join(sorted(allowed)))
+    max_heap = raw.get("max_heap")
+    if max_heap is not None:
+        max_heap = _int({"handler_spawn.max_heap": max_heap}, "handler_spawn.max_heap", 0, 4096, 2**62)
+    limit = raw.get("mailbox_limit")
+    if limit is not None:
+        limit = _int({"handler_spawn.mailbox_limit": limit}, "handler_spawn.mailbox_limit", 0, 1)
+    overflow = raw.get("mailbox_overflow", "kill")
+    if overflow not in ("kill", "drop"):
+        raise _fail("handler_spawn.mailbox_overflow", overflow, '"kill" or "drop"')
+    return SpawnOptions(max_heap, limit, overflow)
+
+
+_KEYS = {
+    "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
+    "num_acceptors", "socket_backlog", "max_clients", "request_timeout", "keep_alive_timeout",
+    "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
+    "handler_spawn", "graceful_drain", "access_log", "not_found",
+}  # fmt: skip
+
+
+def load(opts: Mapping[str, Any]) -> Config:
+    """Validate ``opts`` into a frozen ``Config``; ``ValueError`` names the bad option."""
+    if not isinstance(opts, Mapping):
+        raise ValueError(f"listener options must be a dict, got {type(opts).__name__}")
+    for key in opts:
+        if key not in _KEYS:
+            raise ValueError(f"unknown listener option {key!r} (known: {', '.join(sorted(_KEYS))})")
+    if "port" not in opts:
+        raise ValueError("listener option 'port' is required (0 picks a free port)")
+    port = _int(opts, "port", 0, 0, 65535)
+
+    ip = opts.get("ip")
+    if ip is not None:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except (ValueError, TypeError):
+            raise _fail("ip", ip, 'an IPv4 or IPv6 address such as "127.0.0.1" or "::1"') from None
+
+    routes = opts.get("routes")
+    handler: Callable[..., Any] | None = None
+    if routes is None or callable(routes):
+        handler = routes
+    elif not isinstance(routes, list):
+        raise _fail("routes", routes, "a handler callable or a list of routes")
+
+    middlewares = opts.get("middlewares", [])
+    if not isinstance(middlewares, list | tuple):
+        raise _fail("middlewares", middlewares, "a list of middlewares")
+
+    not_found = opts.get("not_found")
+    if not_found is not None and not callable(not_found):
+        raise _fail("not_found", not_found, "a handler callable")
+
+    protocols, http1 = _protocols(opts.get("protocols", ["http1"]))
+    tls = _tls(opts.get("tls"), alpn_protocols(protocols))
+
+    body_buffering = opts.get("body_buffering", "auto")
+    if body_buffering not in ("auto", "manual"):
+        raise _fail("body_buffering", body_buffering, '"auto" or "manual"')
+
+    return Config(
+        port=port,
+        ip=ip,
+        handler=handler,
+        routes=routes if isinstance(routes, list) else None,
+        middlewares=tuple(middlewares),
+        not_found=not_found,
+        tls=tls,
+        # A TLS handshake that has not finished in 10 s is a stalled or hostile peer.
+        tls_handshake_timeout=_seconds(opts, "tls_handshake_timeout", 10.0),
+        protocols=protocols,
+        http1=http1,
+        # One acceptor drains the accept queue in a loop; more add resilience, not speed.
+        num_acceptors=_int(opts, "num_acceptors", 2, 1, 1024),
+        # The kernel clamps it to somaxconn; 1024 absorbs connection bursts.
+        socket_backlog=_int(opts, "socket_backlog", 1024, 1),
+        # Each connection holds a socket and a process; cap them so memory stays bounded.
+        max_clients=_int(opts, "max_clients", 150, 1),
+        # The first request's head and body must arrive within this (→ 408).
+        request_timeout=_seconds(opts, "request_timeout", 30.0),
+        # An idle keep-alive connection is closed silently after this.
+        keep_alive_timeout=_seconds(opts, "keep_alive_timeout", 60.0),
+        # Recycle connections now and then so one client cannot pin a process forever.
+        max_keep_alive_requests=_int(opts, "max_keep_alive_requests", 1000, 1),
+        # Slowloris guard: below this average after a 1 s grace, close silently (0 = off).
+        min_bytes_per_second=_int(opts, "min_bytes_per_second", 100, 0),
+        # Bodies are buffered in auto mode: cap what one request may make us hold (→ 413).
+        max_content_length=_int(opts, "max_content_length", 10 * MiB, 0, 2**62),
+        body_buffering=body_buffering,
+        handler_spawn=_spawn_options(opts.get("handler_spawn")),
+        graceful_drain=_bool(opts, "graceful_drain", True),
+        access_log=_bool(opts, "access_log", False),
+        raw=dict(opts),
+    )

@@ -1,0 +1,93 @@
+"""Dispatch: the one place a request becomes a response, for every protocol.
+
+What it owns: calling the listener's compiled application (a handler, or the
+router plus middlewares) inside the request's telemetry span, binding the
+``request_id`` for logging, and turning a crash into a 500.
+
+What it must never do: write to a socket or know the protocol. The conn
+process of each protocol calls ``begin``/``call``/``finish`` and encodes
+whatever shape comes back.
+
+Telemetry: ``begin`` emits ``("rr", "request", "start")``; ``call`` emits
+``exception`` when the handler raises; the protocol calls ``finish`` once the
+response is on the wire (or failed), which emits ``stop`` with the status.
+With no subscriber each step is one dict lookup.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rr import response as resp
+from rr import telemetry
+from rr.log import get_logger, request_id_var
+from rr.request import Request
+
+App = Callable[[Request], Any]
+
+_START = ("rr", "request", "start")
+_STOP = ("rr", "request", "stop")
+_EXCEPTION = ("rr", "request", "exception")
+
+_log = get_logger("rr.dispatch")
+
+INTERNAL_ERROR = resp.Response(500, [("content-type", "text/plain; charset=utf-8")], b"Internal Server Error")
+NOT_IMPLEMENTED = resp.Response(501, [("content-type", "text/plain; charset=utf-8")], b"Not Implemented")
+
+
+def _metadata(req: Request) -> dict[str, Any]:
+    return {
+        "request_id": req.request_id,
+        "listener": req.listener,
+        "method": req.method,
+        "path": req.path,
+        "peer": req.peer,
+        "route": req.route,
+    }
+
+
+def begin(req: Request) -> float:
+    """Bind the request id and emit the start event; returns the start time."""
+    request_id_var.set(req.request_id)
+    if _START in telemetry._table:
+        telemetry.execute(_START, {"system_time": time.time()}, _metadata(req))
+    return time.monotonic()
+
+
+def call(app: App, req: Request, started: float) -> resp.Shape:
+    """Run the application; a crash or a non-response becomes a logged 500."""
+    try:
+        result = app(req)
+    except Exception as exc:
+        return crashed(req, started, exc)
+    if not isinstance(result, resp.Response | resp.Stream | resp.Loop | resp.Sendfile | resp.WebSocket):
+        return crashed(req, started, TypeError(f"handler returned {type(result).__name__}, not a response"))
+    return result
+
+
+def crashed(req: Request, started: float, exc: BaseException) -> resp.Response:
+    """Log a handler failure with its request id, emit ``exception``, answer 500."""
+    _log.error(
+        "handler crashed",
+        method=req.method,
+        path=req.path,
+        request_id=req.request_id,
+        exc_info=exc,
+    )
+    if _EXCEPTION in telemetry._table:
+        telemetry.execute(
+            _EXCEPTION,
+            {"duration": time.monotonic() - started},
+            {**_metadata(req), "kind": type(exc).__name__, "reason": exc},
+        )
+    return INTERNAL_ERROR
+
+
+def finish(req: Request, status: int, started: float) -> None:
+    """Emit the stop event once the response has been written."""
+    if _STOP in telemetry._table:
+        telemetry.execute(
+            _STOP, {"duration": time.monotonic() - started}, {**_metadata(req), "status": status}
+        )

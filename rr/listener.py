@@ -1,0 +1,288 @@
+"""A listener: a supervision subtree that owns one listening socket.
+
+Process tree (``rest_for_one``, so a crash restarts what depends on it)::
+
+    listener "web" (supervisor, rest_for_one)
+    ├── socket owner   (gen_server: binds the port, closes it on exit)
+    ├── conns          (supervisor, simple_one_for_one, temporary children)
+    │   └── h1 conn process, one per connection
+    └── acceptor 1..N  (each blocks in accept() on its own dup of the socket)
+
+What it owns: the listening socket and the ``ListenerRuntime`` — the shared
+counters and flags of one listener (the analogue of roadrunner's atomics and
+persistent_term): active connection slots, requests served, rejections, the
+``draining`` flag, and the live conn pids drain needs. Conn processes update
+the counters directly: greenlets are cooperative, so a ``+= 1`` between two
+switches is atomic, and no counter needs a mailbox round trip.
+
+What it must never do: let a stopped or drained listener come back. The
+listener child is ``transient`` under rr's root supervisor and drain/stop end
+it with reason ``shutdown``, so its supervisor never restarts it; then the
+child spec is deleted.
+
+Drain (``drain(name, timeout)``): stop accepting (acceptors terminated, socket
+closed), set ``draining``; idle connections (waiting for a request's first
+byte) are ended at once; busy ones finish their request, answering with
+``connection: close``; ``Loop`` responses get ``(DRAIN, deadline)``; at the
+deadline whatever is left is killed. Returns ``{"drained": n, "killed": m}``.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from typing import Any
+
+import gevent.ssl
+from gevent import socket as gsocket
+
+import supervisors
+from rr import telemetry
+from rr.config import Config
+from rr.http1 import codec
+from rr.http1.conn import serve_connection
+from rr.response import DRAIN
+
+_ACCEPT = ("rr", "listener", "accept")
+_CONN_REJECTED = ("rr", "listener", "conn_rejected")
+_DRAIN_START = ("rr", "drain", "start")
+_DRAIN_STOP = ("rr", "drain", "stop")
+
+
+class ListenerRuntime:
+    """Shared state of one listener (counters, flags, live connections)."""
+
+    def __init__(self, name: str, config: Config, app: Any) -> None:
+        self.name = name
+        self.config = config
+        self.app = app
+        self.limits = codec.Limits(
+            max_request_line=config.http1.max_request_line,
+            max_header_line=config.http1.max_header_line,
+            max_header_block=config.http1.max_header_block,
+            max_header_count=config.http1.max_header_count,
+            max_content_length=config.max_content_length,
+        )
+        self.sock: Any = None
+        self.port = config.port
+        self.active = 0
+        self.requests_served = 0
+        self.rejected = 0
+        self.accepted = 0
+        self.draining = False
+        self.conn_sup: supervisors.Pid | None = None
+        self.sup: supervisors.Pid | None = None
+        # pid -> Http1Conn (None while the TLS handshake runs)
+        self.conns: dict[supervisors.Pid, Any] = {}
+        self.loops: set[supervisors.Pid] = set()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "port": self.port,
+            "active_clients": self.active,
+            "max_clients": self.config.max_clients,
+            "requests_served": self.requests_served,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "status": "draining" if self.draining else "accepting",
+            "protocols": list(self.config.protocols),
+        }
+
+    # -- the socket ------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Open the listening socket (dual-stack by default); keeps the port across restarts."""
+        config = self.config
+        ip = config.ip
+        if ip is None:
+            family, ip = (socket.AF_INET6, "::") if socket.has_ipv6 and _ipv6_usable() else (socket.AF_INET, "0.0.0.0")
+        else:
+            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sock = gsocket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and config.ip is None:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind((ip, self.port))
+            sock.listen(config.socket_backlog)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+        self.port = sock.getsockname()[1]
+
+    def close_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def tls_wrap(self, raw: Any) -> Any:
+        """Server-side TLS handshake bounded by ``tls_handshake_timeout``; None on failure."""
+        ctx = self.config.tls
+        try:
+            raw.settimeout(self.config.tls_handshake_timeout)
+            tls = gevent.ssl.SSLContext.wrap_socket(
+                ctx, raw, server_side=True, do_handshake_on_connect=False  # type: ignore[arg-type]
+            )
+            tls.do_handshake()
+            return tls
+        except (OSError, ValueError):
+            raw.close()
+            return None
+
+
+def _ipv6_usable() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class SocketOwner(supervisors.Server):
+    """Owns the listening socket for the listener's lifetime (closes it on exit)."""
+
+    def init(self, runtime: ListenerRuntime) -> None:
+        supervisors.trap_exit(True)
+        self.runtime = runtime
+        if runtime.sock is None:
+            runtime.bind()
+
+    def handle_call(self, msg: Any, from_: Any) -> Any:
+        if msg == "close":
+            self.runtime.close_socket()
+            return "ok"
+        raise ValueError(f"unexpected call {msg!r}")
+
+    def terminate(self, reason: Any) -> None:
+        self.runtime.close_socket()
+
+
+def acceptor(runtime: ListenerRuntime) -> None:
+    """Accept connections forever, enforcing ``max_clients`` at the door."""
+    lsock = runtime.sock.dup()
+    config = runtime.config
+    try:
+        while True:
+            try:
+                sock, peer = lsock.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    gevent.sleep(0.1)  # out of fds: back off rather than spin
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+                    continue
+                raise
+            if runtime.active >= config.max_clients or runtime.draining:
+                runtime.rejected += 1
+                sock.close()
+                if _CONN_REJECTED in telemetry._table:
+                    telemetry.execute(
+                        _CONN_REJECTED, {}, {"listener": runtime.name, "peer": peer, "reason": "max_clients"}
+                    )
+                continue
+            runtime.active += 1
+            runtime.accepted += 1
+            if _ACCEPT in telemetry._table:
+                telemetry.execute(_ACCEPT, {}, {"listener": runtime.name, "peer": peer})
+            try:
+                supervisors.start_child(runtime.conn_sup, sock, peer)
+            except Exception:
+                runtime.active -= 1
+                sock.close()
+                raise
+    finally:
+        lsock.close()
+
+
+def _start_conn(runtime: ListenerRuntime, sock: Any, peer: Any) -> supervisors.Pid:
+    return supervisors.spawn_link(
+        serve_connection, sock, peer, runtime, label="rr.conn", **runtime.config.handler_spawn.as_kwargs()
+    )
+
+
+def _start_conn_sup(runtime: ListenerRuntime) -> supervisors.Pid:
+    spec = supervisors.ChildSpec("conn", _start_conn, args=(runtime,), restart="temporary", shutdown=5.0)
+    pid = supervisors.start_supervisor(
+        [spec], strategy="simple_one_for_one", link=True, label=f"rr.conns.{runtime.name}"
+    )
+    runtime.conn_sup = pid
+    return pid
+
+
+def _start_acceptor(runtime: ListenerRuntime) -> supervisors.Pid:
+    return supervisors.spawn_link(acceptor, runtime, label=f"rr.acceptor.{runtime.name}")
+
+
+def start_link(runtime: ListenerRuntime) -> supervisors.Pid:
+    """Start the listener supervisor, linked to the caller (a supervisor's start function)."""
+    children = [
+        supervisors.ChildSpec("socket", supervisors.start_server, args=(SocketOwner, runtime),
+                              restart="permanent", shutdown=5.0),
+        supervisors.ChildSpec("conns", _start_conn_sup, args=(runtime,), restart="permanent",
+                              shutdown="infinity", type="supervisor"),
+    ]
+    children += [
+        supervisors.ChildSpec(f"acceptor{i}", _start_acceptor, args=(runtime,), restart="permanent",
+                              shutdown="brutal_kill")
+        for i in range(runtime.config.num_acceptors)
+    ]
+    runtime.draining = False
+    pid = supervisors.start_supervisor(
+        children, strategy="rest_for_one", max_restarts=10, max_seconds=10.0,
+        link=True, label=f"rr.listener.{runtime.name}",
+    )
+    runtime.sup = pid
+    return pid
+
+
+def drain(runtime: ListenerRuntime, timeout: float) -> dict[str, int]:
+    """Stop accepting, let in-flight requests finish, kill what is left at the deadline."""
+    started = time.monotonic()
+    deadline = started + timeout
+    runtime.draining = True
+    if _DRAIN_START in telemetry._table:
+        telemetry.execute(_DRAIN_START, {}, {"listener": runtime.name, "deadline": deadline})
+    if runtime.sup is not None:
+        for i in range(runtime.config.num_acceptors):
+            try:
+                supervisors.terminate_child(runtime.sup, f"acceptor{i}")
+            except Exception:  # already gone: nothing to stop
+                pass
+    runtime.close_socket()
+
+    refs = {}
+    for pid, conn in list(runtime.conns.items()):
+        refs[supervisors.monitor(pid)] = pid
+        if conn is not None and conn.idle:
+            supervisors.exit(pid, "shutdown")
+        elif pid in runtime.loops:
+            supervisors.send(pid, (DRAIN, deadline))
+    drained = killed = 0
+    while refs:
+        left = deadline - time.monotonic()
+        try:
+            msg = supervisors.receive(
+                lambda m: isinstance(m, tuple) and len(m) == 4 and m[0] == "DOWN" and m[1] in refs,
+                timeout=max(left, 0),
+            )
+        except supervisors.Timeout:
+            break
+        refs.pop(msg[1])
+        drained += 1
+    for pid in refs.values():
+        supervisors.exit(pid, "kill")
+        killed += 1
+    for ref in refs:
+        supervisors.receive(lambda m, r=ref: isinstance(m, tuple) and m[:2] == ("DOWN", r), timeout=5.0)
+    if _DRAIN_STOP in telemetry._table:
+        telemetry.execute(
+            _DRAIN_STOP,
+            {"duration": time.monotonic() - started, "drained": drained, "killed": killed},
+            {"listener": runtime.name},
+        )
+    return {"drained": drained, "killed": killed}

@@ -1,0 +1,59 @@
+"""Continuation-style middleware: ``mw(req, next, state) -> response``.
+
+What it is: the chain builder. A middleware entry is a callable, or a
+``(callable, config)`` pair. When the callable has an ``init`` attribute,
+``state = mw.init(config)`` runs once when the chain is compiled (and again on
+``rr.reload_routes``); otherwise the config itself is the state.
+
+A middleware may pass the request on (``return next(req)``), rewrite it
+first, short-circuit (return its own response without calling ``next``), or
+wrap whatever shape ``next`` returns — including a ``Stream``, whose ``fn``
+it may replace to transform chunks on the way out.
+
+Order: the first middleware listed is the outermost — it sees the request
+first and the response last. Listener-wide middlewares wrap per-route ones.
+
+What it must never do: build closures per request. Chains are composed once,
+at compile time; a request walks pre-built closures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+Handler = Callable[[Any], Any]
+Middleware = Callable[[Any, Handler, Any], Any]
+
+
+def resolve(entries: Iterable[Any], where: str = "middlewares") -> list[tuple[Middleware, Any]]:
+    """Turn entries into ``(mw, state)`` pairs, running each ``init`` once."""
+    resolved = []
+    for entry in entries:
+        config: Any = None
+        mw = entry
+        if isinstance(entry, tuple):
+            if len(entry) != 2 or not callable(entry[0]):
+                raise ValueError(f"{where}: an entry must be a callable or (callable, config), got {entry!r}")
+            mw, config = entry
+        elif not callable(entry):
+            raise ValueError(f"{where}: an entry must be a callable or (callable, config), got {entry!r}")
+        init = getattr(mw, "init", None)
+        state = init(config) if callable(init) else config
+        resolved.append((mw, state))
+    return resolved
+
+
+def _link(mw: Middleware, state: Any, nxt: Handler) -> Handler:
+    def step(req: Any) -> Any:
+        return mw(req, nxt, state)
+
+    return step
+
+
+def chain(middlewares: Sequence[tuple[Middleware, Any]], handler: Handler) -> Handler:
+    """Compose ``middlewares`` (outermost first) around ``handler``."""
+    app = handler
+    for mw, state in reversed(middlewares):
+        app = _link(mw, state, app)
+    return app

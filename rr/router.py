@@ -1,0 +1,240 @@
+"""The router: compiled routes with literal, ``:param`` and ``*wildcard`` segments.
+
+Route entries:
+
+- ``(path, handler)`` or ``(path, handler, state)``;
+- ``{"path", "handler", "state", "middlewares", "methods", "name"}``;
+- a group ``{"prefix", "middlewares", "routes"}``, flattened at compile time
+  (prefixes concatenated, group middlewares placed outside the route's own).
+
+Matching rules: the path is split on ``/`` *before* percent-decoding, so an
+encoded slash stays inside its segment; a binding is the decoded segment;
+``*name`` must be the last segment and binds the rest of the path (possibly
+empty), undecoded slashes included. Declaration order wins: of all routes
+whose pattern matches, the first declared is used — unless it restricts
+``methods`` and the request's method is not among them, in which case the
+next matching route is tried. A path that matches only routes refusing the
+method gets 405 with a sorted ``allow`` header; no match at all gets the
+``not_found`` handler (404 by default). ``GET`` routes also answer ``HEAD``.
+
+Speed: literal routes live in a dict keyed by path; dynamic routes are
+grouped by segment count, and wildcard routes kept apart; a request walks
+only the candidates that could match, in declaration order. Compiling builds
+every middleware chain once.
+
+What it must never do: compile anything per request, or know the protocol.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+from rr import middleware, response
+
+Handler = Callable[[Any], Any]
+
+_ROUTE_KEYS = {"path", "handler", "state", "middlewares", "methods", "name"}
+_GROUP_KEYS = {"prefix", "middlewares", "routes"}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    index: int
+    path: str
+    segments: tuple[str, ...]
+    params: tuple[tuple[int, str], ...]  # (segment position, binding name)
+    wildcard: str | None  # binding name of a trailing *segment
+    methods: frozenset[str] | None
+    name: str | None
+    state: Any
+    app: Handler  # the handler wrapped in its middlewares
+
+
+def _flatten(entries: Sequence[Any], prefix: str, mws: list[Any], out: list[tuple[str, Any, Any, list[Any], Any, Any]]) -> None:
+    for entry in entries:
+        if isinstance(entry, tuple):
+            if len(entry) not in (2, 3) or not isinstance(entry[0], str) or not callable(entry[1]):
+                raise ValueError(f"routes: a tuple route is (path, handler[, state]), got {entry!r}")
+            state = entry[2] if len(entry) == 3 else None
+            out.append((prefix + entry[0], entry[1], state, list(mws), None, None))
+        elif isinstance(entry, Mapping) and "routes" in entry:
+            unknown = set(entry) - _GROUP_KEYS
+            if unknown:
+                raise ValueError(f"routes: unknown group keys {sorted(unknown)} (known: {sorted(_GROUP_KEYS)})")
+            group_prefix = entry.get("prefix", "")
+            if group_prefix and (not group_prefix.startswith("/") or group_prefix.endswith("/")):
+                raise ValueError(f"routes: a group prefix starts with '/' and does not end with one, got {group_prefix!r}")
+            _flatten(entry["routes"], prefix + group_prefix, mws + list(entry.get("middlewares", [])), out)
+        elif isinstance(entry, Mapping):
+            unknown = set(entry) - _ROUTE_KEYS
+            if unknown:
+                raise ValueError(f"routes: unknown route keys {sorted(unknown)} (known: {sorted(_ROUTE_KEYS)})")
+            if not isinstance(entry.get("path"), str) or not callable(entry.get("handler")):
+                raise ValueError(f"routes: a route needs a str 'path' and a callable 'handler', got {entry!r}")
+            methods = entry.get("methods")
+            out.append((prefix + entry["path"], entry["handler"], entry.get("state"),
+                        mws + list(entry.get("middlewares", [])), methods, entry.get("name")))
+        else:
+            raise ValueError(f"routes: an entry is a tuple, a route dict or a group dict, got {entry!r}")
+
+
+def _parse_path(path: str) -> tuple[tuple[str, ...], tuple[tuple[int, str], ...], str | None]:
+    if not path.startswith("/"):
+        raise ValueError(f"routes: a path starts with '/', got {path!r}")
+    segments = tuple(path[1:].split("/"))
+    params = []
+    wildcard = None
+    for i, seg in enumerate(segments):
+        if seg.startswith(":"):
+            if len(seg) == 1:
+                raise ValueError(f"routes: a ':param' segment needs a name in {path!r}")
+            params.append((i, seg[1:]))
+        elif seg.startswith("*"):
+            if i != len(segments) - 1:
+                raise ValueError(f"routes: '*{seg[1:]}' must be the last segment in {path!r}")
+            wildcard = seg[1:] or "path"
+    names = [n for _, n in params] + ([wildcard] if wildcard else [])
+    if len(names) != len(set(names)):
+        raise ValueError(f"routes: duplicate binding names in {path!r}")
+    return segments, tuple(params), wildcard
+
+
+def _not_found(req: Any) -> response.Response:
+    return response.text(404, "Not Found")
+
+
+class Router:
+    """A compiled route table; calling it dispatches one request."""
+
+    def __init__(
+        self,
+        routes: Sequence[Any],
+        listener_middlewares: Sequence[Any] = (),
+        not_found: Handler | None = None,
+    ) -> None:
+        flat: list[tuple[str, Any, Any, list[Any], Any, Any]] = []
+        _flatten(routes, "", [], flat)
+        top = list(listener_middlewares)
+        self.routes: list[Route] = []
+        self.literal: dict[str, list[Route]] = {}
+        self.dynamic: dict[int, list[Route]] = {}
+        self.wildcards: list[Route] = []
+        self.names: dict[str, Route] = {}
+        for index, (path, handler, state, mws, methods, name) in enumerate(flat):
+            segments, params, wildcard = _parse_path(path)
+            if methods is not None:
+                if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
+                    raise ValueError(f"routes: 'methods' is a list of method names, got {methods!r}")
+                allowed = {m.upper() for m in methods}
+                if "GET" in allowed:
+                    allowed.add("HEAD")
+                methods = frozenset(allowed)
+            app = middleware.chain(middleware.resolve(top + mws, f"middlewares of {path}"), handler)
+            route = Route(index, path, segments, params, wildcard, methods, name, state, app)
+            self.routes.append(route)
+            if name is not None:
+                if name in self.names:
+                    raise ValueError(f"routes: duplicate route name {name!r}")
+                self.names[name] = route
+            if wildcard is not None:
+                self.wildcards.append(route)
+            elif params:
+                self.dynamic.setdefault(len(segments), []).append(route)
+            else:
+                self.literal.setdefault(path, []).append(route)
+        self.not_found = middleware.chain(middleware.resolve(top), not_found or _not_found)
+        self._method_not_allowed = middleware.chain(middleware.resolve(top), self._answer_405)
+
+    # -- matching ---------------------------------------------------------------
+
+    def _bind(self, route: Route, segments: list[str]) -> dict[str, str] | None:
+        if route.wildcard is not None:
+            fixed = len(route.segments) - 1
+            if len(segments) < fixed:
+                return None
+        elif len(segments) != len(route.segments):
+            return None
+        bindings: dict[str, str] = {}
+        for i, pattern in enumerate(route.segments):
+            if pattern.startswith("*"):
+                bindings[route.wildcard or "path"] = "/".join(segments[i:])
+                break
+            if pattern.startswith(":"):
+                bindings[pattern[1:]] = unquote(segments[i], errors="replace")
+            elif pattern != segments[i]:
+                return None
+        return bindings
+
+    def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
+        """(route, bindings, allowed-methods-if-405) for ``method`` on ``path``."""
+        segments = path[1:].split("/") if path.startswith("/") else [path]
+        candidates = heapq.merge(
+            self.literal.get(path, ()),
+            self.dynamic.get(len(segments), ()),
+            self.wildcards,
+            key=lambda r: r.index,
+        )
+        refused: set[str] = set()
+        for route in candidates:
+            bindings = self._bind(route, segments)
+            if bindings is None:
+                continue
+            if route.methods is None or method in route.methods:
+                return route, bindings, []
+            refused |= route.methods
+        return None, {}, sorted(refused)
+
+    def __call__(self, req: Any) -> Any:
+        route, bindings, allowed = self.match(req.method, req.path)
+        if route is not None:
+            req.bindings = bindings
+            req.state = route.state
+            req.route = route.name
+            return route.app(req)
+        if allowed:
+            req.private["rr.allow"] = allowed
+            return self._method_not_allowed(req)
+        return self.not_found(req)
+
+    @staticmethod
+    def _answer_405(req: Any) -> response.Response:
+        allow = ", ".join(req.private.get("rr.allow", []))
+        return response.text(405, "Method Not Allowed", [("allow", allow)])
+
+    # -- reverse routing -----------------------------------------------------------
+
+    def url_for(self, name: str, **bindings: Any) -> str:
+        """The path of route ``name`` with ``bindings`` substituted (percent-encoded)."""
+        route = self.names.get(name)
+        if route is None:
+            raise KeyError(f"no route named {name!r}")
+        parts = []
+        for pattern in route.segments:
+            if pattern.startswith(":"):
+                key = pattern[1:]
+                if key not in bindings:
+                    raise KeyError(f"route {name!r} needs binding {key!r}")
+                parts.append(quote(str(bindings.pop(key)), safe=""))
+            elif pattern.startswith("*"):
+                key = route.wildcard or "path"
+                value = str(bindings.pop(key, ""))
+                parts.append("/".join(quote(p, safe="") for p in value.split("/")))
+            else:
+                parts.append(pattern)
+        if bindings:
+            raise KeyError(f"route {name!r} has no bindings {sorted(bindings)}")
+        return "/" + "/".join(parts)
+
+
+def compile_app(
+    routes: Any, listener_middlewares: Sequence[Any] = (), not_found: Handler | None = None
+) -> Handler:
+    """A listener's application: a ``Router`` for a route list, else the single handler
+    wrapped in the listener middlewares."""
+    if isinstance(routes, list):
+        return Router(routes, listener_middlewares, not_found)
+    return middleware.chain(middleware.resolve(listener_middlewares), routes)

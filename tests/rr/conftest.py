@@ -1,0 +1,108 @@
+"""Fixtures for rr tests: a listener on an ephemeral loopback port, and clients.
+
+The suite does not monkey-patch: rr must work in an unpatched process. The
+server runs in this process's gevent hub, so clients either use gevent
+sockets (``raw``), run as subprocesses (curl, wrk, h2load via
+``gevent.subprocess``), or run in a real OS thread from gevent's threadpool
+(``in_thread``, for blocking clients such as httpx).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+import pytest
+from gevent import socket as gsocket
+
+import rr
+
+_names = itertools.count()
+
+
+class Served:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = rr.listener_port(name)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def info(self) -> dict[str, Any]:
+        return rr.listener_info(self.name)
+
+    def connect(self, timeout: float = 10.0) -> gsocket.socket:
+        sock = gsocket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return sock
+
+    def exchange(self, data: bytes, timeout: float = 10.0) -> bytes:
+        """Send ``data``, half-close, and read until the server closes."""
+        with self.connect(timeout) as sock:
+            sock.sendall(data)
+            return read_until_close(sock, timeout)
+
+    def request(self, data: bytes, timeout: float = 10.0) -> bytes:
+        """Send ``data`` and read until the server closes (without half-closing first)."""
+        with self.connect(timeout) as sock:
+            sock.sendall(data)
+            return read_until_close(sock, timeout)
+
+
+def read_until_close(sock: gsocket.socket, timeout: float = 10.0) -> bytes:
+    sock.settimeout(timeout)
+    parts = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def read_response(sock: gsocket.socket, timeout: float = 10.0) -> tuple[bytes, bytes]:
+    """Read one Content-Length-framed response; returns (head, body)."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a full head: {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        rest += chunk
+    return head, rest[:length]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Served]]:
+    started: list[str] = []
+
+    def start(handler: Any, **opts: Any) -> Served:
+        name = f"test{next(_names)}"
+        opts.setdefault("port", 0)
+        opts.setdefault("ip", "127.0.0.1")
+        rr.start_listener(name, {"routes": handler, **opts})
+        started.append(name)
+        return Served(name)
+
+    yield start
+    for name in started:
+        if name in rr.listeners():
+            rr.stop_listener(name)
+
+
+def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking client call in a real OS thread while the hub keeps serving."""
+    return gevent.get_hub().threadpool.apply(fn, args, kwargs)

@@ -1,0 +1,468 @@
+"""The HTTP/1.1 connection process over real loopback sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import gevent
+import pytest
+
+import rr
+import supervisors
+from rr import resp
+from tests.rr.conftest import read_response, read_until_close
+
+
+def hello(req: rr.Request) -> resp.Response:
+    return resp.text(200, "hello")
+
+
+def echo(req: rr.Request) -> resp.Response:
+    body = req.read_body()
+    return resp.Response(200, [("content-type", "application/octet-stream")], body)
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_hello_round_trip_has_status_date_length_and_body(serve):
+    srv = serve(hello)
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        head, body = read_response(sock)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\ndate: " in head
+    assert b"\r\ncontent-length: 5" in head
+    assert b"content-type: text/plain; charset=utf-8" in head
+    assert body == b"hello"
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(serve):
+    srv = serve(hello)
+    with srv.connect() as sock:
+        for _ in range(5):
+            sock.sendall(GET)
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
+    assert srv.info()["requests_served"] == 5
+
+
+def test_pipelined_requests_are_answered_in_order(serve):
+    def path_echo(req):
+        return resp.text(200, req.path)
+
+    srv = serve(path_echo)
+    with srv.connect() as sock:
+        sock.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(10)))
+        bodies = [read_response(sock)[1] for _ in range(10)]
+    assert bodies == [b"/%d" % i for i in range(10)]
+
+
+def test_connection_close_request_gets_close_and_the_socket_closes(serve):
+    srv = serve(hello)
+    data = srv.request(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"connection: close" in data
+    assert data.endswith(b"hello")
+
+
+def test_http10_without_keep_alive_closes_after_the_response(serve):
+    srv = serve(hello)
+    data = srv.request(b"GET / HTTP/1.0\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data
+
+
+def test_http10_with_keep_alive_token_stays_open(serve):
+    srv = serve(hello)
+    with srv.connect() as sock:
+        for _ in range(2):
+            sock.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            head, body = read_response(sock)
+            assert b"connection: close" not in head and body == b"hello"
+
+
+def test_connection_header_tokens_are_matched_as_a_list_not_by_substring(serve):
+    srv = serve(hello)
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: xclose, upgradey\r\n\r\n")
+        head, _ = read_response(sock)
+        assert b"connection: close" not in head
+        sock.sendall(GET)
+        assert read_response(sock)[1] == b"hello"
+
+
+def test_last_request_under_max_keep_alive_requests_is_marked_close(serve):
+    srv = serve(hello, max_keep_alive_requests=3)
+    with srv.connect() as sock:
+        heads = []
+        for _ in range(3):
+            sock.sendall(GET)
+            heads.append(read_response(sock)[0])
+        assert b"connection: close" not in heads[1]
+        assert b"connection: close" in heads[2]
+        assert read_until_close(sock) == b""
+
+
+def test_head_sends_no_body_but_keeps_content_length(serve):
+    srv = serve(hello)
+    with srv.connect() as sock:
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        assert b"content-length: 5" in data and data.endswith(b"\r\n\r\n")
+        sock.sendall(GET)  # the connection is still framed correctly
+        assert read_response(sock)[1] == b"hello"
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_204_and_304_carry_no_body_and_no_content_length(serve, code):
+    srv = serve(lambda req: resp.Response(code, [], b"ignored"))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        head, body = read_response(sock)
+        assert b"content-length" not in head and body == b""
+        sock.sendall(GET)
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 %d" % code)
+
+
+def test_unregistered_status_still_gets_a_reason_phrase(serve):
+    srv = serve(lambda req: resp.status(299))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        head, _ = read_response(sock)
+    status_line = head.split(b"\r\n")[0]
+    assert status_line.startswith(b"HTTP/1.1 299 ") and len(status_line) > len(b"HTTP/1.1 299 ")
+
+
+def test_handler_crash_answers_500_and_the_connection_stays_usable(serve):
+    calls = []
+
+    def flaky(req):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return resp.text(200, "ok")
+
+    srv = serve(flaky)
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        head, body = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 500 Internal Server Error")
+        sock.sendall(GET)
+        assert read_response(sock)[1] == b"ok"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("x-evil", "a\r\nset-cookie: pwned=1")],
+        [("x-evil", "a\nb")],
+        [("x-nul", "a\0b")],
+        [("X-Upper", "v")],
+        [("bad name", "v")],
+    ],
+    ids=["crlf-in-value", "lf-in-value", "nul-in-value", "uppercase-name", "space-in-name"],
+)
+def test_header_injection_in_a_response_becomes_a_500_never_a_split_header(serve, headers):
+    srv = serve(lambda req: resp.Response(200, headers, b"x"))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        head, _ = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 500")
+        assert b"pwned" not in head
+        sock.sendall(GET)  # slot not leaked, connection still usable
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 500")
+
+
+def test_handler_returning_an_interim_1xx_status_gets_a_500(serve):
+    srv = serve(lambda req: resp.status(103))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 500")
+
+
+def test_handler_returning_a_non_response_gets_a_500(serve):
+    srv = serve(lambda req: "not a response")
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 500")
+
+
+def test_websocket_shape_answers_501_until_the_websocket_layer_lands(serve):
+    srv = serve(lambda req: resp.WebSocket(object()))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 501")
+
+
+# -- request bodies -----------------------------------------------------------
+
+
+def test_content_length_body_is_buffered_for_the_handler(serve):
+    srv = serve(echo)
+    with srv.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world")
+        assert read_response(sock)[1] == b"hello world"
+
+
+def test_chunked_body_with_trailers_is_decoded(serve):
+    srv = serve(echo)
+    with srv.connect() as sock:
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-sum: 1\r\n\r\n"
+        )
+        assert read_response(sock)[1] == b"hello world"
+        sock.sendall(GET.replace(b"GET", b"POST").replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nok"))
+        assert read_response(sock)[1] == b"ok"
+
+
+def test_body_over_max_content_length_is_413_and_closes(serve):
+    srv = serve(echo, max_content_length=10)
+    data = srv.request(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world")
+    assert data.startswith(b"HTTP/1.1 413") and b"connection: close" in data
+
+
+def test_chunked_body_over_max_content_length_is_judged_by_declared_size(serve):
+    srv = serve(echo, max_content_length=100)
+    data = srv.request(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n7fffffff\r\n")
+    assert data.startswith(b"HTTP/1.1 413")
+
+
+def test_expect_100_continue_is_sent_only_when_the_handler_reads(serve):
+    srv = serve(echo, body_buffering="manual")
+    with srv.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        sock.settimeout(5)
+        interim = sock.recv(4096)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"ok")
+        assert read_response(sock)[1] == b"ok"
+
+
+def test_expect_100_continue_is_not_sent_when_the_handler_ignores_the_body(serve):
+    srv = serve(hello, body_buffering="manual")
+    with srv.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        head, body = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
+        assert b"connection: close" in head or read_until_close(sock, 5) == b""
+
+
+def test_manual_mode_streams_a_large_body_with_bounded_reads(serve):
+    seen = []
+
+    def count(req):
+        total = 0
+        for chunk in req.iter_body(4096):
+            assert len(chunk) <= 4096
+            total += len(chunk)
+        seen.append(total)
+        return resp.text(200, str(total))
+
+    srv = serve(count, body_buffering="manual", max_content_length=8 * 1024 * 1024)
+    size = 5 * 1024 * 1024
+    with srv.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        block = b"x" * 65536
+        for _ in range(size // len(block)):
+            sock.sendall(block)
+        assert read_response(sock)[1] == str(size).encode()
+
+
+def test_manual_mode_unread_small_body_is_drained_and_the_connection_reused(serve):
+    srv = serve(hello, body_buffering="manual")
+    with srv.connect() as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde" + GET)
+        assert read_response(sock)[1] == b"hello"
+        assert read_response(sock)[1] == b"hello"
+
+
+# -- response shapes ------------------------------------------------------------
+
+
+def test_stream_is_chunked_with_trailers_and_keeps_the_connection(serve):
+    def streamer(req):
+        def produce(send):
+            send(b"one ")
+            send(b"two", fin=True, trailers=[("x-checksum", "abc")])
+
+        return resp.Stream(200, [("content-type", "text/plain")], produce)
+
+    srv = serve(streamer)
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        data = b""
+        sock.settimeout(5)
+        while not data.endswith(b"x-checksum: abc\r\n\r\n"):
+            data += sock.recv(4096)
+        assert b"transfer-encoding: chunked" in data
+        assert b"4\r\none \r\n3\r\ntwo\r\n0\r\nx-checksum: abc\r\n\r\n" in data
+        sock.sendall(GET)
+        assert b"4\r\none " in sock.recv(4096)
+
+
+def test_stream_for_http10_is_unframed_and_closes(serve):
+    srv = serve(lambda req: resp.Stream(200, [], lambda send: (send(b"a"), send(b"b"))))
+    data = srv.request(b"GET / HTTP/1.0\r\n\r\n")
+    assert data.endswith(b"\r\n\r\nab") and b"chunked" not in data
+
+
+def test_stream_crash_before_sending_is_a_500(serve):
+    def bad(send):
+        raise RuntimeError("nope")
+
+    srv = serve(lambda req: resp.Stream(200, [], bad))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 500")
+
+
+def test_stream_crash_after_sending_closes_without_a_last_chunk(serve):
+    def bad(send):
+        send(b"partial")
+        raise RuntimeError("nope")
+
+    srv = serve(lambda req: resp.Stream(200, [], bad))
+    data = srv.request(GET)
+    assert b"7\r\npartial\r\n" in data and not data.endswith(b"0\r\n\r\n")
+
+
+def test_loop_pushes_chunks_for_messages_until_stop(serve):
+    def on_info(msg, push, state):
+        if msg == "stop":
+            return resp.STOP
+        push(msg.encode())
+        return state + 1
+
+    def looper(req):
+        me = supervisors.self()
+        for word in ("a", "bb", "stop"):
+            supervisors.send(me, word)
+        return resp.Loop(200, [("content-type", "text/plain")], 0, on_info)
+
+    srv = serve(looper)
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        data = b""
+        sock.settimeout(5)
+        while not data.endswith(b"0\r\n\r\n"):
+            data += sock.recv(4096)
+    assert b"1\r\na\r\n2\r\nbb\r\n0\r\n\r\n" in data
+
+
+def test_loop_is_told_once_when_the_client_goes_away(serve):
+    seen = []
+    done = gevent.event.Event()
+
+    def on_info(msg, push, state):
+        seen.append(msg)
+        if msg == (resp.CLOSED,):
+            done.set()
+        return state
+
+    srv = serve(lambda req: resp.Loop(200, [], None, on_info))
+    sock = srv.connect()
+    sock.sendall(GET)
+    sock.recv(4096)
+    sock.close()
+    assert done.wait(5)
+    gevent.sleep(0.05)
+    assert seen.count((resp.CLOSED,)) == 1
+
+
+def test_sendfile_sends_a_range_of_a_file(serve, tmp_path):
+    path = tmp_path / "data.bin"
+    payload = os.urandom(200_000)
+    path.write_bytes(payload)
+    srv = serve(lambda req: resp.Sendfile(200, [("content-type", "application/octet-stream")],
+                                          str(path), 1000, 150_000))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        head, body = read_response(sock)
+    assert b"content-length: 150000" in head
+    assert body == payload[1000:151_000]
+
+
+def test_sendfile_of_a_missing_file_is_a_500(serve, tmp_path):
+    srv = serve(lambda req: resp.Sendfile(200, [], str(tmp_path / "nope")))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 500")
+
+
+# -- timeouts and limits ----------------------------------------------------------
+
+
+def test_first_request_timeout_answers_408_and_closes(serve):
+    srv = serve(hello, request_timeout=0.3)
+    with srv.connect() as sock:
+        data = read_until_close(sock)
+    assert data.startswith(b"HTTP/1.1 408")
+
+
+def test_idle_keep_alive_connection_closes_silently(serve):
+    srv = serve(hello, keep_alive_timeout=0.3)
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        read_response(sock)
+        assert read_until_close(sock) == b""
+
+
+def test_slowloris_is_closed_silently(serve):
+    srv = serve(hello, min_bytes_per_second=1000, request_timeout=20)
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        closed = False
+        for _ in range(40):
+            gevent.sleep(0.1)
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+        data = b"" if closed else read_until_close(sock, 5)
+    assert not data.startswith(b"HTTP/1.1 408")
+
+
+def test_connections_over_max_clients_are_closed_at_accept_and_counted(serve):
+    srv = serve(hello, max_clients=2)
+    held = [srv.connect() for _ in range(2)]
+    for sock in held:  # make sure both are accepted and being served
+        sock.sendall(GET)
+        read_response(sock)
+    extra = srv.connect()
+    assert read_until_close(extra, 5) == b""
+    assert srv.info()["rejected"] == 1
+    for sock in held + [extra]:
+        sock.close()
+
+
+def test_active_clients_returns_to_zero_after_connections_end(serve):
+    srv = serve(hello)
+    socks = [srv.connect() for _ in range(5)]
+    for sock in socks:
+        sock.sendall(GET)
+        read_response(sock)
+    assert srv.info()["active_clients"] == 5
+    for sock in socks:
+        sock.close()
+    for _ in range(100):
+        if srv.info()["active_clients"] == 0:
+            break
+        gevent.sleep(0.02)
+    assert srv.info()["active_clients"] == 0
+
+
+def test_a_peer_resetting_mid_request_does_not_disturb_other_connections(serve):
+    srv = serve(echo)
+    bad = srv.connect()
+    bad.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    bad.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    bad.close()
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 200")

@@ -1,0 +1,309 @@
+"""Listener API: options, lifecycle, embedding, drain, telemetry, logging."""
+
+from __future__ import annotations
+
+import socket
+
+import gevent
+import gevent.event
+import pytest
+import structlog
+
+import rr
+import supervisors
+from rr import resp, telemetry
+from tests.rr.conftest import read_response, read_until_close
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def hello(req):
+    return resp.text(200, "hello")
+
+
+# -- options --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("opts", "named"),
+    [
+        ({"port": 0, "bogus": 1}, "bogus"),
+        ({}, "port"),
+        ({"port": -1}, "port"),
+        ({"port": 70000}, "port"),
+        ({"port": "80"}, "port"),
+        ({"port": 0, "ip": "not-an-ip"}, "ip"),
+        ({"port": 0, "max_clients": 0}, "max_clients"),
+        ({"port": 0, "request_timeout": 0}, "request_timeout"),
+        ({"port": 0, "keep_alive_timeout": "1"}, "keep_alive_timeout"),
+        ({"port": 0, "body_buffering": "lazy"}, "body_buffering"),
+        ({"port": 0, "protocols": []}, "protocols"),
+        ({"port": 0, "protocols": ["spdy"]}, "protocols"),
+        ({"port": 0, "protocols": ["http1", "http1"]}, "protocols"),
+        ({"port": 0, "protocols": [("http1", {"max_request_line": 0})]}, "max_request_line"),
+        ({"port": 0, "protocols": [("http1", {"nope": 1})]}, "protocols.http1.nope"),
+        ({"port": 0, "tls": {"certfile": "/nonexistent.pem"}}, "tls"),
+        ({"port": 0, "tls": {"keyfile": "k"}}, "tls"),
+        ({"port": 0, "handler_spawn": {"link": True}}, "handler_spawn.link"),
+        ({"port": 0, "handler_spawn": {"max_heap": -5}}, "handler_spawn.max_heap"),
+        ({"port": 0, "graceful_drain": "yes"}, "graceful_drain"),
+        ({"port": 0, "routes": 42}, "routes"),
+        ({"port": 0, "num_acceptors": 0}, "num_acceptors"),
+        ({"port": 0, "min_bytes_per_second": -1}, "min_bytes_per_second"),
+    ],
+)
+def test_bad_option_fails_start_listener_with_a_message_naming_it(opts, named):
+    with pytest.raises(ValueError, match=named):
+        rr.start_listener("bad", opts)
+    assert "bad" not in rr.listeners()
+
+
+def test_http2_is_recognised_but_refused_until_it_is_served():
+    with pytest.raises(ValueError, match="protocols"):
+        rr.start_listener("h2", {"port": 0, "protocols": ["http1", "http2"]})
+
+
+def test_alpn_is_derived_from_protocols_in_order():
+    from rr.config import alpn_protocols
+
+    assert alpn_protocols(("http2", "http1")) == ["h2", "http/1.1"]
+    assert alpn_protocols(("http1", "http3")) == ["http/1.1"]
+
+
+def test_binding_a_port_in_use_fails_with_oserror(serve):
+    srv = serve(hello)
+    with pytest.raises(OSError):
+        rr.start_listener("dup", {"port": srv.port, "ip": "127.0.0.1", "routes": hello})
+    assert "dup" not in rr.listeners()
+
+
+def test_duplicate_listener_name_is_refused(serve):
+    srv = serve(hello)
+    with pytest.raises(ValueError, match="already running"):
+        rr.start_listener(srv.name, {"port": 0, "routes": hello})
+
+
+# -- lifecycle ----------------------------------------------------------------------
+
+
+def test_listener_port_info_and_listeners(serve):
+    srv = serve(hello)
+    assert srv.name in rr.listeners()
+    info = rr.listener_info(srv.name)
+    assert info["port"] == srv.port > 0
+    assert info["max_clients"] == 150 and info["active_clients"] == 0
+    assert info["status"] == "accepting"
+
+
+def test_stop_listener_closes_the_port_and_is_not_restarted(serve):
+    srv = serve(hello)
+    rr.stop_listener(srv.name)
+    assert srv.name not in rr.listeners()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+
+
+def test_default_listen_address_serves_ipv4_and_ipv6_loopback(serve):
+    srv = serve(hello, ip=None)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5):
+        pass
+    if socket.has_ipv6:
+        try:
+            probe = socket.create_connection(("::1", srv.port), timeout=5)
+        except OSError:
+            pytest.skip("no IPv6 loopback on this host")
+        probe.close()
+
+
+def test_a_crashed_acceptor_is_restarted_and_serving_continues(serve):
+    srv = serve(hello, num_acceptors=1)
+    acceptors = [p for p in supervisors.processes() if p.label == f"rr.acceptor.{srv.name}"]
+    assert len(acceptors) == 1
+    supervisors.exit(acceptors[0].pid, RuntimeError("injected"))
+    for _ in range(100):
+        now = [p for p in supervisors.processes() if p.label == f"rr.acceptor.{srv.name}"]
+        if now and now[0].pid != acceptors[0].pid:
+            break
+        gevent.sleep(0.02)
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[1] == b"hello"
+
+
+def test_child_spec_embeds_a_listener_in_the_applications_supervisor():
+    spec = rr.child_spec("embedded", {"port": 0, "ip": "127.0.0.1", "routes": hello})
+    sup = supervisors.start_supervisor([spec], strategy="one_for_one")
+    try:
+        port = rr.listener_port("embedded")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            pass
+        from gevent import socket as gsocket
+
+        with gsocket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(GET)
+            assert read_response(sock)[1] == b"hello"
+        assert raw is not None
+    finally:
+        supervisors.stop_supervisor(sup)
+        rr._runtimes.pop("embedded", None)
+
+
+def test_child_spec_validates_options_immediately():
+    with pytest.raises(ValueError, match="max_clients"):
+        rr.child_spec("x", {"port": 0, "max_clients": -1})
+
+
+# -- drain --------------------------------------------------------------------------
+
+
+def test_drain_closes_idle_connections_and_finishes_in_flight_requests(serve):
+    release = gevent.event.Event()
+    entered = gevent.event.Event()
+
+    def slow(req):
+        entered.set()
+        release.wait(10)
+        return resp.text(200, "finished")
+
+    srv = serve(slow)
+    idle = srv.connect()
+    busy = srv.connect()
+    busy.sendall(GET)
+    assert entered.wait(5)
+    result: dict = {}
+    drainer = gevent.spawn(lambda: result.update(rr.drain(srv.name, 10)))
+    assert read_until_close(idle, 5) == b""  # the idle connection is closed at once
+    release.set()
+    data = read_until_close(busy, 5)
+    assert data.startswith(b"HTTP/1.1 200") and b"connection: close" in data and data.endswith(b"finished")
+    drainer.join(10)
+    assert result == {"drained": 2, "killed": 0}
+    assert srv.name not in rr.listeners()
+
+
+def test_drain_kills_what_is_left_at_the_deadline(serve):
+    block = gevent.event.Event()
+
+    def stuck(req):
+        block.wait(30)
+        return resp.text(200, "late")
+
+    srv = serve(stuck)
+    sock = srv.connect()
+    sock.sendall(GET)
+    gevent.sleep(0.1)
+    assert rr.drain(srv.name, 0.3) == {"drained": 0, "killed": 1}
+    assert read_until_close(sock, 5) == b""
+
+
+def test_drain_tells_a_loop_handler(serve):
+    def on_info(msg, push, state):
+        if isinstance(msg, tuple) and msg[0] == resp.DRAIN:
+            push(b"bye")
+            return resp.STOP
+        return state
+
+    srv = serve(lambda req: resp.Loop(200, [], None, on_info))
+    sock = srv.connect()
+    sock.sendall(GET)
+    sock.settimeout(5)
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    assert rr.drain(srv.name, 5) == {"drained": 1, "killed": 0}
+    rest = read_until_close(sock, 5)
+    assert b"3\r\nbye\r\n0\r\n\r\n" in rest
+
+
+def test_drain_refuses_new_connections(serve):
+    srv = serve(hello)
+    rr.drain(srv.name, 1)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+
+
+# -- telemetry and logging --------------------------------------------------------------
+
+
+def test_request_start_and_stop_share_a_request_id(serve):
+    events = []
+    telemetry.attach_many(
+        "t-share",
+        [("rr", "request", "start"), ("rr", "request", "stop")],
+        lambda ev, meas, meta, cfg: events.append((ev[-1], meta["request_id"], meta.get("status"))),
+    )
+    try:
+        srv = serve(hello)
+        with srv.connect() as sock:
+            sock.sendall(GET)
+            read_response(sock)
+    finally:
+        telemetry.detach("t-share")
+    assert [e[0] for e in events] == ["start", "stop"]
+    assert events[0][1] == events[1][1] and len(events[0][1]) == 16
+    assert events[1][2] == 200
+
+
+def test_a_telemetry_subscriber_that_raises_is_detached_and_the_request_succeeds(serve):
+    def bad(*_):
+        raise RuntimeError("subscriber bug")
+
+    telemetry.attach("t-bad", ("rr", "request", "start"), bad)
+    srv = serve(hello)
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        assert read_response(sock)[1] == b"hello"
+    assert ("t-bad", ("rr", "request", "start")) not in telemetry.list_handlers()
+
+
+def test_rejected_request_and_conn_close_events(serve):
+    events = []
+    telemetry.attach_many(
+        "t-rej",
+        [("rr", "request", "rejected"), ("rr", "conn", "close")],
+        lambda ev, meas, meta, cfg: events.append((ev, dict(meta))),
+    )
+    try:
+        srv = serve(hello)
+        srv.request(b"GET / HTTP/1.1\r\n\r\n")
+        for _ in range(100):
+            if len(events) >= 2:
+                break
+            gevent.sleep(0.02)
+    finally:
+        telemetry.detach("t-rej")
+    assert events[0][0] == ("rr", "request", "rejected")
+    assert events[0][1]["status"] == 400 and events[0][1]["reason"] == "missing_host"
+    assert events[1][0] == ("rr", "conn", "close")
+
+
+def test_handler_log_lines_carry_the_request_id(serve):
+    seen = []
+    ids = []
+
+    def logging_handler(req):
+        ids.append(req.request_id)
+        structlog.get_logger("app").info("inside handler")
+        return resp.text(200, "ok")
+
+    with structlog.testing.capture_logs(processors=[rr.log.add_request_id]) as logs:
+        srv = serve(logging_handler)
+        with srv.connect() as sock:
+            sock.sendall(GET)
+            read_response(sock)
+        seen = [entry for entry in logs if entry.get("event") == "inside handler"]
+    assert seen and seen[0]["request_id"] == ids[0]
+
+
+def test_handler_crash_is_logged_with_its_request_id(serve):
+    ids = []
+
+    def crash(req):
+        ids.append(req.request_id)
+        raise ValueError("kaput")
+
+    with structlog.testing.capture_logs(processors=[rr.log.add_request_id]) as logs:
+        srv = serve(crash)
+        with srv.connect() as sock:
+            sock.sendall(GET)
+            read_response(sock)
+    errors = [e for e in logs if e.get("log_level") == "error"]
+    assert errors and errors[0]["request_id"] == ids[0]

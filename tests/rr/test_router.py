@@ -1,0 +1,224 @@
+"""The router and middleware chains, table-driven, plus Hypothesis round trips."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rr import resp
+from rr.request import Headers, Request
+from rr.router import Router, compile_app
+
+
+def make_req(method: str = "GET", path: str = "/") -> Request:
+    return Request(method, path, path, "", "HTTP/1.1", Headers([]))
+
+
+def tag(name):
+    def handler(req):
+        return resp.json(200, {"h": name, "b": req.bindings, "s": req.state})
+
+    return handler
+
+
+def call(router, method, path):
+    req = make_req(method, path)
+    r = router(req)
+    return r
+
+
+ROUTES = [
+    ("/", tag("root")),
+    ("/users", tag("users")),
+    ("/users/me", tag("me")),
+    ("/users/:id", tag("user"), {"kind": "user"}),
+    ("/users/:id/posts/:post", tag("post")),
+    {"path": "/items", "handler": tag("items_get"), "methods": ["GET"], "name": "items"},
+    {"path": "/items", "handler": tag("items_post"), "methods": ["POST"]},
+    {"path": "/only-put", "handler": tag("put"), "methods": ["PUT", "DELETE"]},
+    ("/files/*rest", tag("files")),
+    ("/a/:x", tag("a_param")),
+    ("/a/literal", tag("a_literal_shadowed")),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "handler", "bindings"),
+    [
+        ("GET", "/", 200, "root", {}),
+        ("GET", "/users", 200, "users", {}),
+        ("GET", "/users/me", 200, "me", {}),  # declared before :id: literal wins by order
+        ("GET", "/users/42", 200, "user", {"id": "42"}),
+        ("GET", "/users/a%20b", 200, "user", {"id": "a b"}),
+        ("GET", "/users/a%2Fb", 200, "user", {"id": "a/b"}),  # encoded slash stays in its segment
+        ("GET", "/users/1/posts/2", 200, "post", {"id": "1", "post": "2"}),
+        ("GET", "/users/1/posts", 404, None, None),
+        ("GET", "/users/", 404, None, None),
+        ("GET", "/items", 200, "items_get", {}),
+        ("HEAD", "/items", 200, "items_get", {}),
+        ("POST", "/items", 200, "items_post", {}),
+        ("PUT", "/only-put", 200, "put", {}),
+        ("GET", "/files/", 200, "files", {"rest": ""}),
+        ("GET", "/files/a/b/c.txt", 200, "files", {"rest": "a/b/c.txt"}),
+        ("GET", "/a/literal", 200, "a_param", {"x": "literal"}),  # first declared wins
+        ("GET", "/nope", 404, None, None),
+    ],
+)
+def test_route_table(method, path, status, handler, bindings):
+    router = Router(ROUTES)
+    r = call(router, method, path)
+    assert r.status == status
+    if status == 200:
+        import json
+
+        body = json.loads(r.body)
+        assert body["h"] == handler and body["b"] == bindings
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("DELETE", "/items", "GET, HEAD, POST"), ("GET", "/only-put", "DELETE, PUT")],
+)
+def test_path_matching_with_a_refused_method_is_405_with_a_sorted_allow_header(method, path, allow):
+    r = call(Router(ROUTES), method, path)
+    assert r.status == 405 and resp.get_header(r, "allow") == allow
+
+
+def test_route_state_is_set_on_the_request():
+    import json
+
+    r = call(Router(ROUTES), "GET", "/users/7")
+    assert json.loads(r.body)["s"] == {"kind": "user"}
+
+
+def test_custom_not_found_handler():
+    router = Router(ROUTES, not_found=lambda req: resp.text(404, "custom " + req.path))
+    assert call(router, "GET", "/zzz").body == b"custom /zzz"
+
+
+def test_url_for_reverses_named_routes_with_encoding():
+    router = Router([
+        {"path": "/users/:id/posts/:post", "handler": tag("p"), "name": "post"},
+        {"path": "/static/*file", "handler": tag("s"), "name": "static"},
+    ])
+    assert router.url_for("post", id="a b", post=3) == "/users/a%20b/posts/3"
+    assert router.url_for("static", file="css/site.css") == "/static/css/site.css"
+    with pytest.raises(KeyError):
+        router.url_for("post", id=1)
+    with pytest.raises(KeyError):
+        router.url_for("missing")
+
+
+def test_groups_flatten_prefix_and_middlewares_outermost_first():
+    order = []
+
+    def mw(label):
+        def m(req, nxt, state):
+            order.append(label)
+            return nxt(req)
+
+        return m
+
+    router = Router(
+        [{"prefix": "/api", "middlewares": [mw("group")], "routes": [
+            {"path": "/users/:id", "handler": tag("u"), "middlewares": [mw("route")]},
+            {"prefix": "/v2", "middlewares": [mw("inner")], "routes": [("/ping", tag("ping"))]},
+        ]}],
+        [mw("listener")],
+    )
+    assert call(router, "GET", "/api/users/1").status == 200
+    assert order == ["listener", "group", "route"]
+    order.clear()
+    assert call(router, "GET", "/api/v2/ping").status == 200
+    assert order == ["listener", "group", "inner"]
+    order.clear()
+    assert call(router, "GET", "/users/1").status == 404
+    assert order == ["listener"]  # 404s still pass the listener-wide middlewares
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        [("no-slash", tag("x"))],
+        [("/a/*rest/b", tag("x"))],
+        [("/a/:", tag("x"))],
+        [("/a/:x/:x", tag("x"))],
+        [{"path": "/a", "handler": tag("x"), "bogus": 1}],
+        [{"path": "/a", "handler": "not callable"}],
+        [{"path": "/a", "handler": tag("x"), "methods": "GET"}],
+        [{"path": "/a", "handler": tag("x"), "name": "n"}, {"path": "/b", "handler": tag("y"), "name": "n"}],
+        [{"prefix": "api", "routes": []}],
+        [42],
+    ],
+)
+def test_bad_route_tables_are_refused_at_compile(routes):
+    with pytest.raises(ValueError):
+        Router(routes)
+
+
+def test_middleware_short_circuit_and_rewrite():
+    def auth(req, nxt, state):
+        if req.path == "/secret":
+            return resp.text(401, "no")
+        req.private["seen"] = state
+        return nxt(req)
+
+    app = compile_app([("/secret", tag("s")), ("/open", lambda req: resp.text(200, req.private["seen"]))],
+                      [(auth, "cfg")])
+    assert app(make_req("GET", "/secret")).status == 401
+    assert app(make_req("GET", "/open")).body == b"cfg"
+
+
+def test_middleware_init_runs_once_at_compile():
+    calls = []
+
+    class Counter:
+        @staticmethod
+        def init(config):
+            calls.append(config)
+            return {"n": config}
+
+        def __call__(self, req, nxt, state):
+            return resp.text(200, str(state["n"]))
+
+    app = compile_app(lambda req: resp.text(200, "x"), [(Counter(), 5)])
+    assert calls == [5]
+    assert app(make_req()).body == b"5" and app(make_req()).body == b"5"
+    assert calls == [5]
+
+
+def test_middleware_can_wrap_a_stream_chunk_by_chunk():
+    def upper(req, nxt, state):
+        r = nxt(req)
+        inner = r.fn
+
+        def fn(send):
+            inner(lambda data, fin=False, trailers=None: send(data.upper(), fin, trailers))
+
+        return resp.Stream(r.status, r.headers, fn)
+
+    app = compile_app(lambda req: resp.Stream(200, [], lambda send: send(b"abc", fin=True)), [upper])
+    out = []
+    app(make_req()).fn(lambda data, fin=False, trailers=None: out.append(data))
+    assert out == [b"ABC"]
+
+
+def test_a_hundred_routes_still_match_the_last_one():
+    routes = [(f"/r{i}/:id", tag(f"r{i}")) for i in range(100)]
+    router = Router(routes)
+    route, bindings, _ = router.match("GET", "/r99/x")
+    assert route is not None and route.path == "/r99/:id" and bindings == {"id": "x"}
+
+
+segment = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=12)
+
+
+@given(values=st.lists(segment, min_size=1, max_size=4))
+def test_bindings_round_trip_through_url_for(values):
+    names = [f"p{i}" for i in range(len(values))]
+    path = "/x/" + "/".join(f":{n}" for n in names)
+    router = Router([{"path": path, "handler": tag("x"), "name": "r"}])
+    url = router.url_for("r", **dict(zip(names, values, strict=True)))
+    route, bindings, _ = router.match("GET", url)
+    assert route is not None and bindings == dict(zip(names, values, strict=True))
