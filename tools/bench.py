@@ -1,0 +1,1144 @@
+#!/usr/bin/env python3
+"""rr's benchmark harness: rr against Python HTTP servers and a bare-gevent floor.
+
+    .venv/bin/python tools/bench.py --quick                      # hello only, < 60 s
+    .venv/bin/python tools/bench.py --duration 5 --rounds 3 --out docs/bench_results.md
+    .venv/bin/python tools/bench.py --servers rr,floor --scenarios hello,echo --profile
+    .venv/bin/python tools/bench.py --memory --servers floor,pywsgi
+
+Model (after roadrunner's scripts/bench.escript): every server is one OS
+process with one worker, started here and stopped by pid (its process group);
+the servers run side by side on their own ports, pinned to core 0, and the load
+generator runs pinned to core 1. For each scenario: one warm-up run per server
+(discarded), then ``--rounds`` interleaved rounds (A B C ... A B C ...); the
+table shows the median req/s, the median p50/p99, the summed errors, the peak
+RSS and the CPU% of the server's process tree during the measured runs.
+
+Load generators: ``wrk -t1`` for HTTP/1.1 (Lua scripts in tools/bench_lua; a
+``done()`` hook prints JSON), ``h2load`` for h2c scenarios (off the default
+matrix until rr serves h2), and this file's own gevent client for WebSocket
+and SSE (``--client``). Load goes to 127.0.0.1 only. Every wait is bounded,
+and every process started here is killed on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import datetime
+import gzip
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "tools" / "bench_apps"
+LUA = ROOT / "tools" / "bench_lua"
+_VENV_PY = ROOT / ".venv" / "bin" / "python"
+PY = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
+BIN = Path(PY).parent
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+HOST = "127.0.0.1"
+
+sys.path.insert(0, str(APPS))
+import bench_common as common  # noqa: E402
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def _status_len(status: int, length: int | None = None) -> Callable[[int, dict, bytes], str | None]:
+    def check(st: int, headers: dict, body: bytes) -> str | None:
+        if st != status:
+            return f"status {st}, expected {status}"
+        if length is not None and len(body) != length:
+            return f"body {len(body)} B, expected {length} B"
+        return None
+
+    return check
+
+
+def _check_body(status: int, expected: bytes) -> Callable[[int, dict, bytes], str | None]:
+    def check(st: int, headers: dict, body: bytes) -> str | None:
+        if st != status:
+            return f"status {st}, expected {status}"
+        if body != expected:
+            return f"body {body[:40]!r}..., expected {expected[:40]!r}"
+        return None
+
+    return check
+
+
+def _check_gzip(st: int, headers: dict, body: bytes) -> str | None:
+    if st != 200:
+        return f"status {st}, expected 200"
+    if headers.get("content-encoding") != "gzip":
+        return "no content-encoding: gzip"
+    try:
+        plain = gzip.decompress(body)
+    except OSError as exc:
+        return f"bad gzip body: {exc}"
+    return None if plain == common.GZIP_SOURCE else "gzip body does not decode to the payload"
+
+
+@dataclass
+class Scenario:
+    name: str
+    path: str = "/"
+    proto: str = "h1"  # the table it lands in: h1, h2 (h3 later)
+    client: str = "wrk"  # wrk | h2load | ws | sse
+    lua: str = "report.lua"
+    env: dict[str, str] = field(default_factory=dict)
+    headers: list[str] = field(default_factory=list)
+    method: str = "GET"
+    body: bytes = b""
+    port_key: str = "main"  # rr serves large_post_streaming on its manual-body listener
+    check: Callable[[int, dict, bytes], str | None] | None = _status_len(200)
+    matrix: bool = True  # part of the default run
+    headline: bool = False  # drawn in the chart
+    unit: str = "req/s"
+    streams: int = 1  # h2load -m
+    note: str = ""
+
+
+HEAVY = [f"x-bench-{i}: {'abcdefghijklmnop'[:i]}" for i in range(1, 17)]
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("hello", check=_check_body(200, common.HELLO), headline=True),
+        Scenario("json", "/json", headers=["Accept: application/json"], headline=True),
+        Scenario("echo", "/echo", lua="post.lua", env={"BENCH_BODY_SIZE": "256"}, method="POST",
+                 body=b"x" * 256, check=_check_body(200, b"x" * 256), headline=True),
+        Scenario("headers_heavy", headers=HEAVY, check=_check_body(200, common.HELLO), headline=True),
+        Scenario("large_response", "/large", check=_status_len(200, 65536), headline=True),
+        Scenario("multi_request_body", "/echo", lua="post.lua", env={"BENCH_BODY_SIZE": "4096"},
+                 method="POST", body=b"x" * 4096, check=_check_body(200, b"x" * 4096), headline=True),
+        Scenario("varied_paths_router", "/api/v1/items/0001", lua="router.lua",
+                 env={"BENCH_ROUTES": str(common.ROUTE_COUNT)}, check=_check_body(200, common.HELLO),
+                 headline=True, note="100 routes, round-robin"),
+        Scenario("post_4kb_form", "/form", lua="form.lua", method="POST", body=common.form_request_body(),
+                 check=_check_body(200, b"128"), headline=True),
+        Scenario("large_post_streaming", "/drain", lua="post.lua", env={"BENCH_BODY_SIZE": str(1 << 20)},
+                 method="POST", body=b"x" * (1 << 20), port_key="manual", check=_check_body(200, b"ok"),
+                 note="1 MiB POST read in chunks"),
+        Scenario("pipelined_h1", lua="pipeline.lua", env={"BENCH_PIPELINE": "4"},
+                 check=_check_body(200, common.HELLO), headline=True, note="4 per write; latency per batch"),
+        Scenario("gzip_response", "/gzip", headers=["Accept-Encoding: gzip"], check=_check_gzip,
+                 headline=True, note="16 KB JSON gzipped per request"),
+        Scenario("websocket_msg_throughput", common.WS_PATH, client="ws", check=None, unit="msg/s",
+                 note="1 KiB masked text echo, own gevent client"),
+        Scenario("server_sent_events", "/sse", client="sse", check=None, unit="events/s",
+                 note="100 events per session, own gevent client; latency per session"),
+        Scenario("connection_storm", headers=["Connection: close"], check=_check_body(200, common.HELLO),
+                 note="new connection per request"),
+        # h2 (h2c prior knowledge, h2load): registered, off the default matrix until rr serves h2.
+        Scenario("hello_h2", proto="h2", client="h2load", matrix=False, check=None),
+        Scenario("multi_stream_h2", proto="h2", client="h2load", streams=16, matrix=False, check=None,
+                 note="16 concurrent streams per connection"),
+        Scenario("streaming_response", "/streaming", proto="h2", client="h2load", matrix=False, check=None,
+                 note="4 x 4096 B chunks"),
+        # Not a benchmark: every response is a 500, so every request must show up as an error.
+        Scenario("error_500", "/error", check=_status_len(500), matrix=False),
+    ]
+}
+
+# --------------------------------------------------------------------------- servers
+
+NO_WS_WSGI = "WSGI has no WebSocket"
+NO_H2 = "no h2c in this server"
+
+
+@dataclass
+class ServerSpec:
+    name: str
+    label: str
+    argv: Callable[[dict[str, int]], list[str]]
+    cwd: Path = APPS
+    ports: tuple[str, ...] = ("main",)
+    unsupported: dict[str, str] = field(default_factory=dict)  # scenario name or "proto:h2" -> reason
+    needs: str = ""  # a module or an executable in the venv, checked before starting
+
+    def why_not(self, sc: Scenario) -> str | None:
+        return self.unsupported.get(sc.name) or self.unsupported.get(f"proto:{sc.proto}")
+
+
+def _rr_argv(p: dict[str, int]) -> list[str]:
+    return [PY, str(APPS / "rr_app.py"), str(p["main"]), str(p["manual"])]
+
+
+SERVERS: dict[str, ServerSpec] = {
+    s.name: s
+    for s in [
+        ServerSpec("rr", "rr", _rr_argv, ports=("main", "manual"),
+                   unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet",
+                                "proto:h2": "rr does not serve h2 yet"}),
+        ServerSpec("floor", "floor (bare gevent StreamServer)",
+                   lambda p: [PY, str(APPS / "floor.py"), str(p["main"])],
+                   unsupported={"websocket_msg_throughput": "the floor speaks no WebSocket", "proto:h2": NO_H2}),
+        ServerSpec("granian", "granian (ASGI, 1 runtime thread)",
+                   lambda p: [str(BIN / "granian"), "--interface", "asgi", "--host", HOST, "--port", str(p["main"]),
+                              "--workers", "1", "--runtime-threads", "1", "--blocking-threads", "1",
+                              "--backpressure", "20000", "--no-access-log", "--log-level", "warning",
+                              "--working-dir", str(APPS), "asgi_app:app"],
+                   needs="granian"),
+        ServerSpec("uvicorn", "uvicorn (httptools + uvloop)",
+                   lambda p: [str(BIN / "uvicorn"), "--host", HOST, "--port", str(p["main"]), "--workers", "1",
+                              "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+                              "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
+                              "--lifespan", "off", "--app-dir", str(APPS), "asgi_app:app"],
+                   unsupported={"proto:h2": NO_H2}, needs="uvicorn"),
+        ServerSpec("uvicorn-h11", "uvicorn (h11 + uvloop)",
+                   lambda p: [str(BIN / "uvicorn"), "--host", HOST, "--port", str(p["main"]), "--workers", "1",
+                              "--loop", "uvloop", "--http", "h11", "--ws", "wsproto",
+                              "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
+                              "--lifespan", "off", "--app-dir", str(APPS), "asgi_app:app"],
+                   unsupported={"proto:h2": NO_H2}, needs="uvicorn"),
+        ServerSpec("hypercorn", "hypercorn (uvloop)",
+                   lambda p: [str(BIN / "hypercorn"), "--bind", f"{HOST}:{p['main']}", "--workers", "1",
+                              "--worker-class", "uvloop", "--keep-alive", "600", "--log-level", "warning",
+                              "asgi_app:app"],
+                   needs="hypercorn"),
+        ServerSpec("gunicorn", "gunicorn -k gevent",
+                   lambda p: [str(BIN / "gunicorn"), "-k", "gevent", "--workers", "1", "--bind",
+                              f"{HOST}:{p['main']}", "--worker-connections", "20000", "--keep-alive", "600",
+                              "--log-level", "warning", "--chdir", str(APPS), "wsgi_app:app"],
+                   unsupported={"websocket_msg_throughput": NO_WS_WSGI, "proto:h2": "h2 only over TLS here"},
+                   needs="gunicorn"),
+        ServerSpec("pywsgi", "gevent.pywsgi",
+                   lambda p: [PY, str(APPS / "wsgi_app.py"), str(p["main"])],
+                   unsupported={"websocket_msg_throughput": NO_WS_WSGI, "proto:h2": NO_H2}),
+    ]
+}
+
+DEFAULT_SERVERS = list(SERVERS)
+
+# --------------------------------------------------------------------------- processes
+
+_children: dict[int, str] = {}  # pid -> what it is; every process this harness started
+_children_lock = threading.Lock()
+
+
+def _spawn(argv: list[str], *, cpu: str | None, cwd: Path, env: dict | None = None, stdout=None,
+           stderr=None) -> subprocess.Popen:
+    if cpu is not None and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        argv = ["taskset", "-c", cpu, *argv]
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    with _children_lock:
+        _children[proc.pid] = argv[0]
+    return proc
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """SIGTERM the process group led by proc.pid, then SIGKILL it after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+    # Whatever the leader left behind in its group (gunicorn/granian workers).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with _children_lock:
+        _children.pop(proc.pid, None)
+
+
+def _kill_all_children() -> None:
+    with _children_lock:
+        pids = list(_children)
+        _children.clear()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+atexit.register(_kill_all_children)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile(want: int = 65536) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(want, hard) if hard != resource.RLIM_INFINITY else want
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --------------------------------------------------------------------------- /proc sampling
+
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(ppid, cpu seconds) from /proc/<pid>/stat."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2:].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _CLK
+
+
+def process_tree(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(int(entry))
+            if st:
+                parents.setdefault(st[0], []).append(int(entry))
+    tree, todo = [], [root]
+    while todo and len(tree) < 10_000:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(parents.get(pid, []))
+    return tree
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            pass
+    return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(st[1] for st in map(_stat, pids) if st)
+
+
+class Sampler:
+    """Peak RSS (sampled every 100 ms) and CPU% of a process tree while a run lasts."""
+
+    def __init__(self, pid: int) -> None:
+        self.pids = process_tree(pid)
+        self.peak = rss_bytes(self.pids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            self.peak = max(self.peak, rss_bytes(self.pids))
+
+    def __enter__(self) -> Sampler:
+        self._t0, self._cpu0 = time.monotonic(), cpu_seconds(self.pids)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        wall = time.monotonic() - self._t0
+        self.cpu_pct = 100.0 * (cpu_seconds(self.pids) - self._cpu0) / wall if wall > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class RunResult:
+    requests: int = 0
+    duration_s: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    p50_us: float | None = None
+    p99_us: float | None = None
+    rss_peak: int = 0
+    cpu_pct: float = 0.0
+    failure: str = ""  # the load generator produced no result
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+@dataclass
+class Cell:
+    """One server x one scenario: its measured rounds, or why it did not run."""
+
+    runs: list[RunResult] = field(default_factory=list)
+    skipped: str = ""
+    check: str = ""  # what the pre-flight request found wrong, if anything
+
+    def median(self, attr: str) -> float | None:
+        vals = [getattr(r, attr) for r in self.runs if not r.failure and getattr(r, attr) is not None]
+        return statistics.median(vals) if vals else None
+
+    @property
+    def errors(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.runs:
+            for k, v in r.errors.items():
+                if v:
+                    out[k] = out.get(k, 0) + v
+            if r.failure:
+                out["no result"] = out.get("no result", 0) + 1
+        return out
+
+
+@dataclass
+class Report:
+    command: str
+    servers: list[str]
+    scenarios: list[str]
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    server_skips: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, object] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    memory: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    profile: str = ""
+    started: str = ""
+    elapsed_s: float = 0.0
+
+
+# --------------------------------------------------------------------------- load generators
+
+_BENCH_JSON = re.compile(r"^BENCH_JSON (\{.*\})\s*$", re.M)
+
+
+def parse_wrk_output(text: str) -> RunResult:
+    """The JSON line printed by tools/bench_lua/report.lua's done() hook."""
+    m = _BENCH_JSON.search(text)
+    if not m:
+        raise ValueError("no BENCH_JSON line in wrk output: " + text.strip()[-300:])
+    d = json.loads(m.group(1))
+    lat = d.get("latency_us", {})
+    if lat.get("p99") == 0 and lat.get("p50"):
+        lat["p99"] = None  # wrk's histogram gives 0 when pipelining skews its counts: not a measurement
+    return RunResult(requests=int(d["requests"]), duration_s=d["duration_us"] / 1e6,
+                     errors={k: int(v) for k, v in d.get("errors", {}).items()},
+                     p50_us=lat.get("p50"), p99_us=lat.get("p99"))
+
+
+def parse_h2load_output(text: str) -> RunResult:
+    """h2load's summary: it exits 0 even when every request failed, so read the counts."""
+    fin = re.search(r"finished in ([\d.]+)(m?s)", text)
+    reqs = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored, (\d+) timeout", text)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text)
+    if not (fin and reqs and codes):
+        raise ValueError("unrecognised h2load output: " + text.strip()[-300:])
+    secs = float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1)
+    _total, _started, done, ok, failed, errored, timeout = map(int, reqs.groups())
+    c2, c3, c4, c5 = map(int, codes.groups())
+    lat = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
+    mean = None
+    if lat:
+        mean = float(lat.group(5)) * {"us": 1, "ms": 1e3, "s": 1e6}[lat.group(6)]
+    return RunResult(requests=done, duration_s=secs,
+                     errors={"status": c4 + c5, "failed": failed - (c4 + c5) if failed > c4 + c5 else 0,
+                             "errored": errored, "timeout": timeout},
+                     p50_us=mean, p99_us=None)
+
+
+def _run_client(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str]:
+    with tempfile.TemporaryFile() as out:
+        proc = _spawn(argv, cpu=CLIENT_CPU, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            rc = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            rc = -1
+        finally:
+            stop_process(proc, grace=1.0)
+        out.seek(0)
+        return rc, out.read().decode(errors="replace")
+
+
+def run_load(sc: Scenario, port: int, *, duration: int, connections: int) -> RunResult:
+    env = {**os.environ, **sc.env}
+    limit = duration + 30
+    if sc.client == "wrk":
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", sc.lua]
+        for h in sc.headers:
+            argv += ["-H", h]
+        argv.append(f"http://{HOST}:{port}{sc.path}")
+        rc, text = _run_client(argv, LUA, env, limit)
+        parse = parse_wrk_output
+    elif sc.client == "h2load":
+        argv = ["h2load", "-t1", f"-c{connections}", f"-m{sc.streams}", "-D", str(duration),
+                f"http://{HOST}:{port}{sc.path}"]
+        rc, text = _run_client(argv, LUA, env, limit)
+        parse = parse_h2load_output
+    else:
+        argv = [PY, str(Path(__file__).resolve()), "--client", sc.client, "--port", str(port), "--path", sc.path,
+                "--connections", str(connections), "--duration", str(duration)]
+        rc, text = _run_client(argv, ROOT, env, limit)
+        parse = parse_wrk_output
+    try:
+        return parse(text)
+    except (ValueError, KeyError) as exc:
+        return RunResult(failure=f"rc={rc}: {exc}")
+
+
+# --------------------------------------------------------------------------- own client (WebSocket, SSE)
+
+
+def own_client(kind: str, port: int, path: str, connections: int, duration: float) -> dict:
+    """Closed-loop gevent client: ``connections`` greenlets, each on its own connection."""
+    import base64
+
+    import gevent
+    from gevent import socket as gsocket
+
+    deadline = time.monotonic() + duration
+    lat: list[float] = []
+    errors = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
+    count = [0]
+
+    class Conn:
+        def __init__(self) -> None:
+            self.sock = gsocket.create_connection((HOST, port), timeout=5)
+            self.buf = b""
+
+        def fill(self) -> None:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("closed by server")
+            self.buf += data
+
+        def read(self, n: int) -> bytes:
+            while len(self.buf) < n:
+                self.fill()
+            out, self.buf = self.buf[:n], self.buf[n:]
+            return out
+
+        def head(self) -> bytes:
+            while b"\r\n\r\n" not in self.buf:
+                self.fill()
+            head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            return head
+
+    payload = b"x" * 1024
+    pint = int.from_bytes(payload, "big")
+
+    def ws_worker() -> None:
+        conn = Conn()
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                          "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        if not conn.head().startswith(b"HTTP/1.1 101"):
+            errors["status"] += 1
+            return
+        header = b"\x81\xfe" + len(payload).to_bytes(2, "big")
+        while time.monotonic() < deadline:
+            mask = os.urandom(4)
+            masked = (pint ^ int.from_bytes(mask * 256, "big")).to_bytes(1024, "big")
+            t0 = time.perf_counter()
+            conn.sock.sendall(header + mask + masked)
+            b0, b1 = conn.read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(conn.read(2), "big")
+            elif n == 127:
+                n = int.from_bytes(conn.read(8), "big")
+            data = conn.read(n)
+            if b0 & 0x0F != 1 or data != payload:
+                errors["status"] += 1
+                return
+            lat.append(time.perf_counter() - t0)
+            count[0] += 1
+        conn.sock.sendall(b"\x88\x82" + b"\0\0\0\0" + b"\x03\xe8")
+        conn.sock.close()
+
+    def sse_worker() -> None:
+        request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            conn = Conn()
+            conn.sock.sendall(request)
+            if not conn.head().startswith(b"HTTP/1.1 200"):
+                errors["status"] += 1
+                conn.sock.close()
+                return
+            while common.SSE_END not in conn.buf:
+                conn.fill()
+            conn.sock.close()
+            events = conn.buf.count(b"event: tick")
+            if events != common.SSE_EVENTS:
+                errors["status"] += 1
+            lat.append(time.perf_counter() - t0)
+            count[0] += events
+
+    def guard(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except TimeoutError:
+            errors["timeout"] += 1
+        except ConnectionRefusedError:
+            errors["connect"] += 1
+        except OSError:
+            errors["read"] += 1
+
+    worker = ws_worker if kind == "ws" else sse_worker
+    t0 = time.monotonic()
+    jobs = [gevent.spawn(guard, worker) for _ in range(connections)]
+    gevent.joinall(jobs, timeout=duration + 15)
+    gevent.killall(jobs, timeout=2)
+    elapsed = min(time.monotonic(), deadline) - t0
+    lat.sort()
+
+    def pct(q: float) -> int:
+        return int(lat[min(len(lat) - 1, round(q * len(lat)))] * 1e6) if lat else 0
+
+    return {"requests": count[0], "duration_us": int(elapsed * 1e6), "bytes": 0, "errors": errors,
+            "latency_us": {"min": pct(0), "mean": statistics.fmean(lat) * 1e6 if lat else 0, "p50": pct(0.5),
+                           "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0)}}
+
+
+# --------------------------------------------------------------------------- running servers
+
+
+@dataclass
+class Running:
+    spec: ServerSpec
+    proc: subprocess.Popen
+    ports: dict[str, int]
+    log: Path
+
+
+def _port(r: Running, sc: Scenario) -> int:
+    return r.ports.get(sc.port_key, r.ports["main"])
+
+
+def _answers(port: int, timeout: float = 1.0) -> bool:
+    try:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        conn.request("GET", "/")
+        conn.getresponse().read()
+        conn.close()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def rr_unavailable() -> str | None:
+    """Why rr cannot serve the bench app right now (None when it can)."""
+    probe = "import rr; rr.start_listener; from rr import resp; resp.Response; resp.Stream"
+    try:
+        out = subprocess.run([PY, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "importing rr took over 30 s"
+    if out.returncode:
+        return "rr does not import: " + (out.stderr.strip().splitlines() or ["?"])[-1]
+    return None
+
+
+def server_unavailable(spec: ServerSpec) -> str | None:
+    if spec.name == "rr":
+        return rr_unavailable()
+    if spec.needs and not (BIN / spec.needs).exists():
+        return f"{spec.needs} is not installed (pip install -e '.[bench]')"
+    return None
+
+
+def start_servers(specs: list[ServerSpec], logdir: Path, *, ready_timeout: float = 30.0,
+                  profile: dict[str, Path] | None = None) -> tuple[dict[str, Running], dict[str, str]]:
+    """Start every server at once, then poll each port until it answers (bounded)."""
+    running: dict[str, Running] = {}
+    skips: dict[str, str] = {}
+    for spec in specs:
+        reason = server_unavailable(spec)
+        if reason:
+            skips[spec.name] = reason
+            continue
+        ports = {key: free_port() for key in spec.ports}
+        argv = spec.argv(ports)
+        if profile and spec.name in profile and argv[0] == PY:
+            argv = [PY, "-m", "cProfile", "-o", str(profile[spec.name]), *argv[1:]]
+        log = logdir / f"{spec.name}.log"
+        with open(log, "wb") as fh:
+            proc = _spawn(argv, cpu=SERVER_CPU, cwd=spec.cwd, stdout=fh, stderr=subprocess.STDOUT)
+        running[spec.name] = Running(spec, proc, ports, log)
+    deadline = time.monotonic() + ready_timeout
+    pending = dict(running)
+    while pending and time.monotonic() < deadline:
+        for name, r in list(pending.items()):
+            if r.proc.poll() is not None:
+                skips[name] = f"exited with {r.proc.returncode} at start: {_tail(r.log)}"
+            elif all(_answers(p, 0.5) for p in r.ports.values()):
+                del pending[name]
+                continue
+            else:
+                continue
+            del pending[name]
+            running.pop(name)
+            stop_process(r.proc)
+        if pending:
+            time.sleep(0.1)
+    for name, r in pending.items():
+        skips[name] = f"did not answer within {ready_timeout:.0f} s: {_tail(r.log)}"
+        running.pop(name)
+        stop_process(r.proc)
+    return running, skips
+
+
+def _tail(path: Path, n: int = 300) -> str:
+    try:
+        return " ".join(path.read_text(errors="replace").strip()[-n:].split())
+    except OSError:
+        return ""
+
+
+def preflight(sc: Scenario, port: int) -> str:
+    """One request with http.client: does this server answer this scenario as expected?"""
+    if sc.check is None:
+        return ""
+    headers = dict(h.split(": ", 1) for h in sc.headers)
+    if sc.body:
+        headers.setdefault("Content-Type", "application/octet-stream")
+    try:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        conn.request(sc.method, sc.path, body=sc.body or None, headers=headers)
+        r = conn.getresponse()
+        body = r.read()
+        conn.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return f"pre-flight request failed: {exc!r}"
+    return sc.check(r.status, {k.lower(): v for k, v in r.getheaders()}, body) or ""
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+def run_matrix(report: Report, running: dict[str, Running], scenarios: list[Scenario], *, duration: int,
+               rounds: int, warmup: int, connections: int, log: Callable[[str], None] = print) -> None:
+    for sc in scenarios:
+        active: list[Running] = []
+        for name in report.servers:
+            cell = report.cells.setdefault((sc.name, name), Cell())
+            if name in report.server_skips:
+                cell.skipped = "server did not start"
+                continue
+            r = running[name]
+            reason = r.spec.why_not(sc)
+            if reason:
+                cell.skipped = reason
+                continue
+            cell.check = preflight(sc, _port(r, sc))
+            active.append(r)
+        if not active:
+            continue
+        if warmup > 0:
+            for r in active:
+                run_load(sc, _port(r, sc), duration=warmup, connections=connections)
+        for rnd in range(rounds):
+            for r in active:
+                with Sampler(r.proc.pid) as smp:
+                    res = run_load(sc, _port(r, sc), duration=duration, connections=connections)
+                res.rss_peak, res.cpu_pct = smp.peak, smp.cpu_pct
+                report.cells[(sc.name, r.spec.name)].runs.append(res)
+                errs = f", {res.error_count} errors" if res.error_count else ""
+                log(f"  {sc.name:<26} {r.spec.name:<12} round {rnd + 1}/{rounds}: "
+                    f"{res.failure or f'{res.rate:,.0f} {sc.unit}'}{errs}")
+
+
+def memory_test(report: Report, running: dict[str, Running], counts: list[int], *, budget: float = 90.0,
+                log: Callable[[str], None] = print) -> None:
+    """Open N idle keep-alive connections (one GET each), then read the server's RSS."""
+    raise_nofile(max(counts) + 1024)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    for name, r in running.items():
+        port = r.ports["main"]
+        for n in counts:
+            pids = process_tree(r.proc.pid)
+            before = rss_bytes(pids)
+            socks: list[socket.socket] = []
+            deadline = time.monotonic() + budget
+            failed = ""
+            try:
+                while len(socks) < n and time.monotonic() < deadline:
+                    s = socket.create_connection((HOST, port), timeout=5)
+                    socks.append(s)
+                    s.sendall(request)
+                    if not s.recv(65536):
+                        failed = f"closed after {len(socks)} connections"
+                        break
+            except OSError as exc:
+                failed = f"{exc.__class__.__name__} after {len(socks)} connections"
+            time.sleep(1.0)
+            pids = process_tree(r.proc.pid)
+            after = rss_bytes(pids)
+            still_open = 0
+            for s in socks:
+                s.setblocking(False)
+                try:
+                    still_open += s.recv(1) != b""
+                except BlockingIOError:
+                    still_open += 1
+                except OSError:
+                    pass
+            for s in socks:
+                s.close()
+            per = (after - before) / still_open if still_open else 0.0
+            report.memory.setdefault(name, {})[n] = {"opened": len(socks), "open": still_open,
+                                                     "before": before, "after": after, "per_conn": per,
+                                                     "note": failed}
+            log(f"  memory {name:<12} N={n}: {still_open} open, {before / 2**20:.1f} -> "
+                f"{after / 2**20:.1f} MiB, {per / 1024:.1f} KiB/conn {failed}")
+            time.sleep(1.0)
+
+
+def collect_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r"Model name:\s*(.+)", lscpu)
+        env["cpu"] = f"{m.group(1).strip() if m else '?'}, {os.cpu_count()} CPUs"
+    except (OSError, subprocess.TimeoutExpired):
+        env["cpu"] = f"? ({os.cpu_count()} CPUs)"
+    env["kernel"] = platform.release()
+    env["python"] = subprocess.run([PY, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
+                                   text=True, timeout=30).stdout.strip()
+    code = ("import importlib.metadata as m\n"
+            "for p in ['gevent','greenlet','uvicorn','httptools','uvloop','h11','hypercorn','gunicorn','granian',"
+            "'websockets','wsproto','h2']:\n"
+            "    try: print(p, m.version(p))\n"
+            "    except Exception: print(p, '-')\n")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30).stdout
+    env["packages"] = ", ".join(line.replace(" ", " ") for line in out.strip().splitlines())
+    for tool, flag in (("wrk", "-v"), ("h2load", "--version")):
+        try:
+            txt = subprocess.run([tool, flag], capture_output=True, text=True, timeout=10)
+            env[tool] = " ".join((txt.stdout + txt.stderr).strip().splitlines()[0].split()[:2])
+        except (OSError, subprocess.TimeoutExpired, IndexError):
+            env[tool] = "absent"
+    try:
+        env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        env["commit"] = "?"
+    return env
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _k(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v / 1000:.1f}k" if v >= 10_000 else f"{v:,.0f}"
+
+
+def _ms(us: float | None) -> str:
+    if us is None:
+        return "—"
+    return f"{us / 1000:.2f}" if us < 10_000 else f"{us / 1000:.0f}"
+
+
+def baseline_of(report: Report) -> str | None:
+    """Ratios are rr / peer; when rr did not run, the floor stands in."""
+    for name in ("rr", "floor"):
+        if name in report.servers and name not in report.server_skips:
+            return name
+    return None
+
+
+def render_markdown(report: Report) -> str:
+    base = baseline_of(report)
+    servers = report.servers
+    lines: list[str] = ["# rr benchmark results", ""]
+    s = report.settings
+    lines += [f"- command: `{report.command}`",
+              f"- date: {report.started} (took {report.elapsed_s / 60:.1f} min); commit {report.env.get('commit', '?')}",
+              f"- machine: {report.env.get('cpu', '?')}, Linux {report.env.get('kernel', '?')}; "
+              f"Python {report.env.get('python', '?')}",
+              f"- packages: {report.env.get('packages', '?')}",
+              f"- load: {report.env.get('wrk', 'wrk ?')} `-t1 -c{s.get('connections')}`; h2load "
+              f"({report.env.get('h2load', '?')}) for h2; WebSocket and SSE use this harness's own gevent client "
+              f"(one greenlet per connection, {s.get('connections')} connections), which is slower than wrk and "
+              "may be the bottleneck for those rows",
+              f"- method: each server one OS process with one worker, pinned to CPU {SERVER_CPU} (`taskset`); the "
+              f"load generator pinned to CPU {CLIENT_CPU}; {s.get('warmup')} s warm-up per server and scenario, "
+              f"then {s.get('rounds')} interleaved rounds of {s.get('duration')} s; medians shown; errors summed "
+              "over all rounds; RSS and CPU% are of the server's whole process tree (/proc)",
+              ""]
+    skips = {n: r for n, r in report.server_skips.items() if n in servers}
+    if skips:
+        lines += ["Servers that did not run:", ""]
+        lines += [f"- **{n}**: {r}" for n, r in skips.items()]
+        lines.append("")
+    shown = [n for n in servers if n not in report.server_skips]
+    for proto in ("h1", "h2", "h3"):
+        rows = [sc for sc in (SCENARIOS[n] for n in report.scenarios) if sc.proto == proto]
+        if not rows:
+            continue
+        title = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c prior knowledge)", "h3": "HTTP/3"}[proto]
+        lines += [f"## {title}", ""]
+        ratio_note = (f"`×` = {base} ÷ that server (above 1: {base} is faster)" if base else "no baseline ran")
+        if base == "floor":
+            ratio_note += "; rr did not run, so the floor stands in as the baseline"
+        lines += [f"Throughput, median {', '.join(sorted({sc.unit for sc in rows}))}; {ratio_note}.", ""]
+        lines.append("| scenario | " + " | ".join(shown) + " |")
+        lines.append("|---|" + "---:|" * len(shown))
+        footnotes: list[str] = []
+        for sc in rows:
+            cells = []
+            base_rate = report.cells.get((sc.name, base), Cell()).median("rate") if base else None
+            for n in shown:
+                cell = report.cells.get((sc.name, n), Cell())
+                rate = cell.median("rate")
+                if cell.skipped or rate is None:
+                    reason = cell.skipped or "no result"
+                    cells.append("—")
+                    footnotes.append(f"{sc.name} / {n}: {reason}")
+                    continue
+                txt = _k(rate)
+                if base and n != base and base_rate and rate:
+                    txt += f" ({base_rate / rate:.2f}×)"
+                if cell.errors:
+                    txt += " ⚠"
+                if cell.check:
+                    txt += " ✗"
+                    footnotes.append(f"{sc.name} / {n}: pre-flight check: {cell.check}")
+                cells.append(txt)
+            unit = "" if sc.unit == "req/s" else f" ({sc.unit})"
+            lines.append(f"| {sc.name}{unit} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines += ["Latency p50 / p99, ms (median over rounds)" + (
+            "; h2load prints no percentiles, so h2 rows show its mean as p50" if proto == "h2" else "") + ".", ""]
+        lines.append("| scenario | " + " | ".join(shown) + " |")
+        lines.append("|---|" + "---:|" * len(shown))
+        for sc in rows:
+            vals = []
+            for n in shown:
+                cell = report.cells.get((sc.name, n), Cell())
+                vals.append("—" if not cell.runs else f"{_ms(cell.median('p50_us'))} / {_ms(cell.median('p99_us'))}")
+            lines.append(f"| {sc.name} | " + " | ".join(vals) + " |")
+        lines.append("")
+        lines += ["Server process: peak RSS MiB / CPU % (median over rounds).", ""]
+        lines.append("| scenario | " + " | ".join(shown) + " |")
+        lines.append("|---|" + "---:|" * len(shown))
+        for sc in rows:
+            vals = []
+            for n in shown:
+                cell = report.cells.get((sc.name, n), Cell())
+                if not cell.runs:
+                    vals.append("—")
+                    continue
+                peak = max(r.rss_peak for r in cell.runs) / 2**20
+                vals.append(f"{peak:.0f} / {cell.median('cpu_pct') or 0:.0f}")
+            lines.append(f"| {sc.name} | " + " | ".join(vals) + " |")
+        lines.append("")
+        errs = [(sc.name, n, report.cells[(sc.name, n)].errors) for sc in rows for n in shown
+                if (sc.name, n) in report.cells and report.cells[(sc.name, n)].errors]
+        lines += ["Errors (⚠ above; summed over all rounds; `status` = responses ≥ 400, from wrk or the own "
+                  "client's checks):", ""]
+        if errs:
+            for scn, n, e in errs:
+                lines.append(f"- {scn} / {n}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(e.items())))
+            failures = [(sc.name, n, r.failure) for sc in rows for n in shown
+                        for r in report.cells.get((sc.name, n), Cell()).runs if r.failure]
+            for scn, n, f in failures[:20]:
+                lines.append(f"  - {scn} / {n}: {f}")
+        else:
+            lines.append("- none: every response in every run was 2xx, and no socket errors")
+        lines.append("")
+        if footnotes:
+            lines += ["`—` and `✗`:", ""] + [f"- {f}" for f in footnotes] + [""]
+    if report.memory:
+        counts = sorted({n for m in report.memory.values() for n in m})
+        lines += ["## Idle keep-alive connections (`--memory`)", "",
+                  "Server RSS growth per idle keep-alive connection (one GET each, then idle), KiB; "
+                  "`open` = connections still open when RSS was read.", ""]
+        lines.append("| server | " + " | ".join(f"N={n}: KiB/conn (open, RSS MiB)" for n in counts) + " |")
+        lines.append("|---|" + "---:|" * len(counts))
+        for name, per in report.memory.items():
+            vals = []
+            for n in counts:
+                m = per.get(n)
+                if not m:
+                    vals.append("—")
+                    continue
+                note = f" {m['note']}" if m["note"] else ""
+                vals.append(f"{m['per_conn'] / 1024:.1f} ({m['open']:,}, {m['after'] / 2**20:.0f}){note}")
+            lines.append(f"| {name} | " + " | ".join(vals) + " |")
+        lines.append("")
+    if report.profile:
+        lines += ["## Profile", "", "```", report.profile.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+def render_chart(report: Report, path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [n for n in report.scenarios if SCENARIOS[n].headline and SCENARIOS[n].proto == "h1"]
+    shown = [n for n in report.servers if n not in report.server_skips]
+    if not rows or not shown:
+        return False
+    fig, ax = plt.subplots(figsize=(max(8, len(rows) * 1.3), 5))
+    width = 0.8 / len(shown)
+    for i, name in enumerate(shown):
+        vals = [report.cells.get((r, name), Cell()).median("rate") or 0 for r in rows]
+        ax.bar([x + i * width for x in range(len(rows))], vals, width, label=name)
+    ax.set_xticks([x + width * (len(shown) - 1) / 2 for x in range(len(rows))])
+    ax.set_xticklabels(rows, rotation=30, ha="right")
+    ax.set_ylabel("req/s (median)")
+    ax.set_title(f"HTTP/1.1, one process each, wrk -t1 -c{report.settings.get('connections')} ({report.started})")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def profile_text(path: Path, top: int = 30) -> str:
+    import io
+    import pstats
+
+    if not path.exists() or path.stat().st_size == 0:
+        return f"no profile written to {path}"
+    buf = io.StringIO()
+    stats = pstats.Stats(str(path), stream=buf)
+    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _split(value: str, known: dict, what: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SystemExit(f"unknown {what}: {', '.join(bad)} (known: {', '.join(known)})")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="rr benchmark harness", formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--servers", default=",".join(DEFAULT_SERVERS), help="comma list: " + ", ".join(SERVERS))
+    p.add_argument("--scenarios", default=",".join(n for n, s in SCENARIOS.items() if s.matrix),
+                   help="comma list: " + ", ".join(SCENARIOS))
+    p.add_argument("--duration", type=int, default=5, help="seconds per measured run (default 5)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up seconds per server and scenario (default 1)")
+    p.add_argument("--connections", type=int, default=50, help="concurrent connections (default 50)")
+    p.add_argument("--out", help="write the Markdown report here")
+    p.add_argument("--chart", help="write the h1 headline bar chart (PNG) here")
+    p.add_argument("--json", help="write the raw results here")
+    p.add_argument("--quick", action="store_true", help="hello only, 1 s runs: a smoke run in < 60 s")
+    p.add_argument("--profile", nargs="?", const="rr", metavar="SERVER",
+                   help="run SERVER (default rr; a Python-launched one: rr, floor, pywsgi) under cProfile "
+                        "and print its top functions")
+    p.add_argument("--memory", nargs="?", const="1000,10000", metavar="N,N",
+                   help="after the matrix, hold N idle keep-alive connections per server (default 1000,10000) "
+                        "and report RSS per connection; --scenarios '' skips the matrix")
+    # Internal: the WebSocket/SSE load client, run as a child process on the client CPU.
+    p.add_argument("--client", choices=["ws", "sse"], help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--path", default="/", help=argparse.SUPPRESS)
+    return p
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
+    if args.quick:
+        args.scenarios, args.duration, args.rounds, args.warmup = "hello", 1, 3, 1
+    servers = _split(args.servers, SERVERS, "server")
+    scenarios = _split(args.scenarios, SCENARIOS, "scenario")
+    if not (1 <= args.duration <= 600 and 1 <= args.rounds <= 20 and 0 <= args.warmup <= 60
+            and 1 <= args.connections <= 10_000):
+        raise SystemExit("--duration 1..600, --rounds 1..20, --warmup 0..60, --connections 1..10000")
+    raise_nofile(65536)
+    report = Report(command=" ".join(["tools/bench.py", *sys.argv[1:]]) if getattr(args, "command", None) is None
+                    else args.command,
+                    servers=servers, scenarios=scenarios,
+                    settings={"duration": args.duration, "rounds": args.rounds, "warmup": args.warmup,
+                              "connections": args.connections},
+                    started=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
+    t0 = time.monotonic()
+    report.env = collect_env()
+    running: dict[str, Running] = {}
+    logdir = Path(tempfile.mkdtemp(prefix="rr-bench-"))
+    prof = {args.profile: logdir / f"{args.profile}.prof"} if args.profile else None
+    try:
+        log(f"starting {', '.join(servers)} (server CPU {SERVER_CPU}, load CPU {CLIENT_CPU}; logs in {logdir})")
+        running, report.server_skips = start_servers([SERVERS[n] for n in servers], logdir, profile=prof)
+        for name, why in report.server_skips.items():
+            log(f"  skipped {name}: {why}")
+        run_matrix(report, running, [SCENARIOS[n] for n in scenarios], duration=args.duration,
+                   rounds=args.rounds, warmup=args.warmup, connections=args.connections, log=log)
+        if args.memory:
+            counts = [int(x) for x in args.memory.split(",") if x.strip()]
+            memory_test(report, running, counts, log=log)
+    finally:
+        if prof and args.profile in running:
+            stop_process(running.pop(args.profile).proc, grace=10.0)
+        for r in running.values():
+            stop_process(r.proc)
+    if prof:
+        report.profile = (profile_text(prof[args.profile]) if args.profile not in report.server_skips
+                          else f"{args.profile} did not run: {report.server_skips[args.profile]}")
+    report.elapsed_s = time.monotonic() - t0
+    return report
+
+
+def _on_sigterm(signum, frame):  # make SIGTERM unwind through the finally blocks, like Ctrl-C
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.client:
+        result = own_client(args.client, args.port, args.path, args.connections, args.duration)
+        print("BENCH_JSON " + json.dumps(result), flush=True)
+        return 0
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    report = run(args, log=lambda s: print(s, flush=True))
+    text = render_markdown(report)
+    if args.chart and render_chart(report, Path(args.chart)):
+        text = text.replace("# rr benchmark results\n", f"# rr benchmark results\n\n![h1 headline rows]"
+                            f"({os.path.relpath(args.chart, Path(args.out).parent if args.out else '.')})\n", 1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        raw = {f"{k[0]}/{k[1]}": {"skipped": c.skipped, "check": c.check,
+                                  "runs": [r.__dict__ for r in c.runs]} for k, c in report.cells.items()}
+        Path(args.json).write_text(json.dumps({"servers_skipped": report.server_skips, "cells": raw,
+                                               "memory": report.memory}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Payloads shared by every benchmark app, so all servers send the same bytes.
+
+Each app (ASGI, WSGI, rr, the floor) imports this module from its own
+directory; nothing here depends on a server.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+HELLO = b"Hello, World!"
+LARGE = b"x" * 65536
+FORM_PAIRS = 128
+ROUTE_COUNT = 100
+ROUTES = [f"/api/v1/items/{i:04d}" for i in range(1, ROUTE_COUNT + 1)]
+SSE_EVENTS = 100
+SSE_END = b": end\n\n"
+DRAIN_CHUNK = 65536
+WS_PATH = "/ws"
+
+# A fixed object; handlers serialise it per request (json.dumps), as an app would.
+JSON_OBJ = {
+    "message": "Hello, World!",
+    "id": 12345,
+    "tags": ["alpha", "beta", "gamma"],
+    "active": True,
+    "score": 98.6,
+    "owner": {"name": "roadrunner", "kind": "bird"},
+}
+
+# 180 records, ~16 KB of JSON: the gzip_response payload (compressed per request).
+GZIP_SOURCE = json.dumps(
+    [{"id": i, "name": f"item-{i:03d}", "price": i * 1.25, "stock": i % 17, "ok": i % 2 == 0} for i in range(180)]
+).encode()
+GZIP_LEVEL = 6
+
+
+def gzip_body() -> bytes:
+    """What a handler does for gzip_response: compress the payload now."""
+    return gzip.compress(GZIP_SOURCE, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def sse_events() -> list[bytes]:
+    return [f"event: tick\ndata: {i}\n\n".encode() for i in range(SSE_EVENTS)] + [SSE_END]
+
+
+def stream_chunks() -> list[bytes]:
+    """streaming_response: 4 chunks of 4096 B, sent one by one."""
+    return [b"s" * 4096] * 4
+
+
+def form_request_body() -> bytes:
+    """The post_4kb_form body: 128 pairs kNNN=abcdefghijklmnopqrstuvwxyz0 joined by & (4223 B)."""
+    return "&".join(f"k{i:03d}=abcdefghijklmnopqrstuvwxyz0" for i in range(FORM_PAIRS)).encode()
+
+
+def count_form(body: bytes) -> bytes:
+    from urllib.parse import parse_qsl
+
+    return str(len(parse_qsl(body.decode("latin-1"), keep_blank_values=True))).encode()

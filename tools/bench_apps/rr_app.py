@@ -1,0 +1,109 @@
+"""The benchmark app for rr: ``python rr_app.py PORT [MANUAL_PORT]``.
+
+Listener ``bench`` on PORT buffers bodies (``body_buffering: auto``); listener
+``bench_manual`` on MANUAL_PORT (when given) serves the same routes with
+``body_buffering: manual`` for ``large_post_streaming``. Same routes and
+bytes as the ASGI/WSGI apps. SIGTERM drains and exits (``rr.wait`` returns),
+so ``python -m cProfile -o OUT rr_app.py ...`` writes its profile.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import bench_common as c
+
+import rr
+from rr import resp
+
+TEXT = [("content-type", "text/plain")]
+OCTET = [("content-type", "application/octet-stream")]
+
+
+def hello(req):
+    return resp.Response(200, TEXT, c.HELLO)
+
+
+def json_(req):
+    return resp.json(200, c.JSON_OBJ)
+
+
+def echo(req):
+    return resp.Response(200, OCTET, req.read_body())
+
+
+def large(req):
+    return resp.Response(200, OCTET, c.LARGE)
+
+
+def form(req):
+    return resp.Response(200, TEXT, c.count_form(req.read_body()))
+
+
+def drain(req):
+    for _chunk in req.iter_body():
+        pass
+    return resp.Response(200, TEXT, b"ok")
+
+
+def gzip_(req):
+    return resp.Response(200, [("content-type", "application/json"), ("content-encoding", "gzip"),
+                               ("vary", "accept-encoding")], c.gzip_body())
+
+
+def sse(req):
+    def run(send):
+        for event in c.sse_events():
+            send(event)
+        send(b"", fin=True)
+
+    return resp.Stream(200, [("content-type", "text/event-stream"), ("cache-control", "no-cache")], run)
+
+
+def streaming(req):
+    def run(send):
+        for chunk in c.stream_chunks():
+            send(chunk)
+        send(b"", fin=True)
+
+    return resp.Stream(200, OCTET, run)
+
+
+def error(req):
+    return resp.Response(500, TEXT, b"error")
+
+
+def not_found(req):
+    return resp.Response(404, TEXT, b"not found")
+
+
+TABLE = {"/": hello, "/json": json_, "/echo": echo, "/large": large, "/form": form, "/drain": drain,
+         "/gzip": gzip_, "/sse": sse, "/streaming": streaming,
+         "/error": error}
+TABLE.update({path: hello for path in c.ROUTES})
+
+
+def dispatch(req):
+    """Single-handler form: used when the listener does not take a route list."""
+    return TABLE.get(req.path, not_found)(req)
+
+
+def start(name: str, port: int, buffering: str) -> None:
+    opts = {"port": port, "ip": "127.0.0.1", "body_buffering": buffering, "max_clients": 100_000,
+            "keep_alive_timeout": 600, "max_keep_alive_requests": 1_000_000_000}
+    try:
+        rr.start_listener(name, {**opts, "routes": list(TABLE.items())})
+    except (TypeError, ValueError) as exc:
+        print(f"rr_app: route list refused ({exc}); using one dispatching handler", file=sys.stderr, flush=True)
+        rr.start_listener(name, {**opts, "routes": dispatch})
+
+
+def main() -> None:
+    start("bench", int(sys.argv[1]), "auto")
+    if len(sys.argv) > 2:
+        start("bench_manual", int(sys.argv[2]), "manual")
+    rr.wait()
+
+
+if __name__ == "__main__":
+    main()
