@@ -1,0 +1,173 @@
+"""tools/bench.py: output parsers, rendering, and one tiny end-to-end run.
+
+The end-to-end test starts real server processes (rr when it can start,
+otherwise the floor, plus gevent.pywsgi), drives them with wrk for 1 s, and
+checks the report, the error accounting and that every process is gone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("rr_tools_bench", ROOT / "tools" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+WRK_SAMPLE = """\
+Running 1s test @ http://127.0.0.1:18005/echo
+  1 threads and 5 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   283.89us   61.02us   1.54ms   80.93%
+    Req/Sec    17.70k     2.24k   19.62k    80.00%
+  17539 requests in 1.00s, 5.62MB read
+Requests/sec:  17533.44
+Transfer/sec:      5.62MB
+BENCH_JSON {"requests": 17539, "duration_us": 1000317, "bytes": 5893104, "errors": {"connect": 0, "read": 3, \
+"write": 0, "status": 12, "timeout": 1}, "latency_us": {"min": 50, "mean": 283.9, "p50": 265, "p90": 355, \
+"p99": 410, "max": 1545}}
+"""
+
+H2LOAD_SAMPLE = """\
+finished in 1.00s, 1020.00 req/s, 45.32KB/s
+requests: 1020 total, 1028 started, 1020 done, 1010 succeeded, 10 failed, 0 errored, 0 timeout
+status codes: 1010 2xx, 0 3xx, 4 4xx, 6 5xx
+traffic: 45.32KB (46408) total, 5.24KB (5368) headers (space savings 94.68%), 12.95KB (13260) data
+                     min         max         mean         sd        +/- sd
+time for request:     6.01ms     20.58ms      7.82ms      2.22ms    79.80%
+"""
+
+
+def test_parse_wrk_output():
+    r = bench.parse_wrk_output(WRK_SAMPLE)
+    assert r.requests == 17539
+    assert r.duration_s == pytest.approx(1.000317)
+    assert r.rate == pytest.approx(17533.4, rel=1e-3)
+    assert r.errors == {"connect": 0, "read": 3, "write": 0, "status": 12, "timeout": 1}
+    assert r.error_count == 16
+    assert (r.p50_us, r.p99_us) == (265, 410)
+
+
+def test_parse_wrk_output_without_json_line_fails():
+    with pytest.raises(ValueError, match="no BENCH_JSON"):
+        bench.parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_parse_h2load_output():
+    r = bench.parse_h2load_output(H2LOAD_SAMPLE)
+    assert r.requests == 1020
+    assert r.duration_s == pytest.approx(1.0)
+    assert r.errors["status"] == 10  # 4xx + 5xx
+    assert r.error_count == 10
+    assert r.p50_us == pytest.approx(7820)
+
+
+def _report_with(cells, servers=("floor", "pywsgi"), scenarios=("hello",), skips=None):
+    report = bench.Report(command="tools/bench.py --test", servers=list(servers), scenarios=list(scenarios),
+                          settings={"duration": 1, "rounds": 1, "warmup": 0, "connections": 5},
+                          started="2026-01-01 00:00 UTC", server_skips=dict(skips or {}))
+    report.cells.update(cells)
+    return report
+
+
+def test_render_ratio_dash_and_errors():
+    fast = bench.RunResult(requests=20000, duration_s=1.0, errors={"status": 0}, p50_us=1000, p99_us=3000,
+                           rss_peak=20 * 2**20, cpu_pct=99.0)
+    slow = bench.RunResult(requests=5000, duration_s=1.0, errors={"status": 7, "read": 1}, p50_us=4000,
+                           p99_us=9000, rss_peak=30 * 2**20, cpu_pct=98.0)
+    cells = {("hello", "floor"): bench.Cell(runs=[fast]), ("hello", "pywsgi"): bench.Cell(runs=[slow]),
+             ("websocket_msg_throughput", "floor"): bench.Cell(skipped="the floor speaks no WebSocket"),
+             ("websocket_msg_throughput", "pywsgi"): bench.Cell(skipped="WSGI has no WebSocket")}
+    text = bench.render_markdown(_report_with(cells, servers=("rr", "floor", "pywsgi"),
+                                              scenarios=("hello", "websocket_msg_throughput"),
+                                              skips={"rr": "rr does not import"}))
+    assert "| scenario | floor | pywsgi |" in text
+    assert "| hello | 20.0k | 5,000 (4.00×) ⚠ |" in text
+    assert "| websocket_msg_throughput (msg/s) | — | — |" in text
+    assert "websocket_msg_throughput / pywsgi: WSGI has no WebSocket" in text
+    assert "hello / pywsgi: read 1, status 7" in text
+    assert "**rr**: rr does not import" in text
+    assert "1.00 / 3.00" in text and "20 / 99" in text
+
+
+def test_render_baseline_is_rr_when_it_ran():
+    run = bench.RunResult(requests=10000, duration_s=1.0, errors={}, p50_us=1, p99_us=2)
+    half = bench.RunResult(requests=5000, duration_s=1.0, errors={}, p50_us=1, p99_us=2)
+    cells = {("hello", "rr"): bench.Cell(runs=[run]), ("hello", "pywsgi"): bench.Cell(runs=[half])}
+    text = bench.render_markdown(_report_with(cells, servers=("rr", "pywsgi")))
+    assert "`×` = rr ÷ that server" in text
+    assert "| hello | 10.0k | 5,000 (2.00×) |" in text
+    assert "none: every response" in text
+
+
+@pytest.fixture
+def spawned(monkeypatch):
+    """Record every process the harness starts; kill whatever is left at teardown."""
+    pids: list[int] = []
+    real = bench._spawn
+
+    def spawn(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        pids.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(bench, "_spawn", spawn)
+    yield pids
+    bench._kill_all_children()
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
+def test_end_to_end_two_servers(spawned):
+    first = "rr" if bench.rr_unavailable() is None else "floor"
+    args = bench.build_parser().parse_args(
+        ["--servers", f"{first},pywsgi", "--scenarios", "hello,error_500", "--duration", "1", "--rounds", "1",
+         "--warmup", "0", "--connections", "8"])
+    args.command = "test"
+    lines: list[str] = []
+    report = bench.run(args, log=lines.append)
+
+    assert report.server_skips == {}, report.server_skips
+    for server in (first, "pywsgi"):
+        ok = report.cells[("hello", server)]
+        assert len(ok.runs) == 1 and not ok.runs[0].failure, ok.runs
+        assert ok.runs[0].requests > 0 and ok.median("rate") > 0
+        assert ok.errors == {}, ok.errors
+        assert ok.check == ""
+        assert ok.runs[0].rss_peak > 0
+        bad = report.cells[("error_500", server)]
+        # Every response is a 500: wrk counts each one, and the report shows them.
+        assert bad.errors.get("status", 0) == bad.runs[0].requests > 0
+
+    text = bench.render_markdown(report)
+    assert f"| scenario | {first} | pywsgi |" in text
+    assert "error_500 / pywsgi: status" in text
+    assert "⚠" in text
+    # Every process the harness started (servers and wrk) is gone.
+    assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
+
+
+def test_unknown_names_are_refused():
+    args = bench.build_parser().parse_args(["--servers", "nginx"])
+    with pytest.raises(SystemExit, match="unknown server"):
+        bench.run(args)
