@@ -174,7 +174,7 @@ _PREAMBLE, _AFTER_DELIMITER, _HEADERS, _BODY, _DONE, _FAILED = range(6)
 def _parameters(text: str, start: int) -> dict[str, str]:
     """The ``; name=value`` parameters of ``text`` from ``start``, names lowercased.
 
-    ``name*`` parameters are decoded (RFC 8187) and stored under ``name*``.
+    Values are unquoted; ``name*`` extended values are kept raw for the caller.
     """
     params: dict[str, str] = {}
     pos, end = start, len(text.rstrip(" \t"))
@@ -286,7 +286,7 @@ class MultipartParser:
         max_total_size: int = MAX_TOTAL_SIZE,
         max_field_size: int = MAX_FIELD_SIZE,
     ) -> None:
-        raw = boundary.encode("ascii", "replace") if isinstance(boundary, str) else boundary
+        raw = boundary.encode("utf-8") if isinstance(boundary, str) else boundary
         _check_boundary(raw)
         self.max_parts = max_parts
         self.max_part_header_size = max_part_header_size

@@ -128,9 +128,11 @@ def test_parse_boundary_rejects_missing_invalid_or_ambiguous_boundaries(
     assert info.value.status == status
 
 
-def test_the_parser_validates_its_boundary_too() -> None:
-    with pytest.raises(MultipartError):
-        MultipartParser(b"bad\r\nboundary")
+@pytest.mark.parametrize("boundary", [b"bad\r\nboundary", b"", "é", "x" * 71, b"space "])
+def test_the_parser_validates_its_boundary_too(boundary: bytes | str) -> None:
+    with pytest.raises(MultipartError) as info:
+        MultipartParser(boundary)
+    assert info.value.status == 400
 
 
 # --- the event stream -----------------------------------------------------------------
