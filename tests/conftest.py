@@ -1,0 +1,67 @@
+"""Repository-wide test fixtures: every test must leave no process behind.
+
+The autouse ``no_process_leaks`` fixture records the live (spawned)
+processes before each test; afterwards it waits, bounded, for the set to
+return to that baseline. Processes still alive are reported by label and
+then killed, so one leaky test fails alone instead of poisoning the next.
+
+Adopted greenlets (see ``supervisors.process``) are not processes anyone
+started and are not checked; the main greenlet's mailbox is emptied after
+each test so stale DOWN/EXIT messages cannot leak into the next one.
+Mark a test ``allow_process_leaks`` when it deliberately leaves long-lived
+processes (e.g. a lazily created root supervisor) for later tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import gevent
+import pytest
+from greenlet import getcurrent
+
+from supervisors import exit as exit_process
+from supervisors import flush_mailbox
+from supervisors.process import Pid, _processes
+
+LEAK_WAIT = 5.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "allow_process_leaks: the test may leave processes running (not checked, not killed)"
+    )
+
+
+def _live_spawned() -> dict[Pid, str | None]:
+    return {proc.pid: proc.label for proc in list(_processes.values()) if not proc.adopted and proc.alive}
+
+
+def _wait_until_only(baseline: set[Pid], timeout: float) -> dict[Pid, str | None]:
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = {pid: label for pid, label in _live_spawned().items() if pid not in baseline}
+        if not extra or time.monotonic() >= deadline:
+            return extra
+        gevent.sleep(0.01)
+
+
+@pytest.fixture(autouse=True)
+def no_process_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    baseline = set(_live_spawned())
+    yield
+    if getattr(getcurrent(), "sv_proc", None) is not None:
+        flush_mailbox()
+    if request.node.get_closest_marker("allow_process_leaks"):
+        return
+    leaked = _wait_until_only(baseline, LEAK_WAIT)
+    if not leaked:
+        return
+    for pid in leaked:
+        exit_process(pid, "kill")
+    _wait_until_only(baseline, LEAK_WAIT)
+    if getattr(getcurrent(), "sv_proc", None) is not None:
+        flush_mailbox()
+    names = sorted(repr(pid) for pid in leaked)
+    pytest.fail(f"{len(leaked)} process(es) still alive {LEAK_WAIT}s after the test: {', '.join(names)}")
