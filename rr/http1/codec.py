@@ -425,7 +425,7 @@ def _check_partial_head(buf: bytes | bytearray, start: int, limits: Limits) -> N
             seen -= 1
         if seen > limits.max_request_line:
             raise ParseError(414, "request_line_too_long")  # RFC 9112 §3
-        if b"\n" in buf or b"\r" in buf[start:-1]:
+        if b"\n" in buf[start:] or b"\r" in buf[start:-1]:
             raise ParseError(400, "bare_cr_or_lf")  # RFC 9112 §2.2: strict CRLF
         return
     if line_end - start > limits.max_request_line:
@@ -488,6 +488,10 @@ def _diagnose_head(head: bytes | bytearray) -> None:
     request_line, _, block = head.partition(b"\r\n")
     if _REQUEST_LINE_RE.fullmatch(request_line) is None:
         _diagnose_request_line(request_line)
+    if block[:1] in (b" ", b"\t"):
+        # RFC 9112 §2.2: whitespace between the start-line and the first field
+        # line → MUST reject (or skip those lines); we reject.
+        raise ParseError(400, "whitespace_after_start_line")
     _check_fields(block + b"\r\n" if block else b"")
     raise ParseError(400, "bad_header")
 
@@ -583,9 +587,9 @@ def _judge_content_length(lengths: list[str], limits: Limits) -> int:
             raise ParseError(400, "conflicting_content_length")
     digits = first.lstrip("0")
     # Bound int() on hostile lengths (and stay under Python's int-digit cap).
-    if len(digits) > 19 or int(first) > limits.max_content_length:
+    if len(digits) > 19 or int(digits or "0") > limits.max_content_length:
         raise ParseError(413, "content_too_large")  # RFC 9110 §15.5.14
-    return int(first)
+    return int(digits or "0")
 
 
 def _judge_transfer_coding(values: list[str]) -> bool:
@@ -723,8 +727,10 @@ class ChunkedDecoder:
             raise ParseError(400, "chunk_size_line_too_long")
         match = _CHUNK_SIZE_LINE_RE.fullmatch(line)
         if match is None:
+            if b"\n" in line or b"\r" in line:
+                raise ParseError(400, "bare_cr_or_lf")  # RFC 9112 §2.2
             digits = len(_HEX_PREFIX_RE.match(line)[0])  # type: ignore[index]
-            if not digits or digits > 16:
+            if not digits or digits > 16 or line[digits : digits + 1] not in (b" ", b"\t", b";"):
                 raise ParseError(400, "bad_chunk_size")  # RFC 9112 §7.1: chunk-size = 1*HEXDIG
             raise ParseError(400, "bad_chunk_extension")  # RFC 9112 §7.1.1: chunk-ext syntax
         chunk_size = int(match[1], 16)
