@@ -25,8 +25,8 @@ import supervisors
 from rr import config as _config
 from rr import listener as _listener
 from rr import log, telemetry
-from rr import router as _router
 from rr import response as resp
+from rr import router as _router
 from rr.http1.conn import ClientGone
 from rr.request import Headers, Request
 
@@ -94,7 +94,8 @@ def start_listener(name: str, opts: dict[str, Any]) -> supervisors.Pid:
     Raises ``ValueError`` for a bad option (naming it), for a duplicate name, and
     ``OSError`` when the port cannot be bound.
     """
-    if name in _runtimes and _runtimes[name].sup is not None and _runtimes[name].sup.is_alive:
+    current = _runtimes.get(name)
+    if current is not None and current.sup is not None and current.sup.is_alive:
         raise ValueError(f"a listener named {name!r} is already running")
     spec = child_spec(name, opts)
     root = _root()
@@ -102,7 +103,10 @@ def start_listener(name: str, opts: dict[str, Any]) -> supervisors.Pid:
         supervisors.delete_child(root, name)
     except Exception:  # no stale spec of that name: nothing to delete
         pass
-    return supervisors.start_child(root, spec)
+    pid = supervisors.start_child(root, spec)
+    if pid is None:
+        raise RuntimeError(f"listener {name!r} did not start")
+    return pid
 
 
 def _get(name: str) -> _listener.ListenerRuntime:

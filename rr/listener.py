@@ -124,8 +124,10 @@ class ListenerRuntime:
         ctx = self.config.tls
         try:
             raw.settimeout(self.config.tls_handshake_timeout)
-            tls = gevent.ssl.SSLContext.wrap_socket(
-                ctx, raw, server_side=True, do_handshake_on_connect=False  # type: ignore[arg-type]
+            # gevent's cooperative SSLSocket over any ssl.SSLContext (the user's own
+            # context need not be gevent's subclass).
+            tls = gevent.ssl.SSLSocket(
+                sock=raw, server_side=True, do_handshake_on_connect=False, _context=ctx
             )
             tls.do_handshake()
             return tls
@@ -190,6 +192,7 @@ def acceptor(runtime: ListenerRuntime) -> None:
             if _ACCEPT in telemetry._table:
                 telemetry.execute(_ACCEPT, {}, {"listener": runtime.name, "peer": peer})
             try:
+                assert runtime.conn_sup is not None, "acceptors start after the conn supervisor"
                 supervisors.start_child(runtime.conn_sup, sock, peer)
             except Exception:
                 runtime.active -= 1
@@ -240,6 +243,13 @@ def start_link(runtime: ListenerRuntime) -> supervisors.Pid:
     return pid
 
 
+def _down_matcher(ref: Any) -> Any:
+    def match(msg: Any) -> bool:
+        return isinstance(msg, tuple) and msg[:2] == ("DOWN", ref)
+
+    return match
+
+
 def drain(runtime: ListenerRuntime, timeout: float) -> dict[str, int]:
     """Stop accepting, let in-flight requests finish, kill what is left at the deadline."""
     started = time.monotonic()
@@ -278,7 +288,7 @@ def drain(runtime: ListenerRuntime, timeout: float) -> dict[str, int]:
         supervisors.exit(pid, "kill")
         killed += 1
     for ref in refs:
-        supervisors.receive(lambda m, r=ref: isinstance(m, tuple) and m[:2] == ("DOWN", r), timeout=5.0)
+        supervisors.receive(_down_matcher(ref), timeout=5.0)
     if _DRAIN_STOP in telemetry._table:
         telemetry.execute(
             _DRAIN_STOP,

@@ -164,6 +164,8 @@ class Router:
                 bindings[route.wildcard or "path"] = "/".join(segments[i:])
                 break
             if pattern.startswith(":"):
+                if not segments[i]:  # a parameter binds a non-empty segment
+                    return None
                 bindings[pattern[1:]] = unquote(segments[i], errors="replace")
             elif pattern != segments[i]:
                 return None

@@ -96,10 +96,7 @@ def _etag_matches(header: str, etag: str) -> bool:
     if header.strip() == "*":
         return True
     weak_self = etag.removeprefix("W/")
-    for candidate in header.split(","):
-        if candidate.strip().removeprefix("W/") == weak_self:
-            return True
-    return False
+    return any(candidate.strip().removeprefix("W/") == weak_self for candidate in header.split(","))
 
 
 def _not_modified_since(header: str, mtime: float) -> bool:

@@ -258,6 +258,8 @@ class Http1Conn:
         result = dispatch.call(runtime.app, req, started)
         if isinstance(result, resp.WebSocket):
             result = dispatch.NOT_IMPLEMENTED
+        if runtime.draining:  # drain began while the handler ran: this is the last response
+            keep_alive = False
         is_head = head.method == "HEAD"
         status = getattr(result, "status", 500)
         try:
@@ -364,7 +366,7 @@ class Http1Conn:
         chunked = version == "HTTP/1.1" and length is None
         if not chunked and length is None:
             keep_alive = False
-        state = {"head": False, "done": False, "keep_alive": keep_alive, "failed": False, "sent": 0}
+        state: dict[str, Any] = {"head": False, "done": False, "keep_alive": keep_alive, "sent": 0}
 
         def write_head() -> None:
             if state["head"]:
@@ -377,7 +379,6 @@ class Http1Conn:
             )
             self.sendall(data)
             if code < 0:
-                state["failed"] = True
                 raise ClientGone("response head was invalid")
 
         def send(data: bytes = b"", fin: bool = False, trailers: Any = None) -> None:

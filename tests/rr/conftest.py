@@ -62,10 +62,17 @@ def read_until_close(sock: gsocket.socket, timeout: float = 10.0) -> bytes:
     return b"".join(parts)
 
 
+_leftover: dict[int, bytes] = {}
+
+
 def read_response(sock: gsocket.socket, timeout: float = 10.0) -> tuple[bytes, bytes]:
-    """Read one Content-Length-framed response; returns (head, body)."""
+    """Read one Content-Length-framed response; returns (head, body).
+
+    Bytes past the response (pipelined answers) are kept for the next call on
+    the same socket.
+    """
     sock.settimeout(timeout)
-    buf = b""
+    buf = _leftover.pop(sock.fileno(), b"")
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)
         if not chunk:
@@ -82,6 +89,8 @@ def read_response(sock: gsocket.socket, timeout: float = 10.0) -> tuple[bytes, b
         if not chunk:
             raise ConnectionError("closed mid-body")
         rest += chunk
+    if rest[length:]:
+        _leftover[sock.fileno()] = rest[length:]
     return head, rest[:length]
 
 
@@ -98,6 +107,7 @@ def serve() -> Iterator[Callable[..., Served]]:
         return Served(name)
 
     yield start
+    _leftover.clear()
     for name in started:
         if name in rr.listeners():
             rr.stop_listener(name)
@@ -106,3 +116,11 @@ def serve() -> Iterator[Callable[..., Served]]:
 def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a blocking client call in a real OS thread while the hub keeps serving."""
     return gevent.get_hub().threadpool.apply(fn, args, kwargs)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rr_root_supervisor() -> Iterator[None]:
+    """rr's root supervisor lives for the whole process, like an OTP application's:
+    start it before the per-test leak baseline is taken."""
+    rr._root()
+    yield

@@ -167,7 +167,7 @@ def test_wrk_keep_alive_load_has_no_errors(serve):
     assert "Socket errors" not in text and "Non-2xx" not in text
     requests = int(re.search(r"(\d+) requests in", text).group(1))
     assert requests > 100
-    assert srv.info()["accepted"] == 20
+    assert srv.info()["accepted"] < requests / 10  # keep-alive: connections were reused
 
 
 @pytest.mark.slow
