@@ -60,7 +60,10 @@ def test_any_script_of_bytes_closes_timeouts_and_drain_ends_every_conn_and_frees
     def client(script):
         from gevent import socket as gsocket
 
-        sock = gsocket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            sock = gsocket.create_connection(("127.0.0.1", port), timeout=5)
+        except OSError:  # another client's drain closed the listener first: never read
+            return
         try:
             for kind, arg in script:
                 if kind in ("send", "bytes"):
