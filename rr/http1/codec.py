@@ -303,28 +303,33 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[RequestHead, int
 
     headers: list[tuple[str, str]] = []
     append = headers.append
-    special: dict[str, list[str]] | None = None
+    special: list[tuple[str, str]] = []
     for line in lines[1:]:
         name, _, value = line.partition(":")
         name = name.lower()
         value = value.strip(" \t")
         append((name, value))
         if name in _FRAMING_AND_CONTROL:
-            if special is None:
-                special = {name: [value]}
-            elif name in special:
-                special[name].append(value)
-            else:
-                special[name] = [value]
-    hosts = lengths = codings = connection = expect = upgrades = None
-    if special is not None:
-        get = special.get
-        hosts = get("host")
-        lengths = get("content-length")
-        codings = get("transfer-encoding")
-        connection = get("connection")
-        expect = get("expect")
-        upgrades = get("upgrade")
+            special.append((name, value))
+    hosts: list[str] | None = None
+    lengths: list[str] | None = None
+    codings: list[str] | None = None
+    connection: list[str] | None = None
+    expect: list[str] | None = None
+    upgrades: list[str] | None = None
+    for name, value in special:
+        if name == "host":
+            hosts = [value] if hosts is None else [*hosts, value]
+        elif name == "connection":
+            connection = [value] if connection is None else [*connection, value]
+        elif name == "content-length":
+            lengths = [value] if lengths is None else [*lengths, value]
+        elif name == "transfer-encoding":
+            codings = [value] if codings is None else [*codings, value]
+        elif name == "expect":
+            expect = [value] if expect is None else [*expect, value]
+        else:
+            upgrades = [value] if upgrades is None else [*upgrades, value]
 
     if target[0] == "/" and method != "CONNECT":
         # RFC 9112 §3.2.1: origin-form = absolute-path [ "?" query ]
