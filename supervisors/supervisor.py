@@ -60,7 +60,6 @@ from typing import Any, Literal
 from supervisors.process import (
     Pid,
     Timeout,
-    _current,
     exit,
     flush_mailbox,
     link,
@@ -218,7 +217,6 @@ class Supervisor(Server):
         strategy: Strategy,
         max_restarts: int,
         max_seconds: float,
-        parent: Pid,
     ) -> None:
         if strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {_STRATEGIES}, not {strategy!r}")
@@ -235,7 +233,6 @@ class Supervisor(Server):
         if strategy == "simple_one_for_one" and len(children) != 1:
             raise ValueError("simple_one_for_one takes exactly one child spec (the template)")
         trap_exit(True)
-        self.parent = parent
         self.strategy = strategy
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
@@ -481,9 +478,8 @@ def start_supervisor(
     A child that fails to start stops the ones already started (in reverse)
     and its exception is raised here (with a note naming the child).
     """
-    parent = _current().pid
     return start_server(
-        Supervisor, list(children), strategy, max_restarts, max_seconds, parent,
+        Supervisor, list(children), strategy, max_restarts, max_seconds,
         name=name, link=link, label=label or name or f"supervisor.{strategy}",
     )
 
