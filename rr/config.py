@@ -324,6 +324,7 @@ def load(opts: Mapping[str, Any]) -> Config:
         max_content_length=_int(opts, "max_content_length", 10 * MiB, 0, 2**62),
         body_buffering=body_buffering,
         handler_spawn=_spawn_options(opts.get("handler_spawn")),
+        # False makes drain a hard stop: connections are killed without waiting.
         graceful_drain=_bool(opts, "graceful_drain", True),
         access_log=_bool(opts, "access_log", False),
         raw=dict(opts),

@@ -253,7 +253,8 @@ def _down_matcher(ref: Any) -> Any:
 def drain(runtime: ListenerRuntime, timeout: float) -> dict[str, int]:
     """Stop accepting, let in-flight requests finish, kill what is left at the deadline."""
     started = time.monotonic()
-    deadline = started + timeout
+    # graceful_drain=False: a hard stop, in-flight requests are not waited for.
+    deadline = started + (timeout if runtime.config.graceful_drain else 0.0)
     runtime.draining = True
     if _DRAIN_START in telemetry._table:
         telemetry.execute(_DRAIN_START, {}, {"listener": runtime.name, "deadline": deadline})

@@ -277,8 +277,11 @@ class Http1Conn:
         dispatch.finish(req, status, started)
         if config.access_log:
             _log.info("request", method=req.method, path=req.target, status=status, peer=self.peer)
-        if keep_alive and body_reader is not None and not body_reader.finish_unread():
-            keep_alive = False
+        if body_reader is not None:
+            if body_reader.charged:
+                supervisors.release(body_reader.charged)
+            if keep_alive and not body_reader.finish_unread():
+                keep_alive = False
         if not keep_alive and self.close_reason == "normal":
             self.close_reason = "keep_alive_done"
         return keep_alive and not runtime.draining
@@ -579,7 +582,7 @@ class BodyReader:
         self.decoder = codec.ChunkedDecoder(conn.runtime.limits) if head.chunked else None
         self.pending: list[bytes] = []
         self.done = not head.chunked and not self.remaining
-        self.has_body = not self.done
+        self.charged = 0
 
     def _fill(self) -> bytes:
         conn = self.conn
@@ -625,8 +628,12 @@ class BodyReader:
         return piece[:max_bytes]
 
     def read_all(self) -> bytes:
+        """The whole body, charged to the process's heap budget as it is buffered
+        (``handler_spawn.max_heap``: going over ends the connection process)."""
         parts = []
         while chunk := self.read(RECV_SIZE):
+            supervisors.charge(len(chunk))
+            self.charged += len(chunk)
             parts.append(chunk)
         return b"".join(parts)
 

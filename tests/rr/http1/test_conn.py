@@ -6,6 +6,7 @@ import os
 import socket
 
 import gevent
+import gevent.event
 import pytest
 
 import rr
@@ -466,3 +467,31 @@ def test_a_peer_resetting_mid_request_does_not_disturb_other_connections(serve):
     with srv.connect() as sock:
         sock.sendall(GET)
         assert read_response(sock)[0].startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_over_the_handler_max_heap_kills_only_that_connection(serve):
+    srv = serve(echo, handler_spawn={"max_heap": 64 * 1024}, max_content_length=1024 * 1024)
+    other = srv.connect()
+    other.sendall(GET.replace(b"GET", b"POST").replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nok"))
+    assert read_response(other)[1] == b"ok"
+    big = 200 * 1024
+    data = srv.request(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % big + b"x" * big)
+    assert data == b""  # the process died with reason max_heap: no response
+    other.sendall(GET.replace(b"GET", b"POST").replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\nok"))
+    assert read_response(other)[1] == b"ok"  # the sibling connection is untouched
+    other.close()
+
+
+def test_graceful_drain_false_kills_in_flight_requests_at_once(serve):
+    block = gevent.event.Event()
+
+    def stuck(req):
+        block.wait(30)
+        return resp.text(200, "late")
+
+    srv = serve(stuck, graceful_drain=False)
+    sock = srv.connect()
+    sock.sendall(GET)
+    gevent.sleep(0.1)
+    assert rr.drain(srv.name, 30) == {"drained": 0, "killed": 1}
+    sock.close()
