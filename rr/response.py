@@ -165,6 +165,18 @@ def with_header(response: Shape, name: str, value: str) -> Shape:
     return replace(response, headers=[*response.headers, (name.lower(), value)])
 
 
+def set_cookie(response: Shape, name: str, value: str, **attributes: Any) -> Shape:
+    """A copy of ``response`` with a ``set-cookie`` header.
+
+    ``attributes`` are ``rr.contrib.cookie.serialize``'s (``max_age``, ``expires``,
+    ``domain``, ``path``, ``secure``, ``http_only``, ``same_site``, ``partitioned``);
+    a name, value or attribute that could inject a header raises ``ValueError``.
+    """
+    from rr.contrib import cookie  # a pure leaf module: no import cycle
+
+    return with_header(response, "set-cookie", cookie.serialize(name, value, **attributes))
+
+
 def get_header(response: Shape, name: str) -> str | None:
     if isinstance(response, WebSocket):
         return None
