@@ -1,0 +1,132 @@
+"""Every example runs: each is loaded from examples/ and driven by an independent client."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess as std_subprocess
+from pathlib import Path
+from types import ModuleType
+
+import gevent
+import pytest
+from gevent import subprocess
+
+import rr
+import supervisors
+from tests.rr.conftest import in_thread
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def curl(*args: str) -> std_subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-s", *args], capture_output=True, timeout=30, check=False)
+
+
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+
+
+@needs_curl
+def test_rest_example_create_show_delete_and_405(serve):
+    rest = load("rest")
+    srv = serve(rest.ROUTES)
+    created = curl("-i", "-X", "POST", "-d", '{"title": "write tests"}', f"{srv.url}/todos")
+    head, _, body = created.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201") and b"location: /todos/" in head
+    todo = json.loads(body)
+    assert todo["title"] == "write tests"
+    assert json.loads(curl(f"{srv.url}/todos/{todo['id']}").stdout) == todo
+    assert json.loads(curl(f"{srv.url}/todos").stdout) == [todo]
+    wrong = curl("-i", "-X", "PATCH", f"{srv.url}/todos/{todo['id']}").stdout
+    assert wrong.startswith(b"HTTP/1.1 405") and b"allow: DELETE, GET, HEAD" in wrong
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", f"{srv.url}/todos/{todo['id']}").stdout == b"204"
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", f"{srv.url}/todos/{todo['id']}").stdout == b"404"
+    bad = curl("-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-d", "nope", f"{srv.url}/todos")
+    assert bad.stdout == b"400"
+
+
+@needs_curl
+def test_upload_example_parses_fields_and_spools_big_files(tmp_path):
+    upload = load("upload")
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"hello upload")
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\x00\x01" * (1024 * 1024))  # 2 MiB: past the 1 MiB spool threshold
+    name = "upload-test"
+    rr.start_listener(name, {"port": 0, "ip": "127.0.0.1", **upload.OPTIONS})
+    try:
+        url = f"http://127.0.0.1:{rr.listener_port(name)}/upload"
+        out = curl("-F", "title=holiday", "-F", f"photo=@{small}", "-F", f"photo=@{big}", url)
+        result = json.loads(out.stdout)
+        assert result["fields"] == {"title": ["holiday"]}
+        files = {f["filename"]: f for f in result["files"]}
+        assert files["small.txt"]["size"] == 12 and not files["small.txt"]["spooled"]
+        assert files["big.bin"]["size"] == 2 * 1024 * 1024 and files["big.bin"]["spooled"]
+        import hashlib
+
+        assert files["big.bin"]["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+        page = curl(f"http://127.0.0.1:{rr.listener_port(name)}/").stdout
+        assert b"multipart/form-data" in page
+    finally:
+        rr.stop_listener(name)
+
+
+@needs_curl
+def test_static_example_serves_the_site_with_validators_and_gzip(serve):
+    static_example = load("static")
+    srv = serve(static_example.ROUTES)
+    page = curl("-i", f"{srv.url}/").stdout
+    assert page.startswith(b"HTTP/1.1 200") and b"Served by rr" in page and b"etag: " in page
+    css = curl("-i", "-H", "Accept-Encoding: gzip", f"{srv.url}/css/site.css").stdout
+    assert b"content-encoding: gzip" in css and b"vary: accept-encoding" in css
+    assert curl("--compressed", f"{srv.url}/css/site.css").stdout.startswith(b"body {")
+    etag = [line for line in page.split(b"\r\n") if line.startswith(b"etag: ")][0][6:].decode()
+    assert curl("-o", "/dev/null", "-w", "%{http_code}", "-H", f"If-None-Match: {etag}", f"{srv.url}/").stdout == b"304"
+
+
+def test_sse_chat_example_delivers_messages_to_subscribers_and_says_bye_on_drain():
+    import httpx
+
+    chat = load("sse_chat")
+    sup = chat.start(0)
+    port = rr.listener_port("chat")
+    received: list[str] = []
+    subscribed = gevent.event.Event()
+
+    def subscriber() -> None:
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/events", timeout=10) as r:
+            assert r.headers["content-type"] == "text/event-stream"
+            for line in r.iter_lines():
+                received.append(line)
+                if line == "event: bye":
+                    return
+
+    try:
+        reader = gevent.get_hub().threadpool.spawn(subscriber)
+        for _ in range(200):  # wait until the hub has our subscriber
+            if supervisors.call("chat.hub", ("publish", "ping")) == 1:
+                subscribed.set()
+                break
+            gevent.sleep(0.02)
+        assert subscribed.is_set()
+        reply = in_thread(lambda: httpx.post(f"http://127.0.0.1:{port}/say", content=b"hello chat", timeout=10))
+        assert reply.json() == {"delivered_to": 1}
+        for _ in range(200):
+            if "data: hello chat" in received:
+                break
+            gevent.sleep(0.02)
+        assert rr.drain("chat", 5) == {"drained": 1, "killed": 0}
+        reader.get(timeout=10)
+        assert "data: hello chat" in received and "event: bye" in received
+    finally:
+        supervisors.stop_supervisor(sup)
+        rr._runtimes.pop("chat", None)
