@@ -1,0 +1,159 @@
+"""The application surface over a real listener: request API, middleware on every
+response shape, reload_routes under load, url_for."""
+
+from __future__ import annotations
+
+import json
+
+import gevent
+import gevent.event
+import pytest
+
+import rr
+import supervisors
+from rr import resp
+from tests.rr.conftest import read_response
+
+
+def request(srv, raw: bytes):
+    with srv.connect() as sock:
+        sock.sendall(raw)
+        return read_response(sock)
+
+
+def test_request_api_over_the_wire(serve):
+    def inspect(req: rr.Request):
+        return resp.json(200, {
+            "method": req.method, "path": req.path, "decoded": req.decoded_path, "qs": req.query_string,
+            "query": req.query(), "version": req.version, "host": req.host, "scheme": req.scheme,
+            "cookies": req.cookies(), "ua": req.header("user-agent"), "multi": req.headers.get_all("x-m"),
+            "joined": req.header("x-m"), "fwd": req.forwarded_for(), "id": len(req.request_id),
+            "peer": req.peer[0], "listener": req.listener,
+        })
+
+    srv = serve(inspect)
+    _, body = request(srv, b"GET /a%20b?x=1&x=2&y=%zz HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\n"
+                            b"Cookie: a=1; b=2\r\ncookie: c=3\r\nX-M: one\r\nx-m: two\r\n"
+                            b"X-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n\r\n")
+    data = json.loads(body)
+    assert data["path"] == "/a%20b" and data["decoded"] == "/a b" and data["qs"] == "x=1&x=2&y=%zz"
+    assert data["query"] == {"x": ["1", "2"], "y": ["%zz"]}
+    assert data["host"] == "example.com" and data["scheme"] == "http" and data["version"] == "HTTP/1.1"
+    assert data["cookies"] == {"a": "1", "b": "2", "c": "3"}
+    assert data["multi"] == ["one", "two"] and data["joined"] == "one, two" and data["ua"] == "t"
+    assert data["fwd"] == ["10.0.0.1", "10.0.0.2"] and data["id"] == 16 and data["peer"] == "127.0.0.1"
+
+
+def test_read_form_urlencoded_and_json_body(serve):
+    def form(req):
+        if req.header("content-type") == "application/json":
+            return resp.json(200, req.json())
+        return resp.json(200, req.read_form())
+
+    srv = serve(form)
+    body = b"a=1&b=x+y&a=2"
+    _, out = request(srv, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert json.loads(out) == {"a": ["1", "2"], "b": ["x y"]}
+    _, out = request(srv, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n[1,2,3 ]")
+    assert json.loads(out) == [1, 2, 3]
+
+
+def _tag(label):
+    def mw(req, nxt, state):
+        r = nxt(req)
+        return resp.with_header(r, "x-mw", f"{label}") if not isinstance(r, resp.WebSocket) else r
+
+    return mw
+
+
+@pytest.mark.parametrize("shape", ["response", "stream", "loop", "sendfile"])
+def test_middleware_wraps_every_response_shape(serve, tmp_path, shape):
+    path = tmp_path / "f.txt"
+    path.write_text("file!")
+
+    def on_info(msg, push, state):
+        push(b"looped")
+        return resp.STOP
+
+    def handler(req):
+        if shape == "response":
+            return resp.text(200, "plain")
+        if shape == "stream":
+            return resp.Stream(200, [], lambda send: send(b"streamed", fin=True))
+        if shape == "loop":
+            supervisors.send(supervisors.self(), "go")
+            return resp.Loop(200, [], None, on_info)
+        return resp.Sendfile(200, [], str(path))
+
+    srv = serve(handler, middlewares=[_tag("outer")])
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(5)
+        data = b""
+        while not (data.endswith(b"\r\n0\r\n\r\n") or data.endswith((b"plain", b"file!"))):
+            data += sock.recv(4096)
+    assert b"x-mw: outer" in data
+
+
+def test_middleware_short_circuits_before_the_handler(serve):
+    calls = []
+
+    def deny(req, nxt, state):
+        if req.header("authorization") != "Bearer ok":
+            return resp.text(401, "no", {"www-authenticate": "Bearer"})
+        return nxt(req)
+
+    srv = serve([("/", lambda req: calls.append(1) or resp.text(200, "in"))], middlewares=[deny])
+    head, _ = request(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401") and not calls
+    head, body = request(srv, b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ok\r\n\r\n")
+    assert body == b"in" and calls == [1]
+
+
+def test_405_and_404_on_the_wire(serve):
+    srv = serve([{"path": "/x", "handler": lambda r: resp.text(200, "x"), "methods": ["POST", "GET"]}])
+    head, _ = request(srv, b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405") and b"allow: GET, HEAD, POST" in head
+    assert request(srv, b"GET /y HTTP/1.1\r\nHost: x\r\n\r\n")[0].startswith(b"HTTP/1.1 404")
+
+
+def test_url_for_through_the_listener(serve):
+    srv = serve([{"path": "/users/:id", "handler": lambda r: resp.text(200, ""), "name": "user"}])
+    assert rr.url_for(srv.name, "user", id="a b") == "/users/a%20b"
+
+
+def test_reload_routes_under_load_swaps_atomically(serve):
+    """Clients hammer the listener while the table is swapped 20 times: every
+    response comes from one complete table (v1 or v2), never a mix or an error."""
+    def table(version):
+        return [("/a", lambda r: resp.text(200, f"{version}-a")), ("/b", lambda r: resp.text(200, f"{version}-b"))]
+
+    srv = serve(table("v1"))
+    seen: list[bytes] = []
+    stop = gevent.event.Event()
+
+    def client(path):
+        with srv.connect() as sock:
+            while not stop.is_set():
+                sock.sendall(b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                head, body = read_response(sock)
+                assert head.startswith(b"HTTP/1.1 200"), head
+                seen.append(body)
+
+    clients = [gevent.spawn(client, p) for p in (b"a", b"b") * 5]
+    for i in range(20):
+        gevent.sleep(0.01)
+        rr.reload_routes(srv.name, table("v2" if i % 2 == 0 else "v1"))
+    stop.set()
+    gevent.joinall(clients, timeout=10, raise_error=True)
+    assert len(seen) > 50
+    assert set(seen) <= {b"v1-a", b"v1-b", b"v2-a", b"v2-b"}
+    assert {b"v1-a", b"v2-a"} <= set(seen)
+
+
+def test_reload_routes_refuses_a_bad_table_and_keeps_the_old_one(serve):
+    srv = serve([("/a", lambda r: resp.text(200, "old"))])
+    with pytest.raises(ValueError, match="routes"):
+        rr.reload_routes(srv.name, [("no-slash", lambda r: resp.text(200, "new"))])
+    assert request(srv, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")[1] == b"old"
