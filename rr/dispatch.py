@@ -22,7 +22,7 @@ from typing import Any
 
 from rr import response as resp
 from rr import telemetry
-from rr.log import get_logger, request_id_var
+from rr.log import current_request, get_logger
 from rr.request import Request
 
 App = Callable[[Request], Any]
@@ -49,8 +49,8 @@ def _metadata(req: Request) -> dict[str, Any]:
 
 
 def begin(req: Request) -> float:
-    """Bind the request id and emit the start event; returns the start time."""
-    request_id_var.set(req.request_id)
+    """Bind the request for logging and emit the start event; returns the start time."""
+    current_request.set(req)
     if _START in telemetry._table:
         telemetry.execute(_START, {"system_time": time.time()}, _metadata(req))
     return time.monotonic()

@@ -1,14 +1,14 @@
 """Logging: structlog wired to a per-request ``request_id``.
 
-What it owns: the ``request_id`` context variable and the structlog
-processor that adds it to every event. Greenlets carry their own
-``contextvars`` context, so the id set in the process running a handler is
-seen by every log call that handler (or its middlewares) makes, and by no
-other process.
+What it owns: the ``current_request`` context variable and the structlog
+processor that adds its ``request_id`` to every event. Greenlets carry their
+own ``contextvars`` context, so the request bound in the process running a
+handler is seen by every log call that handler (or its middlewares) makes,
+and by no other process.
 
 What it must never do: cost anything per request when no log call is made.
-Setting the id is one ``ContextVar.set``; nothing is formatted unless a log
-line is actually emitted.
+Binding is one ``ContextVar.set`` of the request itself; the id is only
+generated when something (a log line, telemetry, the handler) asks for it.
 
 ``configure()`` is called by ``rr.start_listener`` only when the application
 has not configured structlog itself (``structlog.is_configured()``), so an app
@@ -26,9 +26,7 @@ from typing import Any
 
 import structlog
 
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "rr_request_id", default=None
-)
+current_request: contextvars.ContextVar[Any] = contextvars.ContextVar("rr_request", default=None)
 
 _getrandbits = random.SystemRandom().getrandbits
 # A process-wide random prefix plus a counter would be cheaper, but ids must be
@@ -45,9 +43,9 @@ def add_request_id(
     logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: add ``request_id`` when one is bound in this greenlet."""
-    rid = request_id_var.get()
-    if rid is not None and "request_id" not in event_dict:
-        event_dict["request_id"] = rid
+    req = current_request.get()
+    if req is not None and "request_id" not in event_dict:
+        event_dict["request_id"] = req.request_id
     return event_dict
 
 

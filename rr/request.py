@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from rr.log import new_request_id
+
 
 class BodySource(Protocol):
     def read(self, max_bytes: int) -> bytes:
@@ -88,7 +90,7 @@ NO_BODY: BodySource = _NoBody()
 class Request:
     __slots__ = (
         "method", "target", "path", "query_string", "version", "headers", "scheme", "host",
-        "peer", "listener", "request_id", "bindings", "state", "private", "route",
+        "peer", "listener", "_request_id", "bindings", "state", "private", "route",
         "_body", "_source", "_decoded_path",
     )  # fmt: skip
 
@@ -105,7 +107,7 @@ class Request:
         host: str | None = None,
         peer: tuple[str, int] | None = None,
         listener: str = "",
-        request_id: str = "",
+        request_id: str | None = None,
         body: bytes | None = None,
         source: BodySource = NO_BODY,
     ) -> None:
@@ -119,7 +121,7 @@ class Request:
         self.host = host
         self.peer = peer
         self.listener = listener
-        self.request_id = request_id
+        self._request_id = request_id
         self.bindings: dict[str, str] = {}
         self.state: Any = None
         self.private: dict[str, Any] = {}
@@ -132,6 +134,14 @@ class Request:
         return f"<Request {self.method} {self.target} {self.version} id={self.request_id}>"
 
     # -- head ---------------------------------------------------------------
+
+    @property
+    def request_id(self) -> str:
+        """16 hex characters naming this request in logs and telemetry (made on first use)."""
+        rid = self._request_id
+        if rid is None:
+            rid = self._request_id = new_request_id()
+        return rid
 
     @property
     def decoded_path(self) -> str:

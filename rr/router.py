@@ -146,6 +146,15 @@ class Router:
                 self.dynamic.setdefault(len(segments), []).append(route)
             else:
                 self.literal.setdefault(path, []).append(route)
+        # Fast path: a literal route declared before every dynamic route that could
+        # compete with it (same segment count, or any wildcard) wins outright.
+        first_wild = min((r.index for r in self.wildcards), default=len(self.routes))
+        self.fast: dict[str, Route] = {}
+        for path, entries in self.literal.items():
+            first = entries[0]
+            rivals = self.dynamic.get(len(first.segments), ())
+            if first.index < first_wild and all(first.index < r.index for r in rivals):
+                self.fast[path] = first
         self.not_found = middleware.chain(middleware.resolve(top), not_found or _not_found)
         self._method_not_allowed = middleware.chain(middleware.resolve(top), self._answer_405)
 
@@ -173,6 +182,9 @@ class Router:
 
     def match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], list[str]]:
         """(route, bindings, allowed-methods-if-405) for ``method`` on ``path``."""
+        fast = self.fast.get(path)
+        if fast is not None and (fast.methods is None or method in fast.methods):
+            return fast, {}, []
         segments = path[1:].split("/") if path.startswith("/") else [path]
         candidates = heapq.merge(
             self.literal.get(path, ()),

@@ -971,6 +971,20 @@ def _encode_fields(headers: Iterable[tuple[str, str]]) -> bytes:
         raise HeaderInjection("a field value is not latin-1 encodable") from None
 
 
+_field_lines: dict[tuple[str, str], bytes] = {}
+_FIELD_LINES_MAX = 2048  # bounded: a handler echoing unique values cannot grow it
+
+
+def encode_field(name: str, value: str) -> bytes:
+    """One validated ``name: value\r\n`` line; short, common lines are cached."""
+    line = _field_lines.get((name, value))
+    if line is None:
+        line = _encode_fields(((name, value),))
+        if len(value) <= 128 and len(_field_lines) < _FIELD_LINES_MAX:
+            _field_lines[(name, value)] = line
+    return line
+
+
 def encode_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
     """Status line, field lines and the empty line of a response head (RFC 9112 §4, §5)."""
     return status_line(status) + _encode_fields(headers) + b"\r\n"

@@ -50,7 +50,7 @@ import supervisors
 from rr import dispatch, telemetry
 from rr import response as resp
 from rr.http1 import codec
-from rr.log import get_logger, new_request_id
+from rr.log import get_logger
 from rr.request import NO_BODY, Headers, Request
 
 if TYPE_CHECKING:
@@ -96,16 +96,30 @@ class _Reject(Exception):
 
 _date_second = 0
 _date_value = ""
+_date_line = b""
 
 
 def http_date() -> str:
     """The IMF-fixdate for now, recomputed at most once per second."""
-    global _date_second, _date_value
+    global _date_second, _date_value, _date_line
     now = int(time.time())
     if now != _date_second:
         _date_second = now
         _date_value = formatdate(now, usegmt=True)
+        _date_line = f"date: {_date_value}\r\n".encode()
     return _date_value
+
+
+def date_line() -> bytes:
+    """``date: ...\r\n``, pre-encoded once per second."""
+    if int(time.time()) != _date_second:
+        http_date()
+    return _date_line
+
+
+# Framing headers rr computes itself; a handler's own values are dropped
+# (``connection: close`` from a handler is honoured as a request to close).
+_OWNED = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 
 
 # -- the connection ---------------------------------------------------------
@@ -119,6 +133,9 @@ class Http1Conn:
         self.config = runtime.config
         self.scheme = scheme
         self.is_tls = scheme == "https"
+        # The non-blocking OS socket under gevent's wrapper, for the first send attempt.
+        raw = getattr(sock, "_sock", None)
+        self.raw_send = raw.send if raw is not None and not self.is_tls else None
         self.buf = b""
         self.idle = True
         self.requests = 0
@@ -169,9 +186,19 @@ class Http1Conn:
         return data
 
     def sendall(self, data: bytes) -> None:
-        self.sock.settimeout(self.config.request_timeout)
+        """Write all of ``data``: one non-blocking send first (almost always enough),
+        then a cooperative ``sendall`` bounded by ``request_timeout`` for the rest."""
+        sent = 0
         try:
-            self.sock.sendall(data)
+            if self.raw_send is not None:
+                try:
+                    sent = self.raw_send(data)
+                except BlockingIOError:
+                    sent = 0
+                if sent == len(data):
+                    return
+            self.sock.settimeout(self.config.request_timeout)
+            self.sock.sendall(memoryview(data)[sent:] if sent else data)
         except OSError:
             self.close_reason = "peer_error"
             raise ClientGone() from None
@@ -244,7 +271,6 @@ class Http1Conn:
             host=head.host,
             peer=self.peer,
             listener=runtime.name,
-            request_id=new_request_id(),
             source=body_reader or NO_BODY,
         )
         if body_reader is not None and config.body_buffering == "auto":
@@ -302,27 +328,25 @@ class Http1Conn:
         handler's own ``connection: close`` is honoured. Raises
         ``codec.HeaderInjection`` for invalid names or values.
         """
-        out: list[tuple[str, str]] = []
-        has_date = False
+        parts = [codec.status_line(status)]
+        date = None
+        encode_field = codec.encode_field
         for name, value in headers:
-            if name in ("content-length", "transfer-encoding"):
+            if name in _OWNED:
+                if name == "connection":
+                    if "close" in value.lower():
+                        keep_alive = False
+                elif name == "date":
+                    date = encode_field(name, value)
                 continue
-            if name == "connection":
-                if "close" in value.lower():
-                    keep_alive = False
-                continue
-            if name == "date":
-                has_date = True
-            out.append((name, value))
-        if not has_date:
-            out.append(("date", http_date()))
+            parts.append(encode_field(name, value))
+        parts.append(date or date_line())
         if length is not None:
-            out.append(("content-length", str(length)))
+            parts.append(b"content-length: %d\r\n" % length)
         elif chunked:
-            out.append(("transfer-encoding", "chunked"))
-        if not keep_alive:
-            out.append(("connection", "close"))
-        return codec.encode_head(status, out), keep_alive
+            parts.append(b"transfer-encoding: chunked\r\n")
+        parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
+        return b"".join(parts), keep_alive
 
     def safe_head(self, req: Request, started: float, status: int, headers: list[tuple[str, str]],
                   keep_alive: bool, length: int | None, chunked: bool = False) -> tuple[bytes, bool, int]:
