@@ -56,13 +56,18 @@ def begin(req: Request) -> float:
     return time.monotonic()
 
 
+_SHAPES = frozenset({resp.Response, resp.Stream, resp.Loop, resp.Sendfile, resp.WebSocket})
+_SHAPE_UNION = resp.Response | resp.Stream | resp.Loop | resp.Sendfile | resp.WebSocket
+
+
 def call(app: App, req: Request, started: float) -> resp.Shape:
     """Run the application; a crash or a non-response becomes a logged 500."""
     try:
         result = app(req)
     except Exception as exc:
         return crashed(req, started, exc)
-    if not isinstance(result, resp.Response | resp.Stream | resp.Loop | resp.Sendfile | resp.WebSocket):
+    # An exact-type check first (the shapes are final dataclasses); isinstance for subclasses.
+    if type(result) not in _SHAPES and not isinstance(result, _SHAPE_UNION):
         return crashed(req, started, TypeError(f"handler returned {type(result).__name__}, not a response"))
     return result
 
