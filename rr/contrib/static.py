@@ -8,9 +8,14 @@ What it does, by RFC:
 
 - validators (RFC 9110 §8.8): a strong ``ETag`` from the file's inode, size
   and mtime, and ``Last-Modified``; ``If-None-Match`` (weak comparison, §13.1.2)
-  and, only without it, ``If-Modified-Since`` (§13.1.3) → 304;
+  and, only without it, ``If-Modified-Since`` (§13.1.3) → 304, which carries
+  only ``ETag``, ``Vary`` and ``Cache-Control`` (§15.4.5: no representation
+  metadata such as ``Content-Type``/``Content-Encoding``; ``Last-Modified`` is
+  redundant beside an ``ETag``);
 - ranges (RFC 9110 §14): a single ``Range`` → 206 with ``Content-Range``;
-  several → 206 ``multipart/byteranges``; unsatisfiable → 416 with
+  several → 206 ``multipart/byteranges`` (``Content-Range`` in each part, none
+  in the header section, §15.3.7.2); unsatisfiable (including an open-ended
+  ``bytes=N-`` with N past the end, §14.1.1) → 416 with
   ``Content-Range: bytes */size``; ``If-Range`` (§13.1.5) with an ETag or a date;
   too many or overlapping-heavy range sets are served whole (RFC 9110 §14.2
   lets a server ignore Range);
@@ -41,6 +46,11 @@ from urllib.parse import unquote
 from rr import response as resp
 
 MAX_RANGES = 16
+# RFC 9110 §15.4.5: a 304 sends the fields a 200 would have for cache update
+# (ETag, Vary, Cache-Control; Date comes from the conn layer) and SHOULD NOT
+# send other representation metadata (Content-Type, Content-Encoding, and
+# Last-Modified when an ETag is present).
+_304_FIELDS = frozenset(("etag", "vary", "cache-control"))
 _ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
 
 
@@ -133,9 +143,11 @@ def parse_range(header: str, size: int) -> list[tuple[int, int]] | None:
             if not first.isdigit() or (last and not last.isdigit()):
                 return None
             start = int(first)
-            end = int(last) if last else size - 1
-            if end < start:
+            # RFC 9110 §14.1.1: invalid only if last-pos is present and below first-pos;
+            # an open-ended ``N-`` with N >= size is valid but unsatisfiable (416).
+            if last and int(last) < start:
                 return None
+            end = int(last) if last else size - 1
             if start >= size:
                 continue
             ranges.append((start, min(end, size - 1)))
@@ -205,11 +217,11 @@ def _serve_file(req: Any, path: str, st: os.stat_result, cache_control: str | No
     inm = req.header("if-none-match")
     if inm is not None:
         if _etag_matches(inm, etag):
-            return resp.Response(304, [h for h in headers if h[0] != "content-type"], b"")
+            return _not_modified(headers)
     else:
         ims = req.header("if-modified-since")
         if ims is not None and _not_modified_since(ims, st.st_mtime):
-            return resp.Response(304, [h for h in headers if h[0] != "content-type"], b"")
+            return _not_modified(headers)
 
     size = st.st_size
     range_header = req.header("range")
@@ -224,6 +236,11 @@ def _serve_file(req: Any, path: str, st: os.stat_result, cache_control: str | No
                                      path, start, end - start + 1)
             return _multipart_ranges(path, ranges, size, headers)
     return resp.Sendfile(200, headers, path, 0, size)
+
+
+def _not_modified(headers: list[tuple[str, str]]) -> resp.Response:
+    """304 with only the cache-update fields (RFC 9110 §15.4.5, see ``_304_FIELDS``)."""
+    return resp.Response(304, [h for h in headers if h[0] in _304_FIELDS], b"")
 
 
 def _if_range_allows(if_range: str | None, etag: str, mtime: float) -> bool:
