@@ -103,6 +103,13 @@ def test_unsatisfiable_range_is_416(srv):
     assert h["status"] == 416 and h["content-range"] == "bytes */10240"
 
 
+def test_open_ended_range_past_the_end_is_416(srv):
+    # RFC 9110 §14.1.1: ``bytes=N-`` is valid for any N (only a last-pos below first-pos
+    # is invalid); past the end it is unsatisfiable, not ignored.
+    h, _ = get(srv, "/data.bin", "Range: bytes=99999-")
+    assert h["status"] == 416 and h["content-range"] == "bytes */10240"
+
+
 def test_malformed_range_is_ignored_and_the_whole_file_sent(srv):
     h, body = get(srv, "/data.bin", "Range: bytes=abc")
     assert h["status"] == 200 and len(body) == 10240
