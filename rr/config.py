@@ -11,9 +11,12 @@ so ``rr.child_spec`` can fail early, before any supervisor is involved.
 
 Protocols: ``protocols`` is a list of names or ``(name, {sub-options})``
 pairs, in ALPN preference order. Known names are ``http1``, ``http2`` and
-``http3``; each has its own nested options. This version serves ``http1``;
-``http2``/``http3`` are recognised and refused with a clear message until
-they ship, so configs written for them fail loudly rather than half-work.
+``http3``; each has its own nested options. This version serves ``http1`` and
+``http2`` (over TLS via ALPN, or h2c prior knowledge on plain TCP when
+``http2`` is the only protocol); ``http3`` is recognised and refused with a
+clear message until it ships, so configs written for it fail loudly rather
+than half-work. ``["http1", "http2"]`` on plain TCP would need the h2c
+Upgrade dance, which is not served yet, so it is refused too.
 """
 
 from __future__ import annotations
@@ -37,6 +40,22 @@ class Http1Options:
     max_header_block: int = 10240
     # Header count bounds per-request parsing work and dict sizes (→ 431).
     max_header_count: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Http2Options:
+    # Connection receive window: what all streams together may have in flight to us.
+    conn_window: int = 1024 * 1024
+    # Per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE): bounds one stream's unread body.
+    stream_window: int = 256 * 1024
+    # Consumed bytes returned to the peer in WINDOW_UPDATEs of at least this size.
+    window_refill_threshold: int = 32 * 1024
+    # Streams one connection may run at once (each is a process): beyond it → REFUSED_STREAM.
+    max_concurrent_streams: int = 100
+    # HPACK-encoded header block (HEADERS + CONTINUATION) a client may make us buffer.
+    max_header_block: int = 16384
+    # Decoded header list size (SETTINGS_MAX_HEADER_LIST_SIZE): bounds decompression work.
+    max_header_list_size: int = 32768
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +88,7 @@ class Config:
     tls_handshake_timeout: float
     protocols: tuple[str, ...]
     http1: Http1Options
+    http2: Http2Options
     num_acceptors: int
     socket_backlog: int
     max_clients: int
@@ -89,8 +109,8 @@ class Config:
 
 
 _ALPN = {"http1": "http/1.1", "http2": "h2"}
-_SERVED_PROTOCOLS = {"http1"}
-_KNOWN_PROTOCOLS = {"http1": Http1Options, "http2": None, "http3": None}
+_SERVED_PROTOCOLS = {"http1", "http2"}
+_KNOWN_PROTOCOLS = {"http1": Http1Options, "http2": Http2Options, "http3": None}
 
 
 def alpn_protocols(protocols: tuple[str, ...]) -> list[str]:
@@ -138,12 +158,43 @@ def _http1_options(raw: Any) -> Http1Options:
     return Http1Options(**values)
 
 
-def _protocols(raw: Any) -> tuple[tuple[str, ...], Http1Options]:
+_WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
+
+
+def _http2_options(raw: Any) -> Http2Options:
+    if not isinstance(raw, Mapping):
+        raise _fail("protocols", raw, "http2 sub-options as a dict")
+    known = set(Http2Options.__dataclass_fields__)
+    for key in raw:
+        if key not in known:
+            raise _fail(f"protocols.http2.{key}", raw[key], ", ".join(sorted(known)))
+    base = Http2Options()
+    bounds = {
+        "conn_window": (65535, _WINDOW_MAX),
+        "stream_window": (1024, _WINDOW_MAX),
+        "window_refill_threshold": (1, _WINDOW_MAX),
+        "max_concurrent_streams": (1, 2**31 - 1),
+        "max_header_block": (1024, 2**24),
+        "max_header_list_size": (1024, 2**31 - 1),
+    }
+    values = {}
+    for k in known:
+        lo, hi = bounds[k]
+        values[k] = _int({f"protocols.http2.{k}": raw.get(k, getattr(base, k))}, f"protocols.http2.{k}", 0, lo, hi)
+    threshold = values["window_refill_threshold"]
+    if threshold > min(values["conn_window"], values["stream_window"]):
+        raise _fail("protocols.http2.window_refill_threshold", threshold,
+                    "at most the smaller of conn_window and stream_window")
+    return Http2Options(**values)
+
+
+def _protocols(raw: Any) -> tuple[tuple[str, ...], Http1Options, Http2Options]:
     accepted = '"http1", "http2", "http3" or (name, {sub-options}), in a non-empty list'
     if not isinstance(raw, list | tuple) or not raw:
         raise _fail("protocols", raw, accepted)
     names: list[str] = []
     http1 = Http1Options()
+    http2 = Http2Options()
     for entry in raw:
         sub: Any = None
         if isinstance(entry, str):
@@ -157,11 +208,13 @@ def _protocols(raw: Any) -> tuple[tuple[str, ...], Http1Options]:
         if name in names:
             raise _fail("protocols", raw, "each protocol at most once")
         if name not in _SERVED_PROTOCOLS:
-            raise _fail("protocols", name, "only http1 in this version (http2/http3 are not served yet)")
+            raise _fail("protocols", name, "http1 and http2 in this version (http3 is not served yet)")
         if name == "http1" and sub is not None:
             http1 = _http1_options(sub)
+        if name == "http2" and sub is not None:
+            http2 = _http2_options(sub)
         names.append(name)
-    return tuple(names), http1
+    return tuple(names), http1, http2
 
 
 def _tls(raw: Any, alpn: list[str]) -> ssl.SSLContext | None:
@@ -287,8 +340,12 @@ def load(opts: Mapping[str, Any]) -> Config:
     if not_found is not None and not callable(not_found):
         raise _fail("not_found", not_found, "a handler callable")
 
-    protocols, http1 = _protocols(opts.get("protocols", ["http1"]))
+    protocols, http1, http2 = _protocols(opts.get("protocols", ["http1"]))
     tls = _tls(opts.get("tls"), alpn_protocols(protocols))
+    if tls is None and "http1" in protocols and "http2" in protocols:
+        raise _fail("protocols", list(protocols),
+                    'on plain TCP either ["http1"] or ["http2"] (h2c prior knowledge); '
+                    "http1 + http2 needs TLS (ALPN): the h2c Upgrade is not served yet")
 
     body_buffering = opts.get("body_buffering", "auto")
     if body_buffering not in ("auto", "manual"):
@@ -306,6 +363,7 @@ def load(opts: Mapping[str, Any]) -> Config:
         tls_handshake_timeout=_seconds(opts, "tls_handshake_timeout", 10.0),
         protocols=protocols,
         http1=http1,
+        http2=http2,
         # One acceptor drains the accept queue in a loop; more add resilience, not speed.
         num_acceptors=_int(opts, "num_acceptors", 2, 1, 1024),
         # The kernel clamps it to somaxconn; 1024 absorbs connection bursts.

@@ -50,6 +50,7 @@ import supervisors
 from rr import dispatch, telemetry
 from rr import response as resp
 from rr.http1 import codec
+from rr.http2.conn import serve_h2
 from rr.log import get_logger
 from rr.request import NO_BODY, Headers, Request
 
@@ -703,6 +704,7 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
     """The conn process's body: TLS handshake, then the h1 loop, then cleanup."""
     started = _monotonic()
     conn: Http1Conn | None = None
+    requests, close_reason = 0, "tls_handshake"
     pid = supervisors.self()
     runtime.conns[pid] = None
     try:
@@ -713,6 +715,16 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
             if sock is None:
                 return
             scheme = "https"
+        protocols = runtime.config.protocols
+        if scheme == "https":
+            alpn = sock.selected_alpn_protocol()
+            use_h2 = alpn == "h2" or (alpn is None and "http1" not in protocols)
+        else:
+            use_h2 = "http1" not in protocols  # h2c prior knowledge
+        if use_h2:
+            h2conn = serve_h2(sock, peer, runtime, scheme)
+            requests, close_reason = h2conn.requests, h2conn.close_reason
+            return
         conn = Http1Conn(sock, peer, runtime, scheme)
         runtime.conns[pid] = conn
         try:
@@ -722,6 +734,8 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
         except (_Close, ClientGone):
             pass
     finally:
+        if conn is not None:
+            requests, close_reason = conn.requests, conn.close_reason
         runtime.conns.pop(pid, None)
         runtime.active -= 1
         try:
@@ -731,7 +745,6 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
         if _CONN_CLOSE in telemetry._table:
             telemetry.execute(
                 _CONN_CLOSE,
-                {"duration": _monotonic() - started, "requests": conn.requests if conn else 0},
-                {"listener": runtime.name, "peer": peer,
-                 "reason": conn.close_reason if conn else "tls_handshake"},
+                {"duration": _monotonic() - started, "requests": requests},
+                {"listener": runtime.name, "peer": peer, "reason": close_reason},
             )

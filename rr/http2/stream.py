@@ -1,0 +1,367 @@
+"""The HTTP/2 stream worker: one process per request stream.
+
+What it is: the process the h2 conn process spawns (``spawn_monitor``, label
+``rr.h2.stream``, the listener's ``handler_spawn`` options) for each request.
+It runs ``dispatch.begin/call/finish`` with the listener's application and
+turns the returned shape into messages for the conn process.
+
+What it owns: its ``Request``, the request body as it arrives (``H2Body``),
+and the encoding of the response shape into (lowercase, validated) header
+lists and body chunks. Its heap budget covers the body it buffers
+(``supervisors.charge``) and the body chunks queued in its mailbox.
+
+What it must never do: touch the socket or the ``H2Connection`` — only the
+conn process does. It talks to the conn process by messages alone, and it is
+monitored, not linked: if it crashes, only its own stream is answered 500 (or
+reset), and the connection and sibling streams go on.
+
+Mailbox protocol (conn → worker):
+
+- ``("h2.body", data)`` — request body bytes, in order.
+- ``("h2.body_end",)`` — the client ended the request stream.
+- ``("h2.sent", stream_id)`` — one earlier ``h2.data``/``h2.trailers`` message
+  has been handed to h2 in full (back-pressure: at most ``MAX_IN_FLIGHT``
+  unacknowledged body messages per worker).
+
+Messages this worker sends the conn process:
+
+- ``("h2.headers", stream_id, status, headers, end_stream)``
+- ``("h2.data", stream_id, data, end_stream)`` (acknowledged by ``h2.sent``)
+- ``("h2.trailers", stream_id, headers)`` (ends the stream; acknowledged)
+- ``("h2.credit", stream_id, n)`` — n body bytes were consumed: the conn may
+  return them to the peer's flow-control windows.
+
+``Loop`` and ``WebSocket`` responses are answered 501 over h2 in this version.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import supervisors
+from rr import dispatch
+from rr import response as resp
+from rr.request import Request
+
+if TYPE_CHECKING:
+    from rr.listener import ListenerRuntime
+
+# Body chunks sent to the conn process are at most this big (bounds the conn's mailbox).
+CHUNK = 32768
+# Sendfile reads.
+FILE_CHUNK = 16384
+# Unacknowledged body messages a worker may have queued at the conn process.
+MAX_IN_FLIGHT = 2
+
+_NO_BODY_STATUS = frozenset({204, 304})
+# Connection-specific fields (RFC 9113 §8.2.2) and fields rr computes itself.
+_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"})
+
+PAYLOAD_TOO_LARGE = resp.Response(413, [("content-type", "text/plain; charset=utf-8")], b"Payload Too Large")
+REQUEST_TIMEOUT = resp.Response(408, [("content-type", "text/plain; charset=utf-8")], b"Request Timeout")
+
+
+class BodyTooLarge(Exception):
+    """The request body went over ``max_content_length``."""
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive within ``request_timeout``."""
+
+
+def _is_body_msg(msg: Any) -> bool:
+    return isinstance(msg, tuple) and bool(msg) and (msg[0] == "h2.body" or msg[0] == "h2.body_end")
+
+
+class H2Body:
+    """The request body of one stream, fed by the conn process's messages.
+
+    ``read`` hands out what has arrived, waiting (bounded by ``timeout``) for
+    more, and credits each consumed byte back to the conn process so the peer's
+    flow-control window reopens only as the application actually reads.
+    """
+
+    def __init__(self, conn: supervisors.Pid, stream_id: int, ended: bool, limit: int, timeout: float) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.done = ended
+        self.limit = limit
+        self.timeout = timeout
+        self.buf = b""
+        self.received = 0
+
+    def read(self, max_bytes: int) -> bytes:
+        while not self.buf and not self.done:
+            try:
+                msg = supervisors.receive(_is_body_msg, timeout=self.timeout)
+            except supervisors.Timeout:
+                raise BodyTimeout() from None
+            if msg[0] == "h2.body_end":
+                self.done = True
+            else:
+                self.received += len(msg[1])
+                if self.received > self.limit:
+                    raise BodyTooLarge()
+                self.buf = msg[1]
+        if not self.buf:
+            return b""
+        data, self.buf = self.buf[:max_bytes], self.buf[max_bytes:]
+        supervisors.send(self.conn, ("h2.credit", self.stream_id, len(data)))
+        return data
+
+    def read_all(self) -> tuple[bytes, int]:
+        """The whole body, charged to this process's heap budget; returns (body, charged)."""
+        parts = []
+        charged = 0
+        while chunk := self.read(65536):
+            supervisors.charge(len(chunk))
+            charged += len(chunk)
+            parts.append(chunk)
+        return b"".join(parts), charged
+
+
+class _Out:
+    """The sending half: messages to the conn process with bounded in-flight body messages."""
+
+    def __init__(self, conn: supervisors.Pid, stream_id: int) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.in_flight = 0
+        self.head_sent = False
+        self.ended = False
+
+    def _acked(self, msg: Any) -> bool:
+        return isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "h2.sent" and msg[1] == self.stream_id
+
+    def _wait(self, limit: int, timeout: float | None) -> None:
+        while self.in_flight > limit:
+            supervisors.receive(self._acked, timeout=timeout)
+            self.in_flight -= 1
+
+    def headers(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
+        self.head_sent = True
+        self.ended = end
+        supervisors.send(self.conn, ("h2.headers", self.stream_id, status, headers, end))
+
+    def data(self, data: bytes, end: bool, timeout: float | None) -> None:
+        view = memoryview(data) if len(data) > CHUNK else None
+        offset = 0
+        while True:
+            piece = data if view is None else bytes(view[offset:offset + CHUNK])
+            offset += len(piece)
+            last = view is None or offset >= len(data)
+            self._wait(MAX_IN_FLIGHT - 1, timeout)
+            supervisors.send(self.conn, ("h2.data", self.stream_id, piece, end and last))
+            self.in_flight += 1
+            if last:
+                break
+        self.ended = end
+
+    def trailers(self, headers: list[tuple[str, str]], timeout: float | None) -> None:
+        self._wait(MAX_IN_FLIGHT - 1, timeout)
+        supervisors.send(self.conn, ("h2.trailers", self.stream_id, headers))
+        self.in_flight += 1
+        self.ended = True
+
+    def drain(self, timeout: float | None) -> None:
+        """Wait until the conn process has handed everything to h2 (the response is sent)."""
+        self._wait(0, timeout)
+
+
+class InvalidHeader(ValueError):
+    """A response header name or value that cannot go on the wire."""
+
+
+def h2_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Response headers for h2: lowercase names, connection-specific fields dropped.
+
+    Raises ``InvalidHeader`` for CR, LF or NUL anywhere, an empty name, or a
+    name that is not a token (pseudo-headers included).
+    """
+    out = []
+    for name, value in headers:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise InvalidHeader(f"header {name!r} is not a str pair")
+        lname = name.lower()
+        if lname in _DROPPED:
+            continue
+        if not lname or any(c in lname for c in ' \t\r\n\0:"(),/;<=>?@[\\]{}') or any(c in value for c in "\r\n\0"):
+            raise InvalidHeader(f"invalid response header {name!r}")
+        out.append((lname, value))
+    return out
+
+
+class StreamWorker:
+    def __init__(self, conn: supervisors.Pid, stream_id: int, req: Request, runtime: ListenerRuntime,
+                 body: H2Body) -> None:
+        self.conn = conn
+        self.stream_id = stream_id
+        self.req = req
+        self.runtime = runtime
+        self.body = body
+        self.out = _Out(conn, stream_id)
+        self.timeout = runtime.config.request_timeout
+        self.is_head = req.method == "HEAD"
+        self.started = 0.0
+
+    def run(self) -> None:
+        req = self.req
+        config = self.runtime.config
+        self.started = started = dispatch.begin(req)
+        charged = 0
+        result: resp.Shape | None = None
+        declared = req.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > config.max_content_length:
+            result = PAYLOAD_TOO_LARGE
+        elif config.body_buffering == "auto" and not self.body.done:
+            try:
+                req._body, charged = self.body.read_all()
+            except BodyTooLarge:
+                result = PAYLOAD_TOO_LARGE
+            except BodyTimeout:
+                result = REQUEST_TIMEOUT
+        if result is None:
+            result = dispatch.call(self.runtime.app, req, started)
+            if isinstance(result, resp.WebSocket | resp.Loop):
+                result = dispatch.NOT_IMPLEMENTED
+        status = result.status if not isinstance(result, resp.WebSocket) else 501
+        try:
+            if isinstance(result, resp.Response):
+                self.send_response(result)
+            elif isinstance(result, resp.Stream):
+                self.send_stream(result)
+            elif isinstance(result, resp.Sendfile):
+                self.send_file(result)
+            self.out.drain(self.timeout)
+        except (BodyTooLarge, BodyTimeout, supervisors.Timeout):
+            status = -1
+        finally:
+            if charged:
+                supervisors.release(charged)
+            dispatch.finish(req, status, started)
+
+    # -- shapes ----------------------------------------------------------------
+
+    def crashed(self, exc: BaseException) -> None:
+        error = dispatch.crashed(self.req, self.started, exc)
+        self.send_response(error)
+
+    def head(self, status: int, headers: list[tuple[str, str]], length: int | None, end: bool) -> bool:
+        """Send the response head; False (and a 500 instead) when it is invalid."""
+        if not 200 <= status <= 999:
+            self.crashed(ValueError(f"a handler may not return the status {status} over h2"))
+            return False
+        try:
+            fields = [f for f in h2_headers(headers) if f[0] != "content-length"]
+        except InvalidHeader as exc:
+            self.crashed(exc)
+            return False
+        if length is not None:
+            fields.append(("content-length", str(length)))
+        self.out.headers(status, fields, end)
+        return True
+
+    def send_response(self, result: resp.Response) -> None:
+        status, body = result.status, result.body
+        if status in _NO_BODY_STATUS:
+            self.head(status, result.headers, None, True)
+            return
+        length = len(body)
+        if self.is_head and not body:
+            declared = resp.get_header(result, "content-length")
+            if declared is not None and declared.isdigit():
+                length = int(declared)
+        no_body = self.is_head or not body
+        if self.head(status, result.headers, length, no_body) and not no_body:
+            self.out.data(body, True, self.timeout)
+
+    def send_stream(self, result: resp.Stream) -> None:
+        no_body = self.is_head or result.status in _NO_BODY_STATUS
+        out = self.out
+        state = {"head": False, "ok": True}
+
+        def write_head(end: bool) -> None:
+            if not state["head"]:
+                state["head"] = True
+                state["ok"] = self.head(result.status, result.headers, None, end)
+                if not state["ok"]:
+                    raise _Abandon()
+
+        def send(data: bytes = b"", fin: bool = False, trailers: Any = None) -> None:
+            if out.ended:
+                raise RuntimeError("send() after fin")
+            tlist = resp.header_list(trailers) if fin and not no_body else []
+            write_head(fin and not data and not tlist or (fin and no_body))
+            if out.ended:
+                return
+            if no_body:
+                if fin:
+                    out.data(b"", True, self.timeout)
+                return
+            if data or (fin and not tlist):
+                out.data(bytes(data), fin and not tlist, self.timeout)
+            if tlist:
+                try:
+                    fields = h2_headers(tlist)
+                except InvalidHeader as exc:
+                    dispatch.crashed(self.req, self.started, exc)
+                    raise _Abandon() from None
+                out.trailers(fields, self.timeout)
+
+        try:
+            result.fn(send)
+        except _Abandon:
+            return
+        except Exception as exc:
+            if not state["head"]:
+                self.crashed(exc)
+                return
+            dispatch.crashed(self.req, self.started, exc)
+            raise _Abandon() from exc
+        if not out.ended:
+            send(b"", fin=True)
+
+    def send_file(self, result: resp.Sendfile) -> None:
+        try:
+            fd = os.open(result.path, os.O_RDONLY)
+        except OSError as exc:
+            self.crashed(exc)
+            return
+        try:
+            size = os.fstat(fd).st_size
+            offset = result.offset
+            length = result.length if result.length is not None else max(0, size - offset)
+            if offset < 0 or length < 0 or offset + length > size:
+                self.crashed(ValueError("sendfile range outside the file"))
+                return
+            no_body = self.is_head or result.status in _NO_BODY_STATUS or not length
+            if not self.head(result.status, result.headers,
+                             None if result.status in _NO_BODY_STATUS else length, no_body):
+                return
+            while length > 0:
+                chunk = os.pread(fd, min(FILE_CHUNK, length), offset)
+                if not chunk:  # the file shrank: the promised length cannot be met
+                    raise _Abandon()
+                offset += len(chunk)
+                length -= len(chunk)
+                self.out.data(chunk, length == 0, self.timeout)
+        finally:
+            os.close(fd)
+
+
+class _Abandon(Exception):
+    """Internal: the response cannot be completed; the worker exits abnormally (→ RST_STREAM)."""
+
+
+def run_stream(conn: supervisors.Pid, stream_id: int, req: Request, runtime: ListenerRuntime,
+               ended: bool) -> None:
+    """The stream worker's body (spawned by the conn process)."""
+    config = runtime.config
+    body = H2Body(conn, stream_id, ended, config.max_content_length, config.request_timeout)
+    req._source = body
+    worker = StreamWorker(conn, stream_id, req, runtime, body)
+    try:
+        worker.run()
+    except _Abandon:
+        raise supervisors.Exit("abandoned") from None
