@@ -52,12 +52,14 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+import gevent
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
+from hyperframe.frame import GoAwayFrame
 
 import supervisors
 from rr import dispatch
@@ -108,6 +110,9 @@ def reader(sock: Any, owner: supervisors.Pid) -> None:
             if not data:
                 break
             supervisors.send(owner, ("h2.data", data))
+            # Let the conn process take it before reading more: its mailbox (charged to its
+            # heap budget) then holds a chunk or two, never a burst of the peer's bytes.
+            gevent.sleep(0)
     except (OSError, ValueError):
         pass
     supervisors.send(owner, ("h2.closed",))
@@ -145,12 +150,15 @@ class Http2Conn:
     def flush(self) -> None:
         data = self.h2.data_to_send()
         if data:
-            try:
-                self.sock.settimeout(self.config.request_timeout)
-                self.sock.sendall(data)
-            except OSError:
-                self.close_reason = "peer_error"
-                raise _Close() from None
+            self.write(data)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.settimeout(self.config.request_timeout)
+            self.sock.sendall(data)
+        except OSError:
+            self.close_reason = "peer_error"
+            raise _Close() from None
 
     # -- the loop ------------------------------------------------------------
 
@@ -222,10 +230,16 @@ class Http2Conn:
             raise _Close()
 
     def goaway(self, code: ErrorCodes) -> None:
+        """Send GOAWAY naming the last stream we took; open streams still finish.
+
+        Written by hand after h2's pending output: ``H2Connection.close_connection``
+        would move the state machine to CLOSED and refuse the open streams' data.
+        """
         if not self.goaway_sent:
             self.goaway_sent = True
-            self.h2.close_connection(error_code=code)
             self.flush()
+            frame = GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id, error_code=code)
+            self.write(frame.serialize())
 
     # -- inbound -------------------------------------------------------------
 

@@ -1,0 +1,328 @@
+"""HTTP/2 end to end: httpx over TLS+ALPN, nghttp/h2load and a raw h2 client over h2c."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import ssl
+
+import gevent
+import gevent.event
+import httpx
+import pytest
+from gevent import subprocess
+
+import rr
+import supervisors
+from rr import resp
+from tests.rr.certs import make_cert
+from tests.rr.conftest import in_thread
+from tests.rr.http2.client import H2Client
+
+H2C = {"protocols": ["http2"]}
+
+
+def app(req: rr.Request) -> resp.Shape:
+    if req.path == "/":
+        return resp.text(200, "hello h2")
+    if req.path == "/echo":
+        body = req.read_body()
+        return resp.Response(200, [("content-type", "application/octet-stream"),
+                                   ("x-method", req.method), ("x-version", req.version),
+                                   ("x-host", req.host or "")], body)
+    if req.path == "/stream":
+        def fn(send):
+            send(b"one,")
+            send(b"two,")
+            send(b"three", fin=True, trailers=[("x-checksum", "abc")])
+        return resp.Stream(200, [("content-type", "text/plain"), ("Connection", "keep-alive")], fn)
+    if req.path == "/big":
+        return resp.Response(200, [("content-type", "application/octet-stream")], b"x" * 300_000)
+    if req.path == "/boom":
+        raise RuntimeError("boom on purpose")
+    if req.path == "/cookies":
+        return resp.json(200, req.cookies())
+    if req.path == "/query":
+        return resp.json(200, {"path": req.path, "query": req.query()})
+    return resp.not_found()
+
+
+def tls_serve(serve, tmp_path, handler=app, **opts):
+    certfile, keyfile = make_cert(tmp_path)
+    # protocols are in ALPN *server preference* order: OpenSSL picks the first of ours the
+    # client offers (httpx offers http/1.1 and h2), so h2 goes first to be chosen.
+    srv = serve(handler, tls={"certfile": certfile, "keyfile": keyfile},
+                protocols=["http2", "http1"], **opts)
+    ctx = ssl.create_default_context(cafile=certfile)
+    base = f"https://127.0.0.1:{srv.port}"
+    return srv, ctx, base
+
+
+# -- httpx over TLS (ALPN h2) -----------------------------------------------------
+
+
+def test_httpx_over_tls_negotiates_h2_get_post_head_404(serve, tmp_path):
+    srv, ctx, base = tls_serve(serve, tmp_path)
+
+    def client():
+        with httpx.Client(http2=True, verify=ctx, timeout=10) as c:
+            got = c.get(f"{base}/")
+            posted = c.post(f"{base}/echo", content=b"ping" * 5000)
+            head = c.head(f"{base}/")
+            missing = c.get(f"{base}/nope")
+            query = c.get(f"{base}/query?a=1&a=2&b=x")
+        return got, posted, head, missing, query
+
+    got, posted, head, missing, query = in_thread(client)
+    assert got.http_version == "HTTP/2"
+    assert got.status_code == 200 and got.text == "hello h2"
+    assert got.headers["content-length"] == "8"
+    assert posted.http_version == "HTTP/2" and posted.status_code == 200
+    assert posted.content == b"ping" * 5000
+    assert posted.headers["x-method"] == "POST" and posted.headers["x-version"] == "HTTP/2"
+    assert posted.headers["x-host"] == f"127.0.0.1:{srv.port}"
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == "8"
+    assert missing.status_code == 404
+    assert query.json() == {"path": "/query", "query": {"a": ["1", "2"], "b": ["x"]}}
+
+
+def test_httpx_over_tls_streams_and_large_bodies(serve, tmp_path):
+    srv, ctx, base = tls_serve(serve, tmp_path)
+
+    def client():
+        with httpx.Client(http2=True, verify=ctx, timeout=10) as c:
+            return c.get(f"{base}/stream"), c.get(f"{base}/big")
+
+    streamed, big = in_thread(client)
+    assert streamed.http_version == "HTTP/2"
+    assert streamed.status_code == 200 and streamed.text == "one,two,three"
+    assert "connection" not in streamed.headers  # connection-specific: stripped on h2
+    assert big.content == b"x" * 300_000  # beyond the 64 KiB initial window: flow control resumed
+
+
+def test_http1_still_served_on_the_same_tls_listener(serve, tmp_path):
+    srv, ctx, base = tls_serve(serve, tmp_path)
+
+    def client():
+        with httpx.Client(http2=False, verify=ctx, timeout=10) as c:
+            return c.get(f"{base}/")
+
+    r = in_thread(client)
+    assert r.http_version == "HTTP/1.1" and r.text == "hello h2"
+
+
+# -- raw h2c client ----------------------------------------------------------------
+
+
+def test_h2c_stream_with_trailers_head_and_cookie_crumbs(serve):
+    srv = serve(app, **H2C)
+    c = H2Client(srv.port)
+    try:
+        s1 = c.request("GET", "/stream")
+        s2 = c.request("HEAD", "/stream")
+        s3 = c.request("GET", "/cookies", headers=[("cookie", "a=1"), ("cookie", "b=2")])
+        res = c.run()
+    finally:
+        c.close()
+    assert res[s1].status == 200 and res[s1].body == b"one,two,three"
+    assert res[s1].trailers == [("x-checksum", "abc")]
+    assert res[s2].status == 200 and res[s2].body == b"" and res[s2].trailers == []
+    assert res[s3].status == 200 and res[s3].body == b'{"a":"1","b":"2"}'
+
+
+def test_h2c_crash_isolation_one_of_twenty_streams_gets_500(serve):
+    srv = serve(app, **H2C)
+    c = H2Client(srv.port)
+    try:
+        sids = [c.request("GET", "/boom" if i == 7 else "/") for i in range(20)]
+        res = c.run()
+    finally:
+        c.close()
+    statuses = [res[s].status for s in sids]
+    assert statuses[7] == 500
+    assert statuses[:7] + statuses[8:] == [200] * 19
+    assert all(res[s].body == b"hello h2" for i, s in enumerate(sids) if i != 7)
+
+
+def test_h2c_worker_over_max_heap_fails_alone(serve):
+    def handler(req):
+        if req.path == "/upload":
+            return resp.text(200, f"{len(req.read_body())}")
+        return resp.text(200, "fine")
+
+    srv = serve(handler, handler_spawn={"max_heap": 256 * 1024}, **H2C)
+    c = H2Client(srv.port)
+    try:
+        big = c.request("POST", "/upload", body=b"z" * (2 * 1024 * 1024))
+        small = [c.request("GET", "/") for _ in range(10)]
+        res = c.run(timeout=15)
+        after = c.request("GET", "/")  # the connection itself is still fine
+        res.update(c.run([after]))
+    finally:
+        c.close()
+    assert res[big].status == 500 or res[big].reset is not None
+    assert [res[s].status for s in small] == [200] * 10
+    assert res[after].status == 200 and res[after].body == b"fine"
+
+
+def test_h2c_a_crash_after_the_head_resets_only_that_stream(serve):
+    def handler(req):
+        if req.path == "/half":
+            def fn(send):
+                send(b"part")
+                raise RuntimeError("mid-stream")
+            return resp.Stream(200, [("content-type", "text/plain")], fn)
+        return resp.text(200, "ok")
+
+    srv = serve(handler, **H2C)
+    c = H2Client(srv.port)
+    try:
+        half = c.request("GET", "/half")
+        ok = c.request("GET", "/")
+        res = c.run()
+    finally:
+        c.close()
+    assert res[half].reset == 2  # INTERNAL_ERROR
+    assert res[ok].status == 200
+
+
+def test_h2c_body_over_max_content_length_is_413(serve):
+    srv = serve(app, max_content_length=1000, **H2C)
+    c = H2Client(srv.port)
+    try:
+        declared = c.request("POST", "/echo", body=b"a" * 2000, headers=[("content-length", "2000")])
+        undeclared = c.request("POST", "/echo", body=b"a" * 2000)
+        fits = c.request("POST", "/echo", body=b"a" * 500)
+        res = c.run()
+    finally:
+        c.close()
+    assert res[declared].status == 413
+    assert res[undeclared].status == 413
+    assert res[fits].status == 200 and res[fits].body == b"a" * 500
+
+
+def test_h2c_manual_body_reading_in_chunks(serve):
+    def handler(req):
+        sizes = []
+        while chunk := req.read_body(length=10_000):
+            sizes.append(len(chunk))
+        return resp.json(200, {"total": sum(sizes), "max": max(sizes)})
+
+    srv = serve(handler, body_buffering="manual", **H2C)
+    c = H2Client(srv.port)
+    try:
+        sid = c.request("POST", "/", body=b"q" * 500_000)
+        res = c.run()
+    finally:
+        c.close()
+    assert res[sid].body == b'{"total":500000,"max":10000}'
+
+
+def test_h2c_sendfile(serve, tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(256)) * 400)
+
+    srv = serve(lambda req: resp.Sendfile(200, [("content-type", "application/octet-stream")], str(path),
+                                          offset=10, length=50_000), **H2C)
+    c = H2Client(srv.port)
+    try:
+        sid = c.request("GET", "/")
+        res = c.run()
+    finally:
+        c.close()
+    assert res[sid].header("content-length") == "50000"
+    assert res[sid].body == path.read_bytes()[10:50_010]
+
+
+def test_h2c_loop_and_websocket_are_501_for_now(serve):
+    def handler(req):
+        if req.path == "/ws":
+            return resp.WebSocket(object())
+        return resp.Loop(200, [], None, lambda msg, push, state: resp.STOP)
+
+    srv = serve(handler, **H2C)
+    c = H2Client(srv.port)
+    try:
+        a, b = c.request("GET", "/ws"), c.request("GET", "/loop")
+        res = c.run()
+    finally:
+        c.close()
+    assert res[a].status == 501 and res[b].status == 501
+
+
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp not installed")
+def test_h2c_drain_sends_goaway_and_finishes_the_open_stream(serve):
+    release = gevent.event.Event()
+    entered = gevent.event.Event()
+
+    def slow(req):
+        if req.path == "/slow":
+            entered.set()
+            release.wait(10)
+        return resp.text(200, "finished")
+
+    srv = serve(slow, **H2C)
+    idle = H2Client(srv.port)
+    idle.request("GET", "/")
+    idle.run()
+    # nghttp2 keeps serving streams below a GOAWAY's last_stream_id (the h2 library as a
+    # client closes the whole connection on any GOAWAY), so it is the busy client here.
+    busy = subprocess.Popen(["nghttp", "-v", f"http://127.0.0.1:{srv.port}/slow"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert entered.wait(5)
+        result: dict = {}
+        drainer = gevent.spawn(lambda: result.update(rr.drain(srv.name, 10)))
+        idle.sock.settimeout(5)
+        while idle.sock.recv(65536):  # the idle connection gets GOAWAY and is closed
+            pass
+        release.set()
+        out, _ = busy.communicate(timeout=10)
+        text = out.decode()
+        assert "recv GOAWAY frame" in text and "NO_ERROR" in text
+        assert ":status: 200" in text and "finished" in text
+        assert busy.returncode == 0
+        drainer.join(10)
+        assert result == {"drained": 2, "killed": 0}
+    finally:
+        idle.close()
+        if busy.returncode is None:
+            busy.kill()
+
+
+def test_h2c_garbage_preface_closes_the_connection(serve):
+    srv = serve(app, **H2C)
+    data = srv.exchange(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", timeout=5)
+    assert b"HTTP/1.1 200" not in data  # h2 answered GOAWAY(PROTOCOL_ERROR) and closed
+    gevent.sleep(0.05)  # safety net: let the conn process finish its cleanup
+    assert not [p for p in supervisors.processes() if p.label in ("rr.h2.reader", "rr.h2.stream")]
+
+
+# -- CLI clients (nghttp2) -----------------------------------------------------------
+
+
+def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
+
+
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp not installed")
+def test_nghttp_h2c_prior_knowledge_trace(serve):
+    srv = serve(app, **H2C)
+    proc = run("nghttp", "-nv", f"http://127.0.0.1:{srv.port}/")
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out + proc.stderr.decode()
+    assert "recv SETTINGS frame" in out
+    assert "[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100]" in out
+    assert re.search(r"recv HEADERS frame <length=\d+, flags=0x04, stream_id=13>", out)
+    assert ":status: 200" in out
+    assert re.search(r"recv DATA frame <length=8, flags=0x01, stream_id=13>\s+; END_STREAM", out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed")
+def test_h2load_2000_requests_10_connections_20_streams(serve):
+    srv = serve(app, **H2C)
+    proc = run("h2load", "-n", "2000", "-c", "10", "-m", "20", f"http://127.0.0.1:{srv.port}/", timeout=120)
+    out = proc.stdout.decode()
+    assert "2000 succeeded, 0 failed" in out, out
+    assert "status codes: 2000 2xx" in out, out
