@@ -37,6 +37,8 @@ Messages this worker sends the conn process:
 from __future__ import annotations
 
 import os
+import time
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 import supervisors
@@ -47,8 +49,9 @@ from rr.request import Request
 if TYPE_CHECKING:
     from rr.listener import ListenerRuntime
 
-# Body chunks sent to the conn process are at most this big (bounds the conn's mailbox).
-CHUNK = 32768
+# Body chunks sent to the conn process are at most this big: with MAX_IN_FLIGHT, a stream
+# holds at most 32 KiB in the conn's mailbox (which counts against the conn's heap budget).
+CHUNK = 16384
 # Sendfile reads.
 FILE_CHUNK = 16384
 # Unacknowledged body messages a worker may have queued at the conn process.
@@ -60,6 +63,19 @@ _DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade"
 
 PAYLOAD_TOO_LARGE = resp.Response(413, [("content-type", "text/plain; charset=utf-8")], b"Payload Too Large")
 REQUEST_TIMEOUT = resp.Response(408, [("content-type", "text/plain; charset=utf-8")], b"Request Timeout")
+
+
+_date_second = 0
+_date_value = ""
+
+
+def http_date() -> str:
+    """The IMF-fixdate for now, recomputed at most once per second."""
+    global _date_second, _date_value
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_value = now, formatdate(now, usegmt=True)
+    return _date_value
 
 
 class BodyTooLarge(Exception):
@@ -257,6 +273,8 @@ class StreamWorker:
         except InvalidHeader as exc:
             self.crashed(exc)
             return False
+        if not any(name == "date" for name, _ in fields):
+            fields.append(("date", http_date()))
         if length is not None:
             fields.append(("content-length", str(length)))
         self.out.headers(status, fields, end)
