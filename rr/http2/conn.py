@@ -162,20 +162,27 @@ class Http2Conn:
 
     # -- the loop ------------------------------------------------------------
 
+    def _settings(self, max_streams: int) -> h2.settings.Settings:
+        codes = h2.settings.SettingCodes
+        return h2.settings.Settings(client=False, initial_values={
+            codes.MAX_CONCURRENT_STREAMS: max_streams,
+            codes.MAX_HEADER_LIST_SIZE: self.opts.max_header_list_size,
+            codes.INITIAL_WINDOW_SIZE: self.opts.stream_window,
+            codes.ENABLE_PUSH: 0,
+        })
+
     def start(self) -> None:
         opts = self.opts
         h2c = self.h2
-        h2c.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: opts.max_concurrent_streams,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: opts.max_header_list_size,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: opts.stream_window,
-                h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            },
-        )
+        h2c.local_settings = self._settings(opts.max_concurrent_streams)
         h2c.decoder.max_header_list_size = opts.max_header_list_size
         h2c.initiate_connection()
+        # h2 treats a stream beyond its local MAX_CONCURRENT_STREAMS as a *connection*
+        # error; RFC 9113 §5.1.2 wants a stream error (and a client may legitimately
+        # exceed it before it has seen our SETTINGS). So once our SETTINGS frame is
+        # queued with the real limit, h2's own copy is lifted and on_request refuses
+        # the excess streams with REFUSED_STREAM instead.
+        h2c.local_settings = self._settings(2**31 - 1)
         if opts.conn_window > 65535:
             h2c.increment_flow_control_window(opts.conn_window - 65535)
         self.flush()

@@ -326,3 +326,56 @@ def test_h2load_2000_requests_10_connections_20_streams(serve):
     out = proc.stdout.decode()
     assert "2000 succeeded, 0 failed" in out, out
     assert "status codes: 2000 2xx" in out, out
+
+
+def test_h2c_streams_beyond_max_concurrent_streams_are_refused_not_the_connection(serve):
+    release = gevent.event.Event()
+    entered = []
+
+    def slow(req):
+        if req.path == "/slow":
+            entered.append(req.request_id)
+            release.wait(10)
+        return resp.text(200, "done")
+
+    srv = serve(slow, protocols=[("http2", {"max_concurrent_streams": 2})])
+    c = H2Client(srv.port)
+    try:
+        sids = [c.request("GET", "/slow") for _ in range(4)]
+        res = c.run(sids[2:])  # the two beyond the limit come back at once
+        assert [res[s].reset for s in sids[2:]] == [7, 7]  # REFUSED_STREAM
+        release.set()
+        res = c.run(sids[:2])
+        assert [res[s].status for s in sids[:2]] == [200, 200]
+        again = c.request("GET", "/")  # the connection is still usable
+        assert c.run([again])[again].status == 200
+    finally:
+        c.close()
+    assert len(entered) == 2
+
+
+def test_h2c_response_headers_lowercased_with_date(serve):
+    srv = serve(lambda req: resp.text(200, "x", [("X-Custom", "v"), ("Keep-Alive", "5")]), **H2C)
+    c = H2Client(srv.port)
+    try:
+        sid = c.request("GET", "/")
+        res = c.run()[sid]
+    finally:
+        c.close()
+    names = [k for k, _ in res.headers]
+    assert ("x-custom", "v") in res.headers and "keep-alive" not in names
+    assert res.header("date") and res.header("content-length") == "1"
+
+
+def test_h2c_uppercase_request_header_is_a_protocol_error(serve):
+    srv = serve(app, **H2C)
+    c = H2Client(srv.port)
+    c.conn.config.validate_outbound_headers = False
+    c.conn.config.normalize_outbound_headers = False
+    try:
+        c.request("GET", "/", headers=[("X-Upper", "1")])
+        with pytest.raises(ConnectionError):
+            c.run(timeout=5)
+        assert c.goaway is not None and c.goaway.error_code == 1  # PROTOCOL_ERROR
+    finally:
+        c.close()
