@@ -222,3 +222,56 @@ def test_bindings_round_trip_through_url_for(values):
     url = router.url_for("r", **dict(zip(names, values, strict=True)))
     route, bindings, _ = router.match("GET", url)
     assert route is not None and bindings == dict(zip(names, values, strict=True))
+
+
+def _reference_match(routes, method, path):
+    """The specification, naively: the first declared route whose pattern matches
+    and whose methods allow the method; else 405 with the union, else 404."""
+    segments = path[1:].split("/")
+    refused: set[str] = set()
+    for pattern, methods in routes:
+        pats = pattern[1:].split("/")
+        if pats[-1].startswith("*"):
+            ok = len(segments) >= len(pats) - 1 and all(
+                p.startswith(":") and s or p == s for p, s in zip(pats[:-1], segments, strict=False)
+            )
+        else:
+            ok = len(segments) == len(pats) and all(
+                (p.startswith(":") and s) or p == s for p, s in zip(pats, segments, strict=True)
+            )
+        if not ok:
+            continue
+        if methods is None or method in methods or (method == "HEAD" and "GET" in methods):
+            return pattern, []
+        refused |= set(methods) | ({"HEAD"} if "GET" in methods else set())
+    return None, sorted(refused)
+
+
+_seg = st.sampled_from(["a", "b", "c", ":x", ":y"])
+_route = st.tuples(
+    st.builds(lambda segs, wild: "/" + "/".join(segs + (["*rest"] if wild else [])),
+              st.lists(_seg, min_size=0, max_size=3), st.booleans()),
+    st.one_of(st.none(), st.sampled_from([("GET",), ("POST",), ("GET", "PUT")])),
+)
+
+
+@given(table=st.lists(_route, min_size=1, max_size=12),
+       path=st.builds(lambda segs: "/" + "/".join(segs), st.lists(st.sampled_from(["a", "b", "c", "d", ""]), max_size=4)),
+       method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE"]))
+def test_trie_matching_equals_first_declared_reference(table, path, method):
+    seen: set[str] = set()
+    routes = []
+    for pattern, methods in table:
+        names = [s for s in pattern.split("/") if s.startswith(":")]
+        if len(names) != len(set(names)):
+            continue  # duplicate binding names are refused at compile: not a valid table
+        routes.append((pattern, methods))
+        seen.add(pattern)
+    if not routes:
+        return
+    router = Router([{"path": p, "handler": tag(p), **({"methods": list(m)} if m else {})} for p, m in routes])
+    route, _, allowed = router.match(method, path)
+    expected, expected_allowed = _reference_match(routes, method, path)
+    assert (route.path if route else None) == expected
+    if expected is None:
+        assert allowed == expected_allowed
