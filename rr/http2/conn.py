@@ -59,7 +59,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from h2.frame_buffer import FrameBuffer
+from hyperframe.frame import GoAwayFrame, HeadersFrame
 
 import supervisors
 from rr import dispatch
@@ -79,6 +80,26 @@ TICK = 0.5
 
 class _Close(Exception):
     """Internal: end the connection now."""
+
+
+class _BoundedFrameBuffer(FrameBuffer):
+    """h2's frame buffer with a cap on one header block (HEADERS + CONTINUATIONs).
+
+    h2 itself only caps the number of CONTINUATION frames (64), i.e. ~1 MiB at the
+    default frame size; ``max_header_block`` bounds what a peer makes us buffer and
+    hand to the HPACK decoder. Over it: ``GOAWAY(ENHANCE_YOUR_CALM)``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(server=True)
+        self.limit = limit
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        out = super()._update_header_buffer(f)
+        pending = sum(len(x.data) for x in self._headers_buffer)
+        if pending > self.limit or (isinstance(out, HeadersFrame) and len(out.data) > self.limit):
+            raise h2.exceptions.DenialOfServiceError(f"header block over max_header_block ({self.limit})")
+        return out
 
 
 class _Stream:
@@ -176,6 +197,10 @@ class Http2Conn:
         h2c = self.h2
         h2c.local_settings = self._settings(opts.max_concurrent_streams)
         h2c.decoder.max_header_list_size = opts.max_header_list_size
+        if hasattr(FrameBuffer, "_update_header_buffer"):  # h2 4.x internals; else h2's own cap only
+            bounded = _BoundedFrameBuffer(opts.max_header_block)
+            bounded.max_frame_size = h2c.max_inbound_frame_size
+            h2c.incoming_buffer = bounded
         h2c.initiate_connection()
         # h2 treats a stream beyond its local MAX_CONCURRENT_STREAMS as a *connection*
         # error; RFC 9113 §5.1.2 wants a stream error (and a client may legitimately

@@ -379,3 +379,23 @@ def test_h2c_uppercase_request_header_is_a_protocol_error(serve):
         assert c.goaway is not None and c.goaway.error_code == 1  # PROTOCOL_ERROR
     finally:
         c.close()
+
+
+def test_h2c_header_block_over_max_header_block_ends_the_connection(serve):
+    import os
+
+    srv = serve(app, protocols=[("http2", {"max_header_block": 4096, "max_header_list_size": 65536})])
+    ok = H2Client(srv.port)
+    try:
+        sid = ok.request("GET", "/", headers=[("x-small", "a" * 1000)])
+        assert ok.run()[sid].status == 200
+    finally:
+        ok.close()
+    c = H2Client(srv.port)
+    try:
+        c.request("GET", "/", headers=[("x-big", os.urandom(6000).hex())])  # spans CONTINUATION frames
+        with pytest.raises(ConnectionError):
+            c.run(timeout=5)
+        assert c.goaway is not None and c.goaway.error_code == 11  # ENHANCE_YOUR_CALM
+    finally:
+        c.close()
