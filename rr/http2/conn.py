@@ -305,12 +305,10 @@ class Http2Conn:
             elif isinstance(event, h2.events.RemoteSettingsChanged):
                 self.pump_all()
             elif isinstance(event, h2.events.ConnectionTerminated):
-                self.close_reason = "goaway"
-                self.goaway_sent = True
-                for sid in [s for s in self.streams if s > (event.last_stream_id or 0)]:
-                    self.drop(sid)
-                if not self.streams:
-                    raise _Close()
+                # h2 closes its state machine on a peer's GOAWAY: nothing more can be
+                # sent, so the connection (and its stream workers) ends here.
+                self.close_reason = "peer_goaway"
+                raise _Close()
 
     def on_request(self, event: h2.events.RequestReceived) -> None:
         sid = event.stream_id
@@ -403,10 +401,6 @@ class Http2Conn:
         if st.alive:
             supervisors.demonitor(st.ref, flush=True)
             supervisors.exit(st.pid, "kill")
-
-    def drop(self, sid: int) -> None:
-        """Forget a stream we will not finish (after GOAWAY from the peer)."""
-        self.on_reset(sid)
 
     # -- outbound ------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import ssl
+import time
 
 import gevent
 import gevent.event
@@ -399,3 +400,42 @@ def test_h2c_header_block_over_max_header_block_ends_the_connection(serve):
         assert c.goaway is not None and c.goaway.error_code == 11  # ENHANCE_YOUR_CALM
     finally:
         c.close()
+
+
+def _h2_processes() -> list:
+    return [p for p in supervisors.processes() if p.label in ("rr.h2.reader", "rr.h2.stream")]
+
+
+def test_h2c_client_going_away_ends_its_stream_workers(serve):
+    entered = gevent.event.Event()
+    never = gevent.event.Event()
+
+    def stuck(req):
+        entered.set()
+        never.wait(30)
+        return resp.text(200, "late")
+
+    srv = serve(stuck, **H2C)
+    c = H2Client(srv.port)
+    c.request("GET", "/")
+    c.request("GET", "/")
+    assert entered.wait(5)
+    assert len([p for p in _h2_processes() if p.label == "rr.h2.stream"]) == 2
+    c.close()
+    deadline = time.monotonic() + 5
+    while _h2_processes() and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    assert _h2_processes() == []
+    assert srv.info()["active_clients"] == 0
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_curl_http2_prior_knowledge_and_tls_alpn(serve, tmp_path):
+    h2c = serve(app, **H2C)
+    proc = run("curl", "-s", "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}",
+               "--data-binary", "abc", f"http://127.0.0.1:{h2c.port}/echo")
+    assert proc.stdout == b"abc2 200", proc.stderr
+    srv, ctx, base = tls_serve(serve, tmp_path)
+    certfile = str(tmp_path / "cert.pem")
+    proc = run("curl", "-s", "--http2", "--cacert", certfile, "-w", " %{http_version}", f"{base}/")
+    assert proc.stdout == b"hello h2 2", proc.stderr
