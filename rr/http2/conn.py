@@ -76,6 +76,8 @@ _log = get_logger("rr.http2")
 RECV_SIZE = 16384
 # How often the loop looks at the drain flag and the idle timeout when nothing arrives.
 TICK = 0.5
+# Messages handled before h2's output is written even if more are queued.
+BATCH = 32
 
 
 class _Close(Exception):
@@ -219,6 +221,7 @@ class Http2Conn:
             self.feed(initial)
         runtime = self.runtime
         idle_timeout = self.config.keep_alive_timeout
+        batched = 0
         while True:
             if runtime.draining and not self.goaway_sent:
                 self.goaway(ErrorCodes.NO_ERROR)
@@ -234,7 +237,12 @@ class Http2Conn:
                     return
                 continue
             self.handle(msg)
-            self.flush()
+            # Batch: take every queued message into h2 first, then one write (bounded so a
+            # busy mailbox cannot grow h2's output buffer without limit).
+            batched += 1
+            if batched >= BATCH or not supervisors.mailbox_size():
+                batched = 0
+                self.flush()
 
     def handle(self, msg: Any) -> None:
         if not isinstance(msg, tuple) or not msg:

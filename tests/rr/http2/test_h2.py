@@ -439,3 +439,20 @@ def test_curl_http2_prior_knowledge_and_tls_alpn(serve, tmp_path):
     certfile = str(tmp_path / "cert.pem")
     proc = run("curl", "-s", "--http2", "--cacert", certfile, "-w", " %{http_version}", f"{base}/")
     assert proc.stdout == b"hello h2 2", proc.stderr
+
+
+def test_h2c_idle_connection_closes_after_keep_alive_timeout(serve):
+    srv = serve(app, keep_alive_timeout=0.3, **H2C)
+    c = H2Client(srv.port)
+    try:
+        sid = c.request("GET", "/")
+        assert c.run()[sid].status == 200
+        started = time.monotonic()
+        c.sock.settimeout(5)
+        while data := c.sock.recv(65536):  # GOAWAY, then EOF
+            for event in c.conn.receive_data(data):
+                c.on_event(event)
+        assert time.monotonic() - started < 3
+        assert c.goaway is not None and c.goaway.error_code == 0
+    finally:
+        c.close()
