@@ -106,7 +106,7 @@ class _BoundedFrameBuffer(FrameBuffer):
 
 class _Stream:
     __slots__ = ("pid", "ref", "head_sent", "ended_local", "ended_remote", "pending", "unreturned", "alive",
-                 "is_head")
+                 "is_head", "outstanding")
 
     def __init__(self, pid: supervisors.Pid, ref: Any, ended_remote: bool) -> None:
         self.pid = pid
@@ -117,6 +117,8 @@ class _Stream:
         # queued sends: ("data", bytes, end_stream, ack) or ("trailers", headers, True, ack)
         self.pending: collections.deque[tuple[str, Any, bool, bool]] = collections.deque()
         self.unreturned = 0
+        # body bytes forwarded to the worker and not yet credited back
+        self.outstanding = 0
         self.alive = True
         self.is_head = False
 
@@ -247,10 +249,10 @@ class Http2Conn:
     def handle(self, msg: Any) -> None:
         if not isinstance(msg, tuple) or not msg:
             return
+        self.last_activity = time.monotonic()
         tag = msg[0]
         if tag == "h2.data":
             if len(msg) == 2:
-                self.last_activity = time.monotonic()
                 self.feed(msg[1])
             else:
                 self.on_data(msg[1], msg[2], msg[3])
@@ -376,10 +378,23 @@ class Http2Conn:
         if flow > len(data):  # padding: returned now, it is never consumed
             self.return_window(sid, flow - len(data))
         if data:
+            st.outstanding += len(data)
             supervisors.send(st.pid, ("h2.body", data))
 
     def credit(self, sid: int, n: int) -> None:
+        st = self.streams.get(sid)
+        if st is None:
+            return  # forgotten: its outstanding bytes were returned then
+        st.outstanding -= n
         self.return_window(sid, n)
+
+    def forget(self, sid: int) -> _Stream | None:
+        """Drop a stream; body bytes its worker never consumed go back to the connection window."""
+        st = self.streams.pop(sid, None)
+        if st is not None and st.outstanding > 0:
+            self.return_window(None, st.outstanding)
+            st.outstanding = 0
+        return st
 
     def return_window(self, sid: int | None, n: int) -> None:
         """Give ``n`` consumed bytes back to the peer, in increments ≥ the refill threshold."""
@@ -402,7 +417,7 @@ class Http2Conn:
             st.unreturned = 0
 
     def on_reset(self, sid: int) -> None:
-        st = self.streams.pop(sid, None)
+        st = self.forget(sid)
         if st is None:
             return
         self.by_ref.pop(st.ref, None)
@@ -486,10 +501,10 @@ class Http2Conn:
             except h2.exceptions.ProtocolError:
                 pass
         if not st.alive:
-            self.streams.pop(sid, None)
+            self.forget(sid)
 
     def reset(self, sid: int, code: ErrorCodes) -> None:
-        st = self.streams.pop(sid, None)
+        st = self.forget(sid)
         try:
             self.h2.reset_stream(sid, code)
         except h2.exceptions.ProtocolError:
@@ -508,8 +523,11 @@ class Http2Conn:
         if st is None:
             return
         st.alive = False
+        if st.outstanding > 0:  # never to be consumed: back to the connection window now
+            self.return_window(None, st.outstanding)
+            st.outstanding = 0
         if st.ended_local:
-            self.streams.pop(sid, None)
+            self.forget(sid)
             return
         if reason == "normal" and st.pending and st.pending[-1][2]:
             return  # the whole response is queued; pump finishes it

@@ -492,3 +492,23 @@ def test_h2c_request_telemetry_start_and_stop(serve):
     finally:
         telemetry.detach("t-h2")
     assert sorted(seen, key=str) == sorted([("start", None), ("start", None), ("stop", 200), ("stop", 404)], key=str)
+
+
+def test_h2c_unread_bodies_do_not_leak_the_connection_window(serve):
+    def handler(req):
+        if req.path == "/ignore":
+            gevent.sleep(0.05)  # the body arrives meanwhile, queued unread in this worker
+            return resp.text(200, "ignored")
+        return resp.text(200, f"{len(req.read_body())}")
+
+    srv = serve(handler, body_buffering="manual", **H2C)
+    c = H2Client(srv.port)
+    try:
+        for _ in range(8):  # each round strands up to a stream window (256 KiB) of unread body
+            sid = c.request("POST", "/ignore", body=b"z" * (1024 * 1024))
+            assert c.run([sid], timeout=10)[sid].status == 200
+        ok = c.request("POST", "/", body=b"y" * 600_000)
+        res = c.run([ok], timeout=10)
+    finally:
+        c.close()
+    assert res[ok].status == 200 and res[ok].body == b"600000"
