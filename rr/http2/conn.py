@@ -106,7 +106,7 @@ class _BoundedFrameBuffer(FrameBuffer):
 
 class _Stream:
     __slots__ = ("pid", "ref", "head_sent", "ended_local", "ended_remote", "pending", "unreturned", "alive",
-                 "is_head", "outstanding")
+                 "is_head", "outstanding", "req")
 
     def __init__(self, pid: supervisors.Pid, ref: Any, ended_remote: bool) -> None:
         self.pid = pid
@@ -121,6 +121,7 @@ class _Stream:
         self.outstanding = 0
         self.alive = True
         self.is_head = False
+        self.req: Request | None = None
 
 
 def reader(sock: Any, owner: supervisors.Pid) -> None:
@@ -338,6 +339,7 @@ class Http2Conn:
         )
         st = _Stream(pid, ref, ended)
         st.is_head = req.method == "HEAD"
+        st.req = req
         self.streams[sid] = st
         self.by_ref[ref] = sid
 
@@ -534,7 +536,9 @@ class Http2Conn:
         if not st.head_sent and not st.pending:
             # Crashed before answering: the conn answers 500 for it.
             if reason != "normal":
-                _log.error("h2 stream worker died", stream_id=sid, reason=str(reason))
+                _log.error("h2 stream worker died", stream_id=sid, reason=str(reason),
+                           request_id=st.req.request_id if st.req else None,
+                           method=st.req.method if st.req else None, path=st.req.path if st.req else None)
             error = dispatch.INTERNAL_ERROR
             self.on_headers(sid, 500, [*error.headers, ("content-length", str(len(error.body)))],
                             st.is_head)

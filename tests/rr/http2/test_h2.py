@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import ssl
 import time
 
@@ -17,7 +18,7 @@ import rr
 import supervisors
 from rr import resp
 from tests.rr.certs import make_cert
-from tests.rr.conftest import in_thread
+from tests.rr.conftest import in_thread, read_until_close
 from tests.rr.http2.client import H2Client
 
 H2C = {"protocols": ["http2"]}
@@ -512,3 +513,40 @@ def test_h2c_unread_bodies_do_not_leak_the_connection_window(serve):
     finally:
         c.close()
     assert res[ok].status == 200 and res[ok].body == b"600000"
+
+
+def test_h2c_random_bytes_after_the_preface_never_crash_the_conn(serve):
+    import random
+
+    rng = random.Random(1234)
+    srv = serve(app, **H2C)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # + empty SETTINGS
+    for _ in range(30):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
+        with srv.connect(5) as sock:
+            sock.sendall(preface + junk)
+            sock.shutdown(socket.SHUT_WR)  # a partial frame would otherwise wait for its rest
+            read_until_close(sock, 5)
+    # Valid headers then junk, too.
+    for _ in range(10):
+        c = H2Client(srv.port)
+        c.request("POST", "/echo", body=b"")
+        c.sock.sendall(bytes(rng.randrange(256) for _ in range(rng.randrange(9, 100))))
+        c.sock.shutdown(socket.SHUT_WR)
+        c.sock.settimeout(5)
+        try:
+            while c.sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        c.close()
+    deadline = time.monotonic() + 5
+    while (_h2_processes() or srv.info()["active_clients"]) and time.monotonic() < deadline:
+        gevent.sleep(0.02)
+    assert _h2_processes() == [] and srv.info()["active_clients"] == 0
+    c = H2Client(srv.port)
+    try:
+        sid = c.request("GET", "/")
+        assert c.run()[sid].status == 200
+    finally:
+        c.close()
