@@ -17,13 +17,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import os
+
 import gevent
 import pytest
 from greenlet import getcurrent
+from hypothesis import settings
 
 from supervisors import exit as exit_process
 from supervisors import flush_mailbox
 from supervisors.process import Pid, _processes
+
+# CI draws the same Hypothesis examples on every run, so a CI result is
+# reproducible; a local run (no CI variable) explores new examples each time.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 LEAK_WAIT = 5.0
 

@@ -211,11 +211,17 @@ _TCHAR = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 _COOKIE_OCTETS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '",;\\')
 
 
-@given(st.text(_TCHAR, min_size=1), st.text(_COOKIE_OCTETS))
+# Names with the __Secure-/__Host- prefixes carry attribute rules of their own (tested above).
+_PLAIN_NAMES = st.text(_TCHAR, min_size=1).filter(
+    lambda n: not n.lower().startswith(("__secure-", "__host-"))
+)
+
+
+@given(_PLAIN_NAMES, st.text(_COOKIE_OCTETS))
 def test_parse_of_serialize_gives_back_the_value(name: str, value: str) -> None:
     assert cookie.parse(cookie.serialize(name, value).split(";")[0]) == {name: value}
 
 
-@given(st.text(_TCHAR, min_size=1), st.text(_COOKIE_OCTETS))
+@given(_PLAIN_NAMES, st.text(_COOKIE_OCTETS))
 def test_quoted_values_parse_back_unquoted(name: str, value: str) -> None:
     assert cookie.parse(cookie.serialize(name, f'"{value}"')) == {name: value}
