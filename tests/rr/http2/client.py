@@ -101,14 +101,14 @@ class H2Client:
         sid = getattr(event, "stream_id", None)
         res = self.results.get(sid) if sid else None
         if isinstance(event, h2.events.ResponseReceived) and res:
-            res.headers = list(event.headers)
+            res.headers = [(str(k), str(v)) for k, v in event.headers or []]
             res.status = int(dict(res.headers)[":status"])
         elif isinstance(event, h2.events.DataReceived):
             if res:
                 res.body += event.data
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.TrailersReceived) and res:
-            res.trailers = list(event.headers)
+            res.trailers = [(str(k), str(v)) for k, v in event.headers or []]
         elif isinstance(event, h2.events.StreamEnded) and res:
             res.done = True
         elif isinstance(event, h2.events.StreamReset) and res:
