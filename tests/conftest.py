@@ -14,10 +14,9 @@ processes (e.g. a lazily created root supervisor) for later tests.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
-
-import os
 
 import gevent
 import pytest
