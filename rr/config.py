@@ -143,44 +143,42 @@ def _bool(opts: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def _http1_options(raw: Any) -> Http1Options:
-    if not isinstance(raw, Mapping):
-        raise _fail("protocols", raw, "http1 sub-options as a dict")
-    known = set(Http1Options.__dataclass_fields__)
-    for key in raw:
-        if key not in known:
-            raise _fail(f"protocols.http1.{key}", raw[key], ", ".join(sorted(known)))
-    base = Http1Options()
-    values = {
-        k: _int({f"protocols.http1.{k}": raw.get(k, getattr(base, k))}, f"protocols.http1.{k}", 0, 1)
-        for k in known
-    }
-    return Http1Options(**values)
-
-
 _WINDOW_MAX = 2**31 - 1  # RFC 9113 §6.9.1
+_INT_MAX = 2**31 - 1
+
+# (lowest, highest) accepted value of each protocol sub-option.
+_HTTP1_BOUNDS = {name: (1, _INT_MAX) for name in Http1Options.__dataclass_fields__}
+_HTTP2_BOUNDS = {
+    "conn_window": (65535, _WINDOW_MAX),
+    "stream_window": (1024, _WINDOW_MAX),
+    "window_refill_threshold": (1, _WINDOW_MAX),
+    "max_concurrent_streams": (1, _INT_MAX),
+    "max_header_block": (1024, 2**24),
+    "max_header_list_size": (1024, _INT_MAX),
+}
+
+
+def _sub_options(protocol: str, raw: Any, cls: type, bounds: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    """Validate one protocol's nested options against ``cls``'s fields and ``bounds``."""
+    if not isinstance(raw, Mapping):
+        raise _fail("protocols", raw, f"{protocol} sub-options as a dict")
+    for key in raw:
+        if key not in bounds:
+            raise _fail(f"protocols.{protocol}.{key}", raw[key], ", ".join(sorted(bounds)))
+    base = cls()
+    values = {}
+    for key, (lo, hi) in bounds.items():
+        name = f"protocols.{protocol}.{key}"
+        values[key] = _int({name: raw.get(key, getattr(base, key))}, name, 0, lo, hi)
+    return values
+
+
+def _http1_options(raw: Any) -> Http1Options:
+    return Http1Options(**_sub_options("http1", raw, Http1Options, _HTTP1_BOUNDS))
 
 
 def _http2_options(raw: Any) -> Http2Options:
-    if not isinstance(raw, Mapping):
-        raise _fail("protocols", raw, "http2 sub-options as a dict")
-    known = set(Http2Options.__dataclass_fields__)
-    for key in raw:
-        if key not in known:
-            raise _fail(f"protocols.http2.{key}", raw[key], ", ".join(sorted(known)))
-    base = Http2Options()
-    bounds = {
-        "conn_window": (65535, _WINDOW_MAX),
-        "stream_window": (1024, _WINDOW_MAX),
-        "window_refill_threshold": (1, _WINDOW_MAX),
-        "max_concurrent_streams": (1, 2**31 - 1),
-        "max_header_block": (1024, 2**24),
-        "max_header_list_size": (1024, 2**31 - 1),
-    }
-    values = {}
-    for k in known:
-        lo, hi = bounds[k]
-        values[k] = _int({f"protocols.http2.{k}": raw.get(k, getattr(base, k))}, f"protocols.http2.{k}", 0, lo, hi)
+    values = _sub_options("http2", raw, Http2Options, _HTTP2_BOUNDS)
     threshold = values["window_refill_threshold"]
     if threshold > min(values["conn_window"], values["stream_window"]):
         raise _fail("protocols.http2.window_refill_threshold", threshold,
