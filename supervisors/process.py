@@ -537,14 +537,8 @@ def send(dest: Pid | str, msg: Any) -> None:
         proc = dest._proc
     else:
         proc = _names.get(dest)  # type: ignore[arg-type]
-    if proc is None:
-        return
-    if (proc.mailbox_limit is not None or proc.sizes is not None) and not _admit(proc, msg):
-        return
-    proc.mailbox.append(msg)
-    if proc.waiting:
-        proc.waiting = False
-        get_hub().loop.run_callback(proc.resume)
+    if proc is not None:
+        _deliver(proc, msg)
 
 
 def _admit(proc: Process, msg: Any) -> bool:
@@ -569,7 +563,8 @@ def _admit(proc: Process, msg: Any) -> bool:
 
 
 def _deliver(proc: Process, msg: Any) -> None:
-    """Runtime messages (DOWN, EXIT) obey the same limits as user messages."""
+    """Queue ``msg`` and wake ``proc``: user messages and runtime ones (DOWN, EXIT)
+    alike, under the same limits."""
     if not proc.alive:
         return
     if (proc.mailbox_limit is not None or proc.sizes is not None) and not _admit(proc, msg):
