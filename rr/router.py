@@ -155,9 +155,6 @@ class Router:
         _flatten(routes, "", [], flat)
         top = list(listener_middlewares)
         self.routes: list[Route] = []
-        self.literal: dict[str, list[Route]] = {}
-        self.dynamic: dict[int, list[Route]] = {}
-        self.wildcards: list[Route] = []
         self.names: dict[str, Route] = {}
         for index, (path, handler, state, mws, methods, name) in enumerate(flat):
             segments, params, wildcard = _parse_path(path)
@@ -175,26 +172,32 @@ class Router:
                 if name in self.names:
                     raise ValueError(f"routes: duplicate route name {name!r}")
                 self.names[name] = route
-            if wildcard is not None:
-                self.wildcards.append(route)
-            elif params:
-                self.dynamic.setdefault(len(segments), []).append(route)
-            else:
-                self.literal.setdefault(path, []).append(route)
         self.trie = _Node()
         for route in self.routes:
             self.trie.insert(route)
-        # Fast path: a literal route declared before every dynamic route that could
-        # compete with it (same segment count, or any wildcard) wins outright.
-        first_wild = min((r.index for r in self.wildcards), default=len(self.routes))
-        self.fast: dict[str, Route] = {}
-        for path, entries in self.literal.items():
-            first = entries[0]
-            rivals = self.dynamic.get(len(first.segments), ())
-            if first.index < first_wild and all(first.index < r.index for r in rivals):
-                self.fast[path] = first
+        self.fast = self._fast_paths()
         self.not_found = middleware.chain(middleware.resolve(top), not_found or _not_found)
         self._method_not_allowed = middleware.chain(middleware.resolve(top), self._answer_405)
+
+    def _fast_paths(self) -> dict[str, Route]:
+        """Literal paths answered by one dict lookup: the first literal route for a
+        path, when it was declared before every dynamic route of the same depth
+        and every wildcard route (the only routes that could also match it)."""
+        fast: dict[str, Route] = {}
+        dynamic_before: dict[int, int] = {}  # segment count -> lowest dynamic index
+        wildcard_before = len(self.routes)
+        for route in self.routes:
+            if route.wildcard is not None:
+                wildcard_before = min(wildcard_before, route.index)
+            elif route.params:
+                depth = len(route.segments)
+                dynamic_before.setdefault(depth, route.index)
+        for route in self.routes:
+            if route.wildcard is None and not route.params and route.path not in fast:
+                rival = min(wildcard_before, dynamic_before.get(len(route.segments), len(self.routes)))
+                if route.index < rival:
+                    fast[route.path] = route
+        return fast
 
     # -- matching ---------------------------------------------------------------
 
