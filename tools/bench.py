@@ -179,6 +179,14 @@ class ServerSpec:
         return self.unsupported.get(sc.name) or self.unsupported.get(f"proto:{sc.proto}")
 
 
+
+def _uvicorn(http: str, ws: str) -> Callable[[dict[str, int]], list[str]]:
+    """The uvicorn command line for one HTTP and one WebSocket implementation."""
+    return lambda p: [str(BIN / "uvicorn"), "--host", HOST, "--port", str(p["main"]), "--workers", "1",
+                      "--loop", "uvloop", "--http", http, "--ws", ws,
+                      "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
+                      "--lifespan", "off", "--app-dir", str(APPS), "asgi_app:app"]
+
 def _rr_argv(p: dict[str, int]) -> list[str]:
     return [PY, str(APPS / "rr_app.py"), str(p["main"]), str(p["manual"])]
 
@@ -198,17 +206,9 @@ SERVERS: dict[str, ServerSpec] = {
                               "--backpressure", "20000", "--no-access-log", "--log-level", "warning",
                               "--working-dir", str(APPS), "asgi_app:app"],
                    needs="granian"),
-        ServerSpec("uvicorn", "uvicorn (httptools + uvloop)",
-                   lambda p: [str(BIN / "uvicorn"), "--host", HOST, "--port", str(p["main"]), "--workers", "1",
-                              "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
-                              "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
-                              "--lifespan", "off", "--app-dir", str(APPS), "asgi_app:app"],
+        ServerSpec("uvicorn", "uvicorn (httptools + uvloop)", _uvicorn("httptools", "websockets"),
                    unsupported={"proto:h2": NO_H2}, needs="uvicorn"),
-        ServerSpec("uvicorn-h11", "uvicorn (h11 + uvloop)",
-                   lambda p: [str(BIN / "uvicorn"), "--host", HOST, "--port", str(p["main"]), "--workers", "1",
-                              "--loop", "uvloop", "--http", "h11", "--ws", "wsproto",
-                              "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
-                              "--lifespan", "off", "--app-dir", str(APPS), "asgi_app:app"],
+        ServerSpec("uvicorn-h11", "uvicorn (h11 + uvloop)", _uvicorn("h11", "wsproto"),
                    unsupported={"proto:h2": NO_H2}, needs="uvicorn"),
         ServerSpec("hypercorn", "hypercorn (uvloop)",
                    lambda p: [str(BIN / "hypercorn"), "--bind", f"{HOST}:{p['main']}", "--workers", "1",
