@@ -54,8 +54,21 @@ class Http2Options:
     max_concurrent_streams: int = 100
     # HPACK-encoded header block (HEADERS + CONTINUATION) a client may make us buffer.
     max_header_block: int = 16384
-    # Decoded header list size (SETTINGS_MAX_HEADER_LIST_SIZE): bounds decompression work.
+    # Decoded header list size (SETTINGS_MAX_HEADER_LIST_SIZE, RFC 9113 §6.5.2 sizing): over → 431.
     max_header_list_size: int = 32768
+    # Flood guards: budgets per connection per ``flood_window`` seconds; over any → GOAWAY
+    # ENHANCE_YOUR_CALM. Client RST_STREAMs (Rapid Reset, CVE-2023-44487).
+    max_resets: int = 200
+    max_pings: int = 100
+    max_settings: int = 100
+    max_priority: int = 1000
+    # WINDOW_UPDATE frames beyond one per DATA frame rr sent in the window.
+    max_window_updates: int = 1000
+    # DATA frames with no payload and no END_STREAM.
+    max_empty_data: int = 100
+    flood_window: float = 10.0
+    # A stream whose response data has waited this long for flow-control window → RST_STREAM(CANCEL).
+    stall_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +105,7 @@ class Config:
     num_acceptors: int
     socket_backlog: int
     max_clients: int
+    max_concurrent_requests: int | None
     request_timeout: float
     keep_alive_timeout: float
     max_keep_alive_requests: int
@@ -155,10 +169,20 @@ _HTTP2_BOUNDS = {
     "max_concurrent_streams": (1, _INT_MAX),
     "max_header_block": (1024, 2**24),
     "max_header_list_size": (1024, _INT_MAX),
+    "max_resets": (1, _INT_MAX),
+    "max_pings": (1, _INT_MAX),
+    "max_settings": (1, _INT_MAX),
+    "max_priority": (1, _INT_MAX),
+    "max_window_updates": (1, _INT_MAX),
+    "max_empty_data": (1, _INT_MAX),
+    "flood_window": (0, 3600),
+    "stall_timeout": (0, 86400),
 }
+# Sub-options given in seconds (a number > lowest bound) rather than an integer.
+_SECONDS = {"flood_window", "stall_timeout"}
 
 
-def _sub_options(protocol: str, raw: Any, cls: type, bounds: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+def _sub_options(protocol: str, raw: Any, cls: type, bounds: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
     """Validate one protocol's nested options against ``cls``'s fields and ``bounds``."""
     if not isinstance(raw, Mapping):
         raise _fail("protocols", raw, f"{protocol} sub-options as a dict")
@@ -166,10 +190,16 @@ def _sub_options(protocol: str, raw: Any, cls: type, bounds: Mapping[str, tuple[
         if key not in bounds:
             raise _fail(f"protocols.{protocol}.{key}", raw[key], ", ".join(sorted(bounds)))
     base = cls()
-    values = {}
+    values: dict[str, Any] = {}
     for key, (lo, hi) in bounds.items():
         name = f"protocols.{protocol}.{key}"
-        values[key] = _int({name: raw.get(key, getattr(base, key))}, name, 0, lo, hi)
+        value = raw.get(key, getattr(base, key))
+        if key in _SECONDS:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not lo < value <= hi:
+                raise _fail(name, value, f"seconds, a number in ({lo}, {hi}]")
+            values[key] = float(value)
+        else:
+            values[key] = _int({name: value}, name, 0, lo, hi)
     return values
 
 
@@ -299,8 +329,8 @@ def _spawn_options(raw: Any) -> SpawnOptions:
 
 _KEYS = {
     "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
-    "num_acceptors", "socket_backlog", "max_clients", "request_timeout", "keep_alive_timeout",
-    "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
+    "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
+    "keep_alive_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "not_found",
 }  # fmt: skip
 
@@ -368,6 +398,9 @@ def load(opts: Mapping[str, Any]) -> Config:
         socket_backlog=_int(opts, "socket_backlog", 1024, 1),
         # Each connection holds a socket and a process; cap them so memory stays bounded.
         max_clients=_int(opts, "max_clients", 150, 1),
+        # Listener-wide cap on live h2 stream workers (None: no cap) → REFUSED_STREAM + throttled.
+        max_concurrent_requests=(None if opts.get("max_concurrent_requests") is None
+                                 else _int(opts, "max_concurrent_requests", 0, 1)),
         # The first request's head and body must arrive within this (→ 408).
         request_timeout=_seconds(opts, "request_timeout", 30.0),
         # An idle keep-alive connection is closed silently after this.
