@@ -2,6 +2,7 @@
 """rr's benchmark harness: rr against Python HTTP servers and a bare-gevent floor.
 
     .venv/bin/python tools/bench.py --quick                      # hello only, < 60 s
+    .venv/bin/python tools/bench.py --servers rr,hypercorn,granian --scenarios h2    # every h2c row
     .venv/bin/python tools/bench.py --duration 5 --rounds 3 --out docs/bench_results.md
     .venv/bin/python tools/bench.py --servers rr,floor --scenarios hello,echo --profile
     .venv/bin/python tools/bench.py --memory --servers floor,pywsgi
@@ -15,10 +16,19 @@ table shows the median req/s, the median p50/p99, the summed errors, the peak
 RSS and the CPU% of the server's process tree during the measured runs.
 
 Load generators: ``wrk -t1`` for HTTP/1.1 (Lua scripts in tools/bench_lua; a
-``done()`` hook prints JSON), ``h2load`` for h2c scenarios (off the default
-matrix until rr serves h2), and this file's own gevent client for WebSocket
-and SSE (``--client``). Load goes to 127.0.0.1 only. Every wait is bounded,
-and every process started here is killed on exit, Ctrl-C included.
+``done()`` hook prints JSON), ``h2load -t1`` for HTTP/2 over cleartext with
+prior knowledge (h2c; ``-c``/``-m`` per scenario, bodies with ``-d``, p50/p99
+from its ``--log-file``), and this file's own gevent client for WebSocket and
+SSE (``--client``). Load goes to 127.0.0.1 only. Every wait is bounded, and
+every process started here is killed on exit, Ctrl-C included.
+
+The h1 and h2 scenarios run in two phases, each with its own server processes:
+rr serves h2c only on an h2-only listener (``rr_app.py --h2``), granian only
+with ``--http 2``; hypercorn takes h2c on its ordinary port (it recognises the
+preface). An h2 server counts as up once it answers the h2 preface with a
+SETTINGS frame, and each h2 row's pre-flight is one full h2 request (the ``h2``
+package, rr's own dependency) whose status and body are checked, so a server
+that does not speak h2c shows up as ``✗`` rather than as a fast row.
 """
 
 from __future__ import annotations
@@ -113,11 +123,22 @@ class Scenario:
     matrix: bool = True  # part of the default run
     headline: bool = False  # drawn in the chart
     unit: str = "req/s"
-    streams: int = 1  # h2load -m
+    streams: int = 1  # h2load -m: concurrent streams per connection
+    connections: int | None = None  # overrides --connections (h2load -c) for this scenario
     note: str = ""
+
+    def load_text(self, connections: int) -> str:
+        """The load, as the report's h2 section lists it."""
+        conns = self.connections or connections
+        what = f"{self.method} {self.path}" + (f", {len(self.body):,} B body (`-d`)" if self.body else "")
+        if self.headers:
+            what += f", {len(self.headers)} extra request headers"
+        return f"`h2load -t1 -c{conns} -m{self.streams}`: {what}" + (f"; {self.note}" if self.note else "")
 
 
 HEAVY = [f"x-bench-{i}: {'abcdefghijklmnop'[:i]}" for i in range(1, 17)]
+STREAMED = b"".join(common.stream_chunks())
+H2 = {"proto": "h2", "client": "h2load"}
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -148,12 +169,19 @@ SCENARIOS: dict[str, Scenario] = {
                  note="100 events per session, own gevent client; latency per session"),
         Scenario("connection_storm", headers=["Connection: close"], check=_check_body(200, common.HELLO),
                  note="new connection per request"),
-        # h2 (h2c prior knowledge, h2load): registered, off the default matrix until rr serves h2.
-        Scenario("hello_h2", proto="h2", client="h2load", matrix=False, check=None),
-        Scenario("multi_stream_h2", proto="h2", client="h2load", streams=16, matrix=False, check=None,
-                 note="16 concurrent streams per connection"),
-        Scenario("streaming_response", "/streaming", proto="h2", client="h2load", matrix=False, check=None,
-                 note="4 x 4096 B chunks"),
+        # h2: h2c prior knowledge, h2load; same routes and bytes as the h1 rows.
+        Scenario("hello_h2", streams=10, check=_check_body(200, common.HELLO), **H2),
+        Scenario("json_h2", "/json", headers=["accept: application/json"], streams=10, **H2),
+        Scenario("echo_h2", "/echo", method="POST", body=b"x" * 256, streams=10,
+                 check=_check_body(200, b"x" * 256), **H2),
+        Scenario("headers_heavy_h2", headers=[h.lower() for h in HEAVY], streams=10,
+                 check=_check_body(200, common.HELLO), **H2),
+        Scenario("multi_request_body_h2", "/echo", method="POST", body=b"x" * 4096, streams=10,
+                 check=_check_body(200, b"x" * 4096), **H2),
+        Scenario("multi_stream_h2", streams=100, connections=10, check=_check_body(200, common.HELLO),
+                 note="few connections, many streams each", **H2),
+        Scenario("streaming_response_h2", "/streaming", streams=10, check=_check_body(200, STREAMED),
+                 note="4 x 4,096 B DATA, one handler send each", **H2),
         # Not a benchmark: every response is a 500, so every request must show up as an error.
         Scenario("error_500", "/error", check=_status_len(500), matrix=False),
     ]
@@ -174,9 +202,21 @@ class ServerSpec:
     ports: tuple[str, ...] = ("main",)
     unsupported: dict[str, str] = field(default_factory=dict)  # scenario name or "proto:h2" -> reason
     needs: str = ""  # a module or an executable in the venv, checked before starting
+    # The h2c server: a command line started for the h2 phase, listening on ports["main"].
+    h2_argv: Callable[[dict[str, int]], list[str]] | None = None
 
     def why_not(self, sc: Scenario) -> str | None:
-        return self.unsupported.get(sc.name) or self.unsupported.get(f"proto:{sc.proto}")
+        reason = self.unsupported.get(sc.name) or self.unsupported.get(f"proto:{sc.proto}")
+        if reason is None and sc.proto == "h2" and self.h2_argv is None:
+            reason = NO_H2
+        return reason
+
+    def launch(self, proto: str) -> tuple[Callable[[dict[str, int]], list[str]], tuple[str, ...]]:
+        """The command line and port names of this server's process for one phase."""
+        if proto == "h2":
+            assert self.h2_argv is not None
+            return self.h2_argv, ("main",)
+        return self.argv, self.ports
 
 
 
@@ -191,30 +231,37 @@ def _rr_argv(p: dict[str, int]) -> list[str]:
     return [PY, str(APPS / "rr_app.py"), str(p["main"]), str(p["manual"])]
 
 
+def _rr_h2_argv(p: dict[str, int]) -> list[str]:
+    return [PY, str(APPS / "rr_app.py"), "--h2", str(p["main"])]
+
+
+def _granian(http: str) -> Callable[[dict[str, int]], list[str]]:
+    return lambda p: [str(BIN / "granian"), "--interface", "asgi", "--host", HOST, "--port", str(p["main"]),
+                      "--workers", "1", "--runtime-threads", "1", "--blocking-threads", "1",
+                      "--backpressure", "20000", "--http", http, "--no-access-log", "--log-level", "warning",
+                      "--working-dir", str(APPS), "asgi_app:app"]
+
+
+def _hypercorn(p: dict[str, int]) -> list[str]:
+    # Also serves h2c with prior knowledge on the same port (it recognises the h2 preface).
+    return [str(BIN / "hypercorn"), "--bind", f"{HOST}:{p['main']}", "--workers", "1", "--worker-class", "uvloop",
+            "--keep-alive", "600", "--log-level", "warning", "asgi_app:app"]
+
+
 SERVERS: dict[str, ServerSpec] = {
     s.name: s
     for s in [
         ServerSpec("rr", "rr", _rr_argv, ports=("main", "manual"),
-                   unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet",
-                                "proto:h2": "rr does not serve h2 yet"}),
+                   unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet"},
+                   h2_argv=_rr_h2_argv),
         ServerSpec("floor", "floor (bare gevent StreamServer)",
                    lambda p: [PY, str(APPS / "floor.py"), str(p["main"])],
-                   unsupported={"websocket_msg_throughput": "the floor speaks no WebSocket", "proto:h2": NO_H2}),
-        ServerSpec("granian", "granian (ASGI, 1 runtime thread)",
-                   lambda p: [str(BIN / "granian"), "--interface", "asgi", "--host", HOST, "--port", str(p["main"]),
-                              "--workers", "1", "--runtime-threads", "1", "--blocking-threads", "1",
-                              "--backpressure", "20000", "--no-access-log", "--log-level", "warning",
-                              "--working-dir", str(APPS), "asgi_app:app"],
+                   unsupported={"websocket_msg_throughput": "the floor speaks no WebSocket"}),
+        ServerSpec("granian", "granian (ASGI, 1 runtime thread)", _granian("auto"), h2_argv=_granian("2"),
                    needs="granian"),
-        ServerSpec("uvicorn", "uvicorn (httptools + uvloop)", _uvicorn("httptools", "websockets"),
-                   unsupported={"proto:h2": NO_H2}, needs="uvicorn"),
-        ServerSpec("uvicorn-h11", "uvicorn (h11 + uvloop)", _uvicorn("h11", "wsproto"),
-                   unsupported={"proto:h2": NO_H2}, needs="uvicorn"),
-        ServerSpec("hypercorn", "hypercorn (uvloop)",
-                   lambda p: [str(BIN / "hypercorn"), "--bind", f"{HOST}:{p['main']}", "--workers", "1",
-                              "--worker-class", "uvloop", "--keep-alive", "600", "--log-level", "warning",
-                              "asgi_app:app"],
-                   needs="hypercorn"),
+        ServerSpec("uvicorn", "uvicorn (httptools + uvloop)", _uvicorn("httptools", "websockets"), needs="uvicorn"),
+        ServerSpec("uvicorn-h11", "uvicorn (h11 + uvloop)", _uvicorn("h11", "wsproto"), needs="uvicorn"),
+        ServerSpec("hypercorn", "hypercorn (uvloop)", _hypercorn, h2_argv=_hypercorn, needs="hypercorn"),
         ServerSpec("gunicorn", "gunicorn -k gevent",
                    lambda p: [str(BIN / "gunicorn"), "-k", "gevent", "--workers", "1", "--bind",
                               f"{HOST}:{p['main']}", "--worker-connections", "20000", "--keep-alive", "600",
@@ -223,7 +270,7 @@ SERVERS: dict[str, ServerSpec] = {
                    needs="gunicorn"),
         ServerSpec("pywsgi", "gevent.pywsgi",
                    lambda p: [PY, str(APPS / "wsgi_app.py"), str(p["main"])],
-                   unsupported={"websocket_msg_throughput": NO_WS_WSGI, "proto:h2": NO_H2}),
+                   unsupported={"websocket_msg_throughput": NO_WS_WSGI}),
     ]
 }
 
@@ -373,6 +420,7 @@ class RunResult:
     rss_peak: int = 0
     cpu_pct: float = 0.0
     failure: str = ""  # the load generator produced no result
+    proto: str = ""  # h2load's "Application protocol"
 
     @property
     def rate(self) -> float:
@@ -442,7 +490,13 @@ def parse_wrk_output(text: str) -> RunResult:
 
 
 def parse_h2load_output(text: str) -> RunResult:
-    """h2load's summary: it exits 0 even when every request failed, so read the counts."""
+    """h2load's summary: it exits 0 even when every request failed, so read the counts.
+
+    h2load's ``failed`` = ``errored`` (stream or connection failures, timeouts
+    included) + responses ≥ 400; they are reported here once each, as
+    ``status`` (4xx/5xx), ``errored`` (not timeouts) and ``timeout``. p50 is
+    h2load's mean and p99 is unknown unless ``latency_from_log`` fills them in.
+    """
     fin = re.search(r"finished in ([\d.]+)(m?s)", text)
     reqs = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
                      r"(\d+) errored, (\d+) timeout", text)
@@ -450,16 +504,29 @@ def parse_h2load_output(text: str) -> RunResult:
     if not (fin and reqs and codes):
         raise ValueError("unrecognised h2load output: " + text.strip()[-300:])
     secs = float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1)
-    _total, _started, done, ok, failed, errored, timeout = map(int, reqs.groups())
-    c2, c3, c4, c5 = map(int, codes.groups())
+    _total, _started, done, _ok, _failed, errored, timeout = map(int, reqs.groups())
+    _c2, _c3, c4, c5 = map(int, codes.groups())
     lat = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
     mean = None
-    if lat:
+    if lat and done:
         mean = float(lat.group(5)) * {"us": 1, "ms": 1e3, "s": 1e6}[lat.group(6)]
+    proto = re.search(r"^Application protocol: (\S+)", text, re.M)
     return RunResult(requests=done, duration_s=secs,
-                     errors={"status": c4 + c5, "failed": failed - (c4 + c5) if failed > c4 + c5 else 0,
-                             "errored": errored, "timeout": timeout},
-                     p50_us=mean, p99_us=None)
+                     errors={"status": c4 + c5, "errored": errored - timeout, "timeout": timeout},
+                     p50_us=mean, p99_us=None, proto=proto.group(1) if proto else "")
+
+
+def latency_from_log(path: Path) -> tuple[float, float] | None:
+    """p50/p99 in µs from an h2load ``--log-file`` (start µs, status, µs to end of response)."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return None
+    lat = sorted(int(f[2]) for f in (line.split(b"\t") for line in lines) if len(f) >= 3 and f[1] != b"-1")
+    if not lat:
+        return None
+    return (float(lat[min(len(lat) - 1, int(0.5 * len(lat)))]),
+            float(lat[min(len(lat) - 1, int(0.99 * len(lat)))]))
 
 
 def _run_client(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str]:
@@ -486,10 +553,7 @@ def run_load(sc: Scenario, port: int, *, duration: int, connections: int) -> Run
         rc, text = _run_client(argv, LUA, env, limit)
         parse = parse_wrk_output
     elif sc.client == "h2load":
-        argv = ["h2load", "-t1", f"-c{connections}", f"-m{sc.streams}", "-D", str(duration),
-                f"http://{HOST}:{port}{sc.path}"]
-        rc, text = _run_client(argv, LUA, env, limit)
-        parse = parse_h2load_output
+        return run_h2load(sc, port, duration=duration, connections=connections, env=env)
     else:
         argv = [PY, str(Path(__file__).resolve()), "--client", sc.client, "--port", str(port), "--path", sc.path,
                 "--connections", str(connections), "--duration", str(duration)]
@@ -499,6 +563,41 @@ def run_load(sc: Scenario, port: int, *, duration: int, connections: int) -> Run
         return parse(text)
     except (ValueError, KeyError) as exc:
         return RunResult(failure=f"rc={rc}: {exc}")
+
+
+def h2load_argv(sc: Scenario, port: int, *, duration: int, connections: int, log_file: Path,
+                body_file: Path | None) -> list[str]:
+    argv = ["h2load", "-t1", f"-c{sc.connections or connections}", f"-m{sc.streams}", "-D", str(duration),
+            f"--log-file={log_file}"]
+    for h in sc.headers:
+        argv += ["-H", h]
+    if body_file is not None:
+        argv += ["-d", str(body_file)]  # h2load sends it as a POST body with content-length
+    return [*argv, f"http://{HOST}:{port}{sc.path}"]
+
+
+def run_h2load(sc: Scenario, port: int, *, duration: int, connections: int, env: dict[str, str]) -> RunResult:
+    with tempfile.TemporaryDirectory(prefix="rr-h2load-") as tmp:
+        log_file = Path(tmp) / "requests.tsv"
+        body_file = None
+        if sc.body:
+            body_file = Path(tmp) / "body"
+            body_file.write_bytes(sc.body)
+        argv = h2load_argv(sc, port, duration=duration, connections=connections, log_file=log_file,
+                           body_file=body_file)
+        rc, text = _run_client(argv, Path(tmp), env, duration + 30)
+        try:
+            res = parse_h2load_output(text)
+        except ValueError as exc:
+            return RunResult(failure=f"rc={rc}: {exc}")
+        if res.proto != "h2c":
+            res.failure = f"h2load negotiated {res.proto or 'no protocol'}, not h2c"
+        elif res.requests == 0:
+            res.failure = "h2load completed no request: " + " ".join(text.strip()[-200:].split())
+        pct = latency_from_log(log_file)
+        if pct:
+            res.p50_us, res.p99_us = pct
+        return res
 
 
 # --------------------------------------------------------------------------- own client (WebSocket, SSE)
@@ -643,6 +742,26 @@ def _answers(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _answers_h2(port: int, timeout: float = 1.0) -> bool:
+    """Does the port answer the h2c preface with a SETTINGS frame (the server's first frame)?"""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(H2_PREFACE + _EMPTY_SETTINGS)
+            head = b""
+            while len(head) < 9:
+                data = s.recv(9 - len(head))
+                if not data:
+                    return False
+                head += data
+            return head[3] == 0x04 and head[5:9] == b"\0\0\0\0"
+    except OSError:
+        return False
+
+
 def rr_unavailable() -> str | None:
     """Why rr cannot serve the bench app right now (None when it can)."""
     probe = "import rr; rr.start_listener; from rr import resp; resp.Response; resp.Stream"
@@ -664,20 +783,23 @@ def server_unavailable(spec: ServerSpec) -> str | None:
 
 
 def start_servers(specs: list[ServerSpec], logdir: Path, *, ready_timeout: float = 30.0,
-                  profile: dict[str, Path] | None = None) -> tuple[dict[str, Running], dict[str, str]]:
-    """Start every server at once, then poll each port until it answers (bounded)."""
+                  profile: dict[str, Path] | None = None,
+                  proto: str = "h1") -> tuple[dict[str, Running], dict[str, str]]:
+    """Start every server's ``proto`` process at once, then poll each port until it answers (bounded)."""
     running: dict[str, Running] = {}
     skips: dict[str, str] = {}
+    answers = _answers_h2 if proto == "h2" else _answers
     for spec in specs:
         reason = server_unavailable(spec)
         if reason:
             skips[spec.name] = reason
             continue
-        ports = {key: free_port() for key in spec.ports}
-        argv = spec.argv(ports)
+        make_argv, port_names = spec.launch(proto)
+        ports = {key: free_port() for key in port_names}
+        argv = make_argv(ports)
         if profile and spec.name in profile and argv[0] == PY:
             argv = [PY, "-m", "cProfile", "-o", str(profile[spec.name]), *argv[1:]]
-        log = logdir / f"{spec.name}.log"
+        log = logdir / f"{spec.name}.{proto}.log"
         with open(log, "wb") as fh:
             proc = _spawn(argv, cpu=SERVER_CPU, cwd=spec.cwd, stdout=fh, stderr=subprocess.STDOUT)
         running[spec.name] = Running(spec, proc, ports, log)
@@ -687,7 +809,7 @@ def start_servers(specs: list[ServerSpec], logdir: Path, *, ready_timeout: float
         for name, r in list(pending.items()):
             if r.proc.poll() is not None:
                 skips[name] = f"exited with {r.proc.returncode} at start: {_tail(r.log)}"
-            elif all(_answers(p, 0.5) for p in r.ports.values()):
+            elif all(answers(p, 0.5) for p in r.ports.values()):
                 del pending[name]
                 continue
             else:
@@ -715,6 +837,8 @@ def preflight(sc: Scenario, port: int) -> str:
     """One request with http.client: does this server answer this scenario as expected?"""
     if sc.check is None:
         return ""
+    if sc.proto == "h2":
+        return preflight_h2(sc, port)
     headers = dict(h.split(": ", 1) for h in sc.headers)
     if sc.body:
         headers.setdefault("Content-Type", "application/octet-stream")
@@ -729,23 +853,76 @@ def preflight(sc: Scenario, port: int) -> str:
     return sc.check(r.status, {k.lower(): v for k, v in r.getheaders()}, body) or ""
 
 
+def h2_request(sc: Scenario, port: int, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    """One request over h2c with prior knowledge (the ``h2`` state machine): status, headers, body."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    headers = [(":method", sc.method), (":scheme", "http"), (":authority", f"{HOST}:{port}"), (":path", sc.path)]
+    headers += [(k.lower(), v) for k, v in (h.split(": ", 1) for h in sc.headers)]
+    if sc.body:
+        headers.append(("content-length", str(len(sc.body))))
+    conn.send_headers(1, headers, end_stream=not sc.body)
+    for i in range(0, len(sc.body), 16384):
+        conn.send_data(1, sc.body[i:i + 16384], end_stream=i + 16384 >= len(sc.body))
+    status, resp_headers, body = 0, {}, bytearray()
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(conn.data_to_send())
+        while time.monotonic() < deadline:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("connection closed before the response ended")
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived):
+                    resp_headers = {k: v for k, v in ev.headers if not k.startswith(":")}
+                    status = int(dict(ev.headers)[":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    return status, resp_headers, bytes(body)
+                elif isinstance(ev, h2.events.StreamReset):
+                    raise ConnectionError(f"stream reset, error code {ev.error_code}")
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    raise ConnectionError(f"GOAWAY, error code {ev.error_code}")
+            sock.sendall(conn.data_to_send())
+    raise TimeoutError(f"no complete response within {timeout:.0f} s")
+
+
+def preflight_h2(sc: Scenario, port: int) -> str:
+    try:
+        status, headers, body = h2_request(sc, port)
+    except ImportError:
+        return "pre-flight needs the h2 package (an rr dependency)"
+    except Exception as exc:  # h2's ProtocolError when the peer is not speaking h2, socket errors
+        return f"h2c pre-flight request failed: {exc!r}"
+    return (sc.check(status, headers, body) or "") if sc.check else ""
+
+
 # --------------------------------------------------------------------------- the bench
 
 
 def run_matrix(report: Report, running: dict[str, Running], scenarios: list[Scenario], *, duration: int,
-               rounds: int, warmup: int, connections: int, log: Callable[[str], None] = print) -> None:
+               rounds: int, warmup: int, connections: int, log: Callable[[str], None] = print,
+               skips: dict[str, str] | None = None) -> None:
+    """Run ``scenarios`` against ``running``; ``skips``: servers of this phase that did not start, and why."""
+    skips = report.server_skips if skips is None else skips
     for sc in scenarios:
         active: list[Running] = []
         for name in report.servers:
             cell = report.cells.setdefault((sc.name, name), Cell())
-            if name in report.server_skips:
-                cell.skipped = "server did not start"
-                continue
-            r = running[name]
-            reason = r.spec.why_not(sc)
+            reason = SERVERS[name].why_not(sc)
             if reason:
                 cell.skipped = reason
                 continue
+            if name not in running:
+                cell.skipped = f"server did not start: {skips[name]}" if name in skips else "server did not start"
+                continue
+            r = running[name]
             cell.check = preflight(sc, _port(r, sc))
             active.append(r)
         if not active:
@@ -837,6 +1014,12 @@ def collect_env() -> dict[str, str]:
     try:
         env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True, timeout=10).stdout.strip()
+        # Others edit rr/ while benchmarks run: say when the numbers are not exactly the commit's.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "rr"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.split("\n")
+        dirty = [line[3:] for line in dirty if line.strip()]
+        if dirty:
+            env["commit"] += f" (+ uncommitted changes in {', '.join(dirty)})"
     except (OSError, subprocess.TimeoutExpired):
         env["commit"] = "?"
     return env
@@ -889,13 +1072,33 @@ def render_markdown(report: Report) -> str:
         lines += ["Servers that did not run:", ""]
         lines += [f"- **{n}**: {r}" for n, r in skips.items()]
         lines.append("")
-    shown = [n for n in servers if n not in report.server_skips]
     for proto in ("h1", "h2", "h3"):
         rows = [sc for sc in (SCENARIOS[n] for n in report.scenarios) if sc.proto == proto]
         if not rows:
             continue
-        title = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c prior knowledge)", "h3": "HTTP/3"}[proto]
+        # A server with no row of this protocol (e.g. no h2c at all) gets no column, only a line.
+        shown, absent = [], []
+        for n in servers:
+            if n in report.server_skips:
+                continue
+            cells = [report.cells.get((sc.name, n), Cell()) for sc in rows]
+            if all(c.skipped and not c.runs and SERVERS[n].why_not(sc) for c, sc in zip(cells, rows, strict=True)):
+                absent.append(f"{n} ({cells[0].skipped})")
+            else:
+                shown.append(n)
+        title = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c)", "h3": "HTTP/3"}[proto]
         lines += [f"## {title}", ""]
+        if proto == "h2":
+            lines += ["Cleartext HTTP/2 with prior knowledge, load from h2load (one thread); p50/p99 from its "
+                      "per-request log. Each server's h2 phase is its own process: rr `rr_app.py --h2` "
+                      "(`protocols: [\"http2\"]`), granian `--http 2`, hypercorn its usual command. Loads:", ""]
+            lines += [f"- {sc.name}: {sc.load_text(int(s.get('connections') or 50))}" for sc in rows]
+            protos = sorted({r.proto or "?" for sc in rows for n in shown
+                             for r in report.cells.get((sc.name, n), Cell()).runs})
+            lines += ["", f"h2load's negotiated protocol over all runs: {', '.join(protos) or '—'}; every row "
+                      "also passed a pre-flight h2c request (status and body checked) unless marked `✗`.", ""]
+        if absent:
+            lines += [f"Not in this table: {'; '.join(absent)}.", ""]
         ratio_note = (f"`×` = {base} ÷ that server (above 1: {base} is faster)" if base else "no baseline ran")
         if base == "floor":
             ratio_note += "; rr did not run, so the floor stands in as the baseline"
@@ -927,7 +1130,8 @@ def render_markdown(report: Report) -> str:
             lines.append(f"| {sc.name}{unit} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += ["Latency p50 / p99, ms (median over rounds)" + (
-            "; h2load prints no percentiles, so h2 rows show its mean as p50" if proto == "h2" else "") + ".", ""]
+            "; from h2load's `--log-file` (time from request start to end of response)" if proto == "h2" else "")
+            + ".", ""]
         lines.append("| scenario | " + " | ".join(shown) + " |")
         lines.append("|---|" + "---:|" * len(shown))
         for sc in rows:
@@ -953,8 +1157,10 @@ def render_markdown(report: Report) -> str:
         lines.append("")
         errs = [(sc.name, n, report.cells[(sc.name, n)].errors) for sc in rows for n in shown
                 if (sc.name, n) in report.cells and report.cells[(sc.name, n)].errors]
-        lines += ["Errors (⚠ above; summed over all rounds; `status` = responses ≥ 400, from wrk or the own "
-                  "client's checks):", ""]
+        lines += ["Errors (⚠ above; summed over all rounds; `status` = responses ≥ 400" + (
+            ", `errored` = streams or connections that failed, `timeout`, `no result` = a run that completed "
+            "no request or did not negotiate h2c" if proto == "h2" else ", from wrk or the own client's checks")
+            + "):", ""]
         if errs:
             for scn, n, e in errs:
                 lines.append(f"- {scn} / {n}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(e.items())))
@@ -1020,14 +1226,17 @@ def render_chart(report: Report, path: Path) -> bool:
 
 
 def profile_text(path: Path, top: int = 30) -> str:
+    """The top functions by own time, then by cumulative time (callees included)."""
     import io
     import pstats
 
     if not path.exists() or path.stat().st_size == 0:
         return f"no profile written to {path}"
     buf = io.StringIO()
-    stats = pstats.Stats(str(path), stream=buf)
-    stats.strip_dirs().sort_stats("tottime").print_stats(top)
+    stats = pstats.Stats(str(path), stream=buf).strip_dirs()
+    for key in ("tottime", "cumulative"):
+        buf.write(f"--- sorted by {key}\n")
+        stats.sort_stats(key).print_stats(top)
     return buf.getvalue()
 
 
@@ -1054,7 +1263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the Markdown report here")
     p.add_argument("--chart", help="write the h1 headline bar chart (PNG) here")
     p.add_argument("--json", help="write the raw results here")
-    p.add_argument("--quick", action="store_true", help="hello only, 1 s runs: a smoke run in < 60 s")
+    p.add_argument("--quick", action="store_true",
+                   help="1 s runs (3 rounds), hello only unless --scenarios is given: a smoke run in < 60 s")
     p.add_argument("--profile", nargs="?", const="rr", metavar="SERVER",
                    help="run SERVER (default rr; a Python-launched one: rr, floor, pywsgi) under cProfile "
                         "and print its top functions")
@@ -1068,11 +1278,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+PROTOS = ("h1", "h2")
+
+
+def _scenario_names(args: argparse.Namespace) -> list[str]:
+    """--scenarios, with the group names h1 and h2 expanded (``--scenarios h2``: every h2 row)."""
+    names: list[str] = []
+    for item in (v.strip() for v in args.scenarios.split(",")):
+        if item in PROTOS:
+            names += [n for n, sc in SCENARIOS.items() if sc.proto == item and sc.matrix]
+        elif item:
+            names.append(item)
+    return _split(",".join(dict.fromkeys(names)), SCENARIOS, "scenario")
+
+
 def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
     if args.quick:
-        args.scenarios, args.duration, args.rounds, args.warmup = "hello", 1, 3, 1
+        args.duration, args.rounds, args.warmup = 1, 3, 1
+        if args.scenarios == build_parser().get_default("scenarios"):
+            args.scenarios = "hello"
     servers = _split(args.servers, SERVERS, "server")
-    scenarios = _split(args.scenarios, SCENARIOS, "scenario")
+    scenarios = _scenario_names(args)
     if not (1 <= args.duration <= 600 and 1 <= args.rounds <= 20 and 0 <= args.warmup <= 60
             and 1 <= args.connections <= 10_000):
         raise SystemExit("--duration 1..600, --rounds 1..20, --warmup 0..60, --connections 1..10000")
@@ -1085,27 +1311,46 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
                     started=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
     t0 = time.monotonic()
     report.env = collect_env()
-    running: dict[str, Running] = {}
     logdir = Path(tempfile.mkdtemp(prefix="rr-bench-"))
-    prof = {args.profile: logdir / f"{args.profile}.prof"} if args.profile else None
-    try:
-        log(f"starting {', '.join(servers)} (server CPU {SERVER_CPU}, load CPU {CLIENT_CPU}; logs in {logdir})")
-        running, report.server_skips = start_servers([SERVERS[n] for n in servers], logdir, profile=prof)
-        for name, why in report.server_skips.items():
-            log(f"  skipped {name}: {why}")
-        run_matrix(report, running, [SCENARIOS[n] for n in scenarios], duration=args.duration,
-                   rounds=args.rounds, warmup=args.warmup, connections=args.connections, log=log)
-        if args.memory:
-            counts = [int(x) for x in args.memory.split(",") if x.strip()]
-            memory_test(report, running, counts, log=log)
-    finally:
-        if prof and args.profile in running:
-            stop_process(running.pop(args.profile).proc, grace=10.0)
-        for r in running.values():
-            stop_process(r.proc)
-    if prof:
-        report.profile = (profile_text(prof[args.profile]) if args.profile not in report.server_skips
-                          else f"{args.profile} did not run: {report.server_skips[args.profile]}")
+    # One phase per protocol, each with its own server processes (rr and granian serve h2c from
+    # another command line). --memory measures the h1 processes.
+    phases = [(proto, [SCENARIOS[n] for n in scenarios if SCENARIOS[n].proto == proto]) for proto in PROTOS]
+    phases = [(proto, scs) for proto, scs in phases if scs or (proto == "h1" and args.memory)]
+    started: set[str] = set()
+    failed: dict[str, str] = {}
+    profiles: list[tuple[str, Path]] = []
+    for proto, scs in phases:
+        wanted = [SERVERS[n] for n in servers
+                  if (proto == "h1" and args.memory) or any(SERVERS[n].why_not(sc) is None for sc in scs)]
+        prof = {args.profile: logdir / f"{args.profile}.{proto}.prof"} if args.profile else None
+        running: dict[str, Running] = {}
+        try:
+            log(f"[{proto}] starting {', '.join(s.name for s in wanted) or 'no server'} (server CPU {SERVER_CPU}, "
+                f"load CPU {CLIENT_CPU}; logs in {logdir})")
+            running, skips = start_servers(wanted, logdir, profile=prof, proto=proto)
+            started.update(running)
+            for name, why in skips.items():
+                failed.setdefault(name, why if proto == "h1" else f"{proto}: {why}")
+                log(f"  skipped {name}: {why}")
+            run_matrix(report, running, scs, duration=args.duration, rounds=args.rounds, warmup=args.warmup,
+                       connections=args.connections, log=log, skips=skips)
+            if args.memory and proto == "h1":
+                counts = [int(x) for x in args.memory.split(",") if x.strip()]
+                memory_test(report, running, counts, log=log)
+        finally:
+            if prof and args.profile in running:
+                stop_process(running.pop(args.profile).proc, grace=10.0)
+                profiles.append((proto, prof[args.profile]))
+            for r in running.values():
+                stop_process(r.proc)
+    # A column is dropped only for a server that started in no phase.
+    report.server_skips = {n: why for n, why in failed.items() if n not in started}
+    if args.profile:
+        if profiles:
+            report.profile = "\n".join(f"[{proto}] {profile_text(path)}" for proto, path in profiles)
+        else:
+            why = failed.get(args.profile, "it was not among the servers run")
+            report.profile = f"{args.profile} did not run: {why}"
     report.elapsed_s = time.monotonic() - t0
     return report
 
@@ -1121,9 +1366,13 @@ def main(argv: list[str] | None = None) -> int:
         print("BENCH_JSON " + json.dumps(result), flush=True)
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
-    if not shutil.which("wrk"):
-        print("wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
-        return 2
+    if args.scenarios.strip():
+        names = ["hello"] if args.quick and args.scenarios == build_parser().get_default("scenarios") \
+            else _scenario_names(args)
+        for tool, package in (("wrk", "wrk"), ("h2load", "nghttp2-client")):
+            if any(SCENARIOS[n].client == tool for n in names) and not shutil.which(tool):
+                print(f"{tool} is not installed (apt-get install -y {package})", file=sys.stderr)
+                return 2
     report = run(args, log=lambda s: print(s, flush=True))
     text = render_markdown(report)
     if args.chart and render_chart(report, Path(args.chart)):

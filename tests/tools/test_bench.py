@@ -1,15 +1,18 @@
-"""tools/bench.py: output parsers, rendering, and one tiny end-to-end run.
+"""tools/bench.py: output parsers, rendering, and tiny end-to-end runs.
 
-The end-to-end test starts real server processes (rr when it can start,
+The h1 end-to-end test starts real server processes (rr when it can start,
 otherwise the floor, plus gevent.pywsgi), drives them with wrk for 1 s, and
-checks the report, the error accounting and that every process is gone.
+checks the report, the error accounting and that every process is gone. The
+h2 one does the same for rr's h2c process (``rr_app.py --h2``) under h2load.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,9 @@ BENCH_JSON {"requests": 17539, "duration_us": 1000317, "bytes": 5893104, "errors
 """
 
 H2LOAD_SAMPLE = """\
+starting benchmark...
+spawning thread #0: 5 total client(s). 1020 total requests
+Application protocol: h2c
 finished in 1.00s, 1020.00 req/s, 45.32KB/s
 requests: 1020 total, 1028 started, 1020 done, 1010 succeeded, 10 failed, 0 errored, 0 timeout
 status codes: 1010 2xx, 0 3xx, 4 4xx, 6 5xx
@@ -66,13 +72,91 @@ def test_parse_wrk_output_without_json_line_fails():
         bench.parse_wrk_output("unable to connect to 127.0.0.1:1 Connection refused\n")
 
 
+# What h2load prints when the server does not speak h2 (here: an HTTP/1.1 server). It still says h2c.
+H2LOAD_NOT_H2 = """\
+Application protocol: h2c
+
+finished in 1.42ms, 0.00 req/s, 214.12KB/s
+requests: 20 total, 4 started, 0 done, 0 succeeded, 20 failed, 20 errored, 3 timeout
+status codes: 0 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 312B (312) total, 0B (0) headers (space savings 0.00%), 0B (0) data
+                     min         max         mean         sd        +/- sd
+time for request:        0us         0us         0us         0us     0.00%
+"""
+
+
 def test_parse_h2load_output():
     r = bench.parse_h2load_output(H2LOAD_SAMPLE)
     assert r.requests == 1020
     assert r.duration_s == pytest.approx(1.0)
-    assert r.errors["status"] == 10  # 4xx + 5xx
+    assert r.errors == {"status": 10, "errored": 0, "timeout": 0}  # 4xx + 5xx: h2load's 10 "failed"
     assert r.error_count == 10
     assert r.p50_us == pytest.approx(7820)
+    assert r.proto == "h2c"
+
+
+def test_parse_h2load_output_counts_each_failure_once():
+    r = bench.parse_h2load_output(H2LOAD_NOT_H2)
+    assert r.requests == 0
+    assert r.errors == {"status": 0, "errored": 17, "timeout": 3}
+    assert r.error_count == 20  # = h2load's "failed", not failed + errored
+    assert r.p50_us is None
+
+
+def test_latency_from_log(tmp_path):
+    log = tmp_path / "log.tsv"
+    rows = [f"17957485226966{i:02d}\t200\t{(i + 1) * 100}" for i in range(100)] + ["1795748522696700\t-1\t9"]
+    log.write_text("\n".join(rows) + "\n")
+    assert bench.latency_from_log(log) == (5100.0, 10000.0)  # the failed stream (-1) is not a latency
+    assert bench.latency_from_log(tmp_path / "absent") is None
+
+
+def test_h2load_argv_body_headers_and_per_scenario_connections(tmp_path):
+    echo = bench.SCENARIOS["echo_h2"]
+    argv = bench.h2load_argv(echo, 8080, duration=5, connections=50, log_file=tmp_path / "l",
+                             body_file=tmp_path / "b")
+    assert argv[:5] == ["h2load", "-t1", "-c50", "-m10", "-D"]
+    assert ["-d", str(tmp_path / "b")] == argv[-3:-1] and argv[-1] == "http://127.0.0.1:8080/echo"
+    multi = bench.h2load_argv(bench.SCENARIOS["multi_stream_h2"], 1, duration=1, connections=50,
+                              log_file=tmp_path / "l", body_file=None)
+    assert "-c10" in multi and "-m100" in multi
+    heavy = bench.h2load_argv(bench.SCENARIOS["headers_heavy_h2"], 1, duration=1, connections=50,
+                              log_file=tmp_path / "l", body_file=None)
+    assert heavy.count("-H") == 16
+
+
+def test_h2_group_name_expands_to_every_h2_row():
+    args = bench.build_parser().parse_args(["--scenarios", "h2,hello"])
+    names = bench._scenario_names(args)
+    assert names[-1] == "hello"
+    assert set(names[:-1]) == {n for n, sc in bench.SCENARIOS.items() if sc.proto == "h2"}
+    assert {"hello_h2", "json_h2", "echo_h2", "headers_heavy_h2", "multi_request_body_h2", "multi_stream_h2",
+            "streaming_response_h2"} <= set(names)
+
+
+def test_h2_preflight_fails_on_a_server_that_does_not_speak_h2():
+    """An HTTP/1.1 server answering the h2 preface with a 400 is a ✗, not a row."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        assert not bench._answers_h2(port)
+        t.join(5)
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        why = bench.preflight(bench.SCENARIOS["hello_h2"], port)
+        assert why.startswith("h2c pre-flight request failed"), why
+    finally:
+        t.join(5)
+        listener.close()
 
 
 def _report_with(cells, servers=("floor", "pywsgi"), scenarios=("hello",), skips=None):
@@ -164,6 +248,35 @@ def test_end_to_end_two_servers(spawned):
     assert "error_500 / pywsgi: status" in text
     assert "⚠" in text
     # Every process the harness started (servers and wrk) is gone.
+    assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load is not installed (apt-get install -y nghttp2-client)")
+def test_end_to_end_h2_rr_hello(spawned):
+    """rr's h2c process under h2load, one 1 s round: a broken h2 bench path fails here."""
+    why = bench.rr_unavailable()
+    if why:
+        pytest.skip(why)
+    args = bench.build_parser().parse_args(["--servers", "rr,floor", "--scenarios", "hello_h2", "--quick",
+                                            "--connections", "4"])
+    args.command = "test"
+    report = bench.run(args, log=lambda _line: None)
+
+    assert report.scenarios == ["hello_h2"]  # --quick keeps an explicit --scenarios
+    assert report.server_skips == {}, report.server_skips
+    cell = report.cells[("hello_h2", "rr")]
+    assert cell.check == "", cell.check  # the h2c pre-flight got "Hello, World!"
+    assert len(cell.runs) == 3 and not any(r.failure for r in cell.runs), cell.runs
+    assert cell.errors == {}, cell.errors
+    for run in cell.runs:
+        assert run.proto == "h2c" and run.requests > 0 and run.cpu_pct > 0, run
+        assert run.p50_us and run.p99_us and run.p50_us <= run.p99_us
+    assert report.cells[("hello_h2", "floor")].skipped == bench.NO_H2
+
+    text = bench.render_markdown(report)
+    assert "## HTTP/2 (h2c)" in text and "| scenario | rr |" in text
+    assert "Not in this table: floor" in text
+    assert "- hello_h2: `h2load -t1 -c4 -m10`: GET /" in text
     assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
 
 

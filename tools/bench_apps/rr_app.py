@@ -1,10 +1,12 @@
-"""The benchmark app for rr: ``python rr_app.py PORT [MANUAL_PORT]``.
+"""The benchmark app for rr: ``python rr_app.py PORT [MANUAL_PORT]`` or ``python rr_app.py --h2 PORT``.
 
 Listener ``bench`` on PORT buffers bodies (``body_buffering: auto``); listener
 ``bench_manual`` on MANUAL_PORT (when given) serves the same routes with
-``body_buffering: manual`` for ``large_post_streaming``. Same routes and
-bytes as the ASGI/WSGI apps. SIGTERM drains and exits (``rr.wait`` returns),
-so ``python -m cProfile -o OUT rr_app.py ...`` writes its profile.
+``body_buffering: manual`` for ``large_post_streaming``. With ``--h2`` the one
+listener on PORT speaks HTTP/2 only (``protocols: ["http2"]``: h2c with prior
+knowledge), with rr's default http2 options. Same routes and bytes as the
+ASGI/WSGI apps. SIGTERM drains and exits (``rr.wait`` returns), so
+``python -m cProfile -o OUT rr_app.py ...`` writes its profile.
 """
 
 from __future__ import annotations
@@ -88,9 +90,9 @@ def dispatch(req):
     return TABLE.get(req.path, not_found)(req)
 
 
-def start(name: str, port: int, buffering: str) -> None:
+def start(name: str, port: int, buffering: str, protocols: tuple[str, ...] = ("http1",)) -> None:
     opts = {"port": port, "ip": "127.0.0.1", "body_buffering": buffering, "max_clients": 100_000,
-            "keep_alive_timeout": 600, "max_keep_alive_requests": 1_000_000_000}
+            "keep_alive_timeout": 600, "max_keep_alive_requests": 1_000_000_000, "protocols": list(protocols)}
     try:
         rr.start_listener(name, {**opts, "routes": list(TABLE.items())})
     except (TypeError, ValueError) as exc:
@@ -99,9 +101,13 @@ def start(name: str, port: int, buffering: str) -> None:
 
 
 def main() -> None:
-    start("bench", int(sys.argv[1]), "auto")
-    if len(sys.argv) > 2:
-        start("bench_manual", int(sys.argv[2]), "manual")
+    args = sys.argv[1:]
+    if args[:1] == ["--h2"]:
+        start("bench_h2", int(args[1]), "auto", ("http2",))
+    else:
+        start("bench", int(args[0]), "auto")
+        if len(args) > 1:
+            start("bench_manual", int(args[1]), "manual")
     rr.wait()
 
 
