@@ -370,10 +370,6 @@ def load(opts: Mapping[str, Any]) -> Config:
 
     protocols, http1, http2 = _protocols(opts.get("protocols", ["http1"]))
     tls = _tls(opts.get("tls"), alpn_protocols(protocols))
-    if tls is None and "http1" in protocols and "http2" in protocols:
-        raise _fail("protocols", list(protocols),
-                    'on plain TCP either ["http1"] or ["http2"] (h2c prior knowledge); '
-                    "http1 + http2 needs TLS (ALPN): the h2c Upgrade is not served yet")
 
     body_buffering = opts.get("body_buffering", "auto")
     if body_buffering not in ("auto", "manual"):

@@ -76,6 +76,11 @@ class ListenerRuntime:
         # pid -> Http1Conn (None while the TLS handshake runs)
         self.conns: dict[supervisors.Pid, Any] = {}
         self.loops: set[supervisors.Pid] = set()
+        # h2 stream workers alive across the listener (for max_concurrent_requests).
+        self.live_streams = 0
+        self.throttled = 0
+        # When a drain started: its deadline (monotonic), passed to Loop handlers.
+        self.drain_deadline = 0.0
 
     def info(self) -> dict[str, Any]:
         return {
@@ -83,6 +88,9 @@ class ListenerRuntime:
             "port": self.port,
             "active_clients": self.active,
             "max_clients": self.config.max_clients,
+            "max_concurrent_requests": self.config.max_concurrent_requests,
+            "live_streams": self.live_streams,
+            "throttled": self.throttled,
             "requests_served": self.requests_served,
             "accepted": self.accepted,
             "rejected": self.rejected,
@@ -255,6 +263,7 @@ def drain(runtime: ListenerRuntime, timeout: float) -> dict[str, int]:
     started = time.monotonic()
     # graceful_drain=False: a hard stop, in-flight requests are not waited for.
     deadline = started + (timeout if runtime.config.graceful_drain else 0.0)
+    runtime.drain_deadline = deadline
     runtime.draining = True
     if _DRAIN_START in telemetry._table:
         telemetry.execute(_DRAIN_START, {}, {"listener": runtime.name, "deadline": deadline})

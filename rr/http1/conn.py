@@ -38,6 +38,8 @@ until the WebSocket layer lands.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import socket
 import time
@@ -83,6 +85,21 @@ class ClientGone(ConnectionError):
 
 class _Close(Exception):
     """Internal: end the connection now, silently (timeouts, EOF, slowloris)."""
+
+
+class _SwitchH2(Exception):
+    """Internal: hand the connection to HTTP/2 (h2c preface sniffed, or Upgrade: h2c answered 101)."""
+
+    def __init__(self, initial: bytes, upgrade: Any = None) -> None:
+        self.initial = initial
+        self.upgrade = upgrade
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+# Request fields that belong to the h1 Upgrade dance, not to the request served over h2.
+_UPGRADE_FIELDS = frozenset({"connection", "upgrade", "http2-settings", "keep-alive", "proxy-connection",
+                             "transfer-encoding", "te"})
 
 
 class _Reject(Exception):
@@ -147,6 +164,8 @@ class Http1Conn:
         self.rate_bytes = 0
         self.rate_waited = 0.0
         self.min_bps = self.config.min_bytes_per_second
+        # h2c on a shared plain-TCP port: the preface is sniffed, Upgrade: h2c honoured.
+        self.h2c = scheme == "http" and "http2" in self.config.protocols
 
     # -- socket reads with deadlines ----------------------------------------
 
@@ -230,7 +249,10 @@ class Http1Conn:
 
     def read_head(self, limits: codec.Limits, deadline: float) -> codec.RequestHead:
         while True:
-            if self.buf:
+            if self.buf and self.h2c and self.requests == 0 and self.buf[:24] == _H2_PREFACE[:len(self.buf)]:
+                if len(self.buf) >= len(_H2_PREFACE):
+                    raise _SwitchH2(self.buf)
+            elif self.buf:
                 try:
                     parsed = codec.parse_head(self.buf, limits)
                 except codec.ParseError as exc:
@@ -276,6 +298,8 @@ class Http1Conn:
         )
         if body_reader is not None and config.body_buffering == "auto":
             req._body = body_reader.read_all()
+        if self.h2c and head.upgrade is not None and self.requests == 1:
+            self.maybe_upgrade(head, req, body_reader)
         keep_alive = (
             head.keep_alive
             and self.requests < config.max_keep_alive_requests
@@ -312,6 +336,37 @@ class Http1Conn:
         if not keep_alive and self.close_reason == "normal":
             self.close_reason = "keep_alive_done"
         return keep_alive and not runtime.draining
+
+    def maybe_upgrade(self, head: codec.RequestHead, req: Request, body_reader: Any) -> None:
+        """``Upgrade: h2c`` (RFC 7540 §3.2): answer 101 and hand over, the request as stream 1.
+
+        Only on the first request of a plain-TCP connection, with exactly one
+        well-formed ``HTTP2-Settings`` named in ``Connection``; otherwise the
+        request is served over HTTP/1.1 as if Upgrade were absent.
+        """
+        if "h2c" not in {t.strip().lower() for t in (head.upgrade or "").split(",")}:
+            return
+        settings = [v for k, v in head.headers if k == "http2-settings"]
+        if len(settings) != 1 or "http2-settings" not in head.connection_tokens:
+            return
+        try:
+            raw = base64.urlsafe_b64decode(settings[0].strip() + "=" * (-len(settings[0].strip()) % 4))
+        except (ValueError, binascii.Error):
+            return
+        if len(raw) % 6:
+            return
+        body = b""
+        if body_reader is not None:
+            body = req._body if req._body is not None else body_reader.read_all()
+            if body_reader.charged:
+                supervisors.release(body_reader.charged)
+                body_reader.charged = 0
+        fields = [(k, v) for k, v in head.headers if k not in _UPGRADE_FIELDS]
+        h2req = Request(head.method, head.target, head.path, head.query, "HTTP/2", Headers(fields),
+                        scheme=self.scheme, host=head.host, peer=self.peer, listener=self.runtime.name)
+        self.runtime.requests_served -= 1  # counted again as stream 1
+        self.sendall(_SWITCHING)
+        raise _SwitchH2(self.buf, (raw, h2req, body))
 
     # -- response encoding ---------------------------------------------------
 
@@ -733,6 +788,10 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
             conn.reject(rej.status, rej.reason)
         except (_Close, ClientGone):
             pass
+        except _SwitchH2 as switch:
+            conn = None
+            h2conn = serve_h2(sock, peer, runtime, scheme, switch.initial, switch.upgrade)
+            requests, close_reason = h2conn.requests, h2conn.close_reason
     finally:
         if conn is not None:
             requests, close_reason = conn.requests, conn.close_reason

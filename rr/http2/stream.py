@@ -31,7 +31,16 @@ Messages this worker sends the conn process:
 - ``("h2.credit", stream_id, n)`` — n body bytes were consumed: the conn may
   return them to the peer's flow-control windows.
 
-``Loop`` and ``WebSocket`` responses are answered 501 over h2 in this version.
+- ``("h2.response", stream_id, status, headers, body)`` — a whole ``Response``
+  whose body is at most ``2 * CHUNK``: one message, not acknowledged.
+- ``("h2.loop", stream_id)`` — this worker runs a ``Loop`` from now on: on a
+  client reset or the connection's end the conn sends it ``(rr.resp.CLOSED,)``
+  (and ``(rr.resp.DRAIN, deadline)`` on drain) instead of killing it.
+
+While a ``Loop`` runs, every message that is not one of the conn's ``h2.*``
+messages goes to its ``on_info``. ``WebSocket`` responses are answered 501 over
+h2 in this version; the stream's byte-stream interface (``H2Body.read`` in,
+``_Out.data`` out) is what an RFC 8441 tunnel will run on.
 """
 
 from __future__ import annotations
@@ -148,12 +157,20 @@ class _Out:
         self.ended = False
 
     def _acked(self, msg: Any) -> bool:
-        return isinstance(msg, tuple) and len(msg) == 2 and msg[0] == "h2.sent" and msg[1] == self.stream_id
+        return isinstance(msg, tuple) and (
+            (len(msg) == 2 and msg[0] == "h2.sent" and msg[1] == self.stream_id) or msg == (resp.CLOSED,))
 
     def _wait(self, limit: int, timeout: float | None) -> None:
         while self.in_flight > limit:
-            supervisors.receive(self._acked, timeout=timeout)
+            msg = supervisors.receive(self._acked, timeout=timeout)
+            if msg[0] is resp.CLOSED:
+                raise _Abandon()  # the stream is gone (client reset, stall, connection end)
             self.in_flight -= 1
+
+    def response(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """A whole small response in one message (the conn queues it; no acknowledgement)."""
+        self.head_sent = self.ended = True
+        supervisors.send(self.conn, ("h2.response", self.stream_id, status, headers, body))
 
     def headers(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
         self.head_sent = True
@@ -239,7 +256,7 @@ class StreamWorker:
                 result = REQUEST_TIMEOUT
         if result is None:
             result = dispatch.call(self.runtime.app, req, started)
-            if isinstance(result, resp.WebSocket | resp.Loop):
+            if isinstance(result, resp.WebSocket):
                 result = dispatch.NOT_IMPLEMENTED
         status = result.status if not isinstance(result, resp.WebSocket) else 501
         try:
@@ -249,6 +266,8 @@ class StreamWorker:
                 self.send_stream(result)
             elif isinstance(result, resp.Sendfile):
                 self.send_file(result)
+            elif isinstance(result, resp.Loop):
+                self.send_loop(result)
             self.out.drain(self.timeout)
         except (BodyTooLarge, BodyTimeout, supervisors.Timeout):
             status = -1
@@ -263,20 +282,27 @@ class StreamWorker:
         error = dispatch.crashed(self.req, self.started, exc)
         self.send_response(error)
 
-    def head(self, status: int, headers: list[tuple[str, str]], length: int | None, end: bool) -> bool:
-        """Send the response head; False (and a 500 instead) when it is invalid."""
+    def fields(self, status: int, headers: list[tuple[str, str]], length: int | None) -> list[tuple[str, str]] | None:
+        """The response head's fields; None (and a 500 sent instead) when it is invalid."""
         if not 200 <= status <= 999:
             self.crashed(ValueError(f"a handler may not return the status {status} over h2"))
-            return False
+            return None
         try:
             fields = [f for f in h2_headers(headers) if f[0] != "content-length"]
         except InvalidHeader as exc:
             self.crashed(exc)
-            return False
+            return None
         if not any(name == "date" for name, _ in fields):
             fields.append(("date", http_date()))
         if length is not None:
             fields.append(("content-length", str(length)))
+        return fields
+
+    def head(self, status: int, headers: list[tuple[str, str]], length: int | None, end: bool) -> bool:
+        """Send the response head; False (and a 500 instead) when it is invalid."""
+        fields = self.fields(status, headers, length)
+        if fields is None:
+            return False
         self.out.headers(status, fields, end)
         return True
 
@@ -290,8 +316,12 @@ class StreamWorker:
             declared = resp.get_header(result, "content-length")
             if declared is not None and declared.isdigit():
                 length = int(declared)
-        no_body = self.is_head or not body
-        if self.head(status, result.headers, length, no_body) and not no_body:
+        if len(body) <= 2 * CHUNK:
+            fields = self.fields(status, result.headers, length)
+            if fields is not None:
+                self.out.response(status, fields, b"" if self.is_head else body)
+            return
+        if self.head(status, result.headers, length, self.is_head) and not self.is_head:
             self.out.data(body, True, self.timeout)
 
     def send_stream(self, result: resp.Stream) -> None:
@@ -340,6 +370,37 @@ class StreamWorker:
         if not out.ended:
             send(b"", fin=True)
 
+    def send_loop(self, result: resp.Loop) -> None:
+        """Run the Loop here: messages to this process go to ``on_info``, ``push`` sends DATA."""
+        if self.is_head or result.status in _NO_BODY_STATUS:
+            self.head(result.status, result.headers, None, True)
+            return
+        if not self.head(result.status, result.headers, None, False):
+            return
+        supervisors.send(self.conn, ("h2.loop", self.stream_id))
+        out = self.out
+
+        def push(chunk: bytes) -> None:
+            if chunk:
+                out.data(bytes(chunk), False, self.timeout)
+
+        state = result.state
+        while True:
+            msg = supervisors.receive(_for_loop)
+            closed = isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,)
+            try:
+                state = result.on_info(msg, push, state)
+            except _Abandon:
+                raise
+            except Exception as exc:
+                dispatch.crashed(self.req, self.started, exc)
+                raise _Abandon() from exc
+            if closed:
+                raise _Abandon()  # nothing more can be sent on this stream
+            if state is resp.STOP:
+                break
+        out.data(b"", True, self.timeout)
+
     def send_file(self, result: resp.Sendfile) -> None:
         try:
             fd = os.open(result.path, os.O_RDONLY)
@@ -366,6 +427,11 @@ class StreamWorker:
                 self.out.data(chunk, length == 0, self.timeout)
         finally:
             os.close(fd)
+
+
+def _for_loop(msg: Any) -> bool:
+    """Messages a Loop's ``on_info`` sees: all but the conn's own protocol messages."""
+    return not (isinstance(msg, tuple) and msg and isinstance(msg[0], str) and msg[0].startswith("h2."))
 
 
 class _Abandon(Exception):

@@ -58,10 +58,7 @@ def test_bad_option_fails_start_listener_with_a_message_naming_it(opts, named):
     assert "bad" not in rr.listeners()
 
 
-def test_http2_is_served_but_h2c_upgrade_and_http3_are_refused():
-    # http1 + http2 on plain TCP would need the h2c Upgrade, which is not served yet.
-    with pytest.raises(ValueError, match="h2c Upgrade"):
-        rr.start_listener("h2", {"port": 0, "protocols": ["http1", "http2"]})
+def test_http2_options_are_validated_and_http3_is_refused():
     with pytest.raises(ValueError, match="http3"):
         rr.start_listener("h3", {"port": 0, "protocols": ["http1", "http3"]})
     with pytest.raises(ValueError, match="protocols.http2.max_concurrent_streams"):
@@ -71,6 +68,12 @@ def test_http2_is_served_but_h2c_upgrade_and_http3_are_refused():
     with pytest.raises(ValueError, match="window_refill_threshold"):
         rr.start_listener("h2", {"port": 0, "protocols": [
             ("http2", {"stream_window": 65535, "window_refill_threshold": 70000})]})
+    with pytest.raises(ValueError, match="protocols.http2.stall_timeout"):
+        rr.start_listener("h2", {"port": 0, "protocols": [("http2", {"stall_timeout": 0})]})
+    with pytest.raises(ValueError, match="protocols.http2.max_resets"):
+        rr.start_listener("h2", {"port": 0, "protocols": [("http2", {"max_resets": "many"})]})
+    with pytest.raises(ValueError, match="max_concurrent_requests"):
+        rr.start_listener("h2", {"port": 0, "max_concurrent_requests": 0})
 
 
 def test_alpn_is_derived_from_protocols_in_order():

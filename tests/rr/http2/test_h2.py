@@ -236,20 +236,95 @@ def test_h2c_sendfile(serve, tmp_path):
     assert res[sid].body == path.read_bytes()[10:50_010]
 
 
-def test_h2c_loop_and_websocket_are_501_for_now(serve):
-    def handler(req):
-        if req.path == "/ws":
-            return resp.WebSocket(object())
-        return resp.Loop(200, [], None, lambda msg, push, state: resp.STOP)
-
-    srv = serve(handler, **H2C)
+def test_h2c_websocket_shape_is_501_for_now(serve):
+    srv = serve(lambda req: resp.WebSocket(object()), **H2C)
     c = H2Client(srv.port)
     try:
-        a, b = c.request("GET", "/ws"), c.request("GET", "/loop")
+        sid = c.request("GET", "/ws")
         res = c.run()
     finally:
         c.close()
-    assert res[a].status == 501 and res[b].status == 501
+    assert res[sid].status == 501
+
+
+def _ticker(registry):
+    """A Loop handler: registers its pid, pushes each ("tick", n) message, stops on "stop"."""
+
+    def handler(req):
+        registry["pid"] = supervisors.self()
+        registry["ready"].set()
+
+        def on_info(msg, push, state):
+            if msg == "stop":
+                push(b"bye")
+                return resp.STOP
+            if isinstance(msg, tuple) and msg[0] == "tick":
+                push(f"tick {msg[1]};".encode())
+                return state + 1
+            registry.setdefault("other", []).append(msg)
+            if isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,):
+                registry["closed"].set()
+            if isinstance(msg, tuple) and msg[:1] == (resp.DRAIN,):
+                push(b"draining")
+                return resp.STOP
+            return state
+
+        return resp.Loop(200, [("content-type", "text/plain")], 0, on_info)
+
+    return handler
+
+
+def test_h2c_loop_pushes_messages_as_data_until_stop(serve):
+    reg = {"ready": gevent.event.Event(), "closed": gevent.event.Event()}
+    srv = serve(_ticker(reg), **H2C)
+    c = H2Client(srv.port)
+    try:
+        sid = c.request("GET", "/events")
+        c.flush()
+        gevent.spawn(lambda: (reg["ready"].wait(10), [rr.send(reg["pid"], ("tick", i)) for i in range(3)],
+                              rr.send(reg["pid"], "stop")))
+        res = c.run(timeout=10)
+    finally:
+        c.close()
+    assert res[sid].status == 200 and res[sid].reset is None
+    assert res[sid].body == b"tick 0;tick 1;tick 2;bye"
+
+
+def test_h2c_loop_is_told_when_the_client_resets_its_stream(serve):
+    reg = {"ready": gevent.event.Event(), "closed": gevent.event.Event()}
+    srv = serve(_ticker(reg), **H2C)
+    c = H2Client(srv.port)
+    try:
+        sid = c.request("GET", "/events")
+        other = c.request("GET", "/events2")
+        assert reg["ready"].wait(10)
+        c.conn.reset_stream(sid, 8)  # CANCEL
+        c.flush()
+        assert reg["closed"].wait(10), "the Loop was not told its stream was reset"
+        rr.send(reg["pid"], "stop")  # the second Loop (last registered) still runs and ends normally
+        res = c.run([other], timeout=10)
+    finally:
+        c.close()
+    assert res[other].status == 200 and res[other].body.endswith(b"bye")
+
+
+def test_h2c_loop_gets_drain_and_finishes(serve):
+    reg = {"ready": gevent.event.Event(), "closed": gevent.event.Event()}
+    srv = serve(_ticker(reg), **H2C)
+    # nghttp2 keeps reading streams below a GOAWAY's last_stream_id (the h2 client library
+    # would close the whole connection on the GOAWAY that drain sends first).
+    busy = subprocess.Popen(["nghttp", "-v", f"http://127.0.0.1:{srv.port}/events"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert reg["ready"].wait(10)
+        result = rr.drain(srv.name, timeout=10)
+        out, _ = busy.communicate(timeout=10)
+    finally:
+        if busy.returncode is None:
+            busy.kill()
+    text = out.decode()
+    assert "recv GOAWAY frame" in text and ":status: 200" in text and "draining" in text
+    assert result["killed"] == 0  # the connection may even have finished before drain counted it
 
 
 @pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp not installed")
@@ -369,18 +444,20 @@ def test_h2c_response_headers_lowercased_with_date(serve):
     assert res.header("date") and res.header("content-length") == "1"
 
 
-def test_h2c_uppercase_request_header_is_a_protocol_error(serve):
+def test_h2c_uppercase_request_header_resets_only_that_stream(serve):
     srv = serve(app, **H2C)
     c = H2Client(srv.port)
     c.conn.config.validate_outbound_headers = False
     c.conn.config.normalize_outbound_headers = False
     try:
-        c.request("GET", "/", headers=[("X-Upper", "1")])
-        with pytest.raises(ConnectionError):
-            c.run(timeout=5)
-        assert c.goaway is not None and c.goaway.error_code == 1  # PROTOCOL_ERROR
+        bad = c.request("GET", "/", headers=[("X-Upper", "1")])
+        good = c.request("GET", "/")
+        res = c.run(timeout=5)
     finally:
         c.close()
+    # RFC 9113 §8.1.1: a malformed request is a stream error of type PROTOCOL_ERROR.
+    assert res[bad].reset == 1 and res[bad].status is None
+    assert res[good].status == 200 and c.goaway is None
 
 
 def test_h2c_header_block_over_max_header_block_ends_the_connection(serve):
