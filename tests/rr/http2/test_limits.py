@@ -1,0 +1,355 @@
+"""HTTP/2 limits and flood guards, crossed on raw connections (``tests.rr.http2.frames``).
+
+Every option under ``protocols=[("http2", {...})]`` that bounds what a client
+can make rr hold or do, plus the listener-wide ``max_concurrent_requests``:
+each test goes just past the limit and checks the answer (REFUSED_STREAM, 431,
+GOAWAY(ENHANCE_YOUR_CALM), RST_STREAM(CANCEL)) and, where it matters, that the
+connection still serves.
+
+Flood tests use the *default* budgets and send at least ``FLOOD`` frames (far
+over any budget) from a background greenlet while the test reads: the GOAWAY
+must come within ``FLOOD_DEADLINE`` of the flood's start, and the process's
+resident memory (the server runs in this process) must not grow by more than
+``RSS_SLACK``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import gevent.event
+import pytest
+
+import rr
+from rr import resp, telemetry
+from tests.rr.http2 import frames as fr
+from tests.rr.http2.frames import Peer
+
+FLOOD = 10_000
+FLOOD_DEADLINE = 1.0
+RSS_SLACK = 48 * 1024 * 1024
+
+
+class Gate:
+    """Handlers on ``/hold`` wait here; ``entered`` counts the ones waiting."""
+
+    def __init__(self) -> None:
+        self.event = gevent.event.Event()
+        self.entered = 0
+
+    def hold(self) -> None:
+        self.entered += 1
+        self.event.wait(20)
+
+    def wait_entered(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.entered < n:
+            assert time.monotonic() < deadline, f"{self.entered} of {n} handlers started"
+            gevent.sleep(0.005)
+
+
+@pytest.fixture
+def gate():
+    g = Gate()
+    yield g
+    g.event.set()
+
+
+def make_app(gate: Gate):
+    def app(req):
+        if req.path == "/hold":
+            gate.hold()
+        elif req.path.startswith("/bytes/"):
+            return resp.Response(200, [("content-type", "application/octet-stream")],
+                                 b"x" * int(req.path[7:]))
+        elif req.path == "/empty":
+            return resp.Response(204, [], b"")
+        elif req.path == "/endless":
+            def fn(send):
+                chunk = b"e" * 65536
+                for _ in range(4096):  # 256 MiB if anyone read it all
+                    send(chunk)
+                send(b"", fin=True)
+            return resp.Stream(200, [("content-type", "application/octet-stream")], fn)
+        return resp.text(200, "ok")
+    return app
+
+
+@pytest.fixture
+def h2(serve, gate):
+    """``h2(**http2_options)`` → a served h2c listener running ``make_app(gate)``."""
+    def start(listener_opts=None, **http2_opts):
+        protocols = [("http2", http2_opts)] if http2_opts else ["http2"]
+        return serve(make_app(gate), protocols=protocols, **(listener_opts or {}))
+    return start
+
+
+def connect(srv, **kw) -> Peer:
+    p = Peer(srv.port, **kw)
+    p.handshake()
+    return p
+
+
+# -- max_concurrent_streams -------------------------------------------------------------
+
+
+def test_max_concurrent_streams_is_advertised_and_the_excess_stream_refused(h2, gate):
+    srv = h2(max_concurrent_streams=3)
+    with connect(srv) as p:
+        assert p.server_settings[fr.MAX_CONCURRENT_STREAMS] == 3
+        for sid in (1, 3, 5):
+            p.request(sid, "/hold")
+        p.request(7, "/hold")
+        p.expect_rst(7, fr.REFUSED_STREAM)
+        assert all(p.responses.get(s) is None for s in (1, 3, 5))
+        gate.event.set()
+        for sid in (1, 3, 5):
+            assert p.response(sid).status == 200
+        assert p.expect_alive(9).body == b"ok"
+    assert gate.entered == 3
+
+
+def test_max_concurrent_streams_default_is_100(h2):
+    srv = h2()
+    with connect(srv) as p:
+        assert p.server_settings[fr.MAX_CONCURRENT_STREAMS] == 100
+
+
+# -- max_header_block -----------------------------------------------------------------------
+
+
+def split_block(p: Peer, sid: int, block: bytes, size: int = 8192) -> list[bytes]:
+    """HEADERS + CONTINUATIONs carrying ``block`` in fragments of ``size``."""
+    parts = [block[i:i + size] for i in range(0, len(block), size)]
+    wire = [p.headers(sid, parts[0], end_headers=len(parts) == 1)]
+    for i, part in enumerate(parts[1:], 1):
+        wire.append(fr.frame(fr.CONTINUATION, fr.END_HEADERS if i == len(parts) - 1 else 0, sid, part))
+    return wire
+
+
+def raw_block(p: Peer, extra_value_len: int) -> bytes:
+    """A request block with one header whose value is ``extra_value_len`` raw octets (no Huffman)."""
+    fields = [(k.encode(), v.encode()) for k, v in p.request_fields()]
+    return p.encoder.encode([*fields, (b"x-pad", b"p" * extra_value_len)], huffman=False)
+
+
+def test_header_block_at_max_header_block_is_served(h2):
+    srv = h2()
+    with connect(srv) as p:
+        block = raw_block(p, 16000)
+        assert 16000 < len(block) <= 16384
+        p.send(*split_block(p, 1, block))
+        assert p.response(1).status == 200
+
+
+def test_header_block_over_max_header_block_is_enhance_your_calm(h2):
+    srv = h2()
+    with connect(srv) as p:
+        block = raw_block(p, 17000)
+        assert len(block) > 16384
+        p.send(*split_block(p, 1, block))
+        p.expect_goaway(fr.ENHANCE_YOUR_CALM)
+
+
+def test_continuation_flood_is_enhance_your_calm_within_a_second(h2):
+    srv = h2()
+    with connect(srv) as p:
+        block = p.block(p.request_fields())
+        wire = p.headers(1, block[:4], end_headers=False) + fr.frame(fr.CONTINUATION, 0, 1, b"") * FLOOD
+        flood(p, wire)
+
+
+# -- max_header_list_size --------------------------------------------------------------------
+
+
+def big_list(p: Peer, copies: int, value_len: int = 3000) -> list[tuple[str, str]]:
+    """A request whose decoded list is large but whose block is small (the dynamic table repeats it)."""
+    return p.request_fields(extra=[("x-big", "v" * value_len)] * copies)
+
+
+def list_size(fields: list[tuple[str, str]]) -> int:
+    return sum(len(k) + len(v) + 32 for k, v in fields)
+
+
+def test_max_header_list_size_is_advertised_and_a_bigger_request_is_431(h2):
+    srv = h2()
+    with connect(srv) as p:
+        assert p.server_settings[fr.MAX_HEADER_LIST_SIZE] == 32768
+        fields = big_list(p, 11)
+        assert list_size(fields) > 32768
+        block = p.block(fields)
+        assert len(block) < 16384  # within max_header_block: only the decoded size is over
+        p.send(p.headers(1, block))
+        res = p.response(1)
+        assert res.status == 431 and res.reset is None
+        assert len(res.body) < 1024
+        assert p.goaway is None
+        fields = big_list(p, 9)
+        assert list_size(fields) < 32768
+        p.send(p.headers(3, fields))
+        assert p.response(3).status == 200
+        assert p.expect_alive(5).body == b"ok"
+
+
+# -- max_concurrent_requests (listener-wide) ---------------------------------------------------
+
+
+def test_max_concurrent_requests_refuses_the_excess_stream_across_connections(h2, gate):
+    seen = []
+    telemetry.attach("t-h2-throttled", ("rr", "request", "throttled"),
+                     lambda event, meas, meta, cfg: seen.append(dict(meta)))
+    try:
+        srv = h2({"max_concurrent_requests": 2})
+        with connect(srv) as a, connect(srv) as b:
+            a.request(1, "/hold")
+            b.request(1, "/hold")
+            gate.wait_entered(2)
+            a.request(3, "/hold")
+            a.expect_rst(3, fr.REFUSED_STREAM)
+            b.request(3, "/")
+            b.expect_rst(3, fr.REFUSED_STREAM)
+            assert rr.listener_info(srv.name)["throttled"] == 2
+            assert gate.entered == 2
+            gate.event.set()
+            assert a.response(1).status == 200 and b.response(1).status == 200
+            # the workers end just after their responses: then the listener has room again
+            deadline = time.monotonic() + 10
+            while srv.info()["live_streams"] and time.monotonic() < deadline:
+                gevent.sleep(0.01)
+            assert a.expect_alive(5).body == b"ok"
+    finally:
+        telemetry.detach("t-h2-throttled")
+    assert len(seen) == 2
+    assert all(m["listener"] == srv.name and m["reason"] == "max_concurrent_requests" for m in seen)
+
+
+# -- floods ----------------------------------------------------------------------------------
+
+
+def flood(p: Peer, wire: bytes) -> None:
+    """Send ``wire`` in the background; GOAWAY(ENHANCE_YOUR_CALM) within the deadline, bounded memory."""
+    p.auto_ack = False  # only the sender greenlet writes from now on
+    before = fr.rss()
+    started = time.monotonic()
+    sender = fr.send_in_background(p, wire)
+    try:
+        p.wait(lambda: p.goaway is not None, timeout=FLOOD_DEADLINE + 4, what="GOAWAY")
+        elapsed = time.monotonic() - started
+        assert p.goaway.error_code == fr.ENHANCE_YOUR_CALM, p.describe()
+        assert elapsed < FLOOD_DEADLINE, f"GOAWAY after {elapsed:.2f}s"
+        p.expect_closed()
+    finally:
+        sender.kill()
+    grown = fr.rss() - before
+    assert grown < RSS_SLACK, f"RSS grew by {grown / 2**20:.1f} MiB"
+
+
+def test_rapid_reset_flood_is_enhance_your_calm(h2):
+    srv = h2()
+    with connect(srv) as p:
+        block = p.block(p.request_fields())  # the encoder state is the same for every copy after the first
+        again = p.block(p.request_fields())
+        wire = [fr.frame(fr.HEADERS, fr.END_HEADERS | fr.END_STREAM, 1, block), fr.rst(1)]
+        for i in range(1, FLOOD):
+            sid = 2 * i + 1
+            wire += [fr.frame(fr.HEADERS, fr.END_HEADERS | fr.END_STREAM, sid, again), fr.rst(sid)]
+        flood(p, b"".join(wire))
+
+
+def test_ping_flood_is_enhance_your_calm(h2):
+    srv = h2()
+    with connect(srv) as p:
+        flood(p, b"".join(fr.ping(i.to_bytes(8, "big")) for i in range(FLOOD)))
+        assert 0 < len(p.pings) <= 101  # the budget's worth answered, not the flood
+
+
+def test_settings_flood_is_enhance_your_calm(h2):
+    srv = h2()
+    with connect(srv) as p:
+        flood(p, fr.settings((fr.HEADER_TABLE_SIZE, 4096)) * FLOOD)
+
+
+def test_priority_flood_is_enhance_your_calm(h2):
+    srv = h2()
+    with connect(srv) as p:
+        flood(p, b"".join(fr.priority(2 * (i % 50) + 1, depends_on=0, weight=1 + i % 256)
+                          for i in range(FLOOD)))
+
+
+def test_window_update_flood_is_enhance_your_calm(h2):
+    srv = h2()
+    with connect(srv) as p:
+        flood(p, fr.window_update(0, 1) * FLOOD)
+
+
+def test_empty_data_flood_is_enhance_your_calm(h2, gate):
+    srv = h2()
+    with connect(srv) as p:
+        p.request(1, "/hold", "POST", end_stream=False)
+        flood(p, fr.data(1, b"") * FLOOD)
+
+
+def test_a_window_update_after_every_data_frame_is_not_a_flood(h2):
+    """5 MB in 4 KiB DATA frames (the client's stream window): over 1000 WINDOW_UPDATEs, all legit."""
+    srv = h2()
+    size = 5 * 1024 * 1024
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 4096))) as p:
+        p.send(fr.window_update(0, fr.WINDOW_MAX - 65535))  # the connection window once, wide open
+        p.request(1, f"/bytes/{size}")
+        updates = 0
+        deadline = time.monotonic() + 30
+        while not p.responses.get(1, fr.Response()).done:
+            f = p.read_frame(max(0.0, deadline - time.monotonic()))
+            assert f is not None and not isinstance(f, fr.GoAwayFrame), p.describe()
+            if isinstance(f, fr.DataFrame) and f.stream_id == 1 and f.data and "END_STREAM" not in f.flags:
+                p.send(fr.window_update(1, len(f.data)))
+                updates += 1
+        res = p.responses[1]
+        assert res.status == 200 and res.reset is None and len(res.body) == size
+        assert updates > 1000  # more than max_window_updates on its own
+        assert p.expect_alive(3).body == b"ok"
+        assert p.goaway is None
+
+
+# -- stall_timeout ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["zero_initial_window", "exhausted_window"])
+def test_stream_stalled_on_flow_control_is_cancelled_after_stall_timeout(h2, how):
+    srv = h2(stall_timeout=0.5)
+    initial = 0 if how == "zero_initial_window" else 65535
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, initial))) as p:
+        started = time.monotonic()
+        p.request(1, "/bytes/200000")
+        p.expect_rst(1, fr.CANCEL, timeout=10)
+        waited = time.monotonic() - started
+        assert 0.45 <= waited < 5, f"reset after {waited:.2f}s"
+        assert len(p.responses[1].body) == min(initial, 200000)
+        # other streams are still served (a bodiless answer needs no window)
+        p.request(3, "/empty")
+        res = p.response(3)
+        assert res.status == 204 and res.reset is None
+        assert p.goaway is None
+
+
+# -- a client that never reads -------------------------------------------------------------------
+
+
+def test_client_that_never_reads_is_closed_by_the_write_timeout_with_bounded_memory(h2):
+    srv = h2({"request_timeout": 1.0})
+    before = fr.rss()
+    wide = fr.settings((fr.INITIAL_WINDOW_SIZE, fr.WINDOW_MAX))
+    with connect(srv, settings_frame=wide) as p:
+        p.send(fr.window_update(0, fr.WINDOW_MAX - 65535))
+        for sid in (1, 3, 5, 7):
+            p.request(sid, "/endless")
+        # and now never read: the server's writes block once the socket buffers are full
+        deadline = time.monotonic() + 15
+        while srv.info()["active_clients"] and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        assert srv.info()["active_clients"] == 0, "the connection is still open"
+        assert srv.info()["live_streams"] == 0
+        grown = fr.rss() - before
+        assert grown < RSS_SLACK, f"RSS grew by {grown / 2**20:.1f} MiB"
+        p.expect_closed(timeout=10)  # what was buffered, then the end
