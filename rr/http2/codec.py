@@ -265,6 +265,27 @@ _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 _BAD_VALUE = ("\r", "\n", "\0")
 
 
+def only_indexed(block: bytes) -> bool:
+    """True when every field of ``block`` is an indexed representation (RFC 7541 §6.1).
+
+    Such a block neither inserts into nor resizes the dynamic table: decoding it
+    again under an unchanged table gives the same list, so its decoded (and
+    validated) form can be cached until the next block that changes the table.
+    """
+    i = 0
+    n = len(block)
+    while i < n:
+        b = block[i]
+        if not b & 0x80:
+            return False
+        i += 1
+        if b & 0x7F == 0x7F:
+            while i < n and block[i] & 0x80:
+                i += 1
+            i += 1
+    return i == n
+
+
 def field_list_size(fields: Any) -> int:
     """RFC 9113 §6.5.2: the sum of name + value lengths plus 32 per field."""
     return sum(len(n) + len(v) + 32 for n, v in fields)

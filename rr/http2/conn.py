@@ -91,6 +91,8 @@ BATCH = 64
 READ_AHEAD = 2
 # CONTINUATION frames one header block may have.
 MAX_CONTINUATIONS = 64
+# Decoded header blocks remembered per connection (only-indexed blocks, see codec.only_indexed).
+BLOCK_CACHE = 64
 # Closed stream ids remembered (to tell "closed" from "never opened").
 CLOSED_MEMORY = 512
 
@@ -190,6 +192,8 @@ class Http2Conn:
         # The decoder bounds decompression work; between max_header_list_size and this
         # cap a request gets 431, beyond it the connection ends.
         self.decoder = hpack.Decoder(max_header_list_size=max(4 * opts.max_header_list_size, 65536))
+        self.block_cache: dict[bytes, list[Any]] = {}
+        self.validated: dict[int, Any] = {}  # id(decoded list) -> validate_request result
         self.preface = b""
         self.preface_ok = False
         self.settings_seen = False
@@ -473,12 +477,24 @@ class Http2Conn:
         block = self.hb_parts[0] if len(self.hb_parts) == 1 else b"".join(self.hb_parts)
         self.hb_sid = 0
         self.hb_parts = []
-        try:
-            decoded = list(self.decoder.decode(block, raw=True))
-        except hpack.exceptions.OversizedHeaderListError:
-            raise FrameError(codec.ENHANCE_YOUR_CALM, "decoded header list far over the limit") from None
-        except (hpack.exceptions.HPACKError, IndexError, ValueError) as exc:
-            raise FrameError(codec.COMPRESSION_ERROR, f"HPACK: {exc}") from None
+        cached = None
+        if codec.only_indexed(block):
+            cached = self.block_cache.get(block)
+        else:
+            self.block_cache.clear()  # the dynamic table may change: cached decodings go stale
+        if cached is not None:
+            decoded = cached
+        else:
+            try:
+                decoded = list(self.decoder.decode(block, raw=True))
+            except hpack.exceptions.OversizedHeaderListError:
+                raise FrameError(codec.ENHANCE_YOUR_CALM, "decoded header list far over the limit") from None
+            except (hpack.exceptions.HPACKError, IndexError, ValueError) as exc:
+                raise FrameError(codec.COMPRESSION_ERROR, f"HPACK: {exc}") from None
+            if codec.only_indexed(block):
+                if len(self.block_cache) >= BLOCK_CACHE:
+                    self.block_cache.clear()
+                self.block_cache[block] = decoded
         st = self.streams.get(sid)
         if st is not None and not st.closed:
             self.on_trailers(st, decoded)
@@ -523,15 +539,24 @@ class Http2Conn:
                                   {"listener": runtime.name, "reason": "max_concurrent_requests"})
             self.refuse(sid)
             return
-        try:
-            pseudo, fields, length = codec.validate_request(decoded)
-        except Malformed as exc:
-            self.remember_closed(sid, "reset")
-            _log.debug("h2 malformed request", stream_id=sid, reason=str(exc))
-            raise _StreamError(sid, codec.PROTOCOL_ERROR) from None
+        checked = self.validated.get(id(decoded))
+        if checked is None or checked[0] is not decoded:
+            try:
+                pseudo, fields, length = codec.validate_request(decoded)
+            except Malformed as exc:
+                self.remember_closed(sid, "reset")
+                _log.debug("h2 malformed request", stream_id=sid, reason=str(exc))
+                raise _StreamError(sid, codec.PROTOCOL_ERROR) from None
+            size = codec.field_list_size(decoded)
+            if len(self.validated) >= BLOCK_CACHE:
+                self.validated.clear()
+            self.validated[id(decoded)] = (decoded, pseudo, tuple(fields), length, size)
+        else:
+            _, pseudo, fields, length, size = checked
+            fields = list(fields)
         self.requests += 1
         runtime.requests_served += 1
-        if codec.field_list_size(decoded) > opts.max_header_list_size:
+        if size > opts.max_header_list_size:
             self.answer_inline(sid, 431, ended)
             return
         if pseudo[":method"] == "CONNECT":
