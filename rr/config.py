@@ -62,7 +62,7 @@ class Http2Options:
     max_pings: int = 100
     max_settings: int = 100
     max_priority: int = 1000
-    # WINDOW_UPDATE frames beyond one per DATA frame rr sent in the window.
+    # WINDOW_UPDATE frames beyond two per DATA frame rr sent in the window (stream + connection).
     max_window_updates: int = 1000
     # DATA frames with no payload and no END_STREAM.
     max_empty_data: int = 100

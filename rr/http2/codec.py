@@ -261,7 +261,7 @@ class Malformed(Exception):
 _REQUEST_PSEUDO = frozenset({":method", ":scheme", ":authority", ":path", ":protocol"})
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding",
                                   "upgrade"})
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 _BAD_VALUE = ("\r", "\n", "\0")
 
 
@@ -315,7 +315,7 @@ def validate_request(decoded: list[Any], connect_protocol: bool = False
             pseudo[name] = value
             continue
         regular = True
-        if not name or not _TOKEN.issuperset(name):
+        if not name or not TOKEN.issuperset(name):
             raise Malformed(f"invalid field name {name!r}")
         if name in _CONNECTION_SPECIFIC:
             raise Malformed(f"connection-specific field {name}")
@@ -366,7 +366,7 @@ def validate_trailers(decoded: list[Any]) -> list[tuple[str, str]]:
     for raw_name, raw_value in decoded:
         name = raw_name.decode("latin-1")
         value = raw_value.decode("latin-1")
-        if not name or not _TOKEN.issuperset(name) or name in _CONNECTION_SPECIFIC:
+        if not name or not TOKEN.issuperset(name) or name in _CONNECTION_SPECIFIC:
             raise Malformed(f"invalid trailer {name!r}")
         if any(c in value for c in _BAD_VALUE):
             raise Malformed(f"invalid value of trailer {name}")

@@ -46,8 +46,8 @@ messages unacknowledged here, so a slow client slows only its own streams.
 
 Flood guards: per ``flood_window`` the connection may receive ``max_resets``
 client resets (refused streams count too: Rapid Reset), ``max_pings``,
-``max_settings``, ``max_priority`` frames, ``max_window_updates`` beyond one
-per DATA frame sent, and ``max_empty_data`` empty non-final DATA frames;
+``max_settings``, ``max_priority`` frames, ``max_window_updates`` beyond two
+per DATA frame sent (one for the stream, one for the connection), and ``max_empty_data`` empty non-final DATA frames;
 over any budget: ``GOAWAY(ENHANCE_YOUR_CALM)``. A header block is bounded by
 ``max_header_block`` encoded bytes and 64 CONTINUATION frames; a decoded one
 over ``max_header_list_size`` is answered ``431`` on its stream.
@@ -670,7 +670,7 @@ class Http2Conn:
     def on_window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise FrameError(codec.FRAME_SIZE_ERROR, "WINDOW_UPDATE not 4 octets")
-        self.spend(4, self.opts.max_window_updates + self.data_sent)
+        self.spend(4, self.opts.max_window_updates + 2 * self.data_sent)  # stream + connection
         inc = codec.u32(payload) & 0x7FFFFFFF
         if sid == 0:
             if inc == 0:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import supervisors
 from rr import dispatch
 from rr import response as resp
+from rr.http2 import codec
 from rr.request import Request
 
 if TYPE_CHECKING:
@@ -206,21 +207,35 @@ class InvalidHeader(ValueError):
     """A response header name or value that cannot go on the wire."""
 
 
+# Lowercased response field names already found to be tokens (bounded: cleared when full).
+_valid_names: dict[str, str] = {}
+
+
 def h2_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Response headers for h2: lowercase names, connection-specific fields dropped.
 
-    Raises ``InvalidHeader`` for CR, LF or NUL anywhere, an empty name, or a
-    name that is not a token (pseudo-headers included).
+    Raises ``InvalidHeader`` for CR, LF or NUL in a value, or a name that is
+    empty or not a token (pseudo-headers included).
     """
     out = []
+    valid = _valid_names
     for name, value in headers:
-        if not isinstance(name, str) or not isinstance(value, str):
+        lname = valid.get(name) if isinstance(name, str) else None
+        if lname is None:
+            if not isinstance(name, str):
+                raise InvalidHeader(f"header {name!r} is not a str pair")
+            lname = name.lower()
+            if lname in _DROPPED:
+                continue
+            if not lname or not codec.TOKEN.issuperset(lname):
+                raise InvalidHeader(f"invalid response header {name!r}")
+            if len(valid) >= 1024:
+                valid.clear()
+            valid[name] = lname
+        if not isinstance(value, str):
             raise InvalidHeader(f"header {name!r} is not a str pair")
-        lname = name.lower()
-        if lname in _DROPPED:
-            continue
-        if not lname or any(c in lname for c in ' \t\r\n\0:"(),/;<=>?@[\\]{}') or any(c in value for c in "\r\n\0"):
-            raise InvalidHeader(f"invalid response header {name!r}")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise InvalidHeader(f"invalid value of response header {name!r}")
         out.append((lname, value))
     return out
 
