@@ -146,6 +146,41 @@ def test_h2c_crash_isolation_one_of_twenty_streams_gets_500(serve):
     assert all(res[s].body == b"hello h2" for i, s in enumerate(sids) if i != 7)
 
 
+@pytest.mark.parametrize("failure", ["raise", "max_heap"])
+def test_h2c_one_failing_stream_leaves_99_concurrent_siblings_answered(serve, failure):
+    """100 streams open at once on one connection; one handler raises (or blows its
+    max_heap buffering a body); the other 99 are held until all of them are running,
+    then each answers its own body."""
+    all_in = gevent.event.Event()
+    running = []
+
+    def handler(req):
+        if req.path == "/fail":
+            if failure == "raise":
+                raise RuntimeError("this stream fails on purpose")
+            return resp.text(200, str(len(req.read_body())))
+        running.append(req.path)
+        if len(running) == 99:
+            all_in.set()
+        assert all_in.wait(20)
+        return resp.text(200, f"sibling {req.path}")
+
+    opts = {"handler_spawn": {"max_heap": 512 * 1024}} if failure == "max_heap" else {}
+    srv = serve(handler, **opts, **H2C)
+    c = H2Client(srv.port)
+    try:
+        sids = [c.request("GET", f"/s{i}") for i in range(50)]
+        bad = c.request("POST", "/fail", body=b"z" * (2 * 1024 * 1024) if failure == "max_heap" else b"")
+        sids += [c.request("GET", f"/s{i}") for i in range(50, 99)]
+        res = c.run(timeout=30)
+    finally:
+        c.close()
+    assert res[bad].status == 500
+    assert [res[s].status for s in sids] == [200] * 99
+    assert [res[s].body for s in sids] == [f"sibling /s{i}".encode() for i in range(99)]
+    assert c.goaway is None
+
+
 def test_h2c_worker_over_max_heap_fails_alone(serve):
     def handler(req):
         if req.path == "/upload":
@@ -397,9 +432,11 @@ def test_nghttp_h2c_prior_knowledge_trace(serve):
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed")
-def test_h2load_2000_requests_10_connections_20_streams(serve):
+@pytest.mark.parametrize("streams", [20, 100])
+def test_h2load_2000_requests_10_connections_many_streams(serve, streams):
     srv = serve(app, **H2C)
-    proc = run("h2load", "-n", "2000", "-c", "10", "-m", "20", f"http://127.0.0.1:{srv.port}/", timeout=120)
+    proc = run("h2load", "-n", "2000", "-c", "10", "-m", str(streams), f"http://127.0.0.1:{srv.port}/",
+               timeout=120)
     out = proc.stdout.decode()
     assert "2000 succeeded, 0 failed" in out, out
     assert "status codes: 2000 2xx" in out, out
