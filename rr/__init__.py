@@ -25,6 +25,7 @@ import supervisors
 from rr import config as _config
 from rr import listener as _listener
 from rr import log, telemetry
+from rr import middleware as _middleware
 from rr import response as resp
 from rr import router as _router
 from rr.http1.conn import ClientGone
@@ -54,7 +55,7 @@ def _root() -> supervisors.Pid:
 def _compile_app(config: _config.Config) -> Any:
     routes = config.routes if config.routes is not None else config.handler or _default_handler
     try:
-        return _router.compile_app(routes, config.middlewares, config.not_found)
+        return _router.compile_app(routes, _middleware.listener_chain(config), config.not_found)
     except ValueError as exc:
         raise ValueError(f"invalid listener option 'routes': {exc}") from None
 
@@ -152,7 +153,7 @@ def reload_routes(name: str, routes: Any) -> None:
     if not isinstance(routes, list) and not callable(routes):
         raise ValueError("invalid listener option 'routes': a handler callable or a list of routes")
     try:
-        app = _router.compile_app(routes, config.middlewares, config.not_found)
+        app = _router.compile_app(routes, _middleware.listener_chain(config), config.not_found)
     except ValueError as exc:
         raise ValueError(f"invalid listener option 'routes': {exc}") from None
     runtime.app = app

@@ -115,6 +115,7 @@ class Config:
     handler_spawn: SpawnOptions
     graceful_drain: bool
     access_log: bool
+    alt_svc: str | None
     raw: Mapping[str, Any] = field(compare=False, repr=False)
 
     @property
@@ -304,6 +305,14 @@ def server_context(
     return ctx
 
 
+def _alt_svc(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip() or any(c in raw for c in "\r\n\0"):
+        raise _fail("alt_svc", raw, 'an Alt-Svc field value such as \'h3=":443"; ma=86400\' (no CR/LF)')
+    return raw
+
+
 def _spawn_options(raw: Any) -> SpawnOptions:
     if raw is None:
         return SpawnOptions()
@@ -331,7 +340,7 @@ _KEYS = {
     "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
-    "handler_spawn", "graceful_drain", "access_log", "not_found",
+    "handler_spawn", "graceful_drain", "access_log", "not_found", "alt_svc",
 }  # fmt: skip
 
 
@@ -412,5 +421,7 @@ def load(opts: Mapping[str, Any]) -> Config:
         # False makes drain a hard stop: connections are killed without waiting.
         graceful_drain=_bool(opts, "graceful_drain", True),
         access_log=_bool(opts, "access_log", False),
+        # An Alt-Svc field value (RFC 7838) added to every response, e.g. 'h3=":443"; ma=86400'.
+        alt_svc=_alt_svc(opts.get("alt_svc")),
         raw=dict(opts),
     )

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rr import response as resp
+
 Handler = Callable[[Any], Any]
 Middleware = Callable[[Any, Handler, Any], Any]
 
@@ -57,3 +59,22 @@ def chain(middlewares: Sequence[tuple[Middleware, Any]], handler: Handler) -> Ha
     for mw, state in reversed(middlewares):
         app = _link(mw, state, app)
     return app
+
+
+def alt_svc(req: Any, nxt: Handler, value: str) -> Any:
+    """The listener's ``alt_svc`` option: advertise alternative services (RFC 7838), e.g. h3.
+
+    Added to every response that does not carry its own ``alt-svc``, on every
+    protocol; rr puts it outermost in the chain when the option is set.
+    """
+    result = nxt(req)
+    if isinstance(result, resp.WebSocket) or resp.get_header(result, "alt-svc") is not None:
+        return result
+    return resp.with_header(result, "alt-svc", value)
+
+
+def listener_chain(config: Any) -> tuple[Any, ...]:
+    """The listener's middleware entries, with rr's own (``alt_svc``) outermost when configured."""
+    if config.alt_svc is not None:
+        return ((alt_svc, config.alt_svc), *config.middlewares)
+    return tuple(config.middlewares)

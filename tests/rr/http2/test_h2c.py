@@ -113,3 +113,20 @@ def test_h2load_prior_knowledge_on_the_shared_port(serve):
                        capture_output=True, timeout=60)
     text = p.stdout.decode()
     assert "400 succeeded, 0 failed" in text and "h2c" in text, text
+
+
+def test_alt_svc_option_is_added_on_h1_and_h2_unless_the_handler_set_one(serve):
+    def handler(req):
+        if req.path == "/own":
+            return resp.text(200, "own", headers=[("alt-svc", "clear")])
+        return resp.text(200, "ok")
+
+    srv = serve(handler, alt_svc='h3=":4433"; ma=60', **SHARED)
+    _, err = curl("--http1.1", f"{srv.url}/")
+    assert '< alt-svc: h3=":4433"; ma=60' in err
+    _, err = curl("--http2-prior-knowledge", f"{srv.url}/")
+    assert '< alt-svc: h3=":4433"; ma=60' in err
+    _, err = curl("--http2-prior-knowledge", f"{srv.url}/own")
+    assert "< alt-svc: clear" in err and "4433" not in err
+    with pytest.raises(ValueError, match="alt_svc"):
+        serve(handler, alt_svc="h3\r\nx: y")
