@@ -20,6 +20,7 @@ Events rr emits (measurements / metadata):
 ``("rr", "request", "stop")``          ``duration`` (s) / ... plus ``status``
 ``("rr", "request", "exception")``     ``duration`` / ... plus ``kind``, ``reason``
 ``("rr", "request", "rejected")``      ``{}`` / listener, peer, status, reason
+``("rr", "request", "throttled")``     ``system_time`` / listener, reason (h2 stream over max_concurrent_requests)
 ``("rr", "listener", "accept")``       ``{}`` / listener, peer
 ``("rr", "listener", "conn_rejected")``  ``{}`` / listener, peer, reason
 ``("rr", "conn", "close")``            ``duration``, ``requests`` / listener, peer, reason
