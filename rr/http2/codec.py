@@ -265,24 +265,54 @@ TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 _BAD_VALUE = ("\r", "\n", "\0")
 
 
-def only_indexed(block: bytes) -> bool:
-    """True when every field of ``block`` is an indexed representation (RFC 7541 §6.1).
+def _skip_int(block: bytes, i: int, prefix_mask: int) -> tuple[int, int]:
+    """RFC 7541 §5.1: (value, next position) of the integer whose first octet is at ``i``."""
+    value = block[i] & prefix_mask
+    i += 1
+    if value < prefix_mask:
+        return value, i
+    shift = 0
+    n = len(block)
+    while i < n:
+        b = block[i]
+        i += 1
+        value += (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+        if shift > 28:
+            break
+    return -1, n + 1  # truncated or absurd: not ours to judge, the decoder will
 
-    Such a block neither inserts into nor resizes the dynamic table: decoding it
-    again under an unchanged table gives the same list, so its decoded (and
-    validated) form can be cached until the next block that changes the table.
+
+def table_neutral(block: bytes) -> bool:
+    """True when no field of ``block`` changes the decoder's dynamic table.
+
+    That is: only indexed fields (RFC 7541 §6.1) and literals without indexing
+    or never indexed (§6.2.2, §6.2.3); no incremental indexing, no size update.
+    Decoding such a block again under an unchanged table gives the same list,
+    so its decoded (and validated) form can be cached until a block that may
+    change the table arrives (clients such as nghttp2 send ``:path`` as a
+    literal without indexing, so the common request is table-neutral).
     """
     i = 0
     n = len(block)
     while i < n:
         b = block[i]
-        if not b & 0x80:
+        if b & 0x80:
+            _, i = _skip_int(block, i, 0x7F)
+            continue
+        if b & 0xE0:  # 01xxxxxx incremental indexing, 001xxxxx table size update
             return False
-        i += 1
-        if b & 0x7F == 0x7F:
-            while i < n and block[i] & 0x80:
-                i += 1
-            i += 1
+        index, i = _skip_int(block, i, 0x0F)
+        strings = 1 if index else 2
+        for _ in range(strings):
+            if i >= n:
+                return False
+            length, i = _skip_int(block, i, 0x7F)
+            if length < 0:
+                return False
+            i += length
     return i == n
 
 

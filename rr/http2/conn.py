@@ -91,7 +91,7 @@ BATCH = 64
 READ_AHEAD = 2
 # CONTINUATION frames one header block may have.
 MAX_CONTINUATIONS = 64
-# Decoded header blocks remembered per connection (only-indexed blocks, see codec.only_indexed).
+# Decoded header blocks remembered per connection (see codec.table_neutral).
 BLOCK_CACHE = 64
 # Closed stream ids remembered (to tell "closed" from "never opened").
 CLOSED_MEMORY = 512
@@ -478,7 +478,8 @@ class Http2Conn:
         self.hb_sid = 0
         self.hb_parts = []
         cached = None
-        if codec.only_indexed(block):
+        neutral = codec.table_neutral(block)
+        if neutral:
             cached = self.block_cache.get(block)
         else:
             self.block_cache.clear()  # the dynamic table may change: cached decodings go stale
@@ -491,7 +492,7 @@ class Http2Conn:
                 raise FrameError(codec.ENHANCE_YOUR_CALM, "decoded header list far over the limit") from None
             except (hpack.exceptions.HPACKError, IndexError, ValueError) as exc:
                 raise FrameError(codec.COMPRESSION_ERROR, f"HPACK: {exc}") from None
-            if codec.only_indexed(block):
+            if neutral:
                 if len(self.block_cache) >= BLOCK_CACHE:
                     self.block_cache.clear()
                 self.block_cache[block] = decoded
