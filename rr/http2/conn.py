@@ -41,8 +41,8 @@ once the worker *consumed* them, in increments of at least
 padding, are returned at once. Outbound, each stream's data waits in its own
 queue for window (the smaller of its window and the connection's), in frames
 of at most the peer's ``MAX_FRAME_SIZE``; a stream that waits longer than
-``stall_timeout`` is reset with ``CANCEL``. Workers keep at most two body
-messages unacknowledged here, so a slow client slows only its own streams.
+``stall_timeout`` is reset with ``CANCEL``. Workers keep at most 64 KiB of
+body bytes unacknowledged here, so a slow client slows only its own streams.
 
 Flood guards: per ``flood_window`` the connection may receive ``max_resets``
 client resets (refused streams count too: Rapid Reset), ``max_pings``,
@@ -320,7 +320,7 @@ class Http2Conn:
         elif tag == "h2.trailers":
             st = self.streams.get(msg[1])
             if st is not None and not st.closed:
-                st.pending.append(("trailers", msg[2], True, True))
+                st.pending.append(("trailers", msg[2], True, False))
                 self.pump(st)
         elif tag == "h2.credit":
             self.credit(msg[1], msg[2])
@@ -829,7 +829,7 @@ class Http2Conn:
         st = self.streams.get(sid)
         if st is None or st.closed:
             return  # reset meanwhile: the worker is being killed or told
-        st.pending.append(("data", data, end, True))
+        st.pending.append(("data", data, end, not end))  # the stream's end is not acknowledged
         self.pump(st)
 
     def pump_all(self) -> None:

@@ -19,15 +19,16 @@ Mailbox protocol (conn → worker):
 
 - ``("h2.body", data)`` — request body bytes, in order.
 - ``("h2.body_end",)`` — the client ended the request stream.
-- ``("h2.sent", stream_id)`` — one earlier ``h2.data``/``h2.trailers`` message
-  has been handed to h2 in full (back-pressure: at most ``MAX_IN_FLIGHT``
-  unacknowledged body messages per worker).
+- ``("h2.sent", stream_id)`` — one earlier ``h2.data`` message (not the one
+  ending the stream) has been framed in full (back-pressure: at most
+  ``IN_FLIGHT`` unacknowledged body bytes per worker).
 
 Messages this worker sends the conn process:
 
 - ``("h2.headers", stream_id, status, headers, end_stream)``
-- ``("h2.data", stream_id, data, end_stream)`` (acknowledged by ``h2.sent``)
-- ``("h2.trailers", stream_id, headers)`` (ends the stream; acknowledged)
+- ``("h2.data", stream_id, data, end_stream)`` (acknowledged by ``h2.sent``
+  unless it ends the stream)
+- ``("h2.trailers", stream_id, headers)`` (ends the stream)
 - ``("h2.credit", stream_id, n)`` — n body bytes were consumed: the conn may
   return them to the peer's flow-control windows.
 
@@ -45,6 +46,7 @@ h2 in this version; the stream's byte-stream interface (``H2Body.read`` in,
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from email.utils import formatdate
@@ -59,13 +61,13 @@ from rr.request import Request
 if TYPE_CHECKING:
     from rr.listener import ListenerRuntime
 
-# Body chunks sent to the conn process are at most this big: with MAX_IN_FLIGHT, a stream
-# holds at most 32 KiB in the conn's mailbox (which counts against the conn's heap budget).
+# Body chunks sent to the conn process are at most this big: with IN_FLIGHT, a stream
+# holds at most 64 KiB + one chunk in the conn's mailbox (counted in the conn's heap budget).
 CHUNK = 16384
 # Sendfile reads.
 FILE_CHUNK = 16384
-# Unacknowledged body messages a worker may have queued at the conn process.
-MAX_IN_FLIGHT = 2
+# Unacknowledged body bytes a worker may have queued at the conn process (plus one final chunk).
+IN_FLIGHT = 65536
 
 _NO_BODY_STATUS = frozenset({204, 304})
 # Connection-specific fields (RFC 9113 §8.2.2) and fields rr computes itself.
@@ -148,11 +150,16 @@ class H2Body:
 
 
 class _Out:
-    """The sending half: messages to the conn process with bounded in-flight body messages."""
+    """The sending half: messages to the conn process, at most ``IN_FLIGHT`` unacknowledged body bytes.
+
+    The conn acknowledges (``h2.sent``) every body message but the one that ends
+    the stream, in order, once it is framed; the stream's end needs no wait.
+    """
 
     def __init__(self, conn: supervisors.Pid, stream_id: int) -> None:
         self.conn = conn
         self.stream_id = stream_id
+        self.sizes: collections.deque[int] = collections.deque()
         self.in_flight = 0
         self.head_sent = False
         self.ended = False
@@ -161,12 +168,12 @@ class _Out:
         return isinstance(msg, tuple) and (
             (len(msg) == 2 and msg[0] == "h2.sent" and msg[1] == self.stream_id) or msg == (resp.CLOSED,))
 
-    def _wait(self, limit: int, timeout: float | None) -> None:
-        while self.in_flight > limit:
+    def _room(self, size: int, timeout: float | None) -> None:
+        while self.sizes and self.in_flight + size > IN_FLIGHT:
             msg = supervisors.receive(self._acked, timeout=timeout)
             if msg[0] is resp.CLOSED:
                 raise _Abandon()  # the stream is gone (client reset, stall, connection end)
-            self.in_flight -= 1
+            self.in_flight -= self.sizes.popleft()
 
     def response(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         """A whole small response in one message (the conn queues it; no acknowledgement)."""
@@ -185,22 +192,19 @@ class _Out:
             piece = data if view is None else bytes(view[offset:offset + CHUNK])
             offset += len(piece)
             last = view is None or offset >= len(data)
-            self._wait(MAX_IN_FLIGHT - 1, timeout)
-            supervisors.send(self.conn, ("h2.data", self.stream_id, piece, end and last))
-            self.in_flight += 1
+            final = end and last
+            self._room(len(piece), timeout)
+            supervisors.send(self.conn, ("h2.data", self.stream_id, piece, final))
+            if not final:
+                self.sizes.append(len(piece))
+                self.in_flight += len(piece)
             if last:
                 break
         self.ended = end
 
-    def trailers(self, headers: list[tuple[str, str]], timeout: float | None) -> None:
-        self._wait(MAX_IN_FLIGHT - 1, timeout)
+    def trailers(self, headers: list[tuple[str, str]]) -> None:
         supervisors.send(self.conn, ("h2.trailers", self.stream_id, headers))
-        self.in_flight += 1
         self.ended = True
-
-    def drain(self, timeout: float | None) -> None:
-        """Wait until the conn process has handed everything to h2 (the response is sent)."""
-        self._wait(0, timeout)
 
 
 class InvalidHeader(ValueError):
@@ -283,7 +287,6 @@ class StreamWorker:
                 self.send_file(result)
             elif isinstance(result, resp.Loop):
                 self.send_loop(result)
-            self.out.drain(self.timeout)
         except (BodyTooLarge, BodyTimeout, supervisors.Timeout):
             status = -1
         finally:
@@ -370,7 +373,7 @@ class StreamWorker:
                 except InvalidHeader as exc:
                     dispatch.crashed(self.req, self.started, exc)
                     raise _Abandon() from None
-                out.trailers(fields, self.timeout)
+                out.trailers(fields)
 
         try:
             result.fn(send)
