@@ -52,6 +52,8 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+import gevent
+
 import supervisors
 from rr import dispatch
 from rr import response as resp
@@ -163,6 +165,9 @@ class _Out:
         self.in_flight = 0
         self.head_sent = False
         self.ended = False
+        self.buf: list[bytes] = []
+        self.buf_len = 0
+        self.scheduled = False
 
     def _acked(self, msg: Any) -> bool:
         return isinstance(msg, tuple) and (
@@ -186,25 +191,68 @@ class _Out:
         supervisors.send(self.conn, ("h2.headers", self.stream_id, status, headers, end))
 
     def data(self, data: bytes, end: bool, timeout: float | None) -> None:
-        view = memoryview(data) if len(data) > CHUNK else None
-        offset = 0
-        while True:
-            piece = data if view is None else bytes(view[offset:offset + CHUNK])
-            offset += len(piece)
-            last = view is None or offset >= len(data)
-            final = end and last
-            self._room(len(piece), timeout)
-            supervisors.send(self.conn, ("h2.data", self.stream_id, piece, final))
-            if not final:
-                self.sizes.append(len(piece))
-                self.in_flight += len(piece)
-            if last:
-                break
-        self.ended = end
+        """Queue body bytes; chunks written without yielding in between go out as one message.
 
-    def trailers(self, headers: list[tuple[str, str]]) -> None:
+        Small chunks are gathered up to ``CHUNK`` and handed to the conn when this
+        process next yields (a hub callback), when the stream ends, or when the
+        gathered bytes would exceed ``CHUNK``. The conn cannot run before this
+        process yields anyway, so gathering changes no timing a client can see.
+        """
+        if len(data) > CHUNK:
+            self.flush(timeout)
+            view = memoryview(data)
+            for offset in range(0, len(data), CHUNK):
+                last = offset + CHUNK >= len(data)
+                self._send(bytes(view[offset:offset + CHUNK]), end and last, timeout)
+            self.ended = end
+            return
+        if self.buf_len + len(data) > CHUNK:
+            self.flush(timeout)
+        if data:
+            self.buf.append(data)
+            self.buf_len += len(data)
+        if end:
+            self.flush(timeout, True)
+            self.ended = True
+        elif self.buf and not self.scheduled:
+            self.scheduled = True
+            _run_callback(self._flush_soon)
+
+    def flush(self, timeout: float | None, end: bool = False) -> None:
+        """Hand the gathered bytes to the conn (with ``end``: end the stream, even with none)."""
+        if self.buf or end:
+            data = self.buf[0] if len(self.buf) == 1 else b"".join(self.buf)
+            self.buf = []
+            self.buf_len = 0
+            self._send(data, end, timeout)
+
+    def _flush_soon(self) -> None:
+        # Hub callback: this process yielded. No waiting here (not in the process); the
+        # next data() waits for room, so the overshoot is at most one CHUNK.
+        self.scheduled = False
+        if self.buf and not self.ended:
+            data = self.buf[0] if len(self.buf) == 1 else b"".join(self.buf)
+            self.buf = []
+            self.buf_len = 0
+            supervisors.send(self.conn, ("h2.data", self.stream_id, data, False))
+            self.sizes.append(len(data))
+            self.in_flight += len(data)
+
+    def _send(self, piece: bytes, final: bool, timeout: float | None) -> None:
+        self._room(len(piece), timeout)
+        supervisors.send(self.conn, ("h2.data", self.stream_id, piece, final))
+        if not final:
+            self.sizes.append(len(piece))
+            self.in_flight += len(piece)
+
+    def trailers(self, headers: list[tuple[str, str]], timeout: float | None) -> None:
+        self.flush(timeout)
         supervisors.send(self.conn, ("h2.trailers", self.stream_id, headers))
         self.ended = True
+
+
+def _run_callback(fn: Any) -> None:
+    gevent.get_hub().loop.run_callback(fn)
 
 
 class InvalidHeader(ValueError):
@@ -373,7 +421,7 @@ class StreamWorker:
                 except InvalidHeader as exc:
                     dispatch.crashed(self.req, self.started, exc)
                     raise _Abandon() from None
-                out.trailers(fields)
+                out.trailers(fields, self.timeout)
 
         try:
             result.fn(send)
