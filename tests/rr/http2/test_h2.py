@@ -255,6 +255,38 @@ def test_h2c_manual_body_reading_in_chunks(serve):
     assert res[sid].body == b'{"total":500000,"max":10000}'
 
 
+def test_h2c_manual_mode_grants_credit_only_as_the_handler_reads(serve):
+    """A handler that stops reading stops the client after one stream window: the
+    server never holds more than the window of an unread upload."""
+    gate = gevent.event.Event()
+    started = gevent.event.Event()
+
+    def handler(req):
+        total = len(req.read_body(length=1024))
+        started.set()
+        assert gate.wait(20)
+        for chunk in req.iter_body():
+            total += len(chunk)
+        return resp.text(200, str(total))
+
+    window = 65535
+    srv = serve(handler, body_buffering="manual",
+                protocols=[("http2", {"stream_window": window, "window_refill_threshold": 16384})])
+    c = H2Client(srv.port)
+    size = 4 * 1024 * 1024
+    try:
+        sid = c.request("POST", "/", body=b"u" * size)
+        assert started.wait(10)
+        with pytest.raises(TimeoutError):
+            c.run(timeout=1)  # no progress is possible: the window is spent, 1 KiB credit is below the threshold
+        assert len(c.bodies[sid]) == size - window
+        gate.set()
+        res = c.run(timeout=30)
+    finally:
+        c.close()
+    assert res[sid].status == 200 and res[sid].body == str(size).encode()
+
+
 def test_h2c_sendfile(serve, tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(bytes(range(256)) * 400)
