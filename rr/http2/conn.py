@@ -477,15 +477,14 @@ class Http2Conn:
         block = self.hb_parts[0] if len(self.hb_parts) == 1 else b"".join(self.hb_parts)
         self.hb_sid = 0
         self.hb_parts = []
-        cached = None
-        neutral = codec.table_neutral(block)
-        if neutral:
-            cached = self.block_cache.get(block)
-        else:
-            self.block_cache.clear()  # the dynamic table may change: cached decodings go stale
+        # Only table-neutral blocks are ever cached, so a hit needs no parse of the block.
+        cached = self.block_cache.get(block)
         if cached is not None:
             decoded = cached
         else:
+            neutral = codec.table_neutral(block)
+            if not neutral:
+                self.block_cache.clear()  # the dynamic table may change: cached decodings go stale
             try:
                 decoded = list(self.decoder.decode(block, raw=True))
             except hpack.exceptions.OversizedHeaderListError:
