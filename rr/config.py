@@ -44,10 +44,12 @@ class Http1Options:
 
 @dataclass(frozen=True, slots=True)
 class Http2Options:
-    # Connection receive window: what all streams together may have in flight to us.
-    conn_window: int = 1024 * 1024
-    # Per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE): bounds one stream's unread body.
-    stream_window: int = 256 * 1024
+    # Connection receive window: what all streams together may have in flight to us. Measured
+    # (docs/http2_windows.md): 4 MiB lets 10 uploads reach the server's ceiling at 10-50 ms RTT.
+    conn_window: int = 4 * 1024 * 1024
+    # Per-stream receive window (SETTINGS_INITIAL_WINDOW_SIZE): bounds one stream's unread body;
+    # one upload runs at about stream_window / RTT, and a quarter of conn_window leaves room for others.
+    stream_window: int = 1024 * 1024
     # Consumed bytes returned to the peer in WINDOW_UPDATEs of at least this size.
     window_refill_threshold: int = 32 * 1024
     # Streams one connection may run at once (each is a process): beyond it → REFUSED_STREAM.
