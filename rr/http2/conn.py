@@ -93,6 +93,8 @@ READ_AHEAD = 2
 MAX_CONTINUATIONS = 64
 # Decoded header blocks remembered per connection (see codec.table_neutral).
 BLOCK_CACHE = 64
+# Decoded lists larger than this (RFC 9113 §6.5.2 sizing) are not cached.
+CACHED_LIST_MAX = 8192
 # Closed stream ids remembered (to tell "closed" from "never opened").
 CLOSED_MEMORY = 512
 
@@ -192,8 +194,8 @@ class Http2Conn:
         # The decoder bounds decompression work; between max_header_list_size and this
         # cap a request gets 431, beyond it the connection ends.
         self.decoder = hpack.Decoder(max_header_list_size=max(4 * opts.max_header_list_size, 65536))
+        # block bytes -> [decoded list, validate_request result or None]
         self.block_cache: dict[bytes, list[Any]] = {}
-        self.validated: dict[int, Any] = {}  # id(decoded list) -> validate_request result
         self.preface = b""
         self.preface_ok = False
         self.settings_seen = False
@@ -478,9 +480,9 @@ class Http2Conn:
         self.hb_sid = 0
         self.hb_parts = []
         # Only table-neutral blocks are ever cached, so a hit needs no parse of the block.
-        cached = self.block_cache.get(block)
-        if cached is not None:
-            decoded = cached
+        entry = self.block_cache.get(block)
+        if entry is not None:
+            decoded = entry[0]
         else:
             neutral = codec.table_neutral(block)
             if not neutral:
@@ -491,10 +493,11 @@ class Http2Conn:
                 raise FrameError(codec.ENHANCE_YOUR_CALM, "decoded header list far over the limit") from None
             except (hpack.exceptions.HPACKError, IndexError, ValueError) as exc:
                 raise FrameError(codec.COMPRESSION_ERROR, f"HPACK: {exc}") from None
-            if neutral:
+            # Cache only ordinary-sized lists: the cache must not multiply what a peer can pin.
+            if neutral and codec.field_list_size(decoded) <= CACHED_LIST_MAX:
                 if len(self.block_cache) >= BLOCK_CACHE:
                     self.block_cache.clear()
-                self.block_cache[block] = decoded
+                entry = self.block_cache[block] = [decoded, None]
         st = self.streams.get(sid)
         if st is not None and not st.closed:
             self.on_trailers(st, decoded)
@@ -512,7 +515,7 @@ class Http2Conn:
         if self.hb_error:
             self.remember_closed(sid, "reset")
             raise _StreamError(sid, self.hb_error)
-        self.open_stream(sid, decoded, self.hb_end)
+        self.open_stream(sid, decoded, self.hb_end, entry)
 
     def on_trailers(self, st: _Stream, decoded: list[Any]) -> None:
         if st.ended_remote:
@@ -525,7 +528,7 @@ class Http2Conn:
             raise _StreamError(st.sid, codec.PROTOCOL_ERROR) from None
         self.remote_end(st)
 
-    def open_stream(self, sid: int, decoded: list[Any], ended: bool) -> None:
+    def open_stream(self, sid: int, decoded: list[Any], ended: bool, entry: list[Any] | None) -> None:
         opts = self.opts
         runtime = self.runtime
         if self.goaway_sent or self.goaway_received or self.open >= opts.max_concurrent_streams:
@@ -539,8 +542,8 @@ class Http2Conn:
                                   {"listener": runtime.name, "reason": "max_concurrent_requests"})
             self.refuse(sid)
             return
-        checked = self.validated.get(id(decoded))
-        if checked is None or checked[0] is not decoded:
+        checked = entry[1] if entry is not None else None
+        if checked is None:
             try:
                 pseudo, fields, length = codec.validate_request(decoded)
             except Malformed as exc:
@@ -548,12 +551,11 @@ class Http2Conn:
                 _log.debug("h2 malformed request", stream_id=sid, reason=str(exc))
                 raise _StreamError(sid, codec.PROTOCOL_ERROR) from None
             size = codec.field_list_size(decoded)
-            if len(self.validated) >= BLOCK_CACHE:
-                self.validated.clear()
-            self.validated[id(decoded)] = (decoded, pseudo, tuple(fields), length, size)
+            if entry is not None:
+                entry[1] = (pseudo, tuple(fields), length, size)
         else:
-            _, pseudo, fields, length, size = checked
-            fields = list(fields)
+            pseudo, cached_fields, length, size = checked
+            fields = list(cached_fields)
         self.requests += 1
         runtime.requests_served += 1
         if size > opts.max_header_list_size:
