@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -195,6 +196,27 @@ def test_render_baseline_is_rr_when_it_ran():
     assert "`×` = rr ÷ that server" in text
     assert "| hello | 10.0k | 5,000 (2.00×) |" in text
     assert "none: every response" in text
+
+
+def test_profile_leaves_greenlet_waits_out_of_the_honest_cumulative_list(tmp_path):
+    """A function that waits on a greenlet switch is charged with others' work by cProfile: left out."""
+    code = (
+        "import cProfile, sys, gevent\n"
+        "def busy():\n"
+        "    return sum(i * i for i in range(200_000))\n"
+        "def waiter():\n"
+        "    gevent.sleep(0.05)\n"
+        "    busy()\n"
+        "def main():\n"
+        "    gevent.joinall([gevent.spawn(waiter), gevent.spawn(busy)])\n"
+        "cProfile.run('main()', sys.argv[1])\n"
+    )
+    out = tmp_path / "p.prof"
+    subprocess.run([bench.PY, "-c", code, str(out)], check=True, timeout=60)
+    text = bench.profile_text(out, top=50)
+    safe = text.split("only functions that never switched greenlets")[1]
+    assert "(busy)" in safe and "(waiter)" not in safe and "(main)" not in safe
+    assert "--- sorted by tottime" in text and "--- sorted by cumulative" in text
 
 
 @pytest.fixture
