@@ -132,7 +132,7 @@ class Scenario:
         conns = self.connections or connections
         what = f"{self.method} {self.path}" + (f", {len(self.body):,} B body (`-d`)" if self.body else "")
         if self.headers:
-            what += f", {len(self.headers)} extra request headers"
+            what += f", {len(self.headers)} extra request header" + ("s" if len(self.headers) > 1 else "")
         return f"`h2load -t1 -c{conns} -m{self.streams}`: {what}" + (f"; {self.note}" if self.note else "")
 
 
