@@ -190,6 +190,7 @@ class Http2Conn:
         self.last_activity = time.monotonic()
         self.reader: supervisors.Pid | None = None
         self.out: list[bytes] = []
+        self.writing = False  # inside a socket write (an exit there must not add bytes mid-frame)
         self.frames = codec.FrameReader(codec.DEFAULT_MAX_FRAME)
         # The decoder bounds decompression work; between max_header_list_size and this
         # cap a request gets 431, beyond it the connection ends.
@@ -234,12 +235,14 @@ class Http2Conn:
             self.write(data)
 
     def write(self, data: bytes) -> None:
+        self.writing = True
         try:
             self.sock.settimeout(self.config.request_timeout)
             self.sock.sendall(data)
         except OSError:
             self.close_reason = "peer_error"
             raise _Close() from None
+        self.writing = False
 
     # -- the loop ------------------------------------------------------------
 
@@ -1003,6 +1006,17 @@ def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initia
         conn.serve(initial, upgrade)
     except _Close:
         pass
+    except supervisors.Exit as exc:
+        # rr.drain ends an idle connection with exit "shutdown": say GOAWAY first, so a
+        # request the client sent meanwhile is known unprocessed (safe to retry).
+        if exc.reason == "shutdown" and conn.preface_ok and not conn.goaway_sent and not conn.writing:
+            conn.close_reason = "drain"
+            try:
+                sock.settimeout(1.0)
+                sock.sendall(codec.goaway_frame(conn.highest, codec.NO_ERROR))
+            except OSError:
+                pass
+        raise
     finally:
         for st in conn.streams.values():
             if st.alive and st.pid is not None:

@@ -418,8 +418,11 @@ def test_h2c_drain_sends_goaway_and_finishes_the_open_stream(serve):
         result: dict = {}
         drainer = gevent.spawn(lambda: result.update(rr.drain(srv.name, 10)))
         idle.sock.settimeout(5)
-        while idle.sock.recv(65536):  # the idle connection gets GOAWAY and is closed
-            pass
+        tail = b""
+        while chunk := idle.sock.recv(65536):  # the idle connection gets GOAWAY and is closed
+            tail += chunk
+        # GOAWAY(last_stream_id=1, NO_ERROR): stream 1 was served, nothing later was
+        assert tail.endswith(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + b"\x00\x00\x00\x01" + b"\x00" * 4), tail
         release.set()
         out, _ = busy.communicate(timeout=10)
         text = out.decode()
