@@ -788,6 +788,14 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
             conn.reject(rej.status, rej.reason)
         except (_Close, ClientGone):
             pass
+        except supervisors.Exit as exc:
+            # rr.drain ends an idle connection with exit "shutdown"; a request may have
+            # arrived just then. Linger so the client sees a clean close (retryable),
+            # not a reset caused by its unread bytes.
+            if exc.reason == "shutdown":
+                conn.close_reason = "drain"
+                conn.linger()
+            raise
         except _SwitchH2 as switch:
             conn = None
             h2conn = serve_h2(sock, peer, runtime, scheme, switch.initial, switch.upgrade)
