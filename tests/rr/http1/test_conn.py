@@ -495,3 +495,29 @@ def test_graceful_drain_false_kills_in_flight_requests_at_once(serve):
     gevent.sleep(0.1)
     assert rr.drain(srv.name, 30) == {"drained": 0, "killed": 1}
     sock.close()
+
+
+def test_a_pipelining_client_does_not_starve_another_connection(serve):
+    """A connection with 500 requests already buffered yields between requests: a
+    request on another connection is handled long before the pipeline is done."""
+    order = []
+    first = gevent.event.Event()
+
+    def handler(req):
+        order.append(req.path)
+        first.set()
+        return resp.text(200, "k")
+
+    srv = serve(handler)
+    a = srv.connect()
+    b = srv.connect()
+    try:
+        a.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 500)
+        assert first.wait(10)  # runs only once A's process yields
+        b.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        head, body = read_response(b)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"k"
+        assert order.index("/b") < 250, order.index("/b")  # 500 when A never yields
+    finally:
+        a.close()
+        b.close()
