@@ -71,6 +71,8 @@ SENDFILE_CHUNK = 65536
 # After an error response we read (and discard) at most this much, for at most
 # LINGER_SECONDS, so the peer sees our response instead of a reset.
 LINGER_BYTES = 65536
+# Bytes of pipelined responses held back for one write.
+HOLD_LIMIT = 65536
 LINGER_SECONDS = 1.0
 # Unread manual-mode body left by a handler: drained up to this many bytes to keep
 # the connection, else the connection closes.
@@ -156,6 +158,10 @@ class Http1Conn:
         raw = getattr(sock, "_sock", None)
         self.raw_send = raw.send if raw is not None and not self.is_tls else None
         self.buf = b""
+        # Responses held back while more pipelined requests are already buffered: written
+        # with the next write, before any read, or at 64 KiB (one write for a whole batch).
+        self.held: list[bytes] = []
+        self.held_len = 0
         self.idle = True
         self.requests = 0
         self.pid = supervisors.self()
@@ -175,6 +181,8 @@ class Http1Conn:
 
         Raises ``_Close`` on EOF or slowloris, ``socket.timeout`` at the deadline.
         """
+        if self.held:
+            self.sendall(b"")  # never wait for the peer while its answers sit here
         now = _monotonic()
         wait = deadline - now
         slow = False
@@ -209,6 +217,11 @@ class Http1Conn:
     def sendall(self, data: bytes) -> None:
         """Write all of ``data``: one non-blocking send first (almost always enough),
         then a cooperative ``sendall`` bounded by ``request_timeout`` for the rest."""
+        if self.held:
+            self.held.append(data)
+            data = b"".join(self.held)
+            self.held.clear()
+            self.held_len = 0
         sent = 0
         try:
             if self.raw_send is not None:
@@ -244,6 +257,8 @@ class Http1Conn:
             self.requests += 1
             runtime.requests_served += 1
             if not self.handle(head, deadline):
+                if self.held:
+                    self.sendall(b"")
                 return
             if supervisors.mailbox_size() and not self.in_loop:
                 self.flush_mailbox()
@@ -441,7 +456,13 @@ class Http1Conn:
         if code < 0:
             self.sendall(data)
             return keep_alive
-        self.sendall(data if is_head or not body else data + body)
+        out = data if is_head or not body else data + body
+        if keep_alive and b"\r\n\r\n" in self.buf and self.held_len + len(out) < HOLD_LIMIT:
+            # The next pipelined request is already here: answer it in the same write.
+            self.held.append(out)
+            self.held_len += len(out)
+        else:
+            self.sendall(out)
         return keep_alive
 
     def send_stream(self, req: Request, result: resp.Stream, is_head: bool, keep_alive: bool,

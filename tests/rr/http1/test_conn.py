@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 import gevent
@@ -58,6 +59,53 @@ def test_pipelined_requests_are_answered_in_order(serve):
         sock.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(10)))
         bodies = [read_response(sock)[1] for _ in range(10)]
     assert bodies == [b"/%d" % i for i in range(10)]
+
+
+def test_a_mixed_pipeline_is_answered_in_order_and_closed_after_the_last(serve):
+    """Held-back pipelined answers come out in order around every shape, and the
+    connection: close request at the end ends the connection after its answer."""
+
+    def handler(req):
+        if req.path == "/stream":
+            def fn(send):
+                send(b"st")
+                send(b"ream", fin=True)
+            return resp.Stream(200, [("content-type", "text/plain")], fn)
+        if req.path == "/echo":
+            return resp.text(200, req.read_body())
+        if req.path == "/missing":
+            return resp.not_found()
+        return resp.text(200, req.path)
+
+    srv = serve(handler)
+    pipeline = (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = srv.request(pipeline)
+    statuses = re.findall(rb"HTTP/1.1 (\d{3})", data)
+    assert statuses == [b"200", b"200", b"200", b"200", b"404", b"200"]
+    for piece in (b"\r\n\r\n/a", b"2\r\nst\r\n4\r\nream\r\n0\r\n\r\n", b"hello", b"/last"):
+        assert piece in data
+    assert data.index(b"/a") < data.index(b"ream") < data.index(b"hello") < data.index(b"/last")
+    assert data.endswith(b"/last")
+
+
+def test_held_back_answers_go_out_before_waiting_for_a_pipelined_body(serve):
+    """The second request's head is buffered but its body is not: the first answer must
+    reach the client before the conn waits for that body (the client sends the body only
+    after reading the first answer)."""
+    srv = serve(lambda req: resp.text(200, req.read_body() or req.path))
+    with srv.connect() as sock:
+        sock.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+        head, body = read_response(sock, timeout=5)
+        assert body == b"/first"
+        sock.sendall(b"body")
+        head, body = read_response(sock, timeout=5)
+        assert body == b"body"
 
 
 def test_connection_close_request_gets_close_and_the_socket_closes(serve):
