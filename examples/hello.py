@@ -2,6 +2,9 @@
 
     python examples/hello.py            # http://127.0.0.1:8080/
     RR_PORT=9000 python examples/hello.py
+
+The listener speaks HTTP/1.1 and HTTP/2 on the same plain port: try
+``curl --http2 ...`` (Upgrade: h2c) or ``curl --http2-prior-knowledge ...``.
 """
 
 import os
@@ -17,7 +20,12 @@ def hello(req: rr.Request) -> resp.Response:
 
 def main() -> None:
     port = int(os.environ.get("RR_PORT", "8080"))
-    rr.start_listener("hello", {"port": port, "ip": os.environ.get("RR_IP", "127.0.0.1"), "routes": hello})
+    rr.start_listener("hello", {
+        "port": port,
+        "ip": os.environ.get("RR_IP", "127.0.0.1"),
+        "protocols": ["http1", "http2"],
+        "routes": hello,
+    })
     print(f"rr: serving examples/hello.py on http://127.0.0.1:{rr.listener_port('hello')}/ (Ctrl-C stops)",
           flush=True)
     rr.wait()

@@ -196,6 +196,9 @@ def test_the_hello_example_serves_curl_as_in_the_readme(tmp_path):
         out = run("curl", "-si", f"http://127.0.0.1:{port}/?name=README")
         assert out.stdout.startswith(b"HTTP/1.1 200 OK\r\n")
         assert out.stdout.endswith(b"\r\n\r\nHello, README!\n")
+        for flag in ("--http2", "--http2-prior-knowledge"):  # the same port speaks h2c
+            out = run("curl", "-si", flag, f"http://127.0.0.1:{port}/?name=h2")
+            assert b"HTTP/2 200" in out.stdout and out.stdout.endswith(b"Hello, h2!\n"), out.stdout
     finally:
         proc.terminate()
         proc.wait(10)
