@@ -177,6 +177,11 @@ _FRAMING_AND_CONTROL = frozenset(
 _NO_TOKENS: frozenset[str] = frozenset()
 # Memos of values already judged valid (bounded: a peer can only fill them once).
 _CACHE_MAX = 1024
+# Parsed heads by their exact bytes (bounded: ≤ 512 heads of ≤ 2 KiB each). A hit is
+# only taken for the same Limits object; RequestHead and its lists are never mutated.
+_HEAD_CACHE_MAX = 512
+_HEAD_CACHE_BYTES = 2048
+_head_cache: dict[bytes, tuple[Limits, RequestHead]] = {}
 _valid_hosts: set[str] = set()
 _connection_tokens: dict[str, frozenset[str]] = {}
 
@@ -279,6 +284,13 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[RequestHead, int
     if end < 0:
         _check_partial_head(buf, start, limits)
         return None
+    # The same head bytes parse to the same (read-only) RequestHead under the same
+    # limits: clients repeat their heads (keep-alive, health checks, API clients).
+    key = bytes(buf[start:end]) if end - start <= _HEAD_CACHE_BYTES else None
+    if key is not None:
+        hit = _head_cache.get(key)
+        if hit is not None and hit[0] is limits:
+            return hit[1], end + 4
     line_end = buf.find(b"\r\n", start)
     # RFC 9112 §3: a server that receives a request-target longer than it wishes
     # to parse MUST respond with 414 (we bound the whole request-line).
@@ -418,6 +430,10 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[RequestHead, int
         upgrade,
         tokens,
     )
+    if key is not None:
+        if len(_head_cache) >= _HEAD_CACHE_MAX:
+            _head_cache.clear()
+        _head_cache[key] = (limits, head)
     return head, end + 4
 
 

@@ -667,3 +667,20 @@ def test_module_exports_the_documented_api():
                  "Data", "EndOfMessage", "status_line", "encode_head", "HeaderInjection",
                  "encode_chunk", "encode_last_chunk"):
         assert name in codec.__all__
+
+
+def test_a_repeated_head_is_served_from_the_cache_only_under_the_same_limits():
+    raw = b"GET /cached?x=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 900\r\nX-1: a\r\nX-2: b\r\n\r\n"
+    generous = Limits()
+    first, used = parse_head(raw, generous)
+    again, used_again = parse_head(b"\r\n" + raw + b"GET /next", generous)
+    assert again is first and used_again == used + 2
+    assert first.content_length == 900 and first.path == "/cached" and first.query == "x=1"
+    # other limits: judged afresh, never the cached verdict
+    with pytest.raises(ParseError) as small:
+        parse_head(raw, Limits(max_content_length=100))
+    assert small.value.status == 413
+    with pytest.raises(ParseError) as few:
+        parse_head(raw, Limits(max_header_count=2))
+    assert few.value.status == 431
+    assert parse_head(raw, generous)[0] is first
