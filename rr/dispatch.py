@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import supervisors
 from rr import response as resp
 from rr import telemetry
 from rr.log import current_request, get_logger
@@ -96,3 +97,37 @@ def finish(req: Request, status: int, started: float) -> None:
         telemetry.execute(
             _STOP, {"duration": time.monotonic() - started}, {**_metadata(req), "status": status}
         )
+
+
+class LoopCrashed(Exception):
+    """A ``Loop``'s ``on_info`` raised; the crash is already logged and in telemetry."""
+
+
+def run_loop(req: Request, started: float, loop: resp.Loop, push: Callable[[bytes], None],
+             passthrough: tuple[type[BaseException], ...],
+             match: Callable[[Any], bool] | None = None) -> str:
+    """Drive a ``Loop`` in the calling process, for any protocol.
+
+    Each message (``match`` selects which; default: all) goes to
+    ``loop.on_info(msg, push, state)``. Returns ``"stop"`` when it returns
+    ``rr.resp.STOP``, ``"closed"`` after it has seen ``(rr.resp.CLOSED,)`` (the
+    client is gone: the protocol ends the response without a proper end).
+    Exceptions in ``passthrough`` (the protocol's own "client gone" from
+    ``push``) propagate; any other raises ``LoopCrashed`` after ``crashed``.
+    """
+    state = loop.state
+    receive = supervisors.receive
+    while True:
+        msg = receive(match) if match is not None else receive()
+        closed = isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,)
+        try:
+            state = loop.on_info(msg, push, state)
+        except passthrough:
+            raise
+        except Exception as exc:
+            crashed(req, started, exc)
+            raise LoopCrashed() from exc
+        if closed:
+            return "closed"
+        if state is resp.STOP:
+            return "stop"

@@ -543,24 +543,15 @@ class Http1Conn:
         watcher = supervisors.spawn(watch_close, self.sock, self.pid, label="rr.conn.close_watch")
         self.in_loop = True
         self.runtime.loops.add(self.pid)
-        state = result.state
         try:
-            while True:
-                msg = supervisors.receive()
-                closed = isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,)
-                try:
-                    state = result.on_info(msg, push, state)
-                except ClientGone:
-                    raise
-                except Exception as exc:
-                    dispatch.crashed(req, started, exc)
-                    self.close_reason = "handler_crashed"
-                    raise ClientGone() from None
-                if closed:
-                    self.close_reason = "peer_closed"
-                    raise ClientGone()
-                if state is resp.STOP:
-                    break
+            try:
+                outcome = dispatch.run_loop(req, started, result, push, (ClientGone,))
+            except dispatch.LoopCrashed:
+                self.close_reason = "handler_crashed"
+                raise ClientGone() from None
+            if outcome == "closed":
+                self.close_reason = "peer_closed"
+                raise ClientGone()
         finally:
             self.in_loop = False
             self.runtime.loops.discard(self.pid)

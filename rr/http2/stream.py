@@ -450,21 +450,12 @@ class StreamWorker:
             if chunk:
                 out.data(bytes(chunk), False, self.timeout)
 
-        state = result.state
-        while True:
-            msg = supervisors.receive(_for_loop)
-            closed = isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,)
-            try:
-                state = result.on_info(msg, push, state)
-            except _Abandon:
-                raise
-            except Exception as exc:
-                dispatch.crashed(self.req, self.started, exc)
-                raise _Abandon() from exc
-            if closed:
-                raise _Abandon()  # nothing more can be sent on this stream
-            if state is resp.STOP:
-                break
+        try:
+            outcome = dispatch.run_loop(self.req, self.started, result, push, (_Abandon,), _for_loop)
+        except dispatch.LoopCrashed:
+            raise _Abandon() from None
+        if outcome == "closed":
+            raise _Abandon()  # nothing more can be sent on this stream
         out.data(b"", True, self.timeout)
 
     def send_file(self, result: resp.Sendfile) -> None:
