@@ -218,22 +218,23 @@ class _Out:
             self.scheduled = True
             _run_callback(self._flush_soon)
 
+    def _take(self) -> bytes:
+        data = self.buf[0] if len(self.buf) == 1 else b"".join(self.buf)
+        self.buf = []
+        self.buf_len = 0
+        return data
+
     def flush(self, timeout: float | None, end: bool = False) -> None:
         """Hand the gathered bytes to the conn (with ``end``: end the stream, even with none)."""
         if self.buf or end:
-            data = self.buf[0] if len(self.buf) == 1 else b"".join(self.buf)
-            self.buf = []
-            self.buf_len = 0
-            self._send(data, end, timeout)
+            self._send(self._take(), end, timeout)
 
     def _flush_soon(self) -> None:
         # Hub callback: this process yielded. No waiting here (not in the process); the
         # next data() waits for room, so the overshoot is at most one CHUNK.
         self.scheduled = False
         if self.buf and not self.ended:
-            data = self.buf[0] if len(self.buf) == 1 else b"".join(self.buf)
-            self.buf = []
-            self.buf_len = 0
+            data = self._take()
             supervisors.send(self.conn, ("h2.data", self.stream_id, data, False))
             self.sizes.append(len(data))
             self.in_flight += len(data)
