@@ -43,7 +43,6 @@ import binascii
 import os
 import socket
 import time
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -53,7 +52,9 @@ import supervisors
 from rr import dispatch, telemetry
 from rr import response as resp
 from rr.http1 import codec
+from rr.http2.codec import PREFACE as _H2_PREFACE
 from rr.http2.conn import serve_h2
+from rr.httpdate import date_line, http_date
 from rr.log import get_logger
 from rr.request import NO_BODY, Headers, Request
 
@@ -71,9 +72,9 @@ SENDFILE_CHUNK = 65536
 # After an error response we read (and discard) at most this much, for at most
 # LINGER_SECONDS, so the peer sees our response instead of a reset.
 LINGER_BYTES = 65536
+LINGER_SECONDS = 1.0
 # Bytes of pipelined responses held back for one write.
 HOLD_LIMIT = 65536
-LINGER_SECONDS = 1.0
 # Unread manual-mode body left by a handler: drained up to this many bytes to keep
 # the connection, else the connection closes.
 MAX_DRAIN_UNREAD = 65536
@@ -98,7 +99,6 @@ class _SwitchH2(Exception):
         self.upgrade = upgrade
 
 
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
 # Request fields that belong to the h1 Upgrade dance, not to the request served over h2.
 _UPGRADE_FIELDS = frozenset({"connection", "upgrade", "http2-settings", "keep-alive", "proxy-connection",
@@ -111,31 +111,6 @@ class _Reject(Exception):
     def __init__(self, status: int, reason: str) -> None:
         self.status = status
         self.reason = reason
-
-
-# -- the cached Date header -------------------------------------------------
-
-_date_second = 0
-_date_value = ""
-_date_line = b""
-
-
-def http_date() -> str:
-    """The IMF-fixdate for now, recomputed at most once per second."""
-    global _date_second, _date_value, _date_line
-    now = int(time.time())
-    if now != _date_second:
-        _date_second = now
-        _date_value = formatdate(now, usegmt=True)
-        _date_line = f"date: {_date_value}\r\n".encode()
-    return _date_value
-
-
-def date_line() -> bytes:
-    """``date: ...\r\n``, pre-encoded once per second."""
-    if int(time.time()) != _date_second:
-        http_date()
-    return _date_line
 
 
 # Framing headers rr computes itself; a handler's own values are dropped
@@ -369,8 +344,9 @@ class Http1Conn:
         settings = [v for k, v in head.headers if k == "http2-settings"]
         if len(settings) != 1 or "http2-settings" not in head.connection_tokens:
             return
+        value = settings[0].strip()
         try:
-            raw = base64.urlsafe_b64decode(settings[0].strip() + "=" * (-len(settings[0].strip()) % 4))
+            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         except (ValueError, binascii.Error):
             return
         if len(raw) % 6:

@@ -73,7 +73,8 @@ from rr import dispatch, telemetry
 from rr import response as resp
 from rr.http2 import codec
 from rr.http2.codec import FrameError, Malformed
-from rr.http2.stream import http_date, run_stream
+from rr.http2.stream import run_stream
+from rr.httpdate import http_date
 from rr.log import get_logger
 from rr.request import Headers, Request
 

@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import collections
 import os
-import time
-from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -58,6 +56,7 @@ import supervisors
 from rr import dispatch
 from rr import response as resp
 from rr.http2 import codec
+from rr.httpdate import http_date
 from rr.request import Request
 
 if TYPE_CHECKING:
@@ -77,19 +76,6 @@ _DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade"
 
 PAYLOAD_TOO_LARGE = resp.Response(413, [("content-type", "text/plain; charset=utf-8")], b"Payload Too Large")
 REQUEST_TIMEOUT = resp.Response(408, [("content-type", "text/plain; charset=utf-8")], b"Request Timeout")
-
-
-_date_second = 0
-_date_value = ""
-
-
-def http_date() -> str:
-    """The IMF-fixdate for now, recomputed at most once per second."""
-    global _date_second, _date_value
-    now = int(time.time())
-    if now != _date_second:
-        _date_second, _date_value = now, formatdate(now, usegmt=True)
-    return _date_value
 
 
 class BodyTooLarge(Exception):
