@@ -78,7 +78,9 @@ def chunked_bodies(draw):
 def requests(draw):
     """One valid request: (expected head fields, body, trailers, wire bytes)."""
     version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0"]))
-    method = draw(st.one_of(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "BREW", "get"]), tokens))
+    # CONNECT takes an authority-form target (RFC 9112 §3.2.3), never an origin-form one.
+    method = draw(st.one_of(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "BREW", "get"]),
+                            tokens.filter(lambda m: m != "CONNECT")))
     path = "/" + draw(st.text(PCHAR, max_size=20))
     query = draw(st.one_of(st.none(), st.text(PCHAR + "?", max_size=15)))
     target = path if query is None else f"{path}?{query}"
