@@ -28,7 +28,7 @@ from rr import log, telemetry
 from rr import middleware as _middleware
 from rr import response as resp
 from rr import router as _router
-from rr.http1.conn import ClientGone
+from rr.exchange import ClientGone
 from rr.request import Headers, Request
 
 __all__ = [

@@ -4,13 +4,13 @@ What it owns: calling the listener's compiled application (a handler, or the
 router plus middlewares) inside the request's telemetry span, binding the
 ``request_id`` for logging, and turning a crash into a 500.
 
-What it must never do: write to a socket or know the protocol. The conn
-process of each protocol calls ``begin``/``call``/``finish`` and encodes
-whatever shape comes back.
+What it must never do: write to a socket or know the protocol. Its one
+caller is ``rr.exchange``, which every protocol drives the same way.
 
-Telemetry: ``begin`` emits ``("rr", "request", "start")``; ``call`` emits
-``exception`` when the handler raises; the protocol calls ``finish`` once the
-response is on the wire (or failed), which emits ``stop`` with the status.
+Telemetry: ``begin`` emits ``("rr", "request", "start")``; ``crashed`` emits
+``exception`` when the handler raises (or returns something unsendable); the
+exchange calls ``finish`` once the response is on the wire (or failed), which
+emits ``stop`` with the status.
 With no subscriber each step is one dict lookup.
 """
 
@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import supervisors
 from rr import response as resp
 from rr import telemetry
 from rr.log import current_request, get_logger
@@ -52,7 +51,7 @@ def _metadata(req: Request) -> dict[str, Any]:
 def begin(req: Request) -> float:
     """Bind the request for logging and emit the start event; returns the start time."""
     current_request.set(req)
-    if _START in telemetry._table:
+    if telemetry.enabled(_START):
         telemetry.execute(_START, {"system_time": time.time()}, _metadata(req))
     return time.monotonic()
 
@@ -61,10 +60,17 @@ _SHAPES = frozenset({resp.Response, resp.Stream, resp.Loop, resp.Sendfile, resp.
 _SHAPE_UNION = resp.Response | resp.Stream | resp.Loop | resp.Sendfile | resp.WebSocket
 
 
-def call(app: App, req: Request, started: float) -> resp.Shape:
-    """Run the application; a crash or a non-response becomes a logged 500."""
+def call(app: App, req: Request, started: float,
+         passthrough: tuple[type[BaseException], ...] = ()) -> resp.Shape:
+    """Run the application; a crash or a non-response becomes a logged 500.
+
+    Exceptions in ``passthrough`` (the exchange's "client gone" and "bad body")
+    are not crashes: they propagate to the caller.
+    """
     try:
         result = app(req)
+    except passthrough:
+        raise
     except Exception as exc:
         return crashed(req, started, exc)
     # An exact-type check first (the shapes are final dataclasses); isinstance for subclasses.
@@ -82,7 +88,7 @@ def crashed(req: Request, started: float, exc: BaseException) -> resp.Response:
         request_id=req.request_id,
         exc_info=exc,
     )
-    if _EXCEPTION in telemetry._table:
+    if telemetry.enabled(_EXCEPTION):
         telemetry.execute(
             _EXCEPTION,
             {"duration": time.monotonic() - started},
@@ -93,41 +99,7 @@ def crashed(req: Request, started: float, exc: BaseException) -> resp.Response:
 
 def finish(req: Request, status: int, started: float) -> None:
     """Emit the stop event once the response has been written."""
-    if _STOP in telemetry._table:
+    if telemetry.enabled(_STOP):
         telemetry.execute(
             _STOP, {"duration": time.monotonic() - started}, {**_metadata(req), "status": status}
         )
-
-
-class LoopCrashed(Exception):
-    """A ``Loop``'s ``on_info`` raised; the crash is already logged and in telemetry."""
-
-
-def run_loop(req: Request, started: float, loop: resp.Loop, push: Callable[[bytes], None],
-             passthrough: tuple[type[BaseException], ...],
-             match: Callable[[Any], bool] | None = None) -> str:
-    """Drive a ``Loop`` in the calling process, for any protocol.
-
-    Each message (``match`` selects which; default: all) goes to
-    ``loop.on_info(msg, push, state)``. Returns ``"stop"`` when it returns
-    ``rr.resp.STOP``, ``"closed"`` after it has seen ``(rr.resp.CLOSED,)`` (the
-    client is gone: the protocol ends the response without a proper end).
-    Exceptions in ``passthrough`` (the protocol's own "client gone" from
-    ``push``) propagate; any other raises ``LoopCrashed`` after ``crashed``.
-    """
-    state = loop.state
-    receive = supervisors.receive
-    while True:
-        msg = receive(match) if match is not None else receive()
-        closed = isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,)
-        try:
-            state = loop.on_info(msg, push, state)
-        except passthrough:
-            raise
-        except Exception as exc:
-            crashed(req, started, exc)
-            raise LoopCrashed() from exc
-        if closed:
-            return "closed"
-        if state is resp.STOP:
-            return "stop"

@@ -5,7 +5,7 @@ Process tree (``rest_for_one``, so a crash restarts what depends on it)::
     listener "web" (supervisor, rest_for_one)
     ├── socket owner   (gen_server: binds the port, closes it on exit)
     ├── conns          (supervisor, simple_one_for_one, temporary children)
-    │   └── h1 conn process, one per connection
+    │   └── conn process, one per connection (rr.transport: TLS, then h1 or h2)
     └── acceptor 1..N  (each blocks in accept() on its own dup of the socket)
 
 What it owns: the listening socket and the ``ListenerRuntime`` — the shared
@@ -34,15 +34,15 @@ import socket
 import time
 from typing import Any
 
-import gevent.ssl
+import gevent
 from gevent import socket as gsocket
 
 import supervisors
 from rr import telemetry
 from rr.config import Config
 from rr.http1 import codec
-from rr.http1.conn import serve_connection
 from rr.response import DRAIN
+from rr.transport import serve_connection
 
 _ACCEPT = ("rr", "listener", "accept")
 _CONN_REJECTED = ("rr", "listener", "conn_rejected")
@@ -127,22 +127,6 @@ class ListenerRuntime:
             self.sock.close()
             self.sock = None
 
-    def tls_wrap(self, raw: Any) -> Any:
-        """Server-side TLS handshake bounded by ``tls_handshake_timeout``; None on failure."""
-        ctx = self.config.tls
-        try:
-            raw.settimeout(self.config.tls_handshake_timeout)
-            # gevent's cooperative SSLSocket over any ssl.SSLContext (the user's own
-            # context need not be gevent's subclass).
-            tls = gevent.ssl.SSLSocket(
-                sock=raw, server_side=True, do_handshake_on_connect=False, _context=ctx
-            )
-            tls.do_handshake()
-            return tls
-        except (OSError, ValueError):
-            raw.close()
-            return None
-
 
 def _ipv6_usable() -> bool:
     try:
@@ -190,14 +174,14 @@ def acceptor(runtime: ListenerRuntime) -> None:
             if runtime.active >= config.max_clients or runtime.draining:
                 runtime.rejected += 1
                 sock.close()
-                if _CONN_REJECTED in telemetry._table:
+                if telemetry.enabled(_CONN_REJECTED):
                     telemetry.execute(
                         _CONN_REJECTED, {}, {"listener": runtime.name, "peer": peer, "reason": "max_clients"}
                     )
                 continue
             runtime.active += 1
             runtime.accepted += 1
-            if _ACCEPT in telemetry._table:
+            if telemetry.enabled(_ACCEPT):
                 telemetry.execute(_ACCEPT, {}, {"listener": runtime.name, "peer": peer})
             try:
                 assert runtime.conn_sup is not None, "acceptors start after the conn supervisor"
@@ -265,7 +249,7 @@ def drain(runtime: ListenerRuntime, timeout: float) -> dict[str, int]:
     deadline = started + (timeout if runtime.config.graceful_drain else 0.0)
     runtime.drain_deadline = deadline
     runtime.draining = True
-    if _DRAIN_START in telemetry._table:
+    if telemetry.enabled(_DRAIN_START):
         telemetry.execute(_DRAIN_START, {}, {"listener": runtime.name, "deadline": deadline})
     if runtime.sup is not None:
         for i in range(runtime.config.num_acceptors):
@@ -299,7 +283,7 @@ def drain(runtime: ListenerRuntime, timeout: float) -> dict[str, int]:
         killed += 1
     for ref in refs:
         supervisors.receive(_down_matcher(ref), timeout=5.0)
-    if _DRAIN_STOP in telemetry._table:
+    if telemetry.enabled(_DRAIN_STOP):
         telemetry.execute(
             _DRAIN_STOP,
             {"duration": time.monotonic() - started, "drained": drained, "killed": killed},

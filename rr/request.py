@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from rr import cookie, multipart, qs
 from rr.log import new_request_id
 
 
@@ -155,14 +156,10 @@ class Request:
 
     def query(self) -> dict[str, list[str]]:
         """The query string parsed with form rules, every value kept, wire order kept."""
-        from rr.contrib import qs
-
         return qs.parse_dict(self.query_string)
 
     def cookies(self) -> dict[str, str]:
         """Cookies from every ``cookie`` field (h2/h3 clients split them into crumbs)."""
-        from rr.contrib import cookie
-
         return cookie.parse(self.headers.get_all("cookie"))
 
     def forwarded_for(self) -> list[str]:
@@ -216,14 +213,10 @@ class Request:
         """Parse an urlencoded or multipart/form-data body.
 
         Urlencoded bodies give ``dict[str, list[str]]``; multipart bodies give a
-        ``rr.contrib.multipart.FormData`` (fields and spooled files; close it).
+        ``rr.multipart.FormData`` (fields and spooled files; close it).
         """
         ctype = (self.headers.get("content-type") or "").lower()
         if ctype.startswith("multipart/form-data"):
-            from rr.contrib import multipart
-
             boundary = multipart.parse_boundary(self.headers.get("content-type") or "")
             return multipart.parse_form(self.iter_body(), boundary)
-        from rr.contrib import qs
-
         return qs.parse_dict(self.read_body().decode("utf-8", "replace"))

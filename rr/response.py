@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
+from rr import cookie
+
 HeaderList = list[tuple[str, str]]
 HeadersLike = HeaderList | Mapping[str, str] | Iterable[tuple[str, str]] | None
 
@@ -168,12 +170,10 @@ def with_header(response: Shape, name: str, value: str) -> Shape:
 def set_cookie(response: Shape, name: str, value: str, **attributes: Any) -> Shape:
     """A copy of ``response`` with a ``set-cookie`` header.
 
-    ``attributes`` are ``rr.contrib.cookie.serialize``'s (``max_age``, ``expires``,
+    ``attributes`` are ``rr.cookie.serialize``'s (``max_age``, ``expires``,
     ``domain``, ``path``, ``secure``, ``http_only``, ``same_site``, ``partitioned``);
     a name, value or attribute that could inject a header raises ``ValueError``.
     """
-    from rr.contrib import cookie  # a pure leaf module: no import cycle
-
     return with_header(response, "set-cookie", cookie.serialize(name, value, **attributes))
 
 

@@ -1001,6 +1001,23 @@ def encode_field(name: str, value: str) -> bytes:
     return line
 
 
+def field_lines(fields: Iterable[tuple[str, str]]) -> bytes:
+    """``name: value\r\n`` lines for fields ``rr.exchange`` already validated
+    (lowercase tokens, latin-1 values without CR, LF or NUL); lines are cached."""
+    cache = _field_lines
+    parts = []
+    for pair in fields:
+        line = cache.get(pair)
+        if line is None:
+            line = f"{pair[0]}: {pair[1]}\r\n".encode("latin-1")
+            if len(pair[1]) <= 128:
+                if len(cache) >= _FIELD_LINES_MAX:
+                    cache.clear()
+                cache[pair] = line
+        parts.append(line)
+    return b"".join(parts)
+
+
 def encode_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
     """Status line, field lines and the empty line of a response head (RFC 9112 §4, §5)."""
     return status_line(status) + _encode_fields(headers) + b"\r\n"

@@ -1,13 +1,19 @@
-"""The HTTP/1.1 connection process: one per TCP (or TLS) connection.
+"""The HTTP/1.1 connection process: one per TCP (or TLS) connection, after the front door.
 
 What it owns: one socket, one read buffer, and the codec state for the
-request in flight. It reads, parses, dispatches and writes *itself* — the h1
-request path has no mailbox hop — and runs the handler for each request in
-turn (keep-alive, pipelining: leftover bytes are carried into the next parse).
+request in flight. It reads, parses and writes *itself* — the h1 request
+path has no mailbox hop — and runs each request's exchange (``rr.exchange``)
+in turn (keep-alive, pipelining: leftover bytes are carried into the next
+parse). It is the exchange's sink for h1: status line and fields, content-length
+or chunked framing (close-delimited for HTTP/1.0), trailers in the last chunk,
+``os.sendfile`` on TCP, keep-alive decisions.
 
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
-every buffer has a cap from the listener's limits.
+every buffer has a cap from the listener's limits. It knows no other protocol:
+on a port shared with h2c, a sniffed preface or an ``Upgrade: h2c`` request
+ends ``serve`` with a ``SwitchProtocol`` value the front door
+(``rr.transport``) acts on.
 
 Timeouts (all from the listener config):
 
@@ -29,11 +35,6 @@ Mailbox protocol (messages this process accepts):
 - ``(rr.resp.CLOSED,)`` — sent by this connection's close watcher while a
   ``Loop`` runs: the client went away.
 - any other message while a ``Loop`` runs goes to the loop's ``on_info``.
-
-Response shapes on h1: ``Response`` (one ``sendall``), ``Stream`` (chunked,
-trailers; plain body + close for HTTP/1.0), ``Loop`` (chunked, runs here),
-``Sendfile`` (``os.sendfile`` on TCP, read+send on TLS). ``WebSocket`` → 501
-until the WebSocket layer lands.
 """
 
 from __future__ import annotations
@@ -43,18 +44,19 @@ import binascii
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.socket import wait_write
 
 import supervisors
-from rr import dispatch, telemetry
+from rr import exchange, telemetry
 from rr import response as resp
+from rr.exchange import BodyError, ClientGone
 from rr.http1 import codec
 from rr.http2.codec import PREFACE as _H2_PREFACE
-from rr.http2.conn import serve_h2
-from rr.httpdate import date_line, http_date
+from rr.httpdate import http_date
 from rr.log import get_logger
 from rr.request import NO_BODY, Headers, Request
 
@@ -65,10 +67,8 @@ _log = get_logger("rr.http1")
 _monotonic = time.monotonic
 
 _REJECTED = ("rr", "request", "rejected")
-_CONN_CLOSE = ("rr", "conn", "close")
 
 RECV_SIZE = 65536
-SENDFILE_CHUNK = 65536
 # After an error response we read (and discard) at most this much, for at most
 # LINGER_SECONDS, so the peer sees our response instead of a reset.
 LINGER_BYTES = 65536
@@ -80,23 +80,32 @@ HOLD_LIMIT = 65536
 MAX_DRAIN_UNREAD = 65536
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_BODY_STATUS = frozenset({204, 304})
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+_END_KEEP = b"\r\n"
+_END_CLOSE = b"connection: close\r\n\r\n"
 
 
-class ClientGone(ConnectionError):
-    """Raised by ``send``/``push`` when the client has closed the connection."""
-
-
-class _Close(Exception):
+class _Close(ClientGone):
     """Internal: end the connection now, silently (timeouts, EOF, slowloris)."""
 
 
-class _SwitchH2(Exception):
-    """Internal: hand the connection to HTTP/2 (h2c preface sniffed, or Upgrade: h2c answered 101)."""
+@dataclass(frozen=True, slots=True)
+class SwitchProtocol:
+    """``serve``'s hand-off: the connection continues as ``protocol`` (``"http2"``).
 
-    def __init__(self, initial: bytes, upgrade: Any = None) -> None:
-        self.initial = initial
-        self.upgrade = upgrade
+    ``initial``: bytes already read (they start with the h2 preface).
+    ``upgrade``: for ``Upgrade: h2c``, ``(HTTP2-Settings payload, request, body)``
+    — the request becomes stream 1.
+    """
+
+    protocol: str
+    initial: bytes
+    upgrade: tuple[bytes, Request, bytes] | None = None
+
+
+class _Switch(Exception):
+    def __init__(self, to: SwitchProtocol) -> None:
+        self.to = to
 
 
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
@@ -111,11 +120,6 @@ class _Reject(Exception):
     def __init__(self, status: int, reason: str) -> None:
         self.status = status
         self.reason = reason
-
-
-# Framing headers rr computes itself; a handler's own values are dropped
-# (``connection: close`` from a handler is honoured as a request to close).
-_OWNED = frozenset({"content-length", "transfer-encoding", "connection", "date"})
 
 
 # -- the connection ---------------------------------------------------------
@@ -148,6 +152,13 @@ class Http1Conn:
         self.min_bps = self.config.min_bytes_per_second
         # h2c on a shared plain-TCP port: the preface is sniffed, Upgrade: h2c honoured.
         self.h2c = scheme == "http" and "http2" in self.config.protocols
+        # the response in flight (this object is the exchange's sink)
+        self.keep_alive = False
+        self.version = "HTTP/1.1"
+        self.chunked = False
+        self.body_reader: BodyReader | None = None
+        self.linger_after = False
+        self.watcher: supervisors.Pid | None = None
 
     # -- socket reads with deadlines ----------------------------------------
 
@@ -214,7 +225,19 @@ class Http1Conn:
 
     # -- the loop: receive, decode, dispatch, encode, send -------------------
 
-    def serve(self) -> None:
+    def serve(self) -> SwitchProtocol | None:
+        """Serve requests until the connection ends; a ``SwitchProtocol`` hands it over."""
+        try:
+            self.serve_requests()
+        except _Switch as switch:
+            return switch.to
+        except _Reject as rej:
+            self.reject(rej.status, rej.reason)
+        except ClientGone:
+            pass
+        return None
+
+    def serve_requests(self) -> None:
         runtime = self.runtime
         limits = runtime.limits
         config = self.config
@@ -234,6 +257,8 @@ class Http1Conn:
             if not self.handle(head, deadline):
                 if self.held:
                     self.sendall(b"")
+                if self.linger_after:
+                    self.linger()
                 return
             if supervisors.mailbox_size() and not self.in_loop:
                 self.flush_mailbox()
@@ -246,7 +271,7 @@ class Http1Conn:
         while True:
             if self.buf and self.h2c and self.requests == 0 and self.buf[:24] == _H2_PREFACE[:len(self.buf)]:
                 if len(self.buf) >= len(_H2_PREFACE):
-                    raise _SwitchH2(self.buf)
+                    raise _Switch(SwitchProtocol("http2", self.buf))
             elif self.buf:
                 try:
                     parsed = codec.parse_head(self.buf, limits)
@@ -291,42 +316,36 @@ class Http1Conn:
             listener=runtime.name,
             source=body_reader or NO_BODY,
         )
-        if body_reader is not None and config.body_buffering == "auto":
-            req._body = body_reader.read_all()
         if self.h2c and head.upgrade is not None and self.requests == 1:
             self.maybe_upgrade(head, req, body_reader)
-        keep_alive = (
+        self.keep_alive = (
             head.keep_alive
             and self.requests < config.max_keep_alive_requests
             and not runtime.draining
         )
-        started = dispatch.begin(req)
-        result = dispatch.call(runtime.app, req, started)
-        if isinstance(result, resp.WebSocket):
-            result = dispatch.NOT_IMPLEMENTED
-        if runtime.draining:  # drain began while the handler ran: this is the last response
-            keep_alive = False
-        is_head = head.method == "HEAD"
-        status = getattr(result, "status", 500)
+        self.version = head.version
+        self.chunked = False
+        self.body_reader = body_reader
         try:
-            if isinstance(result, resp.Response):
-                keep_alive = self.send_response(req, result, is_head, keep_alive, started)
-            elif isinstance(result, resp.Stream):
-                keep_alive = self.send_stream(req, result, is_head, keep_alive, started, head.version)
-            elif isinstance(result, resp.Loop):
-                keep_alive = self.send_loop(req, result, is_head, keep_alive, started, head.version)
-            else:
-                keep_alive = self.send_file(req, result, is_head, keep_alive, started)
+            exchange.Exchange(req, self, config).run(runtime.app)
         except ClientGone:
-            dispatch.finish(req, status, started)
+            if self.close_reason == "normal":
+                self.close_reason = "peer_error"
             return False
-        dispatch.finish(req, status, started)
-        if config.access_log:
-            _log.info("request", method=req.method, path=req.target, status=status, peer=self.peer)
+        except exchange.Aborted:
+            if self.close_reason == "normal":
+                self.close_reason = "response_aborted"
+            return False
+        finally:
+            self.body_reader = None
+        keep_alive = self.keep_alive
         if body_reader is not None:
-            if body_reader.charged:
-                supervisors.release(body_reader.charged)
-            if keep_alive and not body_reader.finish_unread():
+            if body_reader.broken:  # framing in doubt: the peer may still be sending
+                self.linger_after = True
+                keep_alive = False
+                if self.close_reason == "normal":
+                    self.close_reason = body_reader.broken
+            elif keep_alive and not body_reader.finish_unread():
                 keep_alive = False
         if not keep_alive and self.close_reason == "normal":
             self.close_reason = "keep_alive_done"
@@ -353,220 +372,107 @@ class Http1Conn:
             return
         body = b""
         if body_reader is not None:
-            body = req._body if req._body is not None else body_reader.read_all()
-            if body_reader.charged:
-                supervisors.release(body_reader.charged)
-                body_reader.charged = 0
+            try:
+                body = b"".join(iter(lambda: body_reader.read(RECV_SIZE), b""))
+            except BodyError as exc:
+                raise _Reject(exc.status, exc.reason) from None
         fields = [(k, v) for k, v in head.headers if k not in _UPGRADE_FIELDS]
         h2req = Request(head.method, head.target, head.path, head.query, "HTTP/2", Headers(fields),
                         scheme=self.scheme, host=head.host, peer=self.peer, listener=self.runtime.name)
         self.runtime.requests_served -= 1  # counted again as stream 1
         self.sendall(_SWITCHING)
-        raise _SwitchH2(self.buf, (raw, h2req, body))
+        raise _Switch(SwitchProtocol("http2", self.buf, (raw, h2req, body)))
 
-    # -- response encoding ---------------------------------------------------
+    # -- the exchange's sink -----------------------------------------------------
 
-    def head_bytes(
-        self,
-        status: int,
-        headers: list[tuple[str, str]],
-        keep_alive: bool,
-        length: int | None,
-        chunked: bool = False,
-    ) -> tuple[bytes, bool]:
-        """Encode status line and headers, adding date, framing and connection.
+    def _keep(self, close: bool) -> bool:
+        keep = self.keep_alive and not close and not self.runtime.draining
+        if keep and self.body_reader is not None and self.body_reader.broken:
+            keep = False
+        self.keep_alive = keep
+        return keep
 
-        Returns the bytes and the (possibly lowered) keep-alive decision: a
-        handler's own ``connection: close`` is honoured. Raises
-        ``codec.HeaderInjection`` for invalid names or values.
-        """
-        parts = [codec.status_line(status)]
-        date = None
-        encode_field = codec.encode_field
-        for name, value in headers:
-            if name in _OWNED:
-                if name == "connection":
-                    if "close" in value.lower():
-                        keep_alive = False
-                elif name == "date":
-                    date = encode_field(name, value)
-                continue
-            parts.append(encode_field(name, value))
-        parts.append(date or date_line())
+    def respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
+                close: bool) -> None:
+        keep = self._keep(close)
+        parts = [codec.status_line(status), codec.field_lines(fields)]
         if length is not None:
             parts.append(b"content-length: %d\r\n" % length)
-        elif chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        parts.append(b"\r\n" if keep_alive else b"connection: close\r\n\r\n")
-        return b"".join(parts), keep_alive
-
-    def safe_head(self, req: Request, started: float, status: int, headers: list[tuple[str, str]],
-                  keep_alive: bool, length: int | None, chunked: bool = False) -> tuple[bytes, bool, int]:
-        """``head_bytes``, falling back to a logged 500 when the handler's head is invalid."""
-        if 100 <= status < 200:
-            exc: BaseException = ValueError(f"a handler may not return the interim status {status}")
-        else:
-            try:
-                data, keep_alive = self.head_bytes(status, headers, keep_alive, length, chunked)
-                return data, keep_alive, status
-            except (codec.HeaderInjection, ValueError) as err:
-                exc = err
-        error = dispatch.crashed(req, started, exc)
-        data, keep_alive = self.head_bytes(500, error.headers, keep_alive, len(error.body))
-        return data + error.body, keep_alive, -500
-
-    def send_response(self, req: Request, result: resp.Response, is_head: bool,
-                      keep_alive: bool, started: float) -> bool:
-        status = result.status
-        body = result.body
-        if status in _NO_BODY_STATUS:
-            data, keep_alive, code = self.safe_head(req, started, status, result.headers, keep_alive, None)
-            body = b""
-        else:
-            length = len(body)
-            if is_head and not body:
-                declared = resp.get_header(result, "content-length")
-                if declared is not None and declared.isdigit():
-                    length = int(declared)
-            data, keep_alive, code = self.safe_head(req, started, status, result.headers, keep_alive, length)
-        if code < 0:
-            self.sendall(data)
-            return keep_alive
-        out = data if is_head or not body else data + body
-        if keep_alive and b"\r\n\r\n" in self.buf and self.held_len + len(out) < HOLD_LIMIT:
+        parts.append(_END_KEEP if keep else _END_CLOSE)
+        if body:
+            parts.append(body)
+        out = b"".join(parts)
+        if keep and b"\r\n\r\n" in self.buf and self.held_len + len(out) < HOLD_LIMIT:
             # The next pipelined request is already here: answer it in the same write.
             self.held.append(out)
             self.held_len += len(out)
         else:
             self.sendall(out)
-        return keep_alive
 
-    def send_stream(self, req: Request, result: resp.Stream, is_head: bool, keep_alive: bool,
-                    started: float, version: str) -> bool:
-        no_body = is_head or result.status in _NO_BODY_STATUS
-        # A Stream that declares its content-length is sent unframed and counted;
-        # otherwise chunked on 1.1, and unframed-until-close on 1.0.
-        declared = resp.get_header(result, "content-length")
-        length = int(declared) if declared is not None and declared.isdigit() else None
-        chunked = version == "HTTP/1.1" and length is None
-        if not chunked and length is None:
-            keep_alive = False
-        state: dict[str, Any] = {"head": False, "done": False, "keep_alive": keep_alive, "sent": 0}
+    def head(self, status: int, fields: list[tuple[str, str]], length: int | None, close: bool,
+             end: bool) -> None:
+        keep = self._keep(close)
+        parts = [codec.status_line(status), codec.field_lines(fields)]
+        if length is not None:
+            parts.append(b"content-length: %d\r\n" % length)
+        elif not end:
+            if self.version == "HTTP/1.1":
+                self.chunked = True
+                parts.append(_CHUNKED)
+            else:  # HTTP/1.0: the body runs to the close
+                keep = self.keep_alive = False
+        parts.append(_END_KEEP if keep else _END_CLOSE)
+        self.sendall(b"".join(parts))
 
-        def write_head() -> None:
-            if state["head"]:
-                return
-            state["head"] = True
-            data, state["keep_alive"], code = self.safe_head(
-                req, started, result.status, result.headers, state["keep_alive"],
-                None if result.status in _NO_BODY_STATUS else length,
-                chunked=chunked and not no_body,
-            )
+    def data(self, data: bytes, end: bool) -> None:
+        if self.chunked:
+            if end:
+                self.sendall(codec.encode_chunk(data) + codec.encode_last_chunk())
+            elif data:
+                self.sendall(codec.encode_chunk(data))
+        elif data:
             self.sendall(data)
-            if code < 0:
-                raise ClientGone("response head was invalid")
 
-        def send(data: bytes = b"", fin: bool = False, trailers: Any = None) -> None:
-            if state["done"]:
-                raise RuntimeError("send() after fin")
-            write_head()
-            if data and not no_body:
-                if length is not None:
-                    state["sent"] += len(data)
-                    if state["sent"] > length:
-                        self.close_reason = "stream_overran_content_length"
-                        raise ClientGone("stream sent more than its content-length")
-                self.sendall(codec.encode_chunk(data) if chunked else data)
-            if fin:
-                state["done"] = True
-                if chunked and not no_body:
-                    self.sendall(codec.encode_last_chunk(resp.header_list(trailers) or None))
-                elif length is not None and not no_body and state["sent"] != length:
-                    self.close_reason = "stream_short_of_content_length"
-                    raise ClientGone("stream ended before its content-length")
-
-        try:
-            result.fn(send)
-        except ClientGone:
-            raise
-        except Exception as exc:
-            if not state["head"]:
-                error = dispatch.crashed(req, started, exc)
-                return self.send_response(req, error, is_head, keep_alive, started)
-            dispatch.crashed(req, started, exc)
-            self.close_reason = "handler_crashed"
-            raise ClientGone() from None
-        if not state["done"]:
-            send(b"", fin=True)
-        return bool(state["keep_alive"])
-
-    def send_loop(self, req: Request, result: resp.Loop, is_head: bool, keep_alive: bool,
-                  started: float, version: str) -> bool:
-        chunked = version == "HTTP/1.1"
-        if not chunked:
-            keep_alive = False
-        data, keep_alive, code = self.safe_head(
-            req, started, result.status, result.headers, keep_alive, None, chunked=chunked
-        )
-        self.sendall(data)
-        if code < 0:
-            return keep_alive
-
-        def push(chunk: bytes) -> None:
-            if chunk and not is_head:
-                self.sendall(codec.encode_chunk(chunk) if chunked else chunk)
-
-        watcher = supervisors.spawn(watch_close, self.sock, self.pid, label="rr.conn.close_watch")
-        self.in_loop = True
-        self.runtime.loops.add(self.pid)
-        try:
-            try:
-                outcome = dispatch.run_loop(req, started, result, push, (ClientGone,))
-            except dispatch.LoopCrashed:
-                self.close_reason = "handler_crashed"
-                raise ClientGone() from None
-            if outcome == "closed":
-                self.close_reason = "peer_closed"
-                raise ClientGone()
-        finally:
-            self.in_loop = False
-            self.runtime.loops.discard(self.pid)
-            supervisors.exit(watcher, "kill")
-        if chunked and not is_head:
-            self.sendall(codec.encode_last_chunk())
-        return keep_alive
-
-    def send_file(self, req: Request, result: resp.Sendfile, is_head: bool, keep_alive: bool,
-                  started: float) -> bool:
-        try:
-            fd = os.open(result.path, os.O_RDONLY)
-        except OSError as exc:
-            error = dispatch.crashed(req, started, exc)
-            return self.send_response(req, error, is_head, keep_alive, started)
-        try:
-            size = os.fstat(fd).st_size
-            offset = result.offset
-            length = result.length if result.length is not None else max(0, size - offset)
-            if offset < 0 or length < 0 or offset + length > size:
-                error = dispatch.crashed(req, started, ValueError("sendfile range outside the file"))
-                return self.send_response(req, error, is_head, keep_alive, started)
-            no_body = is_head or result.status in _NO_BODY_STATUS
-            data, keep_alive, code = self.safe_head(
-                req, started, result.status, result.headers, keep_alive,
-                None if result.status in _NO_BODY_STATUS else length,
-            )
-            self.sendall(data)
-            if code < 0 or no_body or not length:
-                return keep_alive
-            if self.is_tls:
-                self.copy_file(fd, offset, length)
-            else:
-                self.sendfile(fd, offset, length)
-            return keep_alive
-        finally:
-            os.close(fd)
+    def trailers(self, fields: list[tuple[str, str]]) -> None:
+        # Only a chunked body can carry trailers; otherwise they are dropped (RFC 9112 §7.1.2).
+        if self.chunked:
+            self.sendall(b"0\r\n" + codec.field_lines(fields) + b"\r\n")
 
     def sendfile(self, fd: int, offset: int, length: int) -> None:
+        try:
+            if self.is_tls:
+                exchange.copy_file(fd, offset, length, self.data)
+            else:
+                self.send_file_zero_copy(fd, offset, length)
+        except exchange.FileTruncated:
+            self.close_reason = "file_truncated"
+            self.abort()
+            raise exchange.Aborted() from None
+
+    def abort(self) -> None:
+        """The response cannot be completed: close without its proper end."""
+        self.keep_alive = False
+        if self.close_reason == "normal":
+            self.close_reason = "response_aborted"
+
+    def loop_enter(self) -> None:
+        self.watcher = supervisors.spawn(watch_close, self.sock, self.pid, label="rr.conn.close_watch")
+        self.in_loop = True
+        self.runtime.loops.add(self.pid)
+        return None
+
+    def loop_exit(self) -> None:
+        self.in_loop = False
+        self.runtime.loops.discard(self.pid)
+        self.stop_watcher()
+
+    def stop_watcher(self) -> None:
+        """End the close watcher (it only peeks; nothing it holds needs waiting for)."""
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None:
+            supervisors.exit(watcher, "kill")
+
+    def send_file_zero_copy(self, fd: int, offset: int, length: int) -> None:
         out = self.sock.fileno()
         end = offset + length
         while offset < end:
@@ -581,26 +487,15 @@ class Http1Conn:
             except OSError:
                 raise ClientGone() from None
             if sent == 0:  # the file shrank under us: the promised length cannot be met
-                self.close_reason = "file_truncated"
-                raise ClientGone()
+                raise exchange.FileTruncated()
             offset += sent
-
-    def copy_file(self, fd: int, offset: int, length: int) -> None:
-        while length > 0:
-            chunk = os.pread(fd, min(SENDFILE_CHUNK, length), offset)
-            if not chunk:
-                self.close_reason = "file_truncated"
-                raise ClientGone()
-            self.sendall(chunk)
-            offset += len(chunk)
-            length -= len(chunk)
 
     # -- error answers -----------------------------------------------------
 
     def reject(self, status: int, reason: str) -> None:
         """Answer a request we could not parse (or timed out) and close lingering."""
         self.close_reason = reason
-        if _REJECTED in telemetry._table:
+        if telemetry.enabled(_REJECTED):
             telemetry.execute(
                 _REJECTED, {}, {"listener": self.runtime.name, "peer": self.peer,
                                 "status": status, "reason": reason},
@@ -644,7 +539,9 @@ class BodyReader:
     ``Content-Length`` bodies are counted down; chunked bodies go through the
     codec's ``ChunkedDecoder`` (which enforces ``max_content_length`` from the
     declared chunk sizes). ``Expect: 100-continue`` is answered on the first read,
-    so a handler that never reads the body never invites it.
+    so a handler that never reads the body never invites it. A body that cannot
+    be read raises ``BodyError`` (408 stalled, 400/413 from the decoder) and
+    marks the reader ``broken``: the connection's framing is in doubt.
     """
 
     def __init__(self, conn: Http1Conn, head: codec.RequestHead, deadline: float) -> None:
@@ -655,7 +552,7 @@ class BodyReader:
         self.decoder = codec.ChunkedDecoder(conn.runtime.limits) if head.chunked else None
         self.pending: list[bytes] = []
         self.done = not head.chunked and not self.remaining
-        self.charged = 0
+        self.broken = ""
 
     def _fill(self) -> bytes:
         conn = self.conn
@@ -669,9 +566,12 @@ class BodyReader:
         try:
             return conn.recv(self.deadline)
         except TimeoutError:
-            raise _Reject(408, "body_timeout") from None
+            self.broken = "body_timeout"
+            raise BodyError(408, "body_timeout") from None
 
     def read(self, max_bytes: int) -> bytes:
+        if self.broken:
+            raise BodyError(400, self.broken)
         if self.done and not self.pending:
             return b""
         if self.decoder is None:
@@ -687,7 +587,8 @@ class BodyReader:
             try:
                 self.pending = [p for p in self.decoder.feed(self._fill()) if p]
             except codec.ParseError as exc:
-                raise _Reject(exc.status, exc.reason) from None
+                self.broken = exc.reason
+                raise BodyError(exc.status, exc.reason) from None
             if self.decoder.done:
                 self.done = True
                 self.conn.buf = self.decoder.unused
@@ -699,16 +600,6 @@ class BodyReader:
             return piece
         self.pending[0] = piece[max_bytes:]
         return piece[:max_bytes]
-
-    def read_all(self) -> bytes:
-        """The whole body, charged to the process's heap budget as it is buffered
-        (``handler_spawn.max_heap``: going over ends the connection process)."""
-        parts = []
-        while chunk := self.read(RECV_SIZE):
-            supervisors.charge(len(chunk))
-            self.charged += len(chunk)
-            parts.append(chunk)
-        return b"".join(parts)
 
     def finish_unread(self) -> bool:
         """Drain a little unread body so the connection can be reused; False → close."""
@@ -723,7 +614,7 @@ class BodyReader:
                 if not chunk:
                     return True
                 budget -= len(chunk)
-        except (_Reject, _Close, ClientGone):
+        except (BodyError, _Reject, ClientGone):
             return False
         return False
 
@@ -748,63 +639,3 @@ def watch_close(sock: Any, owner: supervisors.Pid) -> None:
         supervisors.send(owner, (resp.CLOSED,))
 
 
-def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
-    """The conn process's body: TLS handshake, then the h1 loop, then cleanup."""
-    started = _monotonic()
-    conn: Http1Conn | None = None
-    requests, close_reason = 0, "tls_handshake"
-    pid = supervisors.self()
-    runtime.conns[pid] = None
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        scheme = "http"
-        if runtime.config.tls is not None:
-            sock = runtime.tls_wrap(sock)
-            if sock is None:
-                return
-            scheme = "https"
-        protocols = runtime.config.protocols
-        if scheme == "https":
-            alpn = sock.selected_alpn_protocol()
-            use_h2 = alpn == "h2" or (alpn is None and "http1" not in protocols)
-        else:
-            use_h2 = "http1" not in protocols  # h2c prior knowledge
-        if use_h2:
-            h2conn = serve_h2(sock, peer, runtime, scheme)
-            requests, close_reason = h2conn.requests, h2conn.close_reason
-            return
-        conn = Http1Conn(sock, peer, runtime, scheme)
-        runtime.conns[pid] = conn
-        try:
-            conn.serve()
-        except _Reject as rej:
-            conn.reject(rej.status, rej.reason)
-        except (_Close, ClientGone):
-            pass
-        except supervisors.Exit as exc:
-            # rr.drain ends an idle connection with exit "shutdown"; a request may have
-            # arrived just then. Linger so the client sees a clean close (retryable),
-            # not a reset caused by its unread bytes.
-            if exc.reason == "shutdown":
-                conn.close_reason = "drain"
-                conn.linger()
-            raise
-        except _SwitchH2 as switch:
-            conn = None
-            h2conn = serve_h2(sock, peer, runtime, scheme, switch.initial, switch.upgrade)
-            requests, close_reason = h2conn.requests, h2conn.close_reason
-    finally:
-        if conn is not None:
-            requests, close_reason = conn.requests, conn.close_reason
-        runtime.conns.pop(pid, None)
-        runtime.active -= 1
-        try:
-            sock.close()
-        except OSError:
-            pass
-        if _CONN_CLOSE in telemetry._table:
-            telemetry.execute(
-                _CONN_CLOSE,
-                {"duration": _monotonic() - started, "requests": requests},
-                {"listener": runtime.name, "peer": peer, "reason": close_reason},
-            )

@@ -69,11 +69,11 @@ import hpack
 import hpack.exceptions
 
 import supervisors
-from rr import dispatch, telemetry
+from rr import dispatch, exchange, telemetry
 from rr import response as resp
+from rr import stream as sw
 from rr.http2 import codec
 from rr.http2.codec import FrameError, Malformed
-from rr.http2.stream import run_stream
 from rr.httpdate import http_date
 from rr.log import get_logger
 from rr.request import Headers, Request
@@ -100,6 +100,11 @@ CACHED_LIST_MAX = 8192
 CLOSED_MEMORY = 512
 
 _THROTTLED = ("rr", "request", "throttled")
+_BODY_END = (sw.BODY_END,)
+_SENT = (sw.SENT,)
+_CLOSED = (resp.CLOSED,)
+# Seconds a stream worker told the client is gone (``CLOSED``) may take to end before it is killed.
+CLOSE_GRACE = 1.0
 
 
 class _Close(Exception):
@@ -220,6 +225,8 @@ class Http2Conn:
         self.flood = [0, 0, 0, 0, 0, 0]  # resets, pings, settings, priority, window updates, empty data
         self.data_sent = 0  # DATA frames sent in the current flood window
         self.stalled = False
+        # sid -> when its worker, told the client is gone, is killed if still alive.
+        self.dying: dict[int, float] = {}
 
     @property
     def idle(self) -> bool:
@@ -296,6 +303,8 @@ class Http2Conn:
                 if self.stalled:
                     self.check_stalls(now)
                     self.flush()
+                if self.dying:
+                    self.check_dying(now)
                 if not self.streams and now - self.last_activity > idle_timeout:
                     self.close_reason = "idle_timeout"
                     self.goaway(codec.NO_ERROR)
@@ -307,30 +316,31 @@ class Http2Conn:
                 batched = 0
                 if self.stalled:
                     self.check_stalls(time.monotonic())
+                if self.dying:
+                    self.check_dying(time.monotonic())
                 self.flush()
 
     def handle(self, msg: Any) -> None:
         tag = msg[0] if isinstance(msg, tuple) and msg else None
         if tag == "h2.data":
-            if len(msg) == 2:
-                self.last_activity = time.monotonic()
-                self.feed(msg[1])
-                if self.reader is not None:
-                    supervisors.send(self.reader, ("h2.more",))
-            else:
-                self.on_worker_data(msg[1], msg[2], msg[3])
-        elif tag == "h2.response":
-            self.on_response(msg[1], msg[2], msg[3], msg[4])
-        elif tag == "h2.headers":
-            self.on_worker_headers(msg[1], msg[2], msg[3], msg[4])
-        elif tag == "h2.trailers":
+            self.last_activity = time.monotonic()
+            self.feed(msg[1])
+            if self.reader is not None:
+                supervisors.send(self.reader, ("h2.more",))
+        elif tag == sw.DATA:
+            self.on_worker_data(msg[1], msg[2], msg[3])
+        elif tag == sw.RESPONSE:
+            self.on_response(msg[1], msg[2], msg[3], msg[4], msg[5])
+        elif tag == sw.HEAD:
+            self.on_worker_headers(msg[1], msg[2], msg[3], msg[4], msg[5])
+        elif tag == sw.TRAILERS:
             st = self.streams.get(msg[1])
             if st is not None and not st.closed:
                 st.pending.append(("trailers", msg[2], True, False))
                 self.pump(st)
-        elif tag == "h2.credit":
+        elif tag == sw.CREDIT:
             self.credit(msg[1], msg[2])
-        elif tag == "h2.loop":
+        elif tag == sw.LOOP:
             st = self.streams.get(msg[1])
             if st is not None:
                 st.loop = True
@@ -541,7 +551,7 @@ class Http2Conn:
         cap = self.config.max_concurrent_requests
         if cap is not None and runtime.live_streams >= cap:
             runtime.throttled += 1
-            if _THROTTLED in telemetry._table:
+            if telemetry.enabled(_THROTTLED):
                 telemetry.execute(_THROTTLED, {"system_time": time.time_ns()},
                                   {"listener": runtime.name, "reason": "max_concurrent_requests"})
             self.refuse(sid)
@@ -591,7 +601,7 @@ class Http2Conn:
         st.is_head = req.method == "HEAD"
         st.req = req
         pid, ref = supervisors.spawn_monitor(
-            run_stream, self.pid, sid, req, self.runtime, ended,
+            sw.run_stream, self.pid, sid, req, self.runtime, ended,
             label="rr.h2.stream", **self.config.handler_spawn.as_kwargs(),
         )
         st.pid, st.ref, st.alive = pid, ref, True
@@ -656,7 +666,7 @@ class Http2Conn:
                 raise _StreamError(sid, codec.PROTOCOL_ERROR)
             if st.alive and not st.ended_local and st.pid is not None:
                 st.outstanding += len(data)
-                supervisors.send(st.pid, ("h2.body", data))
+                supervisors.send(st.pid, (sw.BODY, data))
             else:
                 self.return_window(None, len(data))
         if end:
@@ -667,7 +677,7 @@ class Http2Conn:
     def remote_end(self, st: _Stream) -> None:
         st.ended_remote = True
         if st.alive and st.pid is not None:
-            supervisors.send(st.pid, ("h2.body_end",))
+            supervisors.send(st.pid, _BODY_END)
         if st.ended_local:
             self.wire_closed(st, "ended")
 
@@ -810,25 +820,31 @@ class Http2Conn:
             self.out.append(codec.frame(codec.CONTINUATION, codec.END_HEADERS if last else 0, sid,
                                         block[i:i + limit]))
 
-    def send_head(self, st: _Stream, status: int, headers: list[tuple[str, str]], end: bool) -> None:
-        self.header_frames(st.sid, codec.encode_status(status) + codec.encode_headers(headers), end)
+    def send_head(self, st: _Stream, status: int, headers: list[tuple[str, str]], length: int | None,
+                  end: bool) -> None:
+        block = codec.encode_status(status) + codec.encode_headers(headers)
+        if length is not None:
+            block += codec.encode_field(b"content-length", b"%d" % length)
+        self.header_frames(st.sid, block, end)
         st.head_sent = True
         if end:
             self.local_end(st)
 
-    def on_response(self, sid: int, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    def on_response(self, sid: int, status: int, headers: list[tuple[str, str]], length: int | None,
+                    body: bytes) -> None:
         st = self.streams.get(sid)
         if st is None or st.closed:
             return
-        self.send_head(st, status, headers, not body)
+        self.send_head(st, status, headers, length, not body)
         if body:
             st.pending.append(("data", body, True, False))
             self.pump(st)
 
-    def on_worker_headers(self, sid: int, status: int, headers: list[tuple[str, str]], end: bool) -> None:
+    def on_worker_headers(self, sid: int, status: int, headers: list[tuple[str, str]], length: int | None,
+                          end: bool) -> None:
         st = self.streams.get(sid)
         if st is not None and not st.closed:
-            self.send_head(st, status, headers, end)
+            self.send_head(st, status, headers, length, end)
 
     def on_worker_data(self, sid: int, data: bytes, end: bool) -> None:
         st = self.streams.get(sid)
@@ -874,7 +890,7 @@ class Http2Conn:
                 out.append(codec.frame(codec.DATA, codec.END_STREAM, sid))
             pending.popleft()
             if ack and st.alive and st.pid is not None:
-                supervisors.send(st.pid, ("h2.sent", sid))
+                supervisors.send(st.pid, _SENT)
             if end:
                 self.local_end(st)
                 return
@@ -925,17 +941,26 @@ class Http2Conn:
     def drop(self, st: _Stream, how: str) -> None:
         """Close the stream on the wire and stop its worker (a Loop worker is told instead)."""
         self.wire_closed(st, how)
-        if st.alive and st.pid is not None:
-            if st.loop:
-                supervisors.send(st.pid, (resp.CLOSED,))
-            else:
-                self.by_ref.pop(st.ref, None)
-                supervisors.demonitor(st.ref, flush=True)
-                supervisors.exit(st.pid, "kill")
-                self.worker_gone(st)
+        if st.alive and st.pid is not None and st.sid not in self.dying:
+            # Told, not killed: its next send or body read raises rr.ClientGone. One that
+            # does not end within CLOSE_GRACE is killed (check_dying).
+            supervisors.send(st.pid, _CLOSED)
+            self.dying[st.sid] = time.monotonic() + CLOSE_GRACE
+
+    def check_dying(self, now: float) -> None:
+        for sid, deadline in list(self.dying.items()):
+            if now >= deadline:
+                del self.dying[sid]
+                st = self.streams.get(sid)
+                if st is not None and st.alive and st.pid is not None:
+                    self.by_ref.pop(st.ref, None)
+                    supervisors.demonitor(st.ref, flush=True)
+                    supervisors.exit(st.pid, "kill")
+                    self.worker_gone(st)
 
     def worker_gone(self, st: _Stream) -> None:
         st.alive = False
+        self.dying.pop(st.sid, None)
         self.runtime.live_streams -= 1
         if st.outstanding > 0:  # never to be consumed: back to the connection window now
             self.return_window(None, st.outstanding)
@@ -963,9 +988,8 @@ class Http2Conn:
                            request_id=req.request_id if req else None,
                            method=req.method if req else None, path=req.path if req else None)
             error = dispatch.INTERNAL_ERROR
-            headers = [(k.lower(), v) for k, v in error.headers]
-            headers += [("content-length", str(len(error.body))), ("date", http_date())]
-            self.send_head(st, 500, headers, st.is_head)
+            headers, _ = exchange.response_fields(error.headers)
+            self.send_head(st, 500, headers, len(error.body), st.is_head)
             if not st.closed and not st.is_head:
                 st.pending.append(("data", error.body, True, False))
                 self.pump(st)
@@ -989,8 +1013,23 @@ class Http2Conn:
         st.ended_remote = True
         if body and st.pid is not None:
             # Read over HTTP/1.1: the worker's credit for it is owed to nobody (outstanding stays 0).
-            supervisors.send(st.pid, ("h2.body", body))
-            supervisors.send(st.pid, ("h2.body_end",))
+            supervisors.send(st.pid, (sw.BODY, body))
+            supervisors.send(st.pid, _BODY_END)
+
+
+def _reap(pids: list[supervisors.Pid]) -> None:
+    """Give workers told the connection ended ``CLOSE_GRACE`` to finish, then kill the rest."""
+    refs = {supervisors.monitor(pid): pid for pid in pids}
+    deadline = time.monotonic() + CLOSE_GRACE
+    while refs:
+        try:
+            msg = supervisors.receive(lambda m: isinstance(m, tuple) and m[:1] == ("DOWN",) and m[1] in refs,
+                                      timeout=max(0.0, deadline - time.monotonic()))
+        except supervisors.Timeout:
+            break
+        refs.pop(msg[1])
+    for pid in refs.values():
+        supervisors.exit(pid, "kill")
 
 
 def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initial: bytes = b"",
@@ -1019,15 +1058,16 @@ def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initia
                 pass
         raise
     finally:
+        orphans = []
         for st in conn.streams.values():
             if st.alive and st.pid is not None:
                 runtime.live_streams -= 1
                 st.alive = False
                 supervisors.demonitor(st.ref, flush=True)
-                if st.loop:
-                    supervisors.send(st.pid, (resp.CLOSED,))
-                else:
-                    supervisors.exit(st.pid, "kill")
+                supervisors.send(st.pid, _CLOSED)
+                orphans.append(st.pid)
+        if orphans:
+            supervisors.spawn(_reap, orphans, label="rr.h2.reaper")
         if conn.reader is not None:
             supervisors.unlink(conn.reader)
             supervisors.exit(conn.reader, "kill")

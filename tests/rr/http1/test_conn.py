@@ -210,10 +210,11 @@ def test_handler_crash_answers_500_and_the_connection_stays_usable(serve):
         [("x-evil", "a\r\nset-cookie: pwned=1")],
         [("x-evil", "a\nb")],
         [("x-nul", "a\0b")],
-        [("X-Upper", "v")],
+        [("x-latin", "caf\u00e9 \u2603")],
         [("bad name", "v")],
+        [("x:y", "v")],
     ],
-    ids=["crlf-in-value", "lf-in-value", "nul-in-value", "uppercase-name", "space-in-name"],
+    ids=["crlf-in-value", "lf-in-value", "nul-in-value", "not-latin-1", "space-in-name", "colon-in-name"],
 )
 def test_header_injection_in_a_response_becomes_a_500_never_a_split_header(serve, headers):
     srv = serve(lambda req: resp.Response(200, headers, b"x"))
@@ -224,6 +225,16 @@ def test_header_injection_in_a_response_becomes_a_500_never_a_split_header(serve
         assert b"pwned" not in head
         sock.sendall(GET)  # slot not leaked, connection still usable
         assert read_response(sock)[0].startswith(b"HTTP/1.1 500")
+
+
+def test_a_mixed_case_response_header_name_goes_out_lowercased(serve):
+    srv = serve(lambda req: resp.Response(200, [("X-Upper", "v"), ("Content-Type", "text/x")], b"x"))
+    with srv.connect() as sock:
+        sock.sendall(GET)
+        head, body = read_response(sock)
+    assert head.startswith(b"HTTP/1.1 200") and body == b"x"
+    assert b"\r\nx-upper: v" in head and b"\r\ncontent-type: text/x" in head
+    assert b"X-Upper" not in head
 
 
 def test_handler_returning_an_interim_1xx_status_gets_a_500(serve):

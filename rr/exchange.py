@@ -1,0 +1,553 @@
+"""The exchange: request → shape → response, written once for every protocol.
+
+What it is: the one place a request's response is decided and driven. The
+h1 conn process and the protocol-neutral stream worker (``rr.stream``, h2
+now, h3 next) each build a ``Request`` and a ``Sink`` and call ``run``; this
+module calls the application (through ``rr.dispatch``), checks what came
+back, and drives the sink: ``respond`` for a whole buffered response,
+``head`` / ``data`` / ``trailers`` / ``sendfile`` / ``abort`` for the others.
+A protocol only encodes (status line or HPACK, chunks or DATA frames).
+
+What it must never do: touch a socket or know a protocol. Anything a
+protocol must decide for itself (h1 keep-alive and chunking, h2 flow
+control) lives behind the sink.
+
+The rules, one each (the cross-protocol matrix, ``tests/rr/test_matrix.py``,
+holds every protocol to them):
+
+- **Status**: a handler's status must be 200–599. 100–199 (interim answers
+  are rr's to send, not a handler's) and anything outside 100–599 → 500,
+  logged as a handler crash with the request id.
+- **Header names** are tokens (RFC 9110 §5.1) and go out lowercased on every
+  protocol (h2 and h3 require lowercase; h1 is case-insensitive, so
+  ``Content-Type`` from a WSGI-minded handler just works). A non-token name →
+  500.
+- **Header values**: CR, LF or NUL (response splitting), or a character
+  outside latin-1 (not an octet on any wire) → 500.
+- **Framing fields are rr's**: ``content-length``, ``transfer-encoding`` and
+  the connection-specific fields (``connection``, ``keep-alive``,
+  ``upgrade``, ``proxy-connection``; RFC 9113 §8.2.2) are dropped from a
+  handler's headers; ``connection: close`` is honoured as a wish to close
+  (h1). A declared ``content-length`` still counts where it means something:
+  HEAD of an empty ``Response`` announces it, and a ``Stream`` that declares
+  one must send exactly that many bytes (more or fewer → the response is
+  aborted). ``date`` is added unless the handler set one.
+- **No body** on HEAD, 204 and 304 (204/304 carry no content-length either).
+- **Crashes**: before the head is sent → 500 with a body; after it → the
+  response is aborted (h1: the connection closes before the last chunk; h2:
+  ``RST_STREAM(INTERNAL_ERROR)``), never a half-truthful end.
+- **Client gone**: ``send`` (``Stream``) and ``push`` (``Loop``) raise
+  ``rr.ClientGone`` on every protocol; the handler may catch it to clean up.
+- **Bodies**: in ``auto`` mode the body is read here before the handler
+  runs, charged to the process's ``max_heap``; a body over
+  ``max_content_length`` → 413, one that stalls past ``request_timeout`` →
+  408, a malformed one → 400 (``BodyError``, raised by the protocol's body
+  source; a manual-mode handler that lets it propagate gets the same answer).
+- **Access log** (``access_log: true``): one ``rr.access`` event per request
+  on every protocol with method, path, status, bytes (response body),
+  duration, version, user_agent, request_id and peer.
+
+Telemetry (``start``/``stop``/``exception``) is ``rr.dispatch``'s; this
+module calls it at the same points for every protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import supervisors
+from rr import dispatch
+from rr import response as resp
+from rr.httpdate import http_date
+from rr.log import get_logger
+from rr.request import Request
+
+_access = get_logger("rr.access")
+
+# Bytes one read of a request body asks for in auto mode.
+READ_SIZE = 65536
+# Bytes one Sendfile read takes where the protocol copies (h2, h3, TLS).
+FILE_CHUNK = 65536
+
+NO_BODY_STATUS = frozenset({204, 304})
+
+_TEXT = [("content-type", "text/plain; charset=utf-8")]
+BAD_REQUEST = resp.Response(400, _TEXT, b"Bad Request")
+REQUEST_TIMEOUT = resp.Response(408, _TEXT, b"Request Timeout")
+PAYLOAD_TOO_LARGE = resp.Response(413, _TEXT, b"Payload Too Large")
+_BY_STATUS = {400: BAD_REQUEST, 408: REQUEST_TIMEOUT, 413: PAYLOAD_TOO_LARGE}
+
+
+class ClientGone(ConnectionError):
+    """The client is gone: raised by ``send``/``push`` (and body reads) on every protocol."""
+
+
+class BodyError(Exception):
+    """The request body cannot be read: ``status`` says why (400, 408, 413)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Aborted(Exception):
+    """The response cannot be completed; the sink has been told (``abort``)."""
+
+
+class InvalidResponse(ValueError):
+    """A response head that cannot go on any wire (status, header name or value)."""
+
+
+# -- response fields ------------------------------------------------------------------
+
+# Fields a handler may not set: framing and connection-specific (RFC 9113 §8.2.2).
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+                      "proxy-connection"})
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+_BAD_VALUE = frozenset("\r\n\0")
+
+# (name, value) pairs already checked -> the lowercased pair, or None for a dropped framing field.
+# Bounded, so a handler echoing unique values cannot grow it.
+_checked: dict[tuple[str, str], tuple[str, str] | None] = {}
+_CHECKED_MAX = 4096
+_CHECKED_VALUE_MAX = 256
+
+
+def _check(name: Any, value: Any) -> tuple[str, str] | None:
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise InvalidResponse(f"header {name!r} is not a pair of str")
+    lname = name.lower()
+    if not lname or not _TCHAR.issuperset(lname):
+        raise InvalidResponse(f"response header name {name!r} is not a token")
+    if not _BAD_VALUE.isdisjoint(value):
+        raise InvalidResponse(f"the value of response header {name!r} contains CR, LF or NUL")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidResponse(f"the value of response header {name!r} is not latin-1") from None
+    return None if lname in _FRAMING else (lname, value)
+
+
+def response_fields(headers: Any, add_date: bool = True) -> tuple[list[tuple[str, str]], bool]:
+    """Validated, lowercased fields without framing ones, plus ``date`` (unless the
+    handler set one, or ``add_date`` is false: trailers); and whether the handler
+    asked to close (``connection: close``). Raises ``InvalidResponse``."""
+    out = []
+    close = False
+    has_date = False
+    checked = _checked
+    for pair in headers:
+        try:
+            field = checked[pair]
+        except KeyError:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise InvalidResponse(f"header {pair!r} is not a (name, value) pair") from None
+            field = _check(*pair)
+            if len(pair[1]) <= _CHECKED_VALUE_MAX:
+                if len(checked) >= _CHECKED_MAX:
+                    checked.clear()
+                checked[pair] = field
+        except TypeError:  # unhashable: not a pair of str
+            raise InvalidResponse(f"header {pair!r} is not a (name, value) pair") from None
+        if field is None:
+            if pair[0].lower() == "connection" and "close" in pair[1].lower():
+                close = True
+            continue
+        if field[0] == "date":
+            has_date = True
+        out.append(field)
+    if add_date and not has_date:
+        out.append(("date", http_date()))
+    return out, close
+
+
+def check_status(status: Any) -> None:
+    if type(status) is not int or not 200 <= status <= 599:
+        if isinstance(status, int) and 100 <= status <= 199:
+            raise InvalidResponse(f"a handler may not return the interim status {status}")
+        raise InvalidResponse(f"status {status!r} is outside 200..599")
+
+
+def declared_length(shape: Any) -> int | None:
+    value = resp.get_header(shape, "content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+# -- the sink ---------------------------------------------------------------------------
+
+
+class Sink(Protocol):
+    """What a protocol implements so the exchange can drive a response.
+
+    Fields are already validated and lowercased (``response_fields``); the
+    sink adds only its own framing. ``close`` is the handler's wish to end the
+    connection after this response (h1 honours it; multiplexed protocols
+    ignore it). ``data``/``trailers``/``sendfile`` raise ``ClientGone`` when
+    the peer is gone.
+    """
+
+    def respond(self, status: int, fields: list[tuple[str, str]], length: int | None,
+                body: bytes, close: bool) -> None:
+        """A whole response; ``body`` is what goes on the wire (``b""`` for HEAD/204/304)."""
+
+    def head(self, status: int, fields: list[tuple[str, str]], length: int | None, close: bool,
+             end: bool) -> None:
+        """The head of a response whose body follows (``end``: none follows)."""
+
+    def data(self, data: bytes, end: bool) -> None:
+        """Body bytes; ``end`` ends the response (``data`` may then be empty)."""
+
+    def trailers(self, fields: list[tuple[str, str]]) -> None:
+        """Trailer fields; ends the response."""
+
+    def sendfile(self, fd: int, offset: int, length: int) -> None:
+        """``length`` bytes of ``fd`` from ``offset`` as the body, then the end."""
+
+    def abort(self) -> None:
+        """The response cannot be completed: end it so the client can tell."""
+
+    def loop_enter(self) -> Callable[[Any], bool] | None:
+        """A ``Loop`` starts in this process; returns which messages are the loop's."""
+
+    def loop_exit(self) -> None:
+        """The ``Loop`` ended."""
+
+
+# -- one exchange -------------------------------------------------------------------------
+
+
+class Exchange:
+    """One request's response on one sink: counts what it sent, for the access log."""
+
+    __slots__ = ("req", "sink", "config", "started", "status", "sent", "head_sent")
+
+    def __init__(self, req: Request, sink: Sink, config: Any) -> None:
+        self.req = req
+        self.sink = sink
+        self.config = config
+        self.started = 0.0
+        self.status = 0
+        self.sent = 0
+        self.head_sent = False
+
+    def run(self, app: Any) -> None:
+        """Serve the request; returns once the response is complete or aborted.
+
+        Raises ``ClientGone`` when the peer went away mid-response, ``Aborted``
+        when the response had to be cut short (the sink already knows both).
+        """
+        req = self.req
+        config = self.config
+        self.started = started = dispatch.begin(req)
+        charged = 0
+        try:
+            result: Any = None
+            length = req.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > config.max_content_length:
+                result = PAYLOAD_TOO_LARGE
+            elif config.body_buffering == "auto" and req._body is None:
+                try:
+                    charged = self._read_body()
+                except BodyError as exc:
+                    result = _BY_STATUS.get(exc.status, BAD_REQUEST)
+            if result is None:
+                result = self._call(app)
+            self._send(result)
+        finally:
+            if charged:
+                supervisors.release(charged)
+            dispatch.finish(req, self.status, started)
+            if config.access_log:
+                self._log_access()
+
+    def _read_body(self) -> int:
+        """The whole body into ``req._body``, charged to this process's heap budget."""
+        req = self.req
+        read = req._source.read
+        parts = []
+        charged = 0
+        try:
+            while chunk := read(READ_SIZE):
+                supervisors.charge(len(chunk))
+                charged += len(chunk)
+                parts.append(chunk)
+        except BaseException:
+            if charged:
+                supervisors.release(charged)
+            raise
+        req._body = b"".join(parts) if len(parts) != 1 else parts[0]
+        return charged
+
+    def _call(self, app: Any) -> resp.Shape:
+        try:
+            return dispatch.call(app, self.req, self.started, (BodyError, ClientGone))
+        except BodyError as exc:  # a manual-mode read failed and the handler let it go
+            return _BY_STATUS.get(exc.status, BAD_REQUEST)
+
+    def _log_access(self) -> None:
+        req = self.req
+        _access.info(
+            "request", method=req.method, path=req.target, status=self.status, bytes=self.sent,
+            duration=round(time.monotonic() - self.started, 6), version=req.version,
+            user_agent=req.headers.get("user-agent"), request_id=req.request_id, peer=req.peer,
+        )
+
+    # -- shapes ------------------------------------------------------------------------
+
+    def _send(self, result: Any) -> None:
+        if isinstance(result, resp.Response):
+            self.send_response(result)
+        elif isinstance(result, resp.Stream):
+            self.send_stream(result)
+        elif isinstance(result, resp.Loop):
+            self.send_loop(result)
+        elif isinstance(result, resp.Sendfile):
+            self.send_file(result)
+        else:  # WebSocket: served once the WebSocket layer lands
+            self.send_response(dispatch.NOT_IMPLEMENTED)
+
+    def _fields(self, status: int, headers: Any) -> tuple[list[tuple[str, str]], bool] | None:
+        """The head's fields, or None after answering 500 in its place."""
+        try:
+            check_status(status)
+            return response_fields(headers)
+        except InvalidResponse as exc:
+            self.crashed(exc)
+            return None
+
+    def crashed(self, exc: BaseException) -> None:
+        """A failure before the head went out: log it, answer 500."""
+        error = dispatch.crashed(self.req, self.started, exc)
+        fields, _ = response_fields(error.headers)
+        self._respond(error.status, fields, len(error.body), error.body, False)
+
+    def _respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
+                 close: bool) -> None:
+        self.status = status
+        self.head_sent = True
+        if self.req.method == "HEAD":
+            body = b""
+        self.sent += len(body)
+        self.sink.respond(status, fields, length, body, close)
+
+    def _head(self, status: int, fields: list[tuple[str, str]], length: int | None, close: bool,
+              end: bool) -> None:
+        self.status = status
+        self.head_sent = True
+        self.sink.head(status, fields, length, close, end)
+
+    def abort(self) -> None:
+        self.sink.abort()
+        raise Aborted()
+
+    def send_response(self, result: resp.Response) -> None:
+        status = result.status
+        checked = self._fields(status, result.headers)
+        if checked is None:
+            return
+        fields, close = checked
+        body = result.body
+        if status in NO_BODY_STATUS:
+            self._respond(status, fields, None, b"", close)
+            return
+        length = len(body)
+        if not body and self.req.method == "HEAD":
+            declared = declared_length(result)
+            if declared is not None:
+                length = declared
+        self._respond(status, fields, length, body, close)
+
+    def send_stream(self, result: resp.Stream) -> None:
+        out = _StreamOut(self, result)
+        try:
+            result.fn(out.send)
+        except ClientGone:
+            raise  # the sink saw the peer go; nothing more can be sent
+        except Aborted:
+            if out.answered:
+                return  # an invalid head was answered 500 in its place
+            raise
+        except BodyError as exc:
+            if out.head:
+                self.abort()
+            self.send_response(_BY_STATUS.get(exc.status, BAD_REQUEST))
+            return
+        except Exception as exc:
+            if out.answered:
+                return
+            if not out.head:
+                self.crashed(exc)
+                return
+            dispatch.crashed(self.req, self.started, exc)
+            self.abort()
+        if out.answered:
+            return
+        if not out.ended:
+            out.send(b"", fin=True)
+
+    def send_loop(self, result: resp.Loop) -> None:
+        status = result.status
+        checked = self._fields(status, result.headers)
+        if checked is None:
+            return
+        no_body = self.req.method == "HEAD" or status in NO_BODY_STATUS
+        self._head(status, checked[0], None, checked[1], no_body)
+        if no_body:
+            return
+        sink = self.sink
+
+        def push(chunk: bytes) -> None:
+            if chunk:
+                self.sent += len(chunk)
+                sink.data(bytes(chunk), False)
+
+        match = sink.loop_enter()
+        try:
+            outcome = run_loop(self.req, self.started, result, push, match)
+        finally:
+            sink.loop_exit()
+        if outcome == "crashed":
+            self.abort()
+        if outcome == "closed":
+            raise ClientGone()
+        sink.data(b"", True)
+
+    def send_file(self, result: resp.Sendfile) -> None:
+        try:
+            fd = os.open(result.path, os.O_RDONLY)
+        except OSError as exc:
+            self.crashed(exc)
+            return
+        try:
+            size = os.fstat(fd).st_size
+            offset = result.offset
+            length = result.length if result.length is not None else max(0, size - offset)
+            if offset < 0 or length < 0 or offset + length > size:
+                self.crashed(ValueError(f"sendfile range {offset}+{length} outside the file ({size} bytes)"))
+                return
+            status = result.status
+            checked = self._fields(status, result.headers)
+            if checked is None:
+                return
+            fields, close = checked
+            if status in NO_BODY_STATUS:
+                self._respond(status, fields, None, b"", close)
+                return
+            if self.req.method == "HEAD" or not length:
+                self._respond(status, fields, length, b"", close)
+                return
+            self._head(status, fields, length, close, False)
+            self.sent += length
+            self.sink.sendfile(fd, offset, length)
+        finally:
+            os.close(fd)
+
+
+def run_loop(req: Request, started: float, loop: resp.Loop, push: Callable[[bytes], None],
+             match: Callable[[Any], bool] | None = None) -> str:
+    """Drive a ``Loop`` in the calling process.
+
+    Each message (``match`` selects which; default: all) goes to
+    ``loop.on_info(msg, push, state)``. Returns ``"stop"`` when it returns
+    ``rr.resp.STOP``, ``"closed"`` after it has seen ``(rr.resp.CLOSED,)``
+    (the client is gone), ``"crashed"`` when it raised (already logged).
+    ``ClientGone`` from ``push`` propagates unless ``on_info`` catches it.
+    """
+    state = loop.state
+    receive = supervisors.receive
+    while True:
+        msg = receive(match) if match is not None else receive()
+        closed = isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,)
+        try:
+            state = loop.on_info(msg, push, state)
+        except ClientGone:
+            raise
+        except Exception as exc:
+            dispatch.crashed(req, started, exc)
+            return "crashed"
+        if closed:
+            return "closed"
+        if state is resp.STOP:
+            return "stop"
+
+
+def copy_file(fd: int, offset: int, length: int, write: Callable[[bytes, bool], None],
+              chunk: int = FILE_CHUNK) -> None:
+    """Read ``length`` bytes of ``fd`` from ``offset`` into ``write(data, end)``.
+
+    For sinks that cannot hand the file to the kernel (TLS, h2, h3). A file
+    that shrank under us cannot keep the promised length: ``Aborted``.
+    """
+    while length > 0:
+        data = os.pread(fd, min(chunk, length), offset)
+        if not data:
+            raise FileTruncated()
+        offset += len(data)
+        length -= len(data)
+        write(data, length == 0)
+
+
+class _StreamOut:
+    """The ``send`` of one ``Stream`` response: head on first use, then body and end."""
+
+    __slots__ = ("ex", "result", "no_body", "length", "head", "ended", "answered", "count")
+
+    def __init__(self, ex: Exchange, result: resp.Stream) -> None:
+        self.ex = ex
+        self.result = result
+        status = result.status
+        self.no_body = ex.req.method == "HEAD" or status in NO_BODY_STATUS
+        self.length = None if status in NO_BODY_STATUS else declared_length(result)
+        self.head = False  # the head went out
+        self.ended = False  # fin was sent (or the response is over)
+        self.answered = False  # a 500 went out in place of an invalid head
+        self.count = 0
+
+    def send(self, data: bytes = b"", fin: bool = False, trailers: Any = None) -> None:
+        ex = self.ex
+        if self.ended or self.answered:
+            raise RuntimeError("send() after fin")
+        if not self.head:
+            checked = ex._fields(self.result.status, self.result.headers)
+            if checked is None:
+                self.answered = True
+                raise Aborted()
+            self.head = True
+            ex._head(self.result.status, checked[0], self.length, checked[1], self.no_body)
+        if self.no_body:
+            self.ended = self.ended or fin
+            return
+        length = self.length
+        if data:
+            self.count += len(data)
+            if length is not None and self.count > length:
+                self.ended = True
+                ex.abort()  # more than the declared content-length
+            ex.sent += len(data)
+        sink = ex.sink
+        if not fin:
+            if data:
+                sink.data(bytes(data), False)
+            return
+        self.ended = True
+        if length is not None and self.count != length:
+            ex.abort()  # fewer bytes than the declared content-length
+        if trailers:
+            try:
+                tfields, _ = response_fields(resp.header_list(trailers), add_date=False)
+            except InvalidResponse as exc:
+                dispatch.crashed(ex.req, ex.started, exc)
+                ex.abort()
+            if data:
+                sink.data(bytes(data), False)
+            sink.trailers(tfields)
+        else:
+            sink.data(bytes(data), True)
+
+
+class FileTruncated(Exception):
+    """The file shrank while it was being sent: the declared length cannot be met."""

@@ -1,0 +1,299 @@
+"""The stream worker: one process per request on a multiplexed connection (h2 now, h3 next).
+
+What it is: the process a multiplexed conn process spawns (``spawn_monitor``,
+the listener's ``handler_spawn`` options) for each request stream. It runs
+the exchange (``rr.exchange``) for its ``Request`` with a sink that turns the
+response into messages for the conn process, and a body source fed by the
+conn process's messages. Nothing here knows a protocol: the conn process
+owns the framing, the socket and flow control, and encodes what it is sent.
+
+What it owns: its ``Request``, the request body as it arrives
+(``StreamBody``), and at most ``IN_FLIGHT`` response body bytes queued at the
+conn process that the conn has not acknowledged. Its heap budget covers the
+body it buffers (``supervisors.charge``) and its mailbox.
+
+What it must never do: touch the socket or the connection's state. It is
+monitored, not linked: if it crashes, only its own stream is answered 500
+(or reset), and the connection and sibling streams go on.
+
+Mailbox protocol (conn → worker):
+
+- ``(BODY, data)`` — request body bytes, in order; ``(BODY_END,)`` — the
+  client ended the request.
+- ``(SENT,)`` — one earlier ``DATA`` message (not the one ending the stream)
+  was framed in full (back-pressure: at most ``IN_FLIGHT`` unacknowledged
+  body bytes per worker).
+- ``(rr.resp.CLOSED,)`` — the client reset the stream or the connection
+  ended: the next body read, ``send`` or ``push`` raises ``rr.ClientGone``
+  (a ``Loop``'s ``on_info`` may see the message itself). The conn kills a
+  worker that has not ended within its grace after this.
+- ``(rr.resp.DRAIN, deadline)`` — only while a ``Loop`` runs.
+
+Messages this worker sends the conn process (``sid`` names the stream):
+
+- ``(RESPONSE, sid, status, fields, length, body)`` — a whole response whose
+  body is at most ``2 * CHUNK`` (HEAD/204/304: ``b""``); not acknowledged.
+- ``(HEAD, sid, status, fields, length, end)`` — the head of a longer response.
+- ``(DATA, sid, data, end)`` — body bytes (acknowledged by ``SENT`` unless ``end``).
+- ``(TRAILERS, sid, fields)`` — trailers; ends the stream.
+- ``(CREDIT, sid, n)`` — n body bytes were consumed: the conn may give them
+  back to the peer's flow-control windows.
+- ``(LOOP, sid)`` — a ``Loop`` runs from now on: on drain the conn sends it
+  ``(DRAIN, deadline)``.
+
+A worker that ends abnormally (a crash after the head, an aborted response)
+makes the conn reset its stream; one that ends before any head makes the
+conn answer 500 for it.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+import supervisors
+from rr import exchange
+from rr import response as resp
+from rr.exchange import BodyError, ClientGone
+from rr.request import Request
+
+if TYPE_CHECKING:
+    from rr.listener import ListenerRuntime
+
+# Message tags (first element of each tuple).
+RESPONSE = "stream.response"
+HEAD = "stream.head"
+DATA = "stream.data"
+TRAILERS = "stream.trailers"
+CREDIT = "stream.credit"
+LOOP = "stream.loop"
+BODY = "stream.body"
+BODY_END = "stream.body_end"
+SENT = "stream.sent"
+
+# Body chunks sent to the conn process are at most this big: with IN_FLIGHT, a stream
+# holds at most 64 KiB + one chunk in the conn's mailbox (counted in the conn's heap budget).
+CHUNK = 16384
+# Unacknowledged body bytes a worker may have queued at the conn process (plus one final chunk).
+IN_FLIGHT = 65536
+
+_CLOSED = (resp.CLOSED,)
+
+
+def _is_body_msg(msg: Any) -> bool:
+    return isinstance(msg, tuple) and bool(msg) and (msg[0] == BODY or msg[0] == BODY_END or msg == _CLOSED)
+
+
+def _is_ack(msg: Any) -> bool:
+    return msg == (SENT,)
+
+
+def _is_closed(msg: Any) -> bool:
+    return msg == _CLOSED
+
+
+def _for_loop(msg: Any) -> bool:
+    """Messages a Loop's ``on_info`` sees: all but the conn's own stream protocol."""
+    return not (isinstance(msg, tuple) and msg and isinstance(msg[0], str) and msg[0].startswith("stream."))
+
+
+class StreamBody:
+    """The request body of one stream, fed by the conn process's messages.
+
+    ``read`` hands out what has arrived, waiting (bounded by ``timeout``) for
+    more, and credits each consumed byte back to the conn process so the peer's
+    flow-control window reopens only as the application actually reads. Over
+    ``limit`` bytes → ``BodyError(413)``; no byte for ``timeout`` → 408; the
+    client gone → ``ClientGone``.
+    """
+
+    def __init__(self, conn: supervisors.Pid, sid: int, ended: bool, limit: int, timeout: float) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.done = ended
+        self.limit = limit
+        self.timeout = timeout
+        self.buf = b""
+        self.received = 0
+        self.gone = False
+
+    def read(self, max_bytes: int) -> bytes:
+        while not self.buf and not self.done:
+            if self.gone:
+                raise ClientGone()
+            try:
+                msg = supervisors.receive(_is_body_msg, timeout=self.timeout)
+            except supervisors.Timeout:
+                raise BodyError(408, "body_timeout") from None
+            if msg[0] == BODY_END:
+                self.done = True
+            elif msg[0] is resp.CLOSED:
+                self.gone = True
+                raise ClientGone()
+            else:
+                self.received += len(msg[1])
+                if self.received > self.limit:
+                    raise BodyError(413, "body_too_large")
+                self.buf = msg[1]
+        if not self.buf:
+            return b""
+        data, self.buf = self.buf[:max_bytes], self.buf[max_bytes:]
+        supervisors.send(self.conn, (CREDIT, self.sid, len(data)))
+        return data
+
+
+class StreamSink:
+    """The exchange's sink for a stream: messages to the conn, with back-pressure.
+
+    The conn acknowledges (``SENT``) every body message but the one that ends
+    the stream, in order, once it is framed; the stream's end needs no wait.
+    Body chunks written without yielding in between go out as one message
+    (gathered up to ``CHUNK``, handed over when this process next yields, the
+    stream ends, or the chunk is full): the conn cannot run before this
+    process yields anyway, so gathering changes no timing a client can see.
+    """
+
+    def __init__(self, conn: supervisors.Pid, sid: int, body: StreamBody, timeout: float) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.body = body
+        self.timeout = timeout
+        self.sizes: collections.deque[int] = collections.deque()
+        self.in_flight = 0
+        self.ended = False
+        self.buf: list[bytes] = []
+        self.buf_len = 0
+        self.scheduled = False
+
+    # -- client gone ---------------------------------------------------------------
+
+    def _check_gone(self) -> None:
+        """Raise ``ClientGone`` once the conn said so (cheap when the mailbox is empty)."""
+        if self.body.gone:
+            raise ClientGone()
+        if supervisors.mailbox_size():
+            acked = supervisors.flush_mailbox(_is_ack)
+            for _ in range(acked):
+                self.in_flight -= self.sizes.popleft()
+            if supervisors.flush_mailbox(_is_closed):
+                self.body.gone = True
+                raise ClientGone()
+
+    def _room(self, size: int) -> None:
+        while self.sizes and self.in_flight + size > IN_FLIGHT:
+            try:
+                msg = supervisors.receive(lambda m: m == (SENT,) or m == _CLOSED, timeout=self.timeout)
+            except supervisors.Timeout:
+                raise ClientGone() from None  # the client has not read for request_timeout
+            if msg is not None and msg[0] is resp.CLOSED:
+                self.body.gone = True
+                raise ClientGone()
+            self.in_flight -= self.sizes.popleft()
+
+    # -- the sink ------------------------------------------------------------------
+
+    def respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
+                close: bool) -> None:
+        if len(body) <= 2 * CHUNK:
+            self.ended = True
+            supervisors.send(self.conn, (RESPONSE, self.sid, status, fields, length, body))
+            return
+        self.head(status, fields, length, close, False)
+        self.data(body, True)
+
+    def head(self, status: int, fields: list[tuple[str, str]], length: int | None, close: bool,
+             end: bool) -> None:
+        self.ended = end
+        supervisors.send(self.conn, (HEAD, self.sid, status, fields, length, end))
+
+    def data(self, data: bytes, end: bool) -> None:
+        self._check_gone()
+        if len(data) > CHUNK:
+            self.flush()
+            view = memoryview(data)
+            for offset in range(0, len(data), CHUNK):
+                last = offset + CHUNK >= len(data)
+                self._send(bytes(view[offset:offset + CHUNK]), end and last)
+            self.ended = end
+            return
+        if self.buf_len + len(data) > CHUNK:
+            self.flush()
+        if data:
+            self.buf.append(data)
+            self.buf_len += len(data)
+        if end:
+            self.flush(True)
+            self.ended = True
+        elif self.buf and not self.scheduled:
+            self.scheduled = True
+            gevent.get_hub().loop.run_callback(self._flush_soon)
+
+    def trailers(self, fields: list[tuple[str, str]]) -> None:
+        self._check_gone()
+        self.flush()
+        supervisors.send(self.conn, (TRAILERS, self.sid, fields))
+        self.ended = True
+
+    def sendfile(self, fd: int, offset: int, length: int) -> None:
+        try:
+            exchange.copy_file(fd, offset, length, self.data, CHUNK)
+        except exchange.FileTruncated:
+            self.abort()
+            raise exchange.Aborted() from None
+
+    def abort(self) -> None:
+        """Nothing to send: the worker's abnormal exit makes the conn reset the stream."""
+        self.buf = []
+        self.buf_len = 0
+
+    def loop_enter(self) -> Callable[[Any], bool] | None:
+        supervisors.send(self.conn, (LOOP, self.sid))
+        return _for_loop
+
+    def loop_exit(self) -> None:
+        pass
+
+    # -- gathering -----------------------------------------------------------------
+
+    def _take(self) -> bytes:
+        data = self.buf[0] if len(self.buf) == 1 else b"".join(self.buf)
+        self.buf = []
+        self.buf_len = 0
+        return data
+
+    def flush(self, end: bool = False) -> None:
+        """Hand the gathered bytes to the conn (with ``end``: end the stream, even with none)."""
+        if self.buf or end:
+            self._send(self._take(), end)
+
+    def _flush_soon(self) -> None:
+        # Hub callback: this process yielded. No waiting here (not in the process); the
+        # next data() waits for room, so the overshoot is at most one CHUNK.
+        self.scheduled = False
+        if self.buf and not self.ended:
+            data = self._take()
+            supervisors.send(self.conn, (DATA, self.sid, data, False))
+            self.sizes.append(len(data))
+            self.in_flight += len(data)
+
+    def _send(self, piece: bytes, final: bool) -> None:
+        self._room(len(piece))
+        supervisors.send(self.conn, (DATA, self.sid, piece, final))
+        if not final:
+            self.sizes.append(len(piece))
+            self.in_flight += len(piece)
+
+
+def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerRuntime, ended: bool) -> None:
+    """The stream worker's body (spawned by the conn process)."""
+    config = runtime.config
+    body = StreamBody(conn, sid, ended, config.max_content_length, config.request_timeout)
+    req._source = body
+    sink = StreamSink(conn, sid, body, config.request_timeout)
+    try:
+        exchange.Exchange(req, sink, config).run(runtime.app)
+    except (exchange.Aborted, ClientGone):
+        raise supervisors.Exit("abandoned") from None

@@ -1,0 +1,130 @@
+"""The front door: an accepted socket becomes a protocol's connection.
+
+What it is: the body of every connection process (``serve_connection``, started
+by the listener's connection supervisor for each accepted socket). It sets
+the socket up, runs the TLS handshake (bounded by ``tls_handshake_timeout``),
+picks the protocol — ALPN on TLS; on plain TCP the configured protocols, with
+the h2 preface sniffed and ``Upgrade: h2c`` honoured on a port shared with
+HTTP/1.1 — and runs that protocol's connection loop in this same process. An
+HTTP/1.1 connection that switches to h2c hands back a ``SwitchProtocol`` value
+and the front door continues it as h2: no protocol imports another.
+
+What it owns: the connection's registration in the listener
+(``runtime.conns``, what drain walks), its close accounting (``active``), and
+the ``("rr", "conn", "close")`` telemetry event with the close reason. These
+live here once for every protocol.
+
+What it must never do: parse a request or write a response. A failed
+handshake (a plaintext request to a TLS port, a client rejecting the
+certificate, a load balancer's connect-and-close health check) is a normal
+end: a debug log line and the close event with reason ``tls_handshake``,
+never a crash report.
+
+Drain: an idle HTTP/1.1 connection ended by drain (``exit(pid, "shutdown")``)
+lingers (half-close, discard briefly) so a request that arrived just then sees
+a clean close, not a reset; an h2 connection says ``GOAWAY`` first (in
+``rr.http2.conn``).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import gevent.ssl
+
+import supervisors
+from rr import telemetry
+from rr.http1.conn import Http1Conn
+from rr.http2.conn import serve_h2
+from rr.log import get_logger
+
+if TYPE_CHECKING:
+    from rr.listener import ListenerRuntime
+
+_log = get_logger("rr.transport")
+_monotonic = time.monotonic
+
+_CONN_CLOSE = ("rr", "conn", "close")
+
+
+class HandshakeFailed(Exception):
+    """The TLS handshake did not complete (the peer's doing, not a crash)."""
+
+
+def tls_handshake(raw: Any, runtime: ListenerRuntime) -> Any:
+    """Server-side TLS over ``raw`` bounded by ``tls_handshake_timeout``; raises ``HandshakeFailed``."""
+    config = runtime.config
+    try:
+        raw.settimeout(config.tls_handshake_timeout)
+        # gevent's cooperative SSLSocket over any ssl.SSLContext (the user's own
+        # context need not be gevent's subclass).
+        tls = gevent.ssl.SSLSocket(sock=raw, server_side=True, do_handshake_on_connect=False,
+                                   _context=config.tls)
+        tls.do_handshake()
+        return tls
+    except (OSError, ValueError) as exc:
+        raise HandshakeFailed(f"{type(exc).__name__}: {exc}") from None
+
+
+def choose_protocol(sock: Any, runtime: ListenerRuntime, scheme: str) -> str:
+    """``"http1"`` or ``"http2"`` for a fresh connection (before any byte is read)."""
+    protocols = runtime.config.protocols
+    if scheme == "https":
+        alpn = sock.selected_alpn_protocol()
+        return "http2" if alpn == "h2" or (alpn is None and "http1" not in protocols) else "http1"
+    return "http1" if "http1" in protocols else "http2"  # h2-only: prior knowledge
+
+
+def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
+    """The connection process's body: handshake, protocol, then close accounting."""
+    started = _monotonic()
+    pid = supervisors.self()
+    runtime.conns[pid] = None
+    conn: Any = None
+    close_reason = "tls_handshake"
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        scheme = "http"
+        if runtime.config.tls is not None:
+            try:
+                sock = tls_handshake(sock, runtime)
+            except HandshakeFailed as exc:
+                _log.debug("tls handshake failed", peer=peer, reason=str(exc))
+                return
+            scheme = "https"
+        close_reason = "normal"
+        if choose_protocol(sock, runtime, scheme) == "http2":
+            conn = serve_h2(sock, peer, runtime, scheme)
+            return
+        conn = h1 = Http1Conn(sock, peer, runtime, scheme)
+        runtime.conns[pid] = h1
+        try:
+            switch = h1.serve()
+        except supervisors.Exit as exc:
+            # rr.drain ends an idle connection with exit "shutdown"; a request may have
+            # arrived just then. Linger so the client sees a clean close (retryable),
+            # not a reset caused by its unread bytes. A busy one (a Loop) just ends.
+            if exc.reason == "shutdown" and h1.idle and not h1.in_loop:
+                h1.close_reason = "drain"
+                h1.linger()
+            raise
+        if switch is not None:
+            runtime.conns[pid] = None
+            conn = serve_h2(sock, peer, runtime, scheme, switch.initial, switch.upgrade)
+    finally:
+        if conn is not None:
+            close_reason = conn.close_reason
+        runtime.conns.pop(pid, None)
+        runtime.active -= 1
+        try:
+            sock.close()
+        except OSError:
+            pass
+        if telemetry.enabled(_CONN_CLOSE):
+            telemetry.execute(
+                _CONN_CLOSE,
+                {"duration": _monotonic() - started, "requests": conn.requests if conn is not None else 0},
+                {"listener": runtime.name, "peer": peer, "reason": close_reason},
+            )
