@@ -30,6 +30,7 @@ from rr import response as resp
 from rr import router as _router
 from rr.exchange import ClientGone
 from rr.request import Headers, Request
+from rr.runtime import ListenerRuntime
 
 __all__ = [
     "ClientGone", "Headers", "Request", "child_spec", "drain", "listener_info", "listener_port",
@@ -38,7 +39,7 @@ __all__ = [
 ]  # fmt: skip
 
 _ROOT = "rr.sup"
-_runtimes: dict[str, _listener.ListenerRuntime] = {}
+_runtimes: dict[str, ListenerRuntime] = {}
 
 send = supervisors.send
 
@@ -64,14 +65,14 @@ def _default_handler(req: Request) -> resp.Response:
     return resp.text(404, "rr is running, but this listener has no routes yet.\n")
 
 
-def _runtime(name: str, opts: Any) -> _listener.ListenerRuntime:
+def _runtime(name: str, opts: Any) -> ListenerRuntime:
     if not isinstance(name, str) or not name:
         raise ValueError(f"listener name must be a non-empty string, got {name!r}")
     config = _config.load(opts)
-    return _listener.ListenerRuntime(name, config, _compile_app(config))
+    return ListenerRuntime(name, config, _compile_app(config))
 
 
-def _start_registered(runtime: _listener.ListenerRuntime) -> supervisors.Pid:
+def _start_registered(runtime: ListenerRuntime) -> supervisors.Pid:
     pid = _listener.start_link(runtime)
     _runtimes[runtime.name] = runtime
     return pid
@@ -110,7 +111,7 @@ def start_listener(name: str, opts: dict[str, Any]) -> supervisors.Pid:
     return pid
 
 
-def _get(name: str) -> _listener.ListenerRuntime:
+def _get(name: str) -> ListenerRuntime:
     runtime = _runtimes.get(name)
     if runtime is None:
         raise KeyError(f"no listener named {name!r}")

@@ -8,7 +8,7 @@ Process tree (``rest_for_one``, so a crash restarts what depends on it)::
     │   └── conn process, one per connection (rr.transport: TLS, then h1 or h2)
     └── acceptor 1..N  (each blocks in accept() on its own dup of the socket)
 
-What it owns: the listening socket and the ``ListenerRuntime`` — the shared
+What it owns: the listening socket and the ``ListenerRuntime`` (``rr.runtime``) — the shared
 counters and flags of one listener (the analogue of roadrunner's atomics and
 persistent_term): active connection slots, requests served, rejections, the
 ``draining`` flag, and the live conn pids drain needs. Conn processes update
@@ -30,111 +30,21 @@ deadline whatever is left is killed. Returns ``{"drained": n, "killed": m}``.
 from __future__ import annotations
 
 import errno
-import socket
 import time
 from typing import Any
 
 import gevent
-from gevent import socket as gsocket
 
 import supervisors
 from rr import telemetry
-from rr.config import Config
-from rr.http1 import codec
 from rr.response import DRAIN
+from rr.runtime import ListenerRuntime
 from rr.transport import serve_connection
 
 _ACCEPT = ("rr", "listener", "accept")
 _CONN_REJECTED = ("rr", "listener", "conn_rejected")
 _DRAIN_START = ("rr", "drain", "start")
 _DRAIN_STOP = ("rr", "drain", "stop")
-
-
-class ListenerRuntime:
-    """Shared state of one listener (counters, flags, live connections)."""
-
-    def __init__(self, name: str, config: Config, app: Any) -> None:
-        self.name = name
-        self.config = config
-        self.app = app
-        self.limits = codec.Limits(
-            max_request_line=config.http1.max_request_line,
-            max_header_line=config.http1.max_header_line,
-            max_header_block=config.http1.max_header_block,
-            max_header_count=config.http1.max_header_count,
-            max_content_length=config.max_content_length,
-        )
-        self.sock: Any = None
-        self.port = config.port
-        self.active = 0
-        self.requests_served = 0
-        self.rejected = 0
-        self.accepted = 0
-        self.draining = False
-        self.conn_sup: supervisors.Pid | None = None
-        self.sup: supervisors.Pid | None = None
-        # pid -> Http1Conn (None while the TLS handshake runs)
-        self.conns: dict[supervisors.Pid, Any] = {}
-        self.loops: set[supervisors.Pid] = set()
-        # h2 stream workers alive across the listener (for max_concurrent_requests).
-        self.live_streams = 0
-        self.throttled = 0
-        # When a drain started: its deadline (monotonic), passed to Loop handlers.
-        self.drain_deadline = 0.0
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "port": self.port,
-            "active_clients": self.active,
-            "max_clients": self.config.max_clients,
-            "max_concurrent_requests": self.config.max_concurrent_requests,
-            "live_streams": self.live_streams,
-            "throttled": self.throttled,
-            "requests_served": self.requests_served,
-            "accepted": self.accepted,
-            "rejected": self.rejected,
-            "status": "draining" if self.draining else "accepting",
-            "protocols": list(self.config.protocols),
-        }
-
-    # -- the socket ------------------------------------------------------------
-
-    def bind(self) -> None:
-        """Open the listening socket (dual-stack by default); keeps the port across restarts."""
-        config = self.config
-        ip = config.ip
-        if ip is None:
-            family, ip = (socket.AF_INET6, "::") if socket.has_ipv6 and _ipv6_usable() else (socket.AF_INET, "0.0.0.0")
-        else:
-            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        sock = gsocket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6 and config.ip is None:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((ip, self.port))
-            sock.listen(config.socket_backlog)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-        self.port = sock.getsockname()[1]
-
-    def close_socket(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
-def _ipv6_usable() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 class SocketOwner(supervisors.Server):

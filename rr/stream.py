@@ -61,7 +61,7 @@ from rr.exchange import BodyError, ClientGone
 from rr.request import Request
 
 if TYPE_CHECKING:
-    from rr.listener import ListenerRuntime
+    from rr.runtime import ListenerRuntime
 
 # Message tags (first element of each tuple).
 RESPONSE = "stream.response"

@@ -41,7 +41,7 @@ from rr.http2.conn import serve_h2
 from rr.log import get_logger
 
 if TYPE_CHECKING:
-    from rr.listener import ListenerRuntime
+    from rr.runtime import ListenerRuntime
 
 _log = get_logger("rr.transport")
 _monotonic = time.monotonic

@@ -61,7 +61,7 @@ from rr.log import get_logger
 from rr.request import NO_BODY, Headers, Request
 
 if TYPE_CHECKING:
-    from rr.listener import ListenerRuntime
+    from rr.runtime import ListenerRuntime
 
 _log = get_logger("rr.http1")
 _monotonic = time.monotonic

@@ -79,7 +79,7 @@ from rr.log import get_logger
 from rr.request import Headers, Request
 
 if TYPE_CHECKING:
-    from rr.listener import ListenerRuntime
+    from rr.runtime import ListenerRuntime
 
 _log = get_logger("rr.http2")
 
