@@ -12,11 +12,11 @@ so ``rr.child_spec`` can fail early, before any supervisor is involved.
 Protocols: ``protocols`` is a list of names or ``(name, {sub-options})``
 pairs, in ALPN preference order. Known names are ``http1``, ``http2`` and
 ``http3``; each has its own nested options. This version serves ``http1`` and
-``http2`` (over TLS via ALPN, or h2c prior knowledge on plain TCP when
-``http2`` is the only protocol); ``http3`` is recognised and refused with a
-clear message until it ships, so configs written for it fail loudly rather
-than half-work. ``["http1", "http2"]`` on plain TCP would need the h2c
-Upgrade dance, which is not served yet, so it is refused too.
+``http2``: over TLS via ALPN; on plain TCP as h2c prior knowledge when
+``http2`` is the only protocol, or beside ``http1`` on one port (the h2
+preface sniffed, ``Upgrade: h2c`` honoured). ``http3`` is recognised and
+refused with a clear message until it ships, so configs written for it fail
+loudly rather than half-work.
 """
 
 from __future__ import annotations

@@ -395,9 +395,7 @@ class Http1Conn:
     def respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
                 close: bool) -> None:
         keep = self._keep(close)
-        parts = [codec.status_line(status), codec.field_lines(fields)]
-        if length is not None:
-            parts.append(b"content-length: %d\r\n" % length)
+        parts = _head_parts(status, fields, length)
         parts.append(_END_KEEP if keep else _END_CLOSE)
         if body:
             parts.append(body)
@@ -412,10 +410,8 @@ class Http1Conn:
     def head(self, status: int, fields: list[tuple[str, str]], length: int | None, close: bool,
              end: bool) -> None:
         keep = self._keep(close)
-        parts = [codec.status_line(status), codec.field_lines(fields)]
-        if length is not None:
-            parts.append(b"content-length: %d\r\n" % length)
-        elif not end:
+        parts = _head_parts(status, fields, length)
+        if length is None and not end:
             if self.version == "HTTP/1.1":
                 self.chunked = True
                 parts.append(_CHUNKED)
@@ -531,6 +527,14 @@ class Http1Conn:
                 seen += len(data)
         except OSError:
             pass
+
+
+def _head_parts(status: int, fields: list[tuple[str, str]], length: int | None) -> list[bytes]:
+    """Status line, fields and (when known) content-length of a response head, unterminated."""
+    parts = [codec.status_line(status), codec.field_lines(fields)]
+    if length is not None:
+        parts.append(b"content-length: %d\r\n" % length)
+    return parts
 
 
 class BodyReader:
