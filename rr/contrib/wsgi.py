@@ -430,7 +430,7 @@ class WSGIHandler:
             return self._buffered(req, exchange, exchange.written)
         if exchange.status is None:
             raise RuntimeError("the WSGI application sent a body without calling start_response")
-        pending = [*exchange.written, first]
+        pending = [b"".join([*exchange.written, first])] if exchange.written else [first]
         declared = _content_length(exchange.headers)
         if declared is not None and sum(map(len, pending)) >= declared:
             # The declared length is met: the body is complete, whatever else the iterator holds.
