@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,12 +81,9 @@ def upload(request: HttpRequest) -> HttpResponse:
 
 def stream(request: HttpRequest) -> StreamingHttpResponse:
     count = min(int(request.GET.get("n", "5")), 1000)
-    delay = min(float(request.GET.get("delay", "0")), 1.0)
 
-    def lines() -> Iterator[bytes]:
+    def lines() -> Iterator[bytes]:  # each line is sent as it is produced
         for i in range(count):
-            if delay:
-                time.sleep(delay)  # under gevent's monkey-patching this yields to other requests
             yield f"line {i}\n".encode()
 
     return StreamingHttpResponse(lines(), content_type="text/plain")

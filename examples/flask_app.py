@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,12 +65,9 @@ def upload() -> dict[str, object]:
 @app.get("/stream")
 def stream() -> Response:
     count = min(int(request.args.get("n", "5")), 1000)
-    delay = min(float(request.args.get("delay", "0")), 1.0)
 
-    def lines() -> Iterator[str]:
+    def lines() -> Iterator[str]:  # each line is sent as it is produced
         for i in range(count):
-            if delay:
-                time.sleep(delay)  # under gevent's monkey-patching this yields to other requests
             yield f"line {i}\n"
 
     return Response(lines(), mimetype="text/plain")
