@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
 # Keys of a --config file that are the command's own, not listener options.
 _CLI_KEYS = {"app", "interface", "bind", "name", "script_name", "chdir", "log_level", "drain_timeout"}
 # Listener options a file cannot give: they are Python objects.
-_CODE_KEYS = {"routes", "middlewares", "not_found", "handler_spawn"}
+_CODE_KEYS = {"routes", "middlewares", "not_found"}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
