@@ -48,7 +48,7 @@ if not settings.configured:
     )
     django.setup()
 
-PAGE = """<!doctype html><meta charset="utf-8"><title>rr + Django</title>
+PAGE = """<!doctype html><meta charset="utf-8"><title>rr + Django</title><link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/css/site.css">
 <h1>rr + Django</h1>
 <form method=post action=/greet><input name=name> <button>greet</button></form>

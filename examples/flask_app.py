@@ -28,7 +28,7 @@ STATIC = Path(__file__).resolve().parent / "static_site"
 app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
 app.config["MAX_CONTENT_LENGTH"] = 64 * 1024 * 1024
 
-PAGE = Markup("""<!doctype html><meta charset="utf-8"><title>rr + Flask</title>
+PAGE = Markup("""<!doctype html><meta charset="utf-8"><title>rr + Flask</title><link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/css/site.css">
 <h1>rr + Flask</h1>
 <form method=post action=/greet><input name=name> <button>greet</button></form>
