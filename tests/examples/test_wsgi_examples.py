@@ -202,3 +202,25 @@ def test_same_requests_give_the_same_answers_under_rr_and_gunicorn_gevent(serve,
     for name in under_rr:
         assert comparable(under_rr[name]) == comparable(under_gunicorn[name]), name
     assert json.loads(under_rr["upload"].content) == json.loads(under_gunicorn["upload"].content)
+
+
+@pytest.mark.parametrize("kind", sorted(APPS))
+def test_the_rr_command_detects_and_serves_each_example(kind):
+    module_name, attr = APPS[kind]
+    proc = subprocess.Popen([sys.executable, "-m", "rr", f"{module_name}:{attr}", "--chdir", str(EXAMPLES),
+                             "--port", "0"], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline().decode()
+        match = re.search(r"\(WSGI app .*\) listening on (\S+?)/ ", line)
+        assert match, (line, proc.stderr.read().decode() if proc.poll() is not None else "")
+
+        def run() -> dict[str, httpx.Response]:
+            with httpx.Client(base_url=match.group(1), timeout=30) as client:
+                return exchange(client)
+
+        check_example_answers(kind, in_thread(run))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert proc.returncode == 0
