@@ -169,10 +169,10 @@ class ErrorStream:
     two writes (text, then newline) make one event too.
     """
 
-    __slots__ = ("_request_id", "_pending")
+    __slots__ = ("_req", "_pending")
 
-    def __init__(self, request_id: str) -> None:
-        self._request_id = request_id
+    def __init__(self, req: Request) -> None:
+        self._req = req  # its request_id is made only when something is logged
         self._pending: list[str] = []
 
     def write(self, text: str) -> int:
@@ -191,7 +191,7 @@ class ErrorStream:
         text = "".join(self._pending).rstrip()
         self._pending.clear()
         if text:
-            _log.error(text, source="wsgi.errors", request_id=self._request_id)
+            _log.error(text, source="wsgi.errors", request_id=self._req.request_id)
 
 
 class FileWrapper:
@@ -382,15 +382,14 @@ class WSGIHandler:
             env["REMOTE_PORT"] = str(peer[1])
         else:
             env["REMOTE_ADDR"] = ""
-        body = _buffered(req)
-        if body is not None:
+        if _buffered(req) is not None:
+            body = req.read_body()  # already in memory: handed over, not copied
             env["wsgi.input"] = io.BytesIO(body)
-            req._body = b""
             if body and "CONTENT_LENGTH" not in env:
                 env["CONTENT_LENGTH"] = str(len(body))
         else:
             env["wsgi.input"] = Input(req.read_body)
-        env["wsgi.errors"] = ErrorStream(req.request_id)
+        env["wsgi.errors"] = ErrorStream(req)
         env["rr.request"] = req
         return env
 
