@@ -239,3 +239,13 @@ def test_readme_cli_paragraph_and_rr_help_name_the_same_flags():
     in_readme = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", section))
     in_help = {opt for action in cli.parser()._actions for opt in action.option_strings if opt.startswith("--")}
     assert in_readme == in_help
+
+
+@pytest.mark.parametrize(("level", "logged"), [("info", True), ("warning", False)])
+def test_cli_log_level_filters_the_access_log(app_dir, level, logged):
+    proc, [(_, _, url, _)] = _serve(app_dir, "cliapp:handler", "--port", "0", "--access-log", "--log-level", level)
+    try:
+        assert _curl(f"{url}/seen") == "HTTP/1.1 /seen"
+    finally:
+        output = _stop(proc)
+    assert ("path=/seen" in output) == logged, output
