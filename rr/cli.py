@@ -1,67 +1,389 @@
-"""The ``rr`` command: serve a handler from a module, options as flags.
+"""The ``rr`` command (also ``python -m rr``): serve an app from a module, options as flags.
 
-    rr myapp:handler --port 8080 --ip 127.0.0.1          # HTTP/1.1 + h2c on one port
-    rr myapp:handler --certfile c.pem --keyfile k.pem    # TLS, ALPN h2 preferred
-    rr myapp:handler --protocols http1                   # HTTP/1.1 only
+    rr myapp:handler                       # an rr handler: handler(req) -> response
+    rr myapp:ROUTES                        # a route list
+    rr mysite.wsgi:application             # a WSGI app (Django, Flask...): app(environ, start_response)
+    rr myapp:app --bind 127.0.0.1:8080 --bind [::1]:8080 --certfile c.pem --keyfile k.pem
+    rr myapp:app --config rr.toml          # options from a TOML file, named as start_listener's
+
+What it owns: reading the command line and the config file, importing the
+app, deciding what kind of app it is, and turning all of it into
+``rr.start_listener`` calls (one listener per address); then it waits for
+SIGTERM or SIGINT and drains them (``rr.wait()``'s job, with the signals
+caught before the first listener starts).
+
+What it must never do: serve anything itself, or let a user mistake surface
+as a traceback. A bad ``module:attr``, a module that cannot be imported, an
+app rr does not serve, a bad option or an address that cannot be bound is one
+line on stderr and exit status 2.
+
+What the app is (``--interface auto``, the default), from its signature:
+
+- a list → a route list;
+- an ``async def`` function, or an object whose ``__call__`` is one, or a
+  callable with three required positional parameters (``scope, receive,
+  send``) → refused: that is ASGI, and rr serves rr handlers and WSGI apps;
+- two required positional parameters (``environ, start_response``) → WSGI,
+  wrapped in ``rr.contrib.wsgi.handler``;
+- one → an rr handler;
+- anything else (``*args`` only, a builtin without a signature) → refused,
+  asking for ``--interface rr`` or ``--interface wsgi``. An explicit
+  interface decides only what the signature leaves open: it never serves
+  an async or ASGI callable, nor one whose parameter count says otherwise.
+
+Precedence: defaults, then the ``--config`` file, then flags. The file's
+keys are ``start_listener`` option names (``port``, ``ip``, ``protocols``,
+``[tls]``, ``max_clients``, ...) plus the command's own (``app``,
+``interface``, ``bind``, ``name``, ``script_name``, ``chdir``,
+``log_level``, ``drain_timeout``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import logging
+import os
+import signal
 import sys
+import tomllib
+from collections.abc import Sequence
 from typing import Any
 
+import gevent
+import gevent.event
+
 import rr
+from rr import config as listener_config
+
+DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 8080,
+    "name": "rr",
+    "interface": "auto",
+    "log_level": "info",
+    "drain_timeout": 30.0,
+    "protocols_tcp": "http1,http2",
+    "protocols_tls": "http2,http1",
+}
+
+# Keys of a --config file that are the command's own, not listener options.
+_CLI_KEYS = {"app", "interface", "bind", "name", "script_name", "chdir", "log_level", "drain_timeout"}
+# Listener options a file cannot give: they are Python objects.
+_CODE_KEYS = {"routes", "middlewares", "not_found"}
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class UsageError(Exception):
+    """A mistake of the user's: printed as one line, exit status 2."""
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("rr")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+# -- the app -------------------------------------------------------------------
 
 
 def load_app(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise SystemExit(f"rr: APP must look like module:attribute, got {spec!r}")
-    sys.path.insert(0, ".")
-    module = importlib.import_module(module_name)
+    """Import ``module:attr`` (``attr`` may be dotted); ``UsageError`` when that fails."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"APP must look like module:attribute (e.g. mysite.wsgi:application), got {spec!r}")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise SystemExit(f"rr: module {module_name!r} has no attribute {attr!r}") from None
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise UsageError(f"cannot import {module_name!r}: no module named {exc.name!r} "
+                             f"(looked in {cwd} and the Python path)") from None
+        raise UsageError(f"importing {module_name!r} failed: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UsageError(f"{module_name!r} has no attribute {attr!r}") from None
+    return obj
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rr", description="Serve an rr handler.")
-    parser.add_argument("app", help="module:handler (a callable taking a Request)")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--ip", default="127.0.0.1")
-    parser.add_argument("--max-clients", type=int, default=None)
-    parser.add_argument("--body-buffering", choices=["auto", "manual"], default=None)
-    parser.add_argument("--access-log", action="store_true")
-    parser.add_argument("--drain-timeout", type=float, default=30.0)
-    parser.add_argument("--protocols", default=None,
-                        help="comma list in preference order (default: http1,http2 on plain TCP, "
-                             "http2,http1 with TLS)")
-    parser.add_argument("--certfile", default=None, help="serve TLS with this certificate (PEM)")
-    parser.add_argument("--keyfile", default=None, help="the certificate's key, when not in --certfile")
-    args = parser.parse_args(argv)
-    opts: dict[str, Any] = {"port": args.port, "ip": args.ip, "routes": load_app(args.app)}
-    if args.certfile:
-        opts["tls"] = {"certfile": args.certfile, **({"keyfile": args.keyfile} if args.keyfile else {})}
-    default_protocols = "http2,http1" if args.certfile else "http1,http2"
-    opts["protocols"] = [p.strip() for p in (args.protocols or default_protocols).split(",") if p.strip()]
-    if args.max_clients is not None:
-        opts["max_clients"] = args.max_clients
-    if args.body_buffering:
-        opts["body_buffering"] = args.body_buffering
-    if args.access_log:
-        opts["access_log"] = True
+def _signature(obj: Any) -> inspect.Signature | None:
     try:
-        rr.start_listener("rr", opts)
-    except (ValueError, OSError) as exc:
-        print(f"rr: {exc}", file=sys.stderr)
-        return 2
-    scheme = "https" if args.certfile else "http"
-    print(f"rr: listening on {scheme}://{args.ip}:{rr.listener_port('rr')}/ "
-          f"({', '.join(opts['protocols'])})", flush=True)
-    rr.wait(args.drain_timeout)
+        return inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_coroutine_function(obj: Any) -> bool:
+    if inspect.iscoroutinefunction(obj):
+        return True
+    call = getattr(type(obj), "__call__", None)  # noqa: B004 - the class's, not a metaclass's
+    return not inspect.isfunction(obj) and not inspect.isclass(obj) and inspect.iscoroutinefunction(call)
+
+
+def positional_arity(obj: Any) -> int | None:
+    """Required positional parameters of ``obj``'s call; None when ``*args`` or no signature hides it."""
+    sig = _signature(obj)
+    if sig is None:
+        return None
+    required = 0
+    for param in sig.parameters.values():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            return None
+        if param.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) \
+                and param.default is inspect.Parameter.empty:
+            required += 1
+    return required
+
+
+_NOT_SERVED = "rr serves rr handlers (handler(req)) and WSGI apps (app(environ, start_response))"
+
+
+def detect_interface(obj: Any, spec: str, interface: str = "auto") -> str:
+    """``"routes"``, ``"rr"`` or ``"wsgi"`` for ``obj``; ``UsageError`` for anything rr does not serve.
+
+    ``interface`` (``rr`` or ``wsgi``) decides when the signature cannot,
+    but never overrides a signature that says otherwise.
+    """
+    if isinstance(obj, list):
+        if interface == "wsgi":
+            raise UsageError(f"{spec} is a route list, not a WSGI app")
+        return "routes"
+    if not callable(obj):
+        raise UsageError(f"{spec} is a {type(obj).__name__}, not an app: {_NOT_SERVED}, or a route list")
+    if _is_coroutine_function(obj):
+        raise UsageError(f"{spec} is an async (ASGI-style) callable: {_NOT_SERVED}")
+    arity = positional_arity(obj)
+    if arity == 3:
+        raise UsageError(f"{spec} takes (scope, receive, send), an ASGI app: {_NOT_SERVED}")
+    if interface != "auto":
+        expected = {"rr": 1, "wsgi": 2}[interface]
+        if arity is not None and arity != expected:
+            raise UsageError(f"--interface {interface} needs a callable of {expected} positional "
+                             f"parameter(s); {spec} takes {arity}")
+        return interface
+    if arity == 2:
+        return "wsgi"
+    if arity == 1:
+        return "rr"
+    raise UsageError(f"cannot tell what {spec} is from its signature: {_NOT_SERVED}; "
+                     f"say which with --interface rr or --interface wsgi")
+
+
+def routes_for(obj: Any, spec: str, interface: str, script_name: str | None) -> tuple[Any, str]:
+    """What ``start_listener`` gets as ``routes`` for ``obj`` served as ``interface``, and what it is."""
+    detected = detect_interface(obj, spec, interface)
+    if script_name is not None and detected != "wsgi":
+        raise UsageError("--script-name mounts a WSGI app; this app is served as an rr handler or routes")
+    if detected == "wsgi":
+        from rr.contrib import wsgi
+
+        try:
+            return wsgi.handler(obj, script_name=script_name or ""), "WSGI app"
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return obj, ("route list" if detected == "routes" else "rr handler")
+
+
+# -- options -------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
+    base = listener_config.load({"port": 0})  # the listener's own defaults, so --help cannot drift from them
+    p = argparse.ArgumentParser(
+        prog="rr", argument_default=argparse.SUPPRESS,
+        description="Serve an rr handler, a route list or a WSGI app (HTTP/1.1 and HTTP/2).",
+        epilog="Flags override the --config file, which overrides the defaults. "
+               "SIGTERM or Ctrl-C drains the listeners, then exits.",
+    )
+    p.add_argument("app", nargs="?", metavar="APP",
+                   help="module:attribute (an rr handler, a route list or a WSGI callable); "
+                        "may come from the config file instead")
+    p.add_argument("--version", action="version", version=f"rr {version()}")
+    p.add_argument("-c", "--config", metavar="FILE",
+                   help="TOML file of options named as start_listener's (port, ip, protocols, [tls], ...)")
+    p.add_argument("--interface", choices=["auto", "rr", "wsgi"],
+                   help=f"what APP is; auto decides by its signature (default: {d['interface']})")
+    p.add_argument("--script-name", metavar="PATH", help="mount a WSGI app under this path prefix (default: none)")
+    p.add_argument("--chdir", metavar="DIR", help="change to DIR before importing APP (default: stay)")
+    p.add_argument("--host", metavar="ADDR", help=f"IP address to listen on (default: {d['host']})")
+    p.add_argument("--port", type=int, help=f"TCP port, 0 picks a free one (default: {d['port']})")
+    p.add_argument("-b", "--bind", action="append", metavar="HOST:PORT",
+                   help="listen here, repeatable ([::1]:8080 for IPv6); replaces --host/--port "
+                        "(default: --host:--port)")
+    p.add_argument("--name", help=f"listener name; the 2nd, 3rd --bind get -2, -3 (default: {d['name']})")
+    p.add_argument("--protocols", metavar="LIST",
+                   help=f"comma list in preference order (default: {d['protocols_tcp']}; "
+                        f"{d['protocols_tls']} with TLS)")
+    p.add_argument("--certfile", metavar="PEM", help="serve TLS with this certificate (default: plain TCP)")
+    p.add_argument("--keyfile", metavar="PEM", help="the certificate's key, when not in --certfile")
+    p.add_argument("--log-level", choices=_LOG_LEVELS, help=f"(default: {d['log_level']})")
+    p.add_argument("--access-log", action="store_true", help="log each request (default: off)")
+    p.add_argument("--max-clients", type=int, metavar="N",
+                   help=f"open connections at most (default: {base.max_clients})")
+    p.add_argument("--body-buffering", choices=["auto", "manual"],
+                   help=f"auto reads a body before the handler runs, manual lets it stream it "
+                        f"(default: {base.body_buffering}; manual for a WSGI app)")
+    p.add_argument("--max-content-length", type=int, metavar="BYTES",
+                   help=f"largest request body (default: {base.max_content_length})")
+    p.add_argument("--request-timeout", type=float, metavar="S",
+                   help=f"a request's head and body must arrive within this (default: {base.request_timeout:g})")
+    p.add_argument("--keep-alive-timeout", type=float, metavar="S",
+                   help=f"an idle connection is closed after this (default: {base.keep_alive_timeout:g})")
+    p.add_argument("--drain-timeout", type=float, metavar="S",
+                   help=f"on SIGTERM, wait this long for requests in flight (default: {d['drain_timeout']:g})")
+    return p
+
+
+def read_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read config {path!r}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {path!r} is not valid TOML: {exc}") from None
+    for key in data:
+        if key in _CODE_KEYS:
+            raise UsageError(f"config {path!r}: option {key!r} is Python code; give it in APP instead")
+    if "protocols" in data and isinstance(data["protocols"], list):
+        # TOML has no tuples: ["http2", {stream_window = 65536}] is start_listener's (name, options) pair.
+        data["protocols"] = [tuple(p) if isinstance(p, list) else p for p in data["protocols"]]
+    return data
+
+
+def parse_bind(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port)."""
+    if value.startswith("unix:"):
+        raise UsageError(f"--bind {value}: unix sockets are not served yet; bind a HOST:PORT")
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"--bind must look like HOST:PORT or [IPv6]:PORT, got {value!r}")
+    return host, int(port)
+
+
+_FLAG_OPTIONS = {  # flag dest -> start_listener option
+    "host": "ip", "port": "port", "max_clients": "max_clients", "body_buffering": "body_buffering",
+    "max_content_length": "max_content_length", "request_timeout": "request_timeout",
+    "keep_alive_timeout": "keep_alive_timeout", "access_log": "access_log",
+}  # fmt: skip
+
+
+def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the command's own settings, the listener options) from defaults, the file and the flags."""
+    given = vars(args)
+    file = read_config(given["config"]) if "config" in given else {}
+    own = {k: DEFAULTS[k] for k in ("interface", "name", "log_level", "drain_timeout")}
+    own.update({k: v for k, v in file.items() if k in _CLI_KEYS})
+    own.update({k: given[k] for k in _CLI_KEYS if k in given})
+    opts: dict[str, Any] = {"ip": DEFAULTS["host"], "port": DEFAULTS["port"]}
+    opts.update({k: v for k, v in file.items() if k not in _CLI_KEYS})
+    for flag, option in _FLAG_OPTIONS.items():
+        if flag in given:
+            opts[option] = given[flag]
+    if "certfile" in given or "keyfile" in given:
+        tls = dict(opts.get("tls") or {})
+        tls.update({k: given[k] for k in ("certfile", "keyfile") if k in given})
+        opts["tls"] = tls
+    if "protocols" in given:
+        opts["protocols"] = [p.strip() for p in given["protocols"].split(",") if p.strip()]
+    elif "protocols" not in opts:
+        default = DEFAULTS["protocols_tls" if opts.get("tls") else "protocols_tcp"]
+        opts["protocols"] = default.split(",")
+    if own["log_level"] not in _LOG_LEVELS:
+        raise UsageError(f"log_level must be one of {', '.join(_LOG_LEVELS)}, got {own['log_level']!r}")
+    if own["interface"] not in ("auto", "rr", "wsgi"):
+        raise UsageError(f"interface must be auto, rr or wsgi, got {own['interface']!r}")
+    if "app" not in own:
+        raise UsageError("no APP given (module:attribute on the command line, or app = ... in --config)")
+    for key in ("app", "name", "script_name", "chdir"):
+        if key in own and not isinstance(own[key], str):
+            raise UsageError(f"{key} must be a string, got {own[key]!r}")
+    bind = own.get("bind", [])
+    if not isinstance(bind, list) or not all(isinstance(b, str) for b in bind):
+        raise UsageError(f"bind must be a list of \"HOST:PORT\" strings, got {bind!r}")
+    if isinstance(own["drain_timeout"], bool) or not isinstance(own["drain_timeout"], int | float):
+        raise UsageError(f"drain_timeout must be a number of seconds, got {own['drain_timeout']!r}")
+    return own, opts
+
+
+def configure_logging(level_name: str) -> None:
+    level = getattr(logging, level_name.upper())
+    rr.log.configure(level)
+    logging.basicConfig(level=level, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+
+
+def _url(opts: dict[str, Any], port: int) -> str:
+    host = opts.get("ip") or "0.0.0.0"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if opts.get('tls') else 'http'}://{host}:{port}/"
+
+
+def start(own: dict[str, Any], opts: dict[str, Any]) -> list[str]:
+    """Import the app and start one listener per address; returns the listener names."""
+    if own.get("chdir"):
+        os.chdir(own["chdir"])
+    obj = load_app(own["app"])
+    routes, kind = routes_for(obj, own["app"], own["interface"], own.get("script_name"))
+    if kind == "WSGI app" and "body_buffering" not in opts:
+        opts = {**opts, "body_buffering": "manual"}  # wsgi.input streams the body as the app reads it
+    binds = [parse_bind(b) for b in own.get("bind") or []] or [(opts["ip"], opts["port"])]
+    names: list[str] = []
+    try:
+        for i, (host, port) in enumerate(binds):
+            name = own["name"] if i == 0 else f"{own['name']}-{i + 1}"
+            listener_opts = {**opts, "ip": host, "port": port, "routes": routes}
+            try:
+                rr.start_listener(name, listener_opts)
+            except (ValueError, OSError) as exc:
+                raise UsageError(f"listener {name!r} on {host}:{port}: {exc}") from None
+            names.append(name)
+            print(f"rr: listener {name!r} ({kind} {own['app']}) listening on "
+                  f"{_url(listener_opts, rr.listener_port(name))} ({', '.join(map(str, _names(opts)))})",
+                  flush=True)
+    except BaseException:
+        for name in names:
+            rr.stop_listener(name)
+        raise
+    return names
+
+
+def _names(opts: dict[str, Any]) -> list[str]:
+    return [p[0] if isinstance(p, tuple) else p for p in opts["protocols"]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # The stop signals are caught before any listener starts, so a SIGTERM that arrives
+    # right after the "listening on" line still drains instead of killing the process.
+    stop = gevent.event.Event()
+    handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)]
+    try:
+        try:
+            own, opts = settings(args)
+            configure_logging(own["log_level"])
+            names = start(own, opts)
+        except UsageError as exc:
+            print(f"rr: {exc}", file=sys.stderr)
+            return 2
+        stop.wait()
+    finally:
+        for handler in handlers:
+            handler.cancel()
+    for name in names:
+        rr.drain(name, float(own["drain_timeout"]))
     return 0
 
 

@@ -1,4 +1,11 @@
-"""The ``rr`` command in a subprocess, as a user runs it: h1 + h2c by default, TLS with ALPN h2."""
+"""The ``rr`` command in a subprocess, as a user runs it (``python -m rr``), checked with curl.
+
+What it serves (an rr handler, a route list, a WSGI app: told apart by
+signature, or by ``--interface``), what it refuses at start-up (ASGI apps,
+coroutine functions, a missing module or attribute: one line, exit 2), the
+flags gunicorn/uvicorn users know, ``--config rr.toml``, and that README's CLI
+paragraph names exactly the flags ``rr --help`` shows.
+"""
 
 from __future__ import annotations
 
@@ -6,57 +13,239 @@ import os
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from gevent import subprocess
 
+from rr import cli
 from tests.rr.certs import make_cert
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tools/setup.sh")
 
-APP = "from rr import resp\n\ndef handler(req):\n    return resp.text(200, f'{req.version} {req.path}')\n"
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+APP = '''
+from rr import resp
+
+def handler(req):
+    return resp.text(200, f"{req.version} {req.path}")
+
+def about(req):
+    return resp.text(200, "about page")
+
+ROUTES = [("/about", about)]
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("wsgi " + environ["SCRIPT_NAME"] + "|" + environ["PATH_INFO"]).encode()]
+
+def varargs(*args):
+    environ, start_response = args
+    start_response("200 OK", [])
+    return [b"forced wsgi"]
+
+async def asgi(scope, receive, send):
+    pass
+
+class Framework:
+    async def __call__(self, scope, receive, send):
+        pass
+
+framework = Framework()
+
+def three(scope, receive, send):
+    pass
+
+async def coro(req):
+    pass
+
+NUMBER = 42
+'''
 
 
-def _serve(tmp_path, *flags):
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
     (tmp_path / "cliapp.py").write_text(APP)
-    proc = subprocess.Popen([sys.executable, "-m", "rr.cli", "cliapp:handler", "--port", "0", *flags],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
-    line = proc.stdout.readline().decode()
-    match = re.search(r"listening on (\S+?)/ \((.*)\)", line)
-    assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
-    return proc, match.group(1), match.group(2)
+    (tmp_path / "needs_dep.py").write_text("import no_such_dependency_xyz\n")
+    return tmp_path
 
 
-def _curl(*args):
+def _serve(cwd: Path, *args: str, listeners: int = 1):
+    proc = subprocess.Popen([sys.executable, "-m", "rr", *args], cwd=cwd, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = []
+    for _ in range(listeners):
+        line = proc.stdout.readline().decode()
+        match = re.search(r"listener '(\S+)' \((.*?)\) listening on (\S+?)/ \((.*)\)", line)
+        assert match, (line, proc.stderr.read().decode() if proc.poll() is not None else "")
+        lines.append(match.groups())
+    return proc, lines
+
+
+def _stop(proc) -> str:
+    proc.terminate()
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    return out.decode() + err.decode()
+
+
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rr", *args], cwd=cwd, env=ENV, capture_output=True, timeout=30)
+
+
+def _curl(*args: str) -> str:
     out = subprocess.run(["curl", "-s", "--max-time", "10", *args], capture_output=True, timeout=20)
     return out.stdout.decode()
 
 
-def test_cli_serves_http1_and_h2c_on_one_port_by_default(tmp_path):
-    proc, url, protocols = _serve(tmp_path)
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    err = result.stderr.decode()
+    assert result.returncode == 2, err
+    assert err.count("\n") == 1 and err.startswith("rr: ") and "Traceback" not in err, err
+    return err
+
+
+def test_cli_serves_http1_and_h2c_on_one_port_by_default(app_dir):
+    proc, [(name, kind, url, protocols)] = _serve(app_dir, "cliapp:handler", "--port", "0")
     try:
-        assert protocols == "http1, http2"
+        assert (name, kind, protocols) == ("rr", "rr handler cliapp:handler", "http1, http2")
         assert _curl(f"{url}/a") == "HTTP/1.1 /a"
         assert _curl("--http2", f"{url}/b") == "HTTP/2 /b"
         assert _curl("--http2-prior-knowledge", f"{url}/c") == "HTTP/2 /c"
     finally:
-        proc.terminate()
-        proc.wait(10)
-    assert proc.returncode == 0
+        _stop(proc)
 
 
-def test_cli_tls_prefers_h2_and_a_bad_protocol_fails_naming_the_option(tmp_path):
-    certfile, keyfile = make_cert(tmp_path)
-    proc, url, protocols = _serve(tmp_path, "--certfile", certfile, "--keyfile", keyfile)
+def test_cli_tls_prefers_h2_and_a_bad_protocol_fails_naming_the_option(app_dir):
+    certfile, keyfile = make_cert(app_dir)
+    proc, [(_, _, url, protocols)] = _serve(app_dir, "cliapp:handler", "--port", "0",
+                                            "--certfile", certfile, "--keyfile", keyfile)
     try:
         assert url.startswith("https://") and protocols == "http2, http1"
         assert _curl("-k", f"{url}/t") == "HTTP/2 /t"
         assert _curl("-k", "--http1.1", f"{url}/u") == "HTTP/1.1 /u"
     finally:
-        proc.terminate()
-        proc.wait(10)
-    bad = subprocess.run([sys.executable, "-m", "rr.cli", "cliapp:handler", "--protocols", "http9"],
-                         cwd=tmp_path, capture_output=True, timeout=20,
-                         env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert bad.returncode == 2 and b"protocols" in bad.stderr
+        _stop(proc)
+    assert "protocols" in _one_line_error(_run(app_dir, "cliapp:handler", "--protocols", "http9"))
+
+
+def test_cli_detects_a_wsgi_app_and_a_route_list_by_what_they_are(app_dir):
+    proc, [(_, kind, url, _)] = _serve(app_dir, "cliapp:application", "--port", "0", "--script-name", "/mnt")
+    try:
+        assert kind == "WSGI app cliapp:application"
+        assert _curl(f"{url}/mnt/x%20y") == "wsgi /mnt|/x y"
+        assert _curl("--http2-prior-knowledge", f"{url}/mnt/") == "wsgi /mnt|/"
+    finally:
+        _stop(proc)
+    proc, [(_, kind, url, _)] = _serve(app_dir, "cliapp:ROUTES", "--port", "0")
+    try:
+        assert kind == "route list cliapp:ROUTES"
+        assert _curl(f"{url}/about") == "about page"
+    finally:
+        _stop(proc)
+
+
+def test_cli_interface_flag_serves_what_auto_cannot_tell(app_dir):
+    err = _one_line_error(_run(app_dir, "cliapp:varargs", "--port", "0"))
+    assert "--interface rr or --interface wsgi" in err
+    proc, [(_, kind, url, _)] = _serve(app_dir, "cliapp:varargs", "--port", "0", "--interface", "wsgi")
+    try:
+        assert kind == "WSGI app cliapp:varargs" and _curl(f"{url}/") == "forced wsgi"
+    finally:
+        _stop(proc)
+
+
+@pytest.mark.parametrize("attr", ["asgi", "framework", "three", "coro"])
+def test_cli_refuses_asgi_apps_and_coroutine_functions_at_start_up(app_dir, attr):
+    err = _one_line_error(_run(app_dir, f"cliapp:{attr}", "--port", "0"))
+    assert "rr serves rr handlers (handler(req)) and WSGI apps (app(environ, start_response))" in err
+    forced = _one_line_error(_run(app_dir, f"cliapp:{attr}", "--port", "0", "--interface", "rr"))
+    assert "rr serves rr handlers" in forced
+    wrong = _one_line_error(_run(app_dir, "cliapp:application", "--port", "0", "--interface", "rr"))
+    assert "--interface rr needs a callable of 1 positional parameter(s); cliapp:application takes 2" in wrong
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("no_such_module_xyz:app", "cannot import 'no_such_module_xyz': no module named 'no_such_module_xyz'"),
+    ("cliapp:missing", "'cliapp' has no attribute 'missing'"),
+    ("cliapp", "APP must look like module:attribute"),
+    ("needs_dep:app", "importing 'needs_dep' failed: No module named 'no_such_dependency_xyz'"),
+    ("cliapp:NUMBER", "cliapp:NUMBER is a int, not an app"),
+])
+def test_cli_a_bad_app_is_one_clear_line_and_exit_2(app_dir, spec, message):
+    assert message in _one_line_error(_run(app_dir, spec, "--port", "0"))
+
+
+def test_cli_version_help_defaults_and_python_dash_m(app_dir):
+    version = _run(app_dir, "--version")
+    assert version.returncode == 0 and version.stdout.decode().strip() == f"rr {cli.version()}"
+    assert re.fullmatch(r"rr \d+\.\d+\.\d+\S*", version.stdout.decode().strip())
+    helptext = " ".join(_run(app_dir, "--help").stdout.decode().split())
+    for default in ("(default: 127.0.0.1)", "(default: 8080)", "(default: info)", "(default: 150)",
+                    "(default: http1,http2; http2,http1 with TLS)", "(default: auto)"):
+        assert default in helptext
+    via_script = subprocess.run([sys.executable, "-m", "rr.cli", "--version"], env=ENV, capture_output=True,
+                                timeout=30)
+    assert via_script.stdout == version.stdout
+
+
+def test_cli_binds_several_addresses_and_names_its_listeners(app_dir):
+    proc, lines = _serve(app_dir, "cliapp:handler", "--bind", "127.0.0.1:0", "-b", "127.0.0.1:0",
+                         "--name", "web", listeners=2)
+    try:
+        assert [line[0] for line in lines] == ["web", "web-2"]
+        assert lines[0][2] != lines[1][2]
+        assert [_curl(f"{line[2]}/{line[0]}") for line in lines] == ["HTTP/1.1 /web", "HTTP/1.1 /web-2"]
+    finally:
+        _stop(proc)
+    assert "unix sockets are not served yet" in _one_line_error(_run(app_dir, "cliapp:handler", "--bind",
+                                                                      "unix:/tmp/rr.sock"))
+    assert "HOST:PORT" in _one_line_error(_run(app_dir, "cliapp:handler", "--bind", "localhost"))
+
+
+def test_cli_config_file_uses_listener_option_names_and_flags_override_it(app_dir):
+    (app_dir / "rr.toml").write_text('''
+app = "cliapp:handler"
+name = "fromfile"
+port = 0
+ip = "127.0.0.1"
+protocols = ["http1", ["http2", {max_concurrent_streams = 10}]]
+access_log = true
+log_level = "info"
+''')
+    proc, [(name, _, url, protocols)] = _serve(app_dir, "--config", "rr.toml")
+    try:
+        assert (name, protocols) == ("fromfile", "http1, http2")
+        assert _curl(f"{url}/logged") == "HTTP/1.1 /logged"
+    finally:
+        output = _stop(proc)
+    assert "request" in output and "/logged" in output  # access_log = true from the file
+    proc, [(_, _, _, protocols)] = _serve(app_dir, "--config", "rr.toml", "--protocols", "http1")
+    _stop(proc)
+    assert protocols == "http1"
+    (app_dir / "bad.toml").write_text('app = "cliapp:handler"\nport = 0\nmax_clientz = 5\n')
+    assert "max_clientz" in _one_line_error(_run(app_dir, "--config", "bad.toml"))
+    (app_dir / "code.toml").write_text('routes = "cliapp:ROUTES"\n')
+    assert "'routes' is Python code" in _one_line_error(_run(app_dir, "cliapp:handler", "-c", "code.toml"))
+    assert "not valid TOML" in _one_line_error(_run(app_dir, "cliapp:handler", "-c", "cliapp.py"))
+    assert "cannot read config" in _one_line_error(_run(app_dir, "cliapp:handler", "-c", "nope.toml"))
+
+
+def test_readme_cli_paragraph_and_rr_help_name_the_same_flags():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("<!-- cli -->")[1]
+    in_readme = set(re.findall(r"(?<![\w-])--[a-z][a-z-]+", section))
+    in_help = {opt for action in cli.parser()._actions for opt in action.option_strings if opt.startswith("--")}
+    assert in_readme == in_help
+
+
+@pytest.mark.parametrize(("level", "logged"), [("info", True), ("warning", False)])
+def test_cli_log_level_filters_the_access_log(app_dir, level, logged):
+    proc, [(_, _, url, _)] = _serve(app_dir, "cliapp:handler", "--port", "0", "--access-log", "--log-level", level)
+    try:
+        assert _curl(f"{url}/seen") == "HTTP/1.1 /seen"
+    finally:
+        output = _stop(proc)
+    assert ("path=/seen" in output) == logged, output

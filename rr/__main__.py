@@ -1,0 +1,5 @@
+"""``python -m rr``: the ``rr`` command (see ``rr.cli``)."""
+
+from rr.cli import main
+
+raise SystemExit(main())
