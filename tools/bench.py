@@ -204,6 +204,8 @@ class ServerSpec:
     needs: str = ""  # a module or an executable in the venv, checked before starting
     # The h2c server: a command line started for the h2 phase, listening on ports["main"].
     h2_argv: Callable[[dict[str, int]], list[str]] | None = None
+    # Extra environment of the server process (None: the harness's own).
+    env: Callable[[], dict[str, str]] | None = None
 
     def why_not(self, sc: Scenario) -> str | None:
         reason = self.unsupported.get(sc.name) or self.unsupported.get(f"proto:{sc.proto}")
@@ -235,6 +237,27 @@ def _rr_h2_argv(p: dict[str, int]) -> list[str]:
     return [PY, str(APPS / "rr_app.py"), "--h2", str(p["main"])]
 
 
+# ``rr-base``: rr as it was at another checkout (RR_BASE=<a git worktree>), in the same run as
+# ``rr``, so a change's before/after rows come from one set of interleaved rounds.
+def _rr_base() -> Path:
+    base = os.environ.get("RR_BASE")
+    if not base:
+        raise SystemExit("--servers rr-base needs RR_BASE=<path of an rr checkout to compare with>")
+    return Path(base).resolve()
+
+
+def _rr_base_argv(p: dict[str, int]) -> list[str]:
+    return [PY, str(_rr_base() / "tools" / "bench_apps" / "rr_app.py"), str(p["main"]), str(p["manual"])]
+
+
+def _rr_base_h2_argv(p: dict[str, int]) -> list[str]:
+    return [PY, str(_rr_base() / "tools" / "bench_apps" / "rr_app.py"), "--h2", str(p["main"])]
+
+
+def _rr_base_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(_rr_base())}
+
+
 def _granian(http: str) -> Callable[[dict[str, int]], list[str]]:
     return lambda p: [str(BIN / "granian"), "--interface", "asgi", "--host", HOST, "--port", str(p["main"]),
                       "--workers", "1", "--runtime-threads", "1", "--blocking-threads", "1",
@@ -254,6 +277,9 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("rr", "rr", _rr_argv, ports=("main", "manual"),
                    unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet"},
                    h2_argv=_rr_h2_argv),
+        ServerSpec("rr-base", "rr at $RR_BASE (before/after)", _rr_base_argv, ports=("main", "manual"),
+                   unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet"},
+                   h2_argv=_rr_base_h2_argv, env=_rr_base_env),
         ServerSpec("floor", "floor (bare gevent StreamServer)",
                    lambda p: [PY, str(APPS / "floor.py"), str(p["main"])],
                    unsupported={"websocket_msg_throughput": "the floor speaks no WebSocket"}),
@@ -274,7 +300,7 @@ SERVERS: dict[str, ServerSpec] = {
     ]
 }
 
-DEFAULT_SERVERS = list(SERVERS)
+DEFAULT_SERVERS = [name for name in SERVERS if name != "rr-base"]
 
 # --------------------------------------------------------------------------- processes
 
@@ -801,7 +827,8 @@ def start_servers(specs: list[ServerSpec], logdir: Path, *, ready_timeout: float
             argv = [PY, "-m", "cProfile", "-o", str(profile[spec.name]), *argv[1:]]
         log = logdir / f"{spec.name}.{proto}.log"
         with open(log, "wb") as fh:
-            proc = _spawn(argv, cpu=SERVER_CPU, cwd=spec.cwd, stdout=fh, stderr=subprocess.STDOUT)
+            proc = _spawn(argv, cpu=SERVER_CPU, cwd=spec.cwd, env=spec.env() if spec.env else None,
+                          stdout=fh, stderr=subprocess.STDOUT)
         running[spec.name] = Running(spec, proc, ports, log)
     deadline = time.monotonic() + ready_timeout
     pending = dict(running)
