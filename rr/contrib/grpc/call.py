@@ -309,6 +309,7 @@ class Call:
             return fn()
         left = self.deadline - time.monotonic()
         if left <= 0:
+            self._tell_servicer(DeadlineExceeded())
             raise DeadlineExceeded()
         timer = gevent.Timeout(left, DeadlineExceeded())
         timer.start()
@@ -316,6 +317,21 @@ class Call:
             return fn()
         finally:
             timer.close()
+
+    def _tell_servicer(self, exc: BaseException) -> None:
+        """Raise ``exc`` in a servicer generator suspended at a ``yield``, then close it.
+
+        The deadline can pass, and the client can go, while the servicer waits
+        for its next ``next()``; it learns it the same way as when it is running.
+        """
+        throw = getattr(self.responses, "throw", None)
+        if throw is None:
+            return
+        try:
+            throw(exc)
+            self.responses.close()  # type: ignore[union-attr]
+        except BaseException:  # noqa: S110 - its answer to the news does not matter any more
+            pass
 
     def _invoke(self) -> Any:
         """Call the servicer; for streaming responses, keep its iterator. Returns the first message."""
@@ -466,6 +482,9 @@ class Call:
     def _send_status(self, send: Callable[..., None], status: tuple[int, str]) -> None:
         try:
             send(b"", fin=True, trailers=self._trailers(status))
+        except BaseException as exc:  # send failed: the client is gone, or this process is being ended
+            self._tell_servicer(exc)
+            raise
         finally:
             self.context._finish()
 
@@ -487,5 +506,8 @@ class Call:
                     break
                 send(item)
             send(b"", fin=True, trailers=self._trailers(status))
+        except BaseException as exc:  # send failed: the client is gone, or this process is being ended
+            self._tell_servicer(exc)
+            raise
         finally:
             self.context._finish()
