@@ -482,9 +482,6 @@ class Call:
     def _send_status(self, send: Callable[..., None], status: tuple[int, str]) -> None:
         try:
             send(b"", fin=True, trailers=self._trailers(status))
-        except BaseException as exc:  # send failed: the client is gone, or this process is being ended
-            self._tell_servicer(exc)
-            raise
         finally:
             self.context._finish()
 

@@ -10,6 +10,7 @@ trailers as they went out.
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 import zlib
 from typing import Any
 
@@ -123,6 +124,20 @@ def test_gzip_bomb_stops_at_the_limit(grpc_server, pb):
     assert len(bomb) < 1024
     res = call(grpc_server, "/rrtest.Echo/Unary", wire.frame(bomb, compressed=True), [*GRPC, ("grpc-encoding", "gzip")])
     assert status_of(res)[0] == "8"
+
+
+def test_decompression_is_bounded_by_the_limit_not_by_the_bomb():
+    deflater = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b"\0" * (1 << 20)
+    bomb = b"".join(deflater.compress(chunk) for _ in range(64)) + deflater.flush()  # 64 MiB inflated
+    tracemalloc.start()
+    try:
+        with pytest.raises(wire.StatusError) as err:
+            wire.decompress(bomb, "gzip", 1024)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert err.value.code == wire.RESOURCE_EXHAUSTED and peak < 1 << 20
 
 
 def test_deflate_request_is_read(grpc_server, pb):
