@@ -384,7 +384,9 @@ def test_health_service_check_and_watch(serve, pb, probe):
 
 def test_reflection_lists_services_and_serves_their_descriptors(serve, pb, probe):
     from google.protobuf.descriptor_pool import DescriptorPool
-    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
 
     server = rr_grpc.Server()
     pb2, pb2_grpc = pb
