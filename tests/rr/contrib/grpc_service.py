@@ -82,14 +82,17 @@ def servicer(pb2: ModuleType, pb2_grpc: ModuleType, probe: Probe) -> Any:
             return Msg(text="echo:" + cmd, number=request.number, blob=request.blob)
 
         def ServerStream(self, request, context):
-            if request.text == "forever":
+            if request.text in ("forever", "firehose"):
+                # forever: pauses between messages (a cancel lands in its sleep);
+                # firehose: never pauses (a cancel lands in rr's send, the servicer at a yield).
                 context.add_callback(lambda: probe.put("callback", context.is_active()))
                 i = 0
                 try:
                     while True:
-                        yield Msg(number=i)
+                        yield Msg(number=i, blob=request.blob)
                         i += 1
-                        gevent.sleep(0.005)
+                        if request.text == "forever":
+                            gevent.sleep(0.005)
                 except BaseException as exc:
                     probe.put("stream", type(exc).__name__)
                     raise

@@ -91,6 +91,11 @@ def test_deadline_from_grpc_timeout_ends_the_call_and_tells_the_servicer(grpc_se
     assert probe.wait("sleep") == ("DeadlineExceeded", False, 0.0)
 
 
+def test_a_far_deadline_is_no_trouble(grpc_server, pb):
+    res = call(grpc_server, "/rrtest.Echo/Unary", msg(pb, text="far"), [*GRPC, ("grpc-timeout", "99999999H")])
+    assert status_of(res) == ("0", None)
+
+
 def test_server_stream_deadline_after_messages_is_in_the_trailers(serve, pb, probe):
     pb2, pb2_grpc = pb
     server = rr_grpc.Server()
