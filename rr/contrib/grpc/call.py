@@ -27,11 +27,12 @@ patched in afterwards:
 final status): a servicer that sends metadata and then works long before its
 first message makes the client wait that long for the head.
 
-Deadlines (``grpc-timeout``): each step of the servicer (each call into it,
-each ``next()`` of its response iterator, so each request read it makes runs
-under a ``gevent.Timeout`` for the time left, which throws
+Deadlines (``grpc-timeout``): each step of the servicer (the call into it,
+each ``next()`` of its response iterator, and so each request read it makes
+inside them) runs under a ``gevent.Timeout`` for the time left, which throws
 ``DeadlineExceeded`` (a ``BaseException``, like ``gevent.Timeout``) into it at
-its next switch; the call ends ``DEADLINE_EXCEEDED`` and ``is_active()`` and
+its next switch; a servicer suspended at a ``yield`` when the time is up gets
+it there. The call ends ``DEADLINE_EXCEEDED``; ``is_active()`` and
 ``time_remaining()`` tell a servicer that polls. ``send`` itself is not under
 the timer: a message half-written when a timer fires would break the framing.
 A servicer that never yields is not interrupted (cooperative scheduling).
@@ -368,6 +369,8 @@ class Call:
         try:
             message = next(self.responses)
         except StopIteration:
+            return _END
+        if self.context._cancelled:  # cancel() during this step: nothing more goes out
             return _END
         return self._frame(message)
 

@@ -99,6 +99,10 @@ def servicer(pb2: ModuleType, pb2_grpc: ModuleType, probe: Probe) -> Any:
             for i in range(request.number):
                 if request.text == "fail-midway" and i == 2:
                     context.abort(grpc.StatusCode.DATA_LOSS, "lost it")
+                if request.text == "server-cancel" and i == 2:
+                    probe.put("active_before_cancel", context.is_active())
+                    context.cancel()
+                    probe.put("active_after_cancel", context.is_active())
                 yield Msg(text=request.text, number=i, blob=request.blob)
 
         def ClientStream(self, request_iterator, context):

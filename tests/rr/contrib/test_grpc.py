@@ -155,9 +155,17 @@ def test_errors_reach_the_client_with_code_details_and_trailers(serve, pb, probe
                     got.append(m.number)
             except grpc.RpcError as exc:
                 out["midway"] = (got, exc.code(), exc.details())
+            got = []
+            try:
+                for m in stub.ServerStream(Msg(text="server-cancel", number=5), timeout=10):
+                    got.append(m.number)
+            except grpc.RpcError as exc:
+                out["server_cancel"] = (got, exc.code())
             return out
 
     out = in_thread(client)
+    assert out["server_cancel"] == ([0, 1], grpc.StatusCode.CANCELLED)
+    assert probe.wait("active_before_cancel") is True and probe.wait("active_after_cancel") is False
     assert out["abort"][:2] == (grpc.StatusCode.PERMISSION_DENIED, "nö: 100% denied")
     assert out["status"][:2] == (grpc.StatusCode.FAILED_PRECONDITION, "not yet")
     assert ("x-why-bin", b"\x00\xff") in out["status"][2]
