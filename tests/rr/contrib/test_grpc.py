@@ -97,8 +97,9 @@ def check_every_kind(out: dict[str, Any]) -> None:
     assert out["many"] == [f"echo:{i}" for i in range(30)]
 
 
-def test_grpcio_calls_every_rpc_kind_over_h2c_prior_knowledge(serve, pb, probe):
-    srv, _ = start(serve, pb, probe)
+@pytest.mark.parametrize("protocols", [["http2"], ["http1", "http2"]], ids=["h2c-only", "shared-with-http1"])
+def test_grpcio_calls_every_rpc_kind_over_h2c_prior_knowledge(serve, pb, probe, protocols):
+    srv, _ = start(serve, pb, probe, listener_opts={"protocols": protocols})
     check_every_kind(every_kind(pb, srv))
 
 
