@@ -213,7 +213,8 @@ class MessageReader:
                               f"received message larger than max ({length} vs. {self.limit})")
         if not self._fill(5 + length):
             raise StatusError(INTERNAL, "request body ended inside a message")
-        payload = bytes(self.buf[5:5 + length])
+        with memoryview(self.buf) as view:
+            payload = bytes(view[5:5 + length])
         del self.buf[:5 + length]
         if flag:
             if self.encoding is None:
