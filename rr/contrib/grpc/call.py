@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 
 _log = get_logger("rr.contrib.grpc")
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
 _END = object()
 _COMPRESSION_NAMES = {grpc.Compression.NoCompression: "identity", grpc.Compression.Deflate: "deflate",
                       grpc.Compression.Gzip: "gzip"}
@@ -174,7 +173,7 @@ class ServicerContext(grpc.ServicerContext):
     # -- metadata, status ---------------------------------------------------
 
     def send_initial_metadata(self, initial_metadata: Any) -> None:
-        if self._initial is not None or self._call.head_sent:
+        if self._initial is not None or self._call.head_fixed:
             raise ValueError("initial metadata was already sent")
         self._initial = tuple(initial_metadata or ())
 
@@ -208,7 +207,7 @@ class ServicerContext(grpc.ServicerContext):
         return self._details
 
     def set_compression(self, compression: grpc.Compression) -> None:
-        if self._call.head_sent:
+        if self._call.head_fixed:
             raise RuntimeError("set_compression() after the first response message")
         self._compression = compression_name(compression, "compression")
 
@@ -260,7 +259,7 @@ class Call:
         self.reader = wire.MessageReader(self._read, server.max_receive_message_length, request_encoding)
         self.context = ServicerContext(self)
         self.failure: wire.StatusError | None = None  # a request-side error, even if the servicer caught it
-        self.head_sent = False
+        self.head_fixed = False  # the first message is framed: head fields (encoding, metadata) are final
         self.encoding: str | None = None
         self.responses: Iterator[Any] | None = None
         self.unary_result: Any = None
@@ -384,8 +383,8 @@ class Call:
         if limit is not None and len(payload) > limit:
             raise wire.StatusError(wire.RESOURCE_EXHAUSTED,
                                    f"response message larger than max ({len(payload)} vs. {limit})")
-        if not self.head_sent:
-            self.head_sent = True
+        if not self.head_fixed:
+            self.head_fixed = True
             chosen = self.context._compression
             self.encoding = chosen if chosen in self.accepted else None
         ctx = self.context
