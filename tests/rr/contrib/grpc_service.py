@@ -55,6 +55,9 @@ def servicer(pb2: ModuleType, pb2_grpc: ModuleType, probe: Probe) -> Any:
             if cmd == "abort-with-status":
                 context.abort_with_status(_Status(grpc.StatusCode.FAILED_PRECONDITION, "not yet",
                                                   (("x-why-bin", b"\x00\xff"),)))
+            if cmd == "meta-then-abort":
+                context.send_initial_metadata([("x-early", "1")])
+                context.abort(grpc.StatusCode.UNAVAILABLE, "later")
             if cmd == "crash":
                 raise RuntimeError("kaput")
             if cmd == "not-found":

@@ -84,6 +84,12 @@ def test_error_before_any_message_is_trailers_only_with_percent_encoded_message(
     assert res.header("grpc-message") == "n%C3%B6: 100%25 denied"
 
 
+def test_error_after_initial_metadata_is_head_then_trailers(grpc_server, pb):
+    res = call(grpc_server, "/rrtest.Echo/Unary", msg(pb, text="meta-then-abort"))
+    assert res.header("x-early") == "1" and res.header("grpc-status") is None and res.body == b""
+    assert res.trailers == [("grpc-status", "14"), ("grpc-message", "later")]
+
+
 def test_deadline_from_grpc_timeout_ends_the_call_and_tells_the_servicer(grpc_server, pb, probe):
     res = call(grpc_server, "/rrtest.Echo/Unary", msg(pb, text="sleep"), [*GRPC, ("grpc-timeout", "200m")])
     assert status_of(res) == ("4", "Deadline Exceeded")
