@@ -130,3 +130,63 @@ def test_sse_chat_example_delivers_messages_to_subscribers_and_says_bye_on_drain
     finally:
         supervisors.stop_supervisor(sup)
         rr._runtimes.pop("chat", None)
+
+
+@pytest.mark.slow
+def test_grpc_routeguide_example_every_rpc_kind_health_and_reflection(serve, tmp_path):
+    import queue
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    example = load("grpc_routeguide")
+    server, pb2, pb2_grpc = example.build(tmp_path)  # grpcio-tools generates the modules here
+    opts = example.options(server)
+    srv = serve(opts.pop("routes"), ip="127.0.0.1", **opts)
+    Point = pb2.Point
+
+    def client():
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            stub = pb2_grpc.RouteGuideStub(ch)
+            out = {
+                "feature": stub.GetFeature(Point(latitude=409146138, longitude=-746188906), timeout=10).name,
+                "nothing": stub.GetFeature(Point(latitude=0, longitude=0), timeout=10).name,
+                "listed": [f.name for f in stub.ListFeatures(
+                    pb2.Rectangle(lo=Point(latitude=400000000, longitude=-750000000),
+                                  hi=Point(latitude=420000000, longitude=-730000000)), timeout=10)],
+                "summary": stub.RecordRoute(iter([Point(latitude=407838351, longitude=-746143763),
+                                                  Point(latitude=408122808, longitude=-743999179),
+                                                  Point(latitude=1, longitude=1)]), timeout=10),
+            }
+            notes: queue.Queue = queue.Queue()
+            chat = stub.RouteChat(iter(notes.get, None), timeout=10)
+            here = Point(latitude=1, longitude=2)
+            notes.put(pb2.RouteNote(location=here, message="first"))
+            notes.put(pb2.RouteNote(location=here, message="second"))
+            out["echoed"] = next(chat).message  # the first note, sent back when the second arrives
+            notes.put(None)
+            out["chat_rest"] = [n.message for n in chat]
+            bad = stub.RouteChat(iter([pb2.RouteNote(location=here)]), timeout=10)
+            try:
+                list(bad)
+            except grpc.RpcError as exc:
+                out["bad"] = exc.code()
+            out["health"] = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service="routeguide.RouteGuide"), timeout=10).status
+            out["services"] = sorted(ProtoReflectionDescriptorDatabase(ch).get_services())
+            return out
+
+    out = in_thread(client)
+    assert out["feature"] == "Berkshire Valley Management Area Trail, Jefferson, NJ, USA"
+    assert out["nothing"] == ""
+    assert len(out["listed"]) == 5
+    summary = out["summary"]
+    assert (summary.point_count, summary.feature_count) == (3, 2) and 15_000 < summary.distance < 10_000_000
+    assert out["echoed"] == "first" and out["chat_rest"] == []
+    assert out["bad"] == grpc.StatusCode.INVALID_ARGUMENT
+    assert out["health"] == health_pb2.HealthCheckResponse.SERVING
+    assert out["services"] == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                               "routeguide.RouteGuide"]
