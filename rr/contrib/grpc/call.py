@@ -37,11 +37,12 @@ it there. The call ends ``DEADLINE_EXCEEDED``; ``is_active()`` and
 the timer: a message half-written when a timer fires would break the framing.
 A servicer that never yields is not interrupted (cooperative scheduling).
 
-Cancellation: a client's ``RST_STREAM`` makes rr end the stream's process:
-``supervisors.Exit`` is thrown into it at its next switch (while it reads a
-request, sends, or sleeps), so the servicer sees it as an exception; over a
-connection rr is writing to directly, ``send`` raises ``rr.ClientGone``. Both
-pass through here untouched after the ``add_callback`` callbacks ran.
+Cancellation: a client's ``RST_STREAM`` tells the stream's worker the client
+is gone: its next request read or ``send`` raises ``rr.ClientGone`` (on every
+protocol), so the servicer sees it as an exception at its next read, send or
+``yield``; one that does not end within rr's close grace (1 s) is killed
+(``supervisors.Exit`` at its next switch). Both pass through here untouched
+after the ``add_callback`` callbacks ran.
 """
 
 from __future__ import annotations

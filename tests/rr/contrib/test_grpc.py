@@ -252,7 +252,9 @@ def test_client_cancel_mid_stream_reaches_the_servicer(serve, pb, probe, mode):
 
     got, code = in_thread(client)
     assert got == list(range(5)) and code == grpc.StatusCode.CANCELLED
-    assert probe.wait("stream") == "Exit"  # rr ends the stream's process: an exception in the servicer
+    # rr tells the stream's worker the client is gone: its next send raises rr.ClientGone
+    # inside the servicer's generator (the worker would be killed only after CLOSE_GRACE).
+    assert probe.wait("stream") == "ClientGone"
     assert probe.wait("callback") is False  # add_callback ran, and the call no longer counts as active
 
 
@@ -271,7 +273,7 @@ def test_client_cancel_while_the_servicer_waits_for_a_request(serve, pb, probe):
             return first
 
     assert in_thread(client) == "pong:one"
-    assert probe.wait("bidi") == "Exit"
+    assert probe.wait("bidi") == "ClientGone"  # the pending body read raised it
 
 
 def _wire_recorder(seen: list):
