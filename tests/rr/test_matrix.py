@@ -785,3 +785,34 @@ def test_failed_tls_handshake_logs_no_crash_and_reports_tls_handshake(serve, cer
     assert not crashes, crashes
     assert got is not None, "no ('rr', 'conn', 'close') event for the failed handshake"
     assert got[0]["reason"] == "tls_handshake", got[0]
+
+
+# -- beyond the rule list: the issue's stop-during-Loop bug ------------------------------
+
+
+def test_stop_listener_while_a_loop_response_is_open_logs_no_error(server, col, caplog, events):
+    """Issue 10's second bug: ``rr.stop_listener`` during an h1 ``Loop`` logged ConcurrentObjectUseError."""
+    pids = gevent.event.AsyncResult()
+
+    def app(req):
+        pids.set(supervisors.self())
+        def on_info(msg, push, state):
+            if isinstance(msg, bytes):  # rr's own (CLOSED,) arrives here too when the client goes
+                push(msg)
+            return state
+        return resp.Loop(200, [], None, on_info)
+
+    caplog.set_level(logging.DEBUG)
+    t = server(app)
+    with structlog.testing.capture_logs() as logs, t.connect() as c:
+        h = c.start("GET", "/events")
+        assert c.read_head(h).status == 200
+        rr.send(pids.get(timeout=5), b"tick")
+        c.read_some(h, 4)
+        rr.stop_listener(t.name)
+        events.wait("rr", "conn", "close")
+        r = c.finish(h)
+    assert not r.complete, r.describe()
+    errors = [f"{r.levelname}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
+    errors += [str(e) for e in logs if e.get("log_level") in ("error", "critical")]
+    assert not errors, errors
