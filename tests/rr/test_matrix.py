@@ -586,6 +586,7 @@ def test_client_gone_mid_body_raises_client_gone_in_the_handler(server, shape):
 @pytest.mark.parametrize("shape", ["stream", "loop"])
 @pytest.mark.parametrize("col", MULTIPLEXED, ids=[c.id for c in MULTIPLEXED])
 def test_client_closing_the_whole_connection_raises_client_gone_in_the_handler(server, col, shape):
+    """Multiplexed columns only: on h1 closing the connection is the one way to leave (the row above)."""
     caught, pids = gevent.event.AsyncResult(), gevent.event.AsyncResult()
     t = server(_gone_app(shape, caught, pids))
     got = _leave_mid_body(t, shape, pids, caught, "close")
@@ -684,6 +685,12 @@ def _logger_name(logger: Any, method: str, event_dict: Any) -> Any:
 
 
 def test_access_log_is_one_event_per_request_with_the_usual_fields(server, col, events):
+    """``access_log: True``: one structlog event ``"request"`` per request from logger ``rr.access``.
+
+    The logger is recognised by a ``logger`` key in the event (``bind(logger="rr.access")`` or
+    structlog's ``add_logger_name``) or by the wrapped logger's ``name``; ``bytes`` counts the
+    response body, ``duration`` is float seconds, ``version`` names the protocol as httpx does.
+    """
     ids: dict[str, str] = {}
 
     def app(req):
