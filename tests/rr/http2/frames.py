@@ -1,6 +1,7 @@
 """Raw HTTP/2 frames for tests: a peer with no protocol state machine of its own.
 
-``Peer`` connects over h2c (prior knowledge) on a gevent socket, so a test can
+``Peer`` connects over h2c (prior knowledge) on a gevent socket (or takes one
+already connected, such as TLS with ALPN h2), so a test can
 send any byte sequence — invalid lengths, wrong stream ids, broken HPACK —
 and then read what the server answered, frame by frame, with a deadline.
 
@@ -161,9 +162,11 @@ class Peer:
     """A raw h2c client connection; ``with Peer(port) as p:`` closes the socket."""
 
     def __init__(self, port: int, *, preface: bool = True, settings_frame: bytes | None = None,
-                 timeout: float = 10.0) -> None:
-        self.sock = gsocket.create_connection(("127.0.0.1", port), timeout=timeout)
+                 timeout: float = 10.0, sock: Any = None, scheme: str = "http") -> None:
+        # ``sock``: an already connected socket (a TLS one, say, with ALPN h2 negotiated).
+        self.sock = sock if sock is not None else gsocket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.port = port
+        self.scheme = scheme
         self.timeout = timeout
         self.buf = bytearray()
         self.encoder = hpack.Encoder()
@@ -209,7 +212,7 @@ class Peer:
 
     def request_fields(self, method: str = "GET", path: str = "/",
                        extra: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
-        return [(":method", method), (":scheme", "http"), (":path", path),
+        return [(":method", method), (":scheme", self.scheme), (":path", path),
                 (":authority", f"127.0.0.1:{self.port}"), *extra]
 
     def headers(self, sid: int, fields: Iterable[tuple[str, str]] | bytes, *, end_stream: bool = True,
