@@ -290,8 +290,10 @@ class Exchange:
 
     def _log_access(self) -> None:
         req = self.req
+        # The logger's name travels in the event (structlog's default factory drops it; a
+        # bind() here would freeze the configuration of the moment).
         _access.info(
-            "request", method=req.method, path=req.target, status=self.status, bytes=self.sent,
+            "request", logger="rr.access", method=req.method, path=req.target, status=self.status, bytes=self.sent,
             duration=round(time.monotonic() - self.started, 6), version=req.version,
             user_agent=req.headers.get("user-agent"), request_id=req.request_id, peer=req.peer,
         )

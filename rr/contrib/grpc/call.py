@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 import gevent.queue
@@ -61,8 +61,14 @@ from rr.contrib.grpc import wire
 from rr.exchange import BodyError
 from rr.log import get_logger
 
-if TYPE_CHECKING:
-    from rr.contrib.grpc.server import Server
+
+class Server(Protocol):
+    """What a call needs of its ``rr.contrib.grpc.server.Server`` (named here, not imported:
+    the server imports this module)."""
+
+    compression: str | None
+    max_receive_message_length: int
+    max_send_message_length: int | None
 
 _log = get_logger("rr.contrib.grpc")
 
