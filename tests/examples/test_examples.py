@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess as std_subprocess
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +31,7 @@ def curl(*args: str) -> std_subprocess.CompletedProcess:
     return subprocess.run(["curl", "-s", *args], capture_output=True, timeout=30, check=False)
 
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+needs_curl = pytest.mark.peers("curl")
 
 
 @needs_curl

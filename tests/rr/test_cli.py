@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
 
 import pytest
@@ -12,7 +11,7 @@ from gevent import subprocess
 
 from tests.rr.certs import make_cert
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tools/setup.sh")
+pytestmark = pytest.mark.peers("curl")
 
 APP = "from rr import resp\n\ndef handler(req):\n    return resp.text(200, f'{req.version} {req.path}')\n"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import ssl
 
 import gevent
@@ -34,7 +33,7 @@ def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
 
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+needs_curl = pytest.mark.peers("curl")
 
 
 @needs_curl
@@ -158,7 +157,7 @@ def test_sendfile_over_tls_uses_read_and_send(serve, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+@pytest.mark.peers("wrk")
 def test_wrk_keep_alive_load_has_no_errors(serve):
     srv = serve(app, max_clients=200)
     out = run("wrk", "-t1", "-c20", "-d2s", f"{srv.url}/", timeout=60)
@@ -171,7 +170,7 @@ def test_wrk_keep_alive_load_has_no_errors(serve):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed")
+@pytest.mark.peers("h2load")
 def test_h2load_h1_pipelining_has_no_errors(serve):
     srv = serve(app, max_clients=200)
     out = run("h2load", "--h1", "-n", "4000", "-c", "10", "-m", "10", f"{srv.url}/", timeout=60)

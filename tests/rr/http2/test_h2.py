@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import ssl
 import time
@@ -375,6 +374,7 @@ def test_h2c_loop_is_told_when_the_client_resets_its_stream(serve):
     assert res[other].status == 200 and res[other].body.endswith(b"bye")
 
 
+@pytest.mark.peers("nghttp")
 def test_h2c_loop_gets_drain_and_finishes(serve):
     reg = {"ready": gevent.event.Event(), "closed": gevent.event.Event()}
     srv = serve(_ticker(reg), **H2C)
@@ -394,7 +394,7 @@ def test_h2c_loop_gets_drain_and_finishes(serve):
     assert result["killed"] == 0  # the connection may even have finished before drain counted it
 
 
-@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp not installed")
+@pytest.mark.peers("nghttp")
 def test_h2c_drain_sends_goaway_and_finishes_the_open_stream(serve):
     release = gevent.event.Event()
     entered = gevent.event.Event()
@@ -452,7 +452,7 @@ def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
 
 
-@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp not installed")
+@pytest.mark.peers("nghttp")
 def test_nghttp_h2c_prior_knowledge_trace(serve):
     srv = serve(app, **H2C)
     proc = run("nghttp", "-nv", f"http://127.0.0.1:{srv.port}/")
@@ -466,7 +466,7 @@ def test_nghttp_h2c_prior_knowledge_trace(serve):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed")
+@pytest.mark.peers("h2load")
 @pytest.mark.parametrize("streams", [20, 100])
 def test_h2load_2000_requests_10_connections_many_streams(serve, streams):
     srv = serve(app, **H2C)
@@ -579,7 +579,7 @@ def test_h2c_client_going_away_ends_its_stream_workers(serve):
     assert srv.info()["active_clients"] == 0
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.peers("curl")
 def test_curl_http2_prior_knowledge_and_tls_alpn(serve, tmp_path):
     h2c = serve(app, **H2C)
     proc = run("curl", "-s", "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}",
