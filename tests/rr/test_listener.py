@@ -242,11 +242,35 @@ def test_drain_tells_a_loop_handler(serve):
     assert b"3\r\nbye\r\n0\r\n\r\n" in rest
 
 
-def test_drain_refuses_new_connections(serve):
-    srv = serve(hello)
-    rr.drain(srv.name, 1)
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+def test_drain_refuses_new_connections_while_it_waits_for_in_flight_ones(serve):
+    release = gevent.event.Event()
+    entered = gevent.event.Event()
+    draining = gevent.event.Event()
+
+    def slow(req):
+        entered.set()
+        release.wait(10)
+        return resp.text(200, "finished")
+
+    srv = serve(slow)
+    busy = srv.connect()
+    busy.sendall(GET)
+    assert entered.wait(5)
+    telemetry.attach("t-drain-refuses", ("rr", "drain", "start"), lambda *_: draining.set())
+    try:
+        drainer = gevent.spawn(rr.drain, srv.name, 10)
+        assert draining.wait(5)
+        # The drain stops the acceptors and closes the socket without waiting on any timer;
+        # once the hub is idle it is blocked on the in-flight connection only.
+        gevent.idle()
+        assert srv.name in rr.listeners() and not drainer.ready()  # still draining: the request is in flight
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+    finally:
+        telemetry.detach("t-drain-refuses")
+        release.set()
+    assert read_until_close(busy, 5).endswith(b"finished")
+    assert drainer.get(10) == {"drained": 1, "killed": 0}
 
 
 # -- telemetry and logging --------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 
 import gevent
 import gevent.event
@@ -532,16 +533,21 @@ def test_a_body_over_the_handler_max_heap_kills_only_that_connection(serve):
 
 def test_graceful_drain_false_kills_in_flight_requests_at_once(serve):
     block = gevent.event.Event()
+    entered = gevent.event.Event()
 
     def stuck(req):
+        entered.set()
         block.wait(30)
         return resp.text(200, "late")
 
     srv = serve(stuck, graceful_drain=False)
     sock = srv.connect()
     sock.sendall(GET)
-    gevent.sleep(0.1)
-    assert rr.drain(srv.name, 30) == {"drained": 0, "killed": 1}
+    assert entered.wait(10)
+    began = time.monotonic()
+    assert rr.drain(srv.name, 20) == {"drained": 0, "killed": 1}
+    assert time.monotonic() - began < 2, "the drain waited for the handler instead of killing it"
+    assert read_until_close(sock, 5) == b""  # killed mid-request: no response at all
     sock.close()
 
 
