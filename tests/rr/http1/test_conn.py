@@ -51,6 +51,17 @@ def test_keep_alive_serves_many_requests_on_one_connection(serve):
     assert srv.info()["requests_served"] == 5
 
 
+def test_a_client_that_half_closes_after_its_requests_gets_every_answer_then_the_close(serve):
+    """RFC 9112 §9.6: a client may close its sending side once its requests are out;
+    rr answers what it read, then sees the EOF and closes."""
+    def path_echo(req):
+        return resp.text(200, req.path)
+
+    srv = serve(path_echo)
+    data = srv.exchange(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)), timeout=5)
+    assert data.count(b"HTTP/1.1 200 OK") == 3 and data.endswith(b"/2"), data
+
+
 def test_pipelined_requests_are_answered_in_order(serve):
     def path_echo(req):
         return resp.text(200, req.path)

@@ -17,7 +17,8 @@ import rr
 import supervisors
 from rr import resp
 from tests.rr.certs import make_cert
-from tests.rr.conftest import in_thread, read_until_close
+from tests.rr.conftest import in_thread, read_until_close, wait_processes_gone
+from tests.rr.http2 import frames as fr
 from tests.rr.http2.client import H2Client
 
 H2C = {"protocols": ["http2"]}
@@ -437,12 +438,15 @@ def test_h2c_drain_sends_goaway_and_finishes_the_open_stream(serve):
             busy.kill()
 
 
-def test_h2c_garbage_preface_closes_the_connection(serve):
+def test_h2c_only_port_answers_an_http1_request_with_goaway_protocol_error(serve):
+    """RFC 9113 §3.4: an invalid preface is a connection error of type PROTOCOL_ERROR."""
     srv = serve(app, **H2C)
-    data = srv.exchange(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", timeout=5)
-    assert b"HTTP/1.1 200" not in data  # h2 answered GOAWAY(PROTOCOL_ERROR) and closed
-    gevent.sleep(0.05)  # safety net: let the conn process finish its cleanup
-    assert not [p for p in supervisors.processes() if p.label in ("rr.h2.reader", "rr.h2.stream")]
+    with fr.Peer(srv.port, preface=False, timeout=5) as peer:
+        peer.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        peer.expect_goaway(fr.PROTOCOL_ERROR)  # then the server closes
+        assert not any(isinstance(f, fr.HeadersFrame) for f in peer.frames)
+        assert b"HTTP/1.1" not in bytes(peer.buf)
+    wait_processes_gone("rr.conn", "rr.h2.reader", "rr.h2.stream")
 
 
 # -- CLI clients (nghttp2) -----------------------------------------------------------
