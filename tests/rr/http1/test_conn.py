@@ -586,3 +586,13 @@ def test_a_pipelining_client_does_not_starve_another_connection(serve):
     finally:
         a.close()
         b.close()
+
+
+def test_an_h2_preface_on_an_http1_only_port_gets_505_and_the_close(serve):
+    """The h2 preface is an HTTP/1.1 request line with version HTTP/2.0: an h1-only port
+    answers it with an HTTP/1.1 error status (not an h2 frame, not silence) and closes."""
+    srv = serve(hello, protocols=["http1"])
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    data = srv.request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings, timeout=5)
+    assert data.startswith(b"HTTP/1.1 505 "), data
+    assert b"\r\nconnection: close\r\n" in data.lower()
