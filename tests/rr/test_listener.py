@@ -149,15 +149,15 @@ def test_a_crashed_acceptor_is_restarted_and_serving_continues(serve):
     srv = serve(hello, num_acceptors=1)
     acceptors = [p for p in supervisors.processes() if p.label == f"rr.acceptor.{srv.name}"]
     assert len(acceptors) == 1
+    ref = supervisors.monitor(acceptors[0].pid)
     supervisors.exit(acceptors[0].pid, RuntimeError("injected"))
-    for _ in range(100):
-        now = [p for p in supervisors.processes() if p.label == f"rr.acceptor.{srv.name}"]
-        if now and now[0].pid != acceptors[0].pid:
-            break
-        gevent.sleep(0.02)
+    supervisors.receive(lambda m: type(m) is tuple and len(m) == 4 and m[0] == "DOWN" and m[1] is ref, 5)
+    # The only acceptor is dead: this connection waits in the backlog until its replacement runs.
     with srv.connect() as sock:
         sock.sendall(GET)
         assert read_response(sock)[1] == b"hello"
+    now = [p for p in supervisors.processes() if p.label == f"rr.acceptor.{srv.name}"]
+    assert len(now) == 1 and now[0].pid != acceptors[0].pid
 
 
 def test_child_spec_embeds_a_listener_in_the_applications_supervisor():
@@ -213,15 +213,17 @@ def test_drain_closes_idle_connections_and_finishes_in_flight_requests(serve):
 
 def test_drain_kills_what_is_left_at_the_deadline(serve):
     block = gevent.event.Event()
+    entered = gevent.event.Event()
 
     def stuck(req):
+        entered.set()
         block.wait(30)
         return resp.text(200, "late")
 
     srv = serve(stuck)
     sock = srv.connect()
     sock.sendall(GET)
-    gevent.sleep(0.1)
+    assert entered.wait(5)
     assert rr.drain(srv.name, 0.3) == {"drained": 0, "killed": 1}
     assert read_until_close(sock, 5) == b""
 
@@ -310,18 +312,18 @@ def test_a_telemetry_subscriber_that_raises_is_detached_and_the_request_succeeds
 
 def test_rejected_request_and_conn_close_events(serve):
     events = []
-    telemetry.attach_many(
-        "t-rej",
-        [("rr", "request", "rejected"), ("rr", "conn", "close")],
-        lambda ev, meas, meta, cfg: events.append((ev, dict(meta))),
-    )
+    closed = gevent.event.Event()
+
+    def record(ev, meas, meta, cfg):
+        events.append((ev, dict(meta)))
+        if ev == ("rr", "conn", "close"):
+            closed.set()
+
+    telemetry.attach_many("t-rej", [("rr", "request", "rejected"), ("rr", "conn", "close")], record)
     try:
         srv = serve(hello)
         srv.request(b"GET / HTTP/1.1\r\n\r\n")
-        for _ in range(100):
-            if len(events) >= 2:
-                break
-            gevent.sleep(0.02)
+        assert closed.wait(5)
     finally:
         telemetry.detach("t-rej")
     assert events[0][0] == ("rr", "request", "rejected")

@@ -14,7 +14,7 @@ import pytest
 import rr
 import supervisors
 from rr import resp
-from tests.rr.conftest import read_response, read_until_close
+from tests.rr.conftest import read_response, read_until_close, wait_processes_gone
 
 
 def hello(req: rr.Request) -> resp.Response:
@@ -431,7 +431,7 @@ def test_loop_is_told_once_when_the_client_goes_away(serve):
     sock.recv(4096)
     sock.close()
     assert done.wait(5)
-    gevent.sleep(0.05)
+    wait_processes_gone("rr.conn")  # once the conn process is gone no second CLOSED can come
     assert seen.count((resp.CLOSED,)) == 1
 
 
@@ -511,10 +511,7 @@ def test_active_clients_returns_to_zero_after_connections_end(serve):
     assert srv.info()["active_clients"] == 5
     for sock in socks:
         sock.close()
-    for _ in range(100):
-        if srv.info()["active_clients"] == 0:
-            break
-        gevent.sleep(0.02)
+    wait_processes_gone("rr.conn")  # each conn process frees its slot before it exits
     assert srv.info()["active_clients"] == 0
 
 

@@ -576,10 +576,7 @@ def test_h2c_client_going_away_ends_its_stream_workers(serve):
     assert entered.wait(5)
     assert len([p for p in _h2_processes() if p.label == "rr.h2.stream"]) == 2
     c.close()
-    deadline = time.monotonic() + 5
-    while _h2_processes() and time.monotonic() < deadline:
-        gevent.sleep(0.02)
-    assert _h2_processes() == []
+    wait_processes_gone("rr.conn", "rr.h2.reader", "rr.h2.stream")
     assert srv.info()["active_clients"] == 0
 
 
@@ -630,17 +627,21 @@ def test_h2c_request_telemetry_start_and_stop(serve):
     from rr import telemetry
 
     seen: list = []
-    telemetry.attach_many("t-h2", [("rr", "request", "start"), ("rr", "request", "stop")],
-                          lambda event, meas, meta, cfg: seen.append((event[-1], meta.get("status"))))
+    all_seen = gevent.event.Event()
+
+    def record(event, meas, meta, cfg):
+        seen.append((event[-1], meta.get("status")))
+        if len(seen) == 4:
+            all_seen.set()
+
+    telemetry.attach_many("t-h2", [("rr", "request", "start"), ("rr", "request", "stop")], record)
     try:
         srv = serve(app, **H2C)
         c = H2Client(srv.port)
         try:
             sids = [c.request("GET", "/"), c.request("GET", "/nope")]
             c.run(sids)
-            deadline = time.monotonic() + 5  # stop is emitted by the worker after the last write
-            while len(seen) < 4 and time.monotonic() < deadline:
-                gevent.sleep(0.01)
+            assert all_seen.wait(5)  # stop is emitted by the worker after the last write
         finally:
             c.close()
     finally:
@@ -649,9 +650,12 @@ def test_h2c_request_telemetry_start_and_stop(serve):
 
 
 def test_h2c_unread_bodies_do_not_leak_the_connection_window(serve):
+    sent = gevent.event.Event()
+
     def handler(req):
         if req.path == "/ignore":
-            gevent.sleep(0.05)  # the body arrives meanwhile, queued unread in this worker
+            assert sent.wait(5)  # the client has sent a stream window of body ...
+            gevent.idle()  # ... and the conn has read it: queued unread in this worker
             return resp.text(200, "ignored")
         return resp.text(200, f"{len(req.read_body())}")
 
@@ -659,7 +663,9 @@ def test_h2c_unread_bodies_do_not_leak_the_connection_window(serve):
     c = H2Client(srv.port)
     try:
         for _ in range(8):  # each round strands up to a stream window (256 KiB) of unread body
+            sent.clear()
             sid = c.request("POST", "/ignore", body=b"z" * (1024 * 1024))
+            sent.set()
             assert c.run([sid], timeout=10)[sid].status == 200
         ok = c.request("POST", "/", body=b"y" * 600_000)
         res = c.run([ok], timeout=10)
@@ -693,9 +699,7 @@ def test_h2c_random_bytes_after_the_preface_never_crash_the_conn(serve):
         except ConnectionResetError:
             pass
         c.close()
-    deadline = time.monotonic() + 5
-    while (_h2_processes() or srv.info()["active_clients"]) and time.monotonic() < deadline:
-        gevent.sleep(0.02)
+    wait_processes_gone("rr.conn", "rr.h2.reader", "rr.h2.stream")
     assert _h2_processes() == [] and srv.info()["active_clients"] == 0
     c = H2Client(srv.port)
     try:
