@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 
 import pytest
@@ -59,3 +60,48 @@ def test_cli_tls_prefers_h2_and_a_bad_protocol_fails_naming_the_option(tmp_path)
                          cwd=tmp_path, capture_output=True, timeout=20,
                          env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert bad.returncode == 2 and b"protocols" in bad.stderr
+
+
+def _run_cli(tmp_path, *args):
+    (tmp_path / "cliapp.py").write_text(APP)
+    return subprocess.run([sys.executable, "-m", "rr.cli", *args], cwd=tmp_path, capture_output=True,
+                          timeout=20, env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["cliapp"], b"APP must look like module:attribute"),
+    (["cliapp:nothing"], b"module 'cliapp' has no attribute 'nothing'"),
+    (["cliapp:handler", "--port", "0", "--max-clients", "0"], b"max_clients"),
+    (["cliapp:handler", "--port", "0", "--ip", "not-an-ip"], b"'ip'"),
+    (["cliapp:handler", "--port", "0", "--certfile", "/nonexistent.pem"], b"'tls'"),
+])
+def test_cli_errors_exit_nonzero_naming_the_problem(tmp_path, args, message):
+    out = _run_cli(tmp_path, *args)
+    assert out.returncode != 0 and message in out.stderr, out
+
+
+def test_cli_a_port_in_use_exits_2(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = _run_cli(tmp_path, "cliapp:handler", "--port", str(taken.getsockname()[1]))
+    assert out.returncode == 2 and out.stderr.startswith(b"rr: "), out
+
+
+def test_cli_flags_reach_the_listener_access_log_and_max_clients(tmp_path):
+    proc, url, protocols = _serve(tmp_path, "--protocols", "http1", "--access-log", "--max-clients", "1",
+                                  "--body-buffering", "manual", "--drain-timeout", "5")
+    try:
+        assert protocols == "http1"
+        assert _curl(f"{url}/logged") == "HTTP/1.1 /logged"
+        assert _curl("-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge", f"{url}/h2") != "200"
+        host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as held:  # the one client slot
+            held.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert held.recv(4096).startswith(b"HTTP/1.1 200")
+            assert _curl("-w", "%{http_code}", f"{url}/second") == "000"  # closed at accept
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert b"request" in out and b"/logged" in out, out  # the access-log line
