@@ -44,6 +44,26 @@ def test_request_api_over_the_wire(serve):
     assert data["fwd"] == ["10.0.0.1", "10.0.0.2"] and data["id"] == 16 and data["peer"] == "127.0.0.1"
 
 
+@pytest.mark.parametrize(("fields", "claimed"), [
+    # RFC 7239 §4: elements separated by ",", pairs by ";", names case-insensitive
+    (b"Forwarded: for=192.0.2.60;proto=http;by=203.0.113.43\r\n", ["192.0.2.60"]),
+    (b"Forwarded: For=192.0.2.43, for=198.51.100.17\r\n", ["192.0.2.43", "198.51.100.17"]),
+    # §6: an IPv6 node (and any with a port) is a quoted string; "unknown" and obfuscated names stay as given
+    (b'Forwarded: for="[2001:db8:cafe::17]:4711"\r\n', ["[2001:db8:cafe::17]:4711"]),
+    (b"Forwarded: for=unknown, for=_hidden\r\n", ["unknown", "_hidden"]),
+    # several Forwarded fields are one list, in order (§4); by= and proto= alone claim no client
+    (b"Forwarded: for=192.0.2.1\r\nForwarded: by=10.1.1.1, for=192.0.2.2\r\n", ["192.0.2.1", "192.0.2.2"]),
+    # Forwarded wins over the older X-Forwarded-For; X-Forwarded-For is used without it
+    (b"Forwarded: for=192.0.2.9\r\nX-Forwarded-For: 10.0.0.1\r\n", ["192.0.2.9"]),
+    (b"Forwarded: proto=https\r\nX-Forwarded-For: 10.0.0.1,10.0.0.2\r\n", ["10.0.0.1", "10.0.0.2"]),
+    (b"", []),
+])
+def test_forwarded_for_reads_rfc_7239_forwarded_then_x_forwarded_for(serve, fields, claimed):
+    srv = serve(lambda req: resp.json(200, req.forwarded_for()))
+    _, body = request(srv, b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+    assert json.loads(body) == claimed
+
+
 def test_read_form_urlencoded_and_json_body(serve):
     def form(req):
         if req.header("content-type") == "application/json":
