@@ -408,3 +408,17 @@ def test_access_log_writes_one_line_per_request_on_every_protocol(serve, protoco
 def test_access_log_is_off_by_default(serve):
     # Connection: close, and the answer read to EOF: the conn has finished logging by then.
     assert _access_logged(serve, "http1", access_log=False) == []
+
+
+def test_a_listener_without_routes_answers_404_saying_it_has_no_routes_yet():
+    rr.start_listener("no-routes", {"port": 0, "ip": "127.0.0.1"})
+    try:
+        port = rr.listener_port("no-routes")
+        for path in (b"/", b"/anything?q=1"):
+            with gsocket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 404 "), head
+            assert body == b"rr is running, but this listener has no routes yet.\n"
+    finally:
+        rr.stop_listener("no-routes")
