@@ -10,6 +10,10 @@ started and are not checked; the main greenlet's mailbox is emptied after
 each test so stale DOWN/EXIT messages cannot leak into the next one.
 Mark a test ``allow_process_leaks`` when it deliberately leaves long-lived
 processes (e.g. a lazily created root supervisor) for later tests.
+
+A test marked ``peers("curl", ...)`` fails when a named peer program is
+missing (``tests/peers.py``); under ``RR_ALLOW_MISSING_PEERS=1`` it skips,
+and the run's summary lists every test skipped that way.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import gevent
 import pytest
@@ -26,6 +31,7 @@ from hypothesis import settings
 from supervisors import exit as exit_process
 from supervisors import flush_mailbox
 from supervisors.process import Pid, _processes
+from tests import peers
 
 # CI draws the same Hypothesis examples on every run, so a CI result is
 # reproducible; a local run (no CI variable) explores new examples each time.
@@ -39,6 +45,25 @@ LEAK_WAIT = 5.0
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "allow_process_leaks: the test may leave processes running (not checked, not killed)"
+    )
+    config.addinivalue_line(
+        "markers", "peers(*names): the test drives these peer programs (tests/peers.py); a missing one fails it"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("peers"):
+        peers.require(*marker.args)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not peers.skipped:
+        return
+    names = sorted({name for absent in peers.skipped for name in absent})
+    terminalreporter.write_sep("=", "peers missing", yellow=True)
+    terminalreporter.write_line(
+        f"{peers.ALLOW_MISSING}=1: {len(peers.skipped)} test(s) skipped because a peer is missing "
+        f"({', '.join(names)}); this run did not check rr against them"
     )
 
 

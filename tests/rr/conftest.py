@@ -18,6 +18,7 @@ import pytest
 from gevent import socket as gsocket
 
 import rr
+import supervisors
 
 _names = itertools.count()
 
@@ -36,9 +37,11 @@ class Served:
         return sock
 
     def exchange(self, data: bytes, timeout: float = 10.0) -> bytes:
-        """Send ``data``, half-close, and read until the server closes."""
+        """Send ``data``, half-close (shut down our write side: the server reads EOF), and
+        read until the server closes."""
         with self.connect(timeout) as sock:
             sock.sendall(data)
+            sock.shutdown(gsocket.SHUT_WR)
             return read_until_close(sock, timeout)
 
     def request(self, data: bytes, timeout: float = 10.0) -> bytes:
@@ -111,6 +114,15 @@ def serve() -> Iterator[Callable[..., Served]]:
     for name in started:
         if name in rr.listeners():
             rr.stop_listener(name)
+
+
+def wait_processes_gone(*labels: str, timeout: float = 10.0) -> None:
+    """Wait (on DOWN messages) until every process labelled one of ``labels`` has exited."""
+    refs = {supervisors.monitor(p.pid): p.label for p in supervisors.processes() if p.label in labels}
+    while refs:
+        msg = supervisors.receive(lambda m: type(m) is tuple and len(m) == 4 and m[0] == "DOWN" and m[1] in refs,
+                                  timeout)
+        refs.pop(msg[1])
 
 
 def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -44,6 +44,26 @@ def test_request_api_over_the_wire(serve):
     assert data["fwd"] == ["10.0.0.1", "10.0.0.2"] and data["id"] == 16 and data["peer"] == "127.0.0.1"
 
 
+@pytest.mark.parametrize(("fields", "claimed"), [
+    # RFC 7239 §4: elements separated by ",", pairs by ";", names case-insensitive
+    (b"Forwarded: for=192.0.2.60;proto=http;by=203.0.113.43\r\n", ["192.0.2.60"]),
+    (b"Forwarded: For=192.0.2.43, for=198.51.100.17\r\n", ["192.0.2.43", "198.51.100.17"]),
+    # §6: an IPv6 node (and any with a port) is a quoted string; "unknown" and obfuscated names stay as given
+    (b'Forwarded: for="[2001:db8:cafe::17]:4711"\r\n', ["[2001:db8:cafe::17]:4711"]),
+    (b"Forwarded: for=unknown, for=_hidden\r\n", ["unknown", "_hidden"]),
+    # several Forwarded fields are one list, in order (§4); by= and proto= alone claim no client
+    (b"Forwarded: for=192.0.2.1\r\nForwarded: by=10.1.1.1, for=192.0.2.2\r\n", ["192.0.2.1", "192.0.2.2"]),
+    # Forwarded wins over the older X-Forwarded-For; X-Forwarded-For is used without it
+    (b"Forwarded: for=192.0.2.9\r\nX-Forwarded-For: 10.0.0.1\r\n", ["192.0.2.9"]),
+    (b"Forwarded: proto=https\r\nX-Forwarded-For: 10.0.0.1,10.0.0.2\r\n", ["10.0.0.1", "10.0.0.2"]),
+    (b"", []),
+])
+def test_forwarded_for_reads_rfc_7239_forwarded_then_x_forwarded_for(serve, fields, claimed):
+    srv = serve(lambda req: resp.json(200, req.forwarded_for()))
+    _, body = request(srv, b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+    assert json.loads(body) == claimed
+
+
 def test_read_form_urlencoded_and_json_body(serve):
     def form(req):
         if req.header("content-type") == "application/json":
@@ -124,14 +144,31 @@ def test_url_for_through_the_listener(serve):
 
 
 def test_reload_routes_under_load_swaps_atomically(serve):
-    """Clients hammer the listener while the table is swapped 20 times: every
-    response comes from one complete table (v1 or v2), never a mix or an error."""
+    """Clients hammer the listener while the table is swapped 20 times. Every response
+    names the table version twice -- once from the route's handler and once from the
+    listener middleware, whose ``init`` re-runs on each reload and waits there until
+    clients have been answered -- so a request served by a half-installed table (new routes with the old
+    or no middleware, or the reverse) shows two different versions."""
+    current = {"version": "v1"}
+
+    def stamp(req, nxt, version):
+        return resp.text(200, f"{version}|{nxt(req).body.decode()}")
+
+    def stamp_init(_config):
+        if current["version"] != "v1" or seen:  # a reload: let clients be answered mid-build
+            progress.clear()
+            assert progress.wait(5)
+        return current["version"]
+
+    stamp.init = stamp_init
+
     def table(version):
         return [("/a", lambda r: resp.text(200, f"{version}-a")), ("/b", lambda r: resp.text(200, f"{version}-b"))]
 
-    srv = serve(table("v1"))
     seen: list[bytes] = []
     stop = gevent.event.Event()
+    progress = gevent.event.Event()
+    srv = serve(table("v1"), middlewares=[stamp])
 
     def client(path):
         with srv.connect() as sock:
@@ -140,16 +177,20 @@ def test_reload_routes_under_load_swaps_atomically(serve):
                 head, body = read_response(sock)
                 assert head.startswith(b"HTTP/1.1 200"), head
                 seen.append(body)
+                progress.set()
 
     clients = [gevent.spawn(client, p) for p in (b"a", b"b") * 5]
     for i in range(20):
-        gevent.sleep(0.01)
-        rr.reload_routes(srv.name, table("v2" if i % 2 == 0 else "v1"))
+        progress.clear()
+        assert progress.wait(5)  # clients got answers since the last swap
+        current["version"] = "v2" if i % 2 == 0 else "v1"
+        rr.reload_routes(srv.name, table(current["version"]))
     stop.set()
     gevent.joinall(clients, timeout=10, raise_error=True)
-    assert len(seen) > 50
-    assert set(seen) <= {b"v1-a", b"v1-b", b"v2-a", b"v2-b"}
-    assert {b"v1-a", b"v2-a"} <= set(seen)
+    mixed = [body for body in seen if body.split(b"|")[0] != body.split(b"|")[-1].split(b"-")[0]]
+    assert not mixed, mixed[:5]
+    assert {b"v1|v1-a", b"v2|v2-a", b"v1|v1-b", b"v2|v2-b"} <= set(seen)
+    assert request(srv, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")[1] == b"v1|v1-a"  # the last table serves
 
 
 def test_reload_routes_refuses_a_bad_table_and_keeps_the_old_one(serve):

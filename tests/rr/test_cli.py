@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from gevent import subprocess
 from rr import cli
 from tests.rr.certs import make_cert
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tools/setup.sh")
+pytestmark = pytest.mark.peers("curl")
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -249,3 +249,25 @@ def test_cli_log_level_filters_the_access_log(app_dir, level, logged):
     finally:
         output = _stop(proc)
     assert ("path=/seen" in output) == logged, output
+
+
+def test_cli_a_port_in_use_is_one_line_and_exit_2(app_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = _run(app_dir, "cliapp:handler", "--host", "127.0.0.1", "--port", str(taken.getsockname()[1]))
+    assert out.returncode == 2, out
+    assert _one_line_error(out).startswith("rr: "), out
+
+
+def test_cli_max_clients_reaches_the_listener(app_dir):
+    proc, [(_, _, url, _)] = _serve(app_dir, "cliapp:handler", "--port", "0", "--protocols", "http1",
+                                    "--max-clients", "1")
+    try:
+        host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as held:  # the one client slot
+            held.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert held.recv(4096).startswith(b"HTTP/1.1 200")
+            assert _curl("-w", "%{http_code}", f"{url}/second") == "000"  # closed at accept
+    finally:
+        _stop(proc)

@@ -12,15 +12,18 @@ from tests.supervisors.helpers import recv, wait_down
 
 
 class Counter(Server):
-    def init(self, start: int = 0) -> None:
+    def init(self, start: int = 0, observer: supervisors.Pid | None = None) -> None:
         self.value = start
         self.pending: list[Any] = []
+        self.observer = observer  # told ("pending", n) whenever a deferred call is parked
 
     def handle_call(self, msg: Any, from_: Any) -> Any:
         if msg == "get":
             return self.value
         if msg == "later":
             self.pending.append(from_)
+            if self.observer is not None:
+                supervisors.send(self.observer, ("pending", len(self.pending)))
             return NOREPLY
         if msg == "release":
             for waiter in self.pending:
@@ -75,15 +78,16 @@ def test_call_timeout_raises_call_timeout_and_late_reply_is_dropped() -> None:
 
 
 def test_deferred_reply_with_noreply_and_reply() -> None:
-    pid = supervisors.start_server(Counter)
+    pid = supervisors.start_server(Counter, 0, supervisors.self())
     results = []
 
     def waiter() -> None:
         results.append(supervisors.call(pid, "later"))
 
     _, ref = supervisors.spawn_monitor(waiter)
-    while supervisors.call(pid, "release") == 0:
-        pass
+    assert recv(lambda m: type(m) is tuple and m[0] == "pending") == ("pending", 1)
+    assert results == []  # the call is parked: no reply yet
+    assert supervisors.call(pid, "release") == 1
     assert wait_down(ref) == "normal"
     assert results == ["released"]
     supervisors.call(pid, "stop")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import supervisors
@@ -36,13 +38,28 @@ def test_a_child_ignoring_shutdown_is_killed_after_its_shutdown_timeout() -> Non
     assert wait_down(ref) == "killed"
 
 
+def _telling_stubborn(observer: supervisors.Pid) -> None:
+    """Traps exits and forwards every message it gets (a shutdown EXIT included) to ``observer``."""
+    supervisors.trap_exit(True)
+    supervisors.send(observer, ("started", "stubborn", supervisors.self()))
+    while True:
+        supervisors.send(observer, ("stubborn got", supervisors.receive()))
+
+
 def test_brutal_kill_kills_at_once() -> None:
+    """No shutdown EXIT first and no wait: the child never hears of the shutdown and the
+    stop takes far less than even a short shutdown timeout would."""
     me = supervisors.self()
-    stubborn = ChildSpec("stubborn", lambda: supervisors.spawn_link(_stubborn, me), shutdown="brutal_kill")
+    stubborn = ChildSpec("stubborn", lambda: supervisors.spawn_link(_telling_stubborn, me), shutdown="brutal_kill")
     sup = supervisors.start_supervisor([stubborn])
     ref = supervisors.monitor(child_pids(sup)["stubborn"])  # type: ignore[arg-type]
+    began = time.monotonic()
     supervisors.stop_supervisor(sup)
+    elapsed = time.monotonic() - began
     assert wait_down(ref) == "killed"
+    told = supervisors.flush_mailbox(lambda m: type(m) is tuple and m[0] == "stubborn got")
+    assert told == 0, "the child received a message (a shutdown EXIT) before it was killed"
+    assert elapsed < 0.5, elapsed
 
 
 def test_a_cooperative_child_exits_with_shutdown() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 import supervisors
 from supervisors import ChildSpec
+from supervisors import supervisor as supervisor_module
 from tests.supervisors.helpers import wait_down
 from tests.supervisors.sup_helpers import child_pids, spec, start_worker, started, started_tags
 
@@ -111,6 +114,38 @@ def test_exceeding_restart_intensity_stops_children_and_exits_shutdown() -> None
     supervisors.send(child_pids(sup)["a"], "crash")
     assert wait_down(sup_ref) == "shutdown"
     assert wait_down(b_ref) == "shutdown"
+
+
+class _Clock:
+    """Stands in for ``time`` in supervisors.supervisor: the test moves time forward."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_restarts_older_than_max_seconds_leave_the_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_restarts=1 in max_seconds=10: a crash every 11 s restarts forever; two within
+    10 s exceed the intensity."""
+    clock = _Clock()
+    monkeypatch.setattr(supervisor_module, "time", clock)
+    me = supervisors.self()
+    sup = supervisors.start_supervisor([spec("a", me)], max_restarts=1, max_seconds=10)
+    sup_ref = supervisors.monitor(sup)
+    pid = started("a")
+    for _ in range(3):  # each earlier restart has left the window by the next crash
+        supervisors.send(pid, "crash")
+        restarted = started("a")
+        assert restarted is not pid
+        pid = restarted
+        clock.now += 11
+    supervisors.send(pid, "crash")  # restart 1 of this window: allowed
+    pid = started("a")
+    clock.now += 9.5
+    supervisors.send(pid, "crash")  # restart 2 within 10 s: too many
+    assert wait_down(sup_ref) == "shutdown"
 
 
 def _crash_at_once() -> supervisors.Pid:

@@ -9,7 +9,6 @@ h2 one does the same for rr's h2c process (``rr_app.py --h2``) under h2load.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import socket
 import subprocess
 import sys
@@ -243,7 +242,7 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install -y wrk)")
+@pytest.mark.peers("wrk")
 def test_end_to_end_two_servers(spawned):
     first = "rr" if bench.rr_unavailable() is None else "floor"
     args = bench.build_parser().parse_args(
@@ -273,12 +272,10 @@ def test_end_to_end_two_servers(spawned):
     assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
 
 
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load is not installed (apt-get install -y nghttp2-client)")
+@pytest.mark.peers("h2load")
 def test_end_to_end_h2_rr_hello(spawned):
     """rr's h2c process under h2load, one 1 s round: a broken h2 bench path fails here."""
-    why = bench.rr_unavailable()
-    if why:
-        pytest.skip(why)
+    assert bench.rr_unavailable() is None, bench.rr_unavailable()
     args = bench.build_parser().parse_args(["--servers", "rr,floor", "--scenarios", "hello_h2", "--quick",
                                             "--connections", "4"])
     args.command = "test"

@@ -16,7 +16,6 @@ Authorization, which is the deployer's option, not the handler's doing.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import os
 import sys
@@ -28,10 +27,7 @@ from gevent import subprocess
 from rr.contrib import static
 from tests.rr.conftest import read_response
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("redbot") is None or importlib.util.find_spec("httplint") is None,
-    reason="REDbot is not installed (pip install redbot)",
-)
+pytestmark = pytest.mark.peers("redbot")
 
 REDBOT_CLI = os.path.join(os.path.dirname(sys.executable), "redbot")
 TIMEOUT = 60

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 
 import gevent
 import gevent.event
@@ -13,7 +14,7 @@ import pytest
 import rr
 import supervisors
 from rr import resp
-from tests.rr.conftest import read_response, read_until_close
+from tests.rr.conftest import read_response, read_until_close, wait_processes_gone
 
 
 def hello(req: rr.Request) -> resp.Response:
@@ -48,6 +49,17 @@ def test_keep_alive_serves_many_requests_on_one_connection(serve):
             head, body = read_response(sock)
             assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
     assert srv.info()["requests_served"] == 5
+
+
+def test_a_client_that_half_closes_after_its_requests_gets_every_answer_then_the_close(serve):
+    """RFC 9112 §9.6: a client may close its sending side once its requests are out;
+    rr answers what it read, then sees the EOF and closes."""
+    def path_echo(req):
+        return resp.text(200, req.path)
+
+    srv = serve(path_echo)
+    data = srv.exchange(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)), timeout=5)
+    assert data.count(b"HTTP/1.1 200 OK") == 3 and data.endswith(b"/2"), data
 
 
 def test_pipelined_requests_are_answered_in_order(serve):
@@ -430,7 +442,7 @@ def test_loop_is_told_once_when_the_client_goes_away(serve):
     sock.recv(4096)
     sock.close()
     assert done.wait(5)
-    gevent.sleep(0.05)
+    wait_processes_gone("rr.conn")  # once the conn process is gone no second CLOSED can come
     assert seen.count((resp.CLOSED,)) == 1
 
 
@@ -510,10 +522,7 @@ def test_active_clients_returns_to_zero_after_connections_end(serve):
     assert srv.info()["active_clients"] == 5
     for sock in socks:
         sock.close()
-    for _ in range(100):
-        if srv.info()["active_clients"] == 0:
-            break
-        gevent.sleep(0.02)
+    wait_processes_gone("rr.conn")  # each conn process frees its slot before it exits
     assert srv.info()["active_clients"] == 0
 
 
@@ -543,16 +552,21 @@ def test_a_body_over_the_handler_max_heap_kills_only_that_connection(serve):
 
 def test_graceful_drain_false_kills_in_flight_requests_at_once(serve):
     block = gevent.event.Event()
+    entered = gevent.event.Event()
 
     def stuck(req):
+        entered.set()
         block.wait(30)
         return resp.text(200, "late")
 
     srv = serve(stuck, graceful_drain=False)
     sock = srv.connect()
     sock.sendall(GET)
-    gevent.sleep(0.1)
-    assert rr.drain(srv.name, 30) == {"drained": 0, "killed": 1}
+    assert entered.wait(10)
+    began = time.monotonic()
+    assert rr.drain(srv.name, 20) == {"drained": 0, "killed": 1}
+    assert time.monotonic() - began < 2, "the drain waited for the handler instead of killing it"
+    assert read_until_close(sock, 5) == b""  # killed mid-request: no response at all
     sock.close()
 
 
@@ -583,3 +597,13 @@ def test_a_pipelining_client_does_not_starve_another_connection(serve):
     finally:
         a.close()
         b.close()
+
+
+def test_an_h2_preface_on_an_http1_only_port_gets_505_and_the_close(serve):
+    """The h2 preface is an HTTP/1.1 request line with version HTTP/2.0: an h1-only port
+    answers it with an HTTP/1.1 error status (not an h2 frame, not silence) and closes."""
+    srv = serve(hello, protocols=["http1"])
+    settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    data = srv.request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings, timeout=5)
+    assert data.startswith(b"HTTP/1.1 505 "), data
+    assert b"\r\nconnection: close\r\n" in data.lower()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import ssl
 
 import gevent
@@ -34,7 +33,7 @@ def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
 
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+needs_curl = pytest.mark.peers("curl")
 
 
 @needs_curl
@@ -113,31 +112,68 @@ def test_tls_listener_serves_httpx_with_alpn_http11(serve, tmp_path):
     assert r.status_code == 200 and r.text == "hello"
 
 
-def test_tls_refuses_tls_1_1_and_times_out_stalled_handshakes(serve, tmp_path):
+def old_tls_client_context() -> ssl.SSLContext:
+    """A client that offers only TLS 1.0 and 1.1, with every cipher (OpenSSL security level 0).
+
+    This machine's default client refuses TLS 1.1 by itself; this one does not, so a
+    refusal below is the server's.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    return ctx
+
+
+def old_tls_handshake(port: int) -> str:
+    """In a thread: the negotiated version, or 'refused'."""
+    ctx = old_tls_client_context()
+
+    def handshake():
+        import socket
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            try:
+                with ctx.wrap_socket(raw) as tls:
+                    return tls.version()
+            except (ssl.SSLError, OSError):
+                return "refused"
+
+    return in_thread(handshake)
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
+def test_tls_refuses_tls_1_1_from_a_client_that_can_speak_it(serve, tmp_path):
+    certfile, keyfile = make_cert(tmp_path)
+    # The control: the same client against a server context that allows TLS 1.0+ gets TLS 1.1.
+    lax = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    lax.minimum_version = ssl.TLSVersion.TLSv1
+    lax.set_ciphers("ALL:@SECLEVEL=0")
+    lax.load_cert_chain(certfile, keyfile)
+    assert old_tls_handshake(serve(app, tls=lax).port) == "TLSv1.1"
+
+    srv = serve(app, tls={"certfile": certfile, "keyfile": keyfile})
+    assert old_tls_handshake(srv.port) == "refused"
+
+
+def test_tls_default_context_is_tls12_plus_aead_without_compression_or_renegotiation(tmp_path):
+    from rr.config import server_context
+
+    certfile, keyfile = make_cert(tmp_path)
+    ctx = server_context(certfile, keyfile)
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert ctx.options & ssl.OP_NO_COMPRESSION and ctx.options & ssl.OP_NO_RENEGOTIATION
+    tls12 = [c for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"]
+    assert tls12 and all(c["aead"] and c["kea"] == "kx-ecdhe" for c in tls12), tls12
+
+
+def test_tls_times_out_stalled_handshakes(serve, tmp_path):
     from gevent import socket as gsocket
 
     certfile, keyfile = make_cert(tmp_path)
     srv = serve(app, tls={"certfile": certfile, "keyfile": keyfile}, tls_handshake_timeout=0.3)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    try:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_1
-        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
-    except (ValueError, ssl.SSLError):
-        pytest.skip("this OpenSSL cannot even offer TLS 1.1")
-
-    def old_client():
-        import socket
-
-        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as raw:
-            try:
-                with ctx.wrap_socket(raw):
-                    return "connected"
-            except (ssl.SSLError, OSError):
-                return "refused"
-
-    assert in_thread(old_client) == "refused"
     stalled = gsocket.create_connection(("127.0.0.1", srv.port), timeout=5)
     stalled.settimeout(5)
     assert stalled.recv(10) == b""  # the server gave up on the handshake
@@ -158,7 +194,7 @@ def test_sendfile_over_tls_uses_read_and_send(serve, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
+@pytest.mark.peers("wrk")
 def test_wrk_keep_alive_load_has_no_errors(serve):
     srv = serve(app, max_clients=200)
     out = run("wrk", "-t1", "-c20", "-d2s", f"{srv.url}/", timeout=60)
@@ -171,7 +207,7 @@ def test_wrk_keep_alive_load_has_no_errors(serve):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed")
+@pytest.mark.peers("h2load")
 def test_h2load_h1_pipelining_has_no_errors(serve):
     srv = serve(app, max_clients=200)
     out = run("h2load", "--h1", "-n", "4000", "-c", "10", "-m", "10", f"{srv.url}/", timeout=60)

@@ -9,17 +9,16 @@ and a ~200 KB ``fetch()`` POST is echoed back byte for byte.
 
 Needs Debian's ``chromium`` (tools/apt-packages) and the PyPI ``playwright``
 package (the ``test`` extra); no Playwright browser download. A missing browser
-fails the tests; set RR_NO_BROWSER=1 to skip them instead.
+fails the tests; set RR_ALLOW_MISSING_PEERS=1 (or the older RR_NO_BROWSER=1) to
+skip them instead (tests/peers.py).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from gevent import subprocess
 
 import rr
 from rr import resp
+from tests import peers
 from tests.rr.certs import make_cert
 
 pytestmark = pytest.mark.slow
@@ -42,16 +42,10 @@ HEAD = '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">'
 
 
 @pytest.fixture
-def chromium() -> str:
-    problems = []
-    if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
-        problems.append(f"no Chromium at {CHROMIUM} (Debian package 'chromium', see tools/apt-packages)")
-    if importlib.util.find_spec("playwright") is None:
-        problems.append("the 'playwright' package is not installed (pyproject.toml test extra)")
-    if problems:
-        if os.environ.get("RR_NO_BROWSER") == "1":
-            pytest.skip("; ".join(problems))
-        pytest.fail("; ".join(problems) + " -- run tools/setup.sh, or set RR_NO_BROWSER=1 to skip")
+def chromium(monkeypatch: pytest.MonkeyPatch) -> str:
+    if os.environ.get("RR_NO_BROWSER") == "1":
+        monkeypatch.setenv(peers.ALLOW_MISSING, "1")
+    peers.require("chromium", "playwright")
     return CHROMIUM
 
 

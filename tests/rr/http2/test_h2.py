@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import ssl
 import time
@@ -18,7 +17,8 @@ import rr
 import supervisors
 from rr import resp
 from tests.rr.certs import make_cert
-from tests.rr.conftest import in_thread, read_until_close
+from tests.rr.conftest import in_thread, read_until_close, wait_processes_gone
+from tests.rr.http2 import frames as fr
 from tests.rr.http2.client import H2Client
 
 H2C = {"protocols": ["http2"]}
@@ -375,6 +375,7 @@ def test_h2c_loop_is_told_when_the_client_resets_its_stream(serve):
     assert res[other].status == 200 and res[other].body.endswith(b"bye")
 
 
+@pytest.mark.peers("nghttp")
 def test_h2c_loop_gets_drain_and_finishes(serve):
     reg = {"ready": gevent.event.Event(), "closed": gevent.event.Event()}
     srv = serve(_ticker(reg), **H2C)
@@ -394,7 +395,7 @@ def test_h2c_loop_gets_drain_and_finishes(serve):
     assert result["killed"] == 0  # the connection may even have finished before drain counted it
 
 
-@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp not installed")
+@pytest.mark.peers("nghttp")
 def test_h2c_drain_sends_goaway_and_finishes_the_open_stream(serve):
     release = gevent.event.Event()
     entered = gevent.event.Event()
@@ -437,12 +438,15 @@ def test_h2c_drain_sends_goaway_and_finishes_the_open_stream(serve):
             busy.kill()
 
 
-def test_h2c_garbage_preface_closes_the_connection(serve):
+def test_h2c_only_port_answers_an_http1_request_with_goaway_protocol_error(serve):
+    """RFC 9113 §3.4: an invalid preface is a connection error of type PROTOCOL_ERROR."""
     srv = serve(app, **H2C)
-    data = srv.exchange(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", timeout=5)
-    assert b"HTTP/1.1 200" not in data  # h2 answered GOAWAY(PROTOCOL_ERROR) and closed
-    gevent.sleep(0.05)  # safety net: let the conn process finish its cleanup
-    assert not [p for p in supervisors.processes() if p.label in ("rr.h2.reader", "rr.h2.stream")]
+    with fr.Peer(srv.port, preface=False, timeout=5) as peer:
+        peer.send(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        peer.expect_goaway(fr.PROTOCOL_ERROR)  # then the server closes
+        assert not any(isinstance(f, fr.HeadersFrame) for f in peer.frames)
+        assert b"HTTP/1.1" not in bytes(peer.buf)
+    wait_processes_gone("rr.conn", "rr.h2.reader", "rr.h2.stream")
 
 
 # -- CLI clients (nghttp2) -----------------------------------------------------------
@@ -452,7 +456,7 @@ def run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), capture_output=True, timeout=timeout, check=False)
 
 
-@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp not installed")
+@pytest.mark.peers("nghttp")
 def test_nghttp_h2c_prior_knowledge_trace(serve):
     srv = serve(app, **H2C)
     proc = run("nghttp", "-nv", f"http://127.0.0.1:{srv.port}/")
@@ -466,7 +470,7 @@ def test_nghttp_h2c_prior_knowledge_trace(serve):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load not installed")
+@pytest.mark.peers("h2load")
 @pytest.mark.parametrize("streams", [20, 100])
 def test_h2load_2000_requests_10_connections_many_streams(serve, streams):
     srv = serve(app, **H2C)
@@ -572,14 +576,11 @@ def test_h2c_client_going_away_ends_its_stream_workers(serve):
     assert entered.wait(5)
     assert len([p for p in _h2_processes() if p.label == "rr.h2.stream"]) == 2
     c.close()
-    deadline = time.monotonic() + 5
-    while _h2_processes() and time.monotonic() < deadline:
-        gevent.sleep(0.02)
-    assert _h2_processes() == []
+    wait_processes_gone("rr.conn", "rr.h2.reader", "rr.h2.stream")
     assert srv.info()["active_clients"] == 0
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+@pytest.mark.peers("curl")
 def test_curl_http2_prior_knowledge_and_tls_alpn(serve, tmp_path):
     h2c = serve(app, **H2C)
     proc = run("curl", "-s", "--http2-prior-knowledge", "-w", "%{http_version} %{http_code}",
@@ -626,17 +627,21 @@ def test_h2c_request_telemetry_start_and_stop(serve):
     from rr import telemetry
 
     seen: list = []
-    telemetry.attach_many("t-h2", [("rr", "request", "start"), ("rr", "request", "stop")],
-                          lambda event, meas, meta, cfg: seen.append((event[-1], meta.get("status"))))
+    all_seen = gevent.event.Event()
+
+    def record(event, meas, meta, cfg):
+        seen.append((event[-1], meta.get("status")))
+        if len(seen) == 4:
+            all_seen.set()
+
+    telemetry.attach_many("t-h2", [("rr", "request", "start"), ("rr", "request", "stop")], record)
     try:
         srv = serve(app, **H2C)
         c = H2Client(srv.port)
         try:
             sids = [c.request("GET", "/"), c.request("GET", "/nope")]
             c.run(sids)
-            deadline = time.monotonic() + 5  # stop is emitted by the worker after the last write
-            while len(seen) < 4 and time.monotonic() < deadline:
-                gevent.sleep(0.01)
+            assert all_seen.wait(5)  # stop is emitted by the worker after the last write
         finally:
             c.close()
     finally:
@@ -645,9 +650,12 @@ def test_h2c_request_telemetry_start_and_stop(serve):
 
 
 def test_h2c_unread_bodies_do_not_leak_the_connection_window(serve):
+    sent = gevent.event.Event()
+
     def handler(req):
         if req.path == "/ignore":
-            gevent.sleep(0.05)  # the body arrives meanwhile, queued unread in this worker
+            assert sent.wait(5)  # the client has sent a stream window of body ...
+            gevent.idle()  # ... and the conn has read it: queued unread in this worker
             return resp.text(200, "ignored")
         return resp.text(200, f"{len(req.read_body())}")
 
@@ -655,7 +663,9 @@ def test_h2c_unread_bodies_do_not_leak_the_connection_window(serve):
     c = H2Client(srv.port)
     try:
         for _ in range(8):  # each round strands up to a stream window (256 KiB) of unread body
+            sent.clear()
             sid = c.request("POST", "/ignore", body=b"z" * (1024 * 1024))
+            sent.set()
             assert c.run([sid], timeout=10)[sid].status == 200
         ok = c.request("POST", "/", body=b"y" * 600_000)
         res = c.run([ok], timeout=10)
@@ -689,9 +699,7 @@ def test_h2c_random_bytes_after_the_preface_never_crash_the_conn(serve):
         except ConnectionResetError:
             pass
         c.close()
-    deadline = time.monotonic() + 5
-    while (_h2_processes() or srv.info()["active_clients"]) and time.monotonic() < deadline:
-        gevent.sleep(0.02)
+    wait_processes_gone("rr.conn", "rr.h2.reader", "rr.h2.stream")
     assert _h2_processes() == [] and srv.info()["active_clients"] == 0
     c = H2Client(srv.port)
     try:

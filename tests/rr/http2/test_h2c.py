@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 
 import pytest
 from gevent import subprocess
@@ -15,8 +14,7 @@ from tests.rr.http2.client import H2Client
 
 SHARED = {"protocols": ["http1", "http2"]}
 
-pytestmark = pytest.mark.skipif(shutil.which("curl") is None or shutil.which("nghttp") is None,
-                                reason="curl and nghttp are installed by tools/setup.sh")
+pytestmark = pytest.mark.peers("curl", "nghttp")
 
 
 def app(req):
@@ -107,6 +105,7 @@ def test_upgrade_is_ignored_over_tls(serve, tmp_path):
     assert "101" not in err and "< HTTP/1.1 200 OK" in err and out.startswith("HTTP/1.1 GET /tls")
 
 
+@pytest.mark.peers("h2load")
 def test_h2load_prior_knowledge_on_the_shared_port(serve):
     srv = serve(lambda req: resp.text(200, "ok"), **SHARED)
     p = subprocess.run(["h2load", "-n", "400", "-c", "4", "-m", "10", f"{srv.url}/"],

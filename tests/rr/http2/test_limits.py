@@ -22,7 +22,9 @@ import gevent.event
 import pytest
 
 import rr
+import supervisors
 from rr import resp, telemetry
+from tests.rr.conftest import wait_processes_gone
 from tests.rr.http2 import frames as fr
 from tests.rr.http2.frames import Peer
 
@@ -36,17 +38,20 @@ class Gate:
 
     def __init__(self) -> None:
         self.event = gevent.event.Event()
+        self.arrived = gevent.event.Event()
         self.entered = 0
 
     def hold(self) -> None:
         self.entered += 1
+        self.arrived.set()
         self.event.wait(20)
 
     def wait_entered(self, n: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while self.entered < n:
-            assert time.monotonic() < deadline, f"{self.entered} of {n} handlers started"
-            gevent.sleep(0.005)
+            self.arrived.clear()
+            left = deadline - time.monotonic()
+            assert left > 0 and self.arrived.wait(left), f"{self.entered} of {n} handlers started"
 
 
 @pytest.fixture
@@ -214,9 +219,7 @@ def test_max_concurrent_requests_refuses_the_excess_stream_across_connections(h2
             gate.event.set()
             assert a.response(1).status == 200 and b.response(1).status == 200
             # the workers end just after their responses: then the listener has room again
-            deadline = time.monotonic() + 10
-            while srv.info()["live_streams"] and time.monotonic() < deadline:
-                gevent.sleep(0.01)
+            wait_processes_gone("rr.h2.stream")
             assert a.expect_alive(5).body == b"ok"
     finally:
         telemetry.detach("t-h2-throttled")
@@ -345,10 +348,11 @@ def test_client_that_never_reads_is_closed_by_the_write_timeout_with_bounded_mem
         for sid in (1, 3, 5, 7):
             p.request(sid, "/endless")
         # and now never read: the server's writes block once the socket buffers are full
-        deadline = time.monotonic() + 15
-        while srv.info()["active_clients"] and time.monotonic() < deadline:
-            gevent.sleep(0.05)
-        assert srv.info()["active_clients"] == 0, "the connection is still open"
+        try:
+            wait_processes_gone("rr.conn", "rr.h2.reader", "rr.h2.stream", timeout=15)
+        except supervisors.Timeout:
+            pytest.fail("the connection is still open 15 s later")
+        assert srv.info()["active_clients"] == 0
         assert srv.info()["live_streams"] == 0
         grown = fr.rss() - before
         assert grown < RSS_SLACK, f"RSS grew by {grown / 2**20:.1f} MiB"

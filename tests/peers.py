@@ -1,0 +1,84 @@
+"""The independent peers the suite drives, and what happens when one is missing.
+
+A peer is a program rr did not write (curl, nghttp, h2load, wrk, REDbot,
+Chromium) that a test uses to talk to rr. ``tools/setup.sh`` installs them
+all; a plain ``pytest`` on a machine without them must not go green by
+skipping the very tests that check rr against the outside world. So a test
+marked ``@pytest.mark.peers("curl", ...)`` *fails* when a named peer is
+missing, with a message naming it and where it comes from.
+
+Setting ``RR_ALLOW_MISSING_PEERS=1`` turns those failures into skips, and
+the end of the pytest run says how many tests were skipped that way and
+for which peers (``tests/conftest.py``'s summary hook), so an opted-out run
+never passes for a complete one.
+
+This module only answers "is this peer here?"; it starts no peer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+ALLOW_MISSING = "RR_ALLOW_MISSING_PEERS"
+
+# One entry per test skipped under ALLOW_MISSING: the peers it lacked.
+skipped: list[tuple[str, ...]] = []
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    present: Callable[[], bool]
+    source: str
+
+
+def _program(name: str) -> Callable[[], bool]:
+    return lambda: shutil.which(name) is not None
+
+
+def _modules(*names: str) -> Callable[[], bool]:
+    return lambda: all(importlib.util.find_spec(name) is not None for name in names)
+
+
+def _chromium() -> bool:
+    path = os.environ.get("RR_CHROMIUM", "/usr/bin/chromium")
+    return os.path.isfile(path) or shutil.which(path) is not None
+
+
+PEERS = {
+    peer.name: peer
+    for peer in (
+        Peer("curl", _program("curl"), "Debian package 'curl' (tools/apt-packages)"),
+        Peer("nghttp", _program("nghttp"), "Debian package 'nghttp2-client' (tools/apt-packages)"),
+        Peer("h2load", _program("h2load"), "Debian package 'nghttp2-client' (tools/apt-packages)"),
+        Peer("wrk", _program("wrk"), "Debian package 'wrk' (tools/apt-packages)"),
+        Peer("redbot", _modules("redbot", "httplint"), "PyPI 'redbot' (pyproject.toml test extra)"),
+        Peer("chromium", _chromium, "Debian package 'chromium' (tools/apt-packages), or RR_CHROMIUM=<path>"),
+        Peer("playwright", _modules("playwright"), "PyPI 'playwright' (pyproject.toml test extra)"),
+    )
+}
+
+
+def missing(names: tuple[str, ...]) -> list[Peer]:
+    unknown = [name for name in names if name not in PEERS]
+    if unknown:
+        raise ValueError(f"unknown peer(s) {unknown}: add them to tests/peers.py PEERS")
+    return [PEERS[name] for name in names if not PEERS[name].present()]
+
+
+def require(*names: str) -> None:
+    """Fail the running test if a named peer is missing (skip under RR_ALLOW_MISSING_PEERS=1)."""
+    absent = missing(names)
+    if not absent:
+        return
+    what = "; ".join(f"{peer.name} (from {peer.source})" for peer in absent)
+    if os.environ.get(ALLOW_MISSING) == "1":
+        skipped.append(tuple(peer.name for peer in absent))
+        pytest.skip(f"missing peer: {what} [{ALLOW_MISSING}=1]")
+    pytest.fail(f"missing peer: {what} -- run tools/setup.sh, or set {ALLOW_MISSING}=1 to skip", pytrace=False)
