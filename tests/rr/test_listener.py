@@ -392,11 +392,7 @@ def _access_logged(serve, protocol: str, access_log: bool) -> list[dict]:
     return [entry for entry in logs if entry.get("event") == "request"]
 
 
-@pytest.mark.parametrize("protocol", [
-    "http1",
-    pytest.param("http2", marks=pytest.mark.xfail(
-        strict=True, reason="issue 10: access_log is silent on h2 until the exchange refactor lands")),
-])
+@pytest.mark.parametrize("protocol", ["http1", "http2"])
 def test_access_log_writes_one_line_per_request_on_every_protocol(serve, protocol):
     entries = _access_logged(serve, protocol, access_log=True)
     assert len(entries) == 1, entries
