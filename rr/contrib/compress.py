@@ -28,9 +28,10 @@ against here — or touch a response whose meaning compression would change:
 
 Negotiation: a coding's weight is its own ``q``, else the ``*`` entry's, else 0
 (an unlisted coding is not acceptable once the header exists); ``identity``'s
-is its own, else ``*``'s, else 1. The best-weighted available coding wins
-(ties go to the order of ``encodings``) when its weight is above 0 and not
-below identity's. With no acceptable coding the body is sent as it is, even
+is its own, else ``*``'s. The best-weighted available coding wins (ties go to
+the order of ``encodings``) when its weight is above 0 and, if the client
+weighed ``identity`` (or ``*``), not below identity's — ``gzip;q=0.8`` alone
+still gets gzip, ``gzip;q=0.5, identity`` does not. With no acceptable coding the body is sent as it is, even
 when ``identity;q=0`` refuses it: RFC 9110 §12.5.3 lets a server disregard the
 header rather than answer 406, and every client can read identity.
 
@@ -127,15 +128,16 @@ def negotiate(header: str | None, offered: Iterable[str]) -> tuple[str | None, b
         return None, False
     weights = _weights(header)
     star = weights.get("*")
-    identity_q = weights.get("identity", star if star is not None else 1.0)
+    identity_q = weights.get("identity", star)  # None: not listed, so it does not compete
     best, best_q = None, 0.0
     for coding in offered:
         q = weights.get(coding, star if star is not None else 0.0)
         if q > best_q:
             best, best_q = coding, q
-    if best is None or best_q < identity_q:
-        return None, identity_q == 0.0
-    return best, identity_q == 0.0
+    refused = identity_q == 0.0
+    if best is None or (identity_q is not None and best_q < identity_q):
+        return None, refused
+    return best, refused
 
 
 # -- encoders --------------------------------------------------------------------
