@@ -18,7 +18,8 @@ What it must never do: decompress anything — request bodies are passed to
 the handler exactly as they came, so there is no decompression bomb to guard
 against here — or touch a response whose meaning compression would change:
 
-- ``HEAD`` (nothing to encode), ``204``/``304``/``1xx`` (no content);
+- ``HEAD`` (nothing to encode), ``204``/``304``/``1xx`` (no content; a 304 gets
+  the ``vary`` its 200 would have had);
 - ``206`` or any ``content-range`` (a range is of the coded bytes, RFC 9110 §14.1.2);
 - a response that already has a ``content-encoding``;
 - ``cache-control: no-transform`` (RFC 9111 §5.2.2.6);
@@ -261,6 +262,8 @@ class Compress:
         if not isinstance(result, (resp.Response, resp.Stream, resp.Loop)):
             return result
         headers = _fields.headers_of(result)
+        if result.status == 304:
+            return self._not_modified(result, headers)
         if not self._eligible(result, headers):
             return result
         headers = _fields.merge_vary(headers, "accept-encoding")
@@ -275,6 +278,15 @@ class Compress:
         if isinstance(result, resp.Stream):
             return resp.Stream(result.status, headers, _CodedStream(result.fn, make))
         return resp.Loop(result.status, headers, (None, result.state), _CodedLoop(result.on_info, make))
+
+    def _not_modified(self, result: Any, headers: list[tuple[str, str]]) -> Any:
+        """A 304 repeats the ``vary`` its 200 would carry (RFC 9110 §15.4.5); that 200 is not
+        here to ask, so ``accept-encoding`` is merged unless the 304 names a type never coded."""
+        media_type = _media_type(resp.get_header(result, "content-type"))
+        if media_type is not None and not _type_matches(media_type, self.content_types):
+            return result
+        merged = _fields.merge_vary(headers, "accept-encoding")
+        return result if merged is headers else replace(result, headers=merged)
 
     def _eligible(self, result: resp.Response | resp.Stream | resp.Loop, headers: list[tuple[str, str]]) -> bool:
         """Whether the response may be coded at all (the answer does not depend on the request)."""

@@ -25,10 +25,13 @@ What it must never do: buffer a streaming shape (``Stream``, ``Loop``,
 ``Sendfile`` — static files carry their own validators), or turn anything but
 a 200 into a 304.
 
-Order with ``compress``: either order is correct. Put ``etag`` first (outer)
-for a tag per coded variant; put it after ``compress`` and the tag is of the
-identity body, shared by the variants as a weak tag may be (compress weakens
-a strong one it codes).
+Order with ``compress``: list ``compress`` first (outer) and ``etag`` after
+it. The tag is then the identity body's, shared by the coded variants as a
+weak tag may be (RFC 9110 §8.8.1; compress weakens a strong tag it codes), a
+304 costs no compression, and a conditional request gets the same status
+whatever it accepts. The other order tags each coded variant apart, so an
+``If-None-Match`` from one variant answers 200 to a client accepting another
+(REDbot warns about exactly that).
 """
 
 from __future__ import annotations

@@ -170,17 +170,24 @@ def test_content_types_option_replaces_the_list():
 
 @pytest.mark.parametrize("result", [
     resp.Response(204, [("content-type", "text/plain")], b""),
-    resp.Response(304, [("content-type", "text/plain")], b""),
     resp.Response(206, [("content-type", "text/plain"), ("content-range", "bytes 0-4999/9999")], TEXT),
     resp.Response(200, [("content-type", "text/plain"), ("content-range", "bytes 0-4999/9999")], TEXT),
     resp.Response(200, [("content-type", "text/plain"), ("content-encoding", "gzip")], TEXT),
     resp.Response(200, [("content-type", "text/plain"), ("cache-control", "public, no-transform")], TEXT),
     resp.Sendfile(200, [("content-type", "text/plain")], "/etc/hostname"),
     resp.WebSocket(handler=object()),
-], ids=["204", "304", "206", "content-range", "already-encoded", "no-transform", "sendfile", "websocket"])
+], ids=["204", "206", "content-range", "already-encoded", "no-transform", "sendfile", "websocket"])
 def test_never_touched(result):
     mw, req = get("gzip")
     assert run(mw, req, result) is result
+
+
+def test_304_gets_the_vary_its_200_would_have():
+    mw, req = get("gzip")
+    out = run(mw, req, resp.Response(304, [("etag", 'W/"x"'), ("vary", "origin")], b""))
+    assert out.status == 304 and headers(out) == {"etag": 'W/"x"', "vary": "origin, accept-encoding"}
+    png = resp.Response(304, [("content-type", "image/png")], b"")
+    assert run(mw, req, png) is png
 
 
 def test_head_is_not_coded_but_varies_like_get():

@@ -65,8 +65,8 @@ def edge_middlewares() -> list[Any]:
                         allow_headers=["content-type", "x-token"], expose_headers=["ratelimit-remaining"],
                         allow_credentials=True, max_age=600),
         security_headers.middleware(csp="default-src 'self'"),
-        etag.middleware(),
         compress.middleware(),
+        etag.middleware(),
     ]
 
 
