@@ -117,14 +117,15 @@ def test_each_coding_on_h1_and_h2(both, coding):
 def test_raw_coded_bytes_decode_with_reference_decoders(both):
     decoders = {"gzip": gzip.decompress, "deflate": zlib.decompress, "br": brotli.decompress,
                 "zstd": lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b)}
+
+    def raw(proto: str, url: str, coding: str) -> tuple[httpx.Response, bytes]:
+        with httpx.Client(http1=proto == "h1", http2=proto == "h2", timeout=10) as c, \
+                c.stream("GET", url, headers={"accept-encoding": coding}) as r:
+            return r, b"".join(r.iter_raw())
+
     for proto, base in both.items():
         for coding, decode in decoders.items():
-            def raw(coding: str = coding) -> tuple[httpx.Response, bytes]:
-                with httpx.Client(http1=proto == "h1", http2=proto == "h2", timeout=10) as c:
-                    with c.stream("GET", base + "/text", headers={"accept-encoding": coding}) as r:
-                        return r, b"".join(r.iter_raw())
-
-            r, data = in_thread(raw)
+            r, data = in_thread(raw, proto, base + "/text", coding)
             assert r.headers["content-encoding"] == coding and decode(data) == TEXT
             assert len(data) < len(TEXT) // 10
 
