@@ -28,6 +28,8 @@ import zstandard
 from gevent import socket as gsocket
 from gevent import subprocess
 
+import rr
+import supervisors
 from rr import resp
 from rr.contrib import compress, cors, etag, rate_limit, security_headers, sse
 from tests.rr.certs import make_cert
@@ -329,3 +331,61 @@ def test_gzip_sse_arrives_event_by_event(serve, proto):
             proc.wait()
     assert rest == b"\ndata: second\n\n"
     assert b"content-encoding: gzip" in head.lower()
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is installed by tools/setup.sh")
+@pytest.mark.parametrize("proto", ["h1", "h2"])
+def test_br_loop_pushes_arrive_one_by_one_and_end_on_stop(serve, proto):
+    ready = gevent.event.Event()
+    registry: dict[str, Any] = {}
+
+    def feed(req):
+        registry["pid"] = supervisors.self()
+        ready.set()
+
+        def on_info(msg, push, state):
+            if msg == "stop":
+                push(b"bye\n")
+                return resp.STOP
+            push(f"message {msg}\n".encode())
+            return state
+
+        return resp.Loop(200, [("content-type", "application/x-ndjson")], None, on_info)
+
+    srv = serve([("/feed", feed)], middlewares=[compress.middleware()], protocols=PROTOCOLS[proto])
+    flag = "--http1.1" if proto == "h1" else "--http2-prior-knowledge"
+    proc = subprocess.Popen([CURL, "-sN", flag, "--compressed", "-H", "Accept-Encoding: br", "-D", "/dev/stderr",
+                             "--max-time", "20", f"{srv.url}/feed"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert ready.wait(10)
+        with gevent.Timeout(10):
+            for n in (1, 2):
+                rr.send(registry["pid"], n)
+                assert proc.stdout.readline() == f"message {n}\n".encode()  # coded, flushed, decoded at once
+        rr.send(registry["pid"], "stop")
+        rest, head = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rest == b"bye\n" and proc.returncode == 0
+    assert b"content-encoding: br" in head.lower()
+
+    # The raw coded bytes form one complete brotli stream: its end went out on STOP.
+    ready.clear()
+
+    def feeder() -> None:
+        ready.wait(10)
+        for msg in (1, 2, "stop"):
+            rr.send(registry["pid"], msg)
+
+    def raw() -> bytes:
+        with httpx.Client(http1=proto == "h1", http2=proto == "h2", timeout=10) as c, \
+                c.stream("GET", f"{srv.url}/feed", headers={"accept-encoding": "br"}) as r:
+            return b"".join(r.iter_raw())
+
+    sender = gevent.spawn(feeder)
+    data = in_thread(raw)
+    sender.join(10)
+    decoder = brotli.Decompressor()
+    assert decoder.process(data) == b"message 1\nmessage 2\nbye\n" and decoder.is_finished()
