@@ -192,7 +192,7 @@ def _media_type(value: str | None) -> str | None:
 def _check_pattern(pattern: object) -> tuple[str, str]:
     if not isinstance(pattern, str):
         raise ValueError(f"invalid option 'content_types': {pattern!r} is not a str")
-    kind, slash, sub = pattern.strip().lower().partition("/")
+    kind, slash, sub = pattern.lower().partition("/")
     if not slash or not kind or not sub or (kind == "*" and sub != "*"):
         raise ValueError(f"invalid option 'content_types': {pattern!r} is not type/subtype, type/* or type/*+suffix")
     for part in (kind, sub.replace("*+", "", 1) if sub.startswith("*+") else sub):
