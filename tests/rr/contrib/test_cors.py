@@ -84,6 +84,12 @@ def test_vary_is_merged_never_replaced():
     assert [v for k, v in out.headers if k == "vary"] == ["accept-encoding, origin"]
 
 
+def test_vary_origin_already_there_is_not_repeated():
+    mw = cors.middleware(origins=[APP])
+    out = actual(mw, result=resp.text(200, "ok", {"vary": "Origin, Cookie"}))
+    assert [v for k, v in out.headers if k == "vary"] == ["Origin, Cookie"]
+
+
 def test_handlers_own_allow_origin_wins():
     mw = cors.middleware(origins=[APP])
     out = actual(mw, result=resp.text(200, "ok", {"access-control-allow-origin": "https://other.example"}))

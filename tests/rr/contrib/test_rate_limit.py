@@ -137,3 +137,12 @@ def test_websocket_upgrade_is_counted_but_not_edited():
 def test_bad_options(options, option):
     with pytest.raises(ValueError, match=repr(option)):
         rate_limit.middleware(**options)
+
+
+def test_eviction_is_least_recently_used_not_oldest_created():
+    mw, _ = limiter(max_keys=2, burst=5)
+    hit(mw, "192.0.2.1")
+    hit(mw, "192.0.2.2")
+    hit(mw, "192.0.2.1")  # .1 is now the most recently used
+    hit(mw, "192.0.2.3")
+    assert list(mw.buckets) == ["192.0.2.1", "192.0.2.3"]
