@@ -55,7 +55,7 @@ from typing import Any
 from rr import response as resp
 from rr.contrib import _fields
 
-__all__ = ["DEFAULT_CONTENT_TYPES", "MAX_CODINGS", "available", "middleware", "negotiate"]
+__all__ = ["DEFAULT_CONTENT_TYPES", "MAX_CODINGS", "Compress", "available", "middleware", "negotiate"]
 
 
 def _optional(*names: str) -> Any:
@@ -256,6 +256,15 @@ class Compress:
             "br": lambda: _brotli_encoder(brotli_quality),
             "zstd": lambda: _zstd_encoder(zstd_level),
         }
+        # A buffered body is coded in one call. The zstd context is reused: making one costs
+        # more than coding a small body, and a call never yields, so no two greenlets share it.
+        zstd_context = _zstd.ZstdCompressor(level=zstd_level) if _zstd is not None else None
+        self._one_shot: dict[str, Callable[[bytes], bytes]] = {
+            "gzip": lambda body: zlib.compress(body, gzip_level, 31),
+            "deflate": lambda body: zlib.compress(body, deflate_level, 15),
+            "br": lambda body: _brotli.compress(body, quality=brotli_quality),
+            "zstd": lambda body: zstd_context.compress(body),  # type: ignore[union-attr]
+        }
 
     def __call__(self, req: Any, nxt: Callable[[Any], Any], state: Any = None) -> Any:
         result = nxt(req)
@@ -272,9 +281,9 @@ class Compress:
         if coding is None or req.method == "HEAD" or (too_small and not identity_refused):
             return replace(result, headers=headers)
         headers = _coded_headers(headers, coding)
-        make = self._encoders[coding]
         if isinstance(result, resp.Response):
-            return resp.Response(result.status, headers, make().finish(result.body))
+            return resp.Response(result.status, headers, self._one_shot[coding](result.body))
+        make = self._encoders[coding]
         if isinstance(result, resp.Stream):
             return resp.Stream(result.status, headers, _CodedStream(result.fn, make))
         return resp.Loop(result.status, headers, (None, result.state), _CodedLoop(result.on_info, make))
