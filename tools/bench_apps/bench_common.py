@@ -34,6 +34,10 @@ GZIP_SOURCE = json.dumps(
     [{"id": i, "name": f"item-{i:03d}", "price": i * 1.25, "stock": i % 17, "ok": i % 2 == 0} for i in range(180)]
 ).encode()
 GZIP_LEVEL = 6
+# cors_preflight: the page origin the benchmark's preflight (OPTIONS /cors) names.
+CORS_ORIGIN = "https://app.example"
+CORS_PREFLIGHT_HEADERS = [f"Origin: {CORS_ORIGIN}", "Access-Control-Request-Method: PUT",
+                          "Access-Control-Request-Headers: content-type"]
 
 
 def gzip_body() -> bytes:

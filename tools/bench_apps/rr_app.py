@@ -17,6 +17,7 @@ import bench_common as c
 
 import rr
 from rr import resp
+from rr.contrib import compress, cors
 
 TEXT = [("content-type", "text/plain")]
 OCTET = [("content-type", "application/octet-stream")]
@@ -51,6 +52,23 @@ def drain(req):
 def gzip_(req):
     return resp.Response(200, [("content-type", "application/json"), ("content-encoding", "gzip"),
                                ("vary", "accept-encoding")], c.gzip_body())
+
+
+def gzip_payload(req):
+    """The gzip_response payload left plain: rr.contrib.compress codes it (/gzip_mw)."""
+    return resp.Response(200, [("content-type", "application/json")], c.GZIP_SOURCE)
+
+
+# Middleware rows (not yet in tools/bench.py's matrix): /gzip_mw is gzip_response done by
+# rr.contrib.compress instead of the handler; OPTIONS /cors with c.CORS_PREFLIGHT_HEADERS is a
+# preflight answered by rr.contrib.cors (204) without reaching the handler.
+MIDDLEWARE_ROUTES = [
+    {"path": "/gzip_mw", "handler": gzip_payload,
+     "middlewares": [compress.middleware(encodings=["gzip"], gzip_level=c.GZIP_LEVEL)]},
+    {"path": "/cors", "handler": hello,
+     "middlewares": [cors.middleware(origins=[c.CORS_ORIGIN], allow_methods=["GET", "PUT"],
+                                     allow_headers=["content-type"])]},
+]
 
 
 def sse(req):
@@ -94,7 +112,7 @@ def start(name: str, port: int, buffering: str, protocols: tuple[str, ...] = ("h
     opts = {"port": port, "ip": "127.0.0.1", "body_buffering": buffering, "max_clients": 100_000,
             "keep_alive_timeout": 600, "max_keep_alive_requests": 1_000_000_000, "protocols": list(protocols)}
     try:
-        rr.start_listener(name, {**opts, "routes": list(TABLE.items())})
+        rr.start_listener(name, {**opts, "routes": [*MIDDLEWARE_ROUTES, *TABLE.items()]})
     except (TypeError, ValueError) as exc:
         print(f"rr_app: route list refused ({exc}); using one dispatching handler", file=sys.stderr, flush=True)
         rr.start_listener(name, {**opts, "routes": dispatch})
