@@ -59,7 +59,8 @@ class Http2Options:
     # Decoded header list size (SETTINGS_MAX_HEADER_LIST_SIZE, RFC 9113 §6.5.2 sizing): over → 431.
     max_header_list_size: int = 32768
     # Flood guards: budgets per connection per ``flood_window`` seconds; over any → GOAWAY
-    # ENHANCE_YOUR_CALM. Client RST_STREAMs (Rapid Reset, CVE-2023-44487).
+    # ENHANCE_YOUR_CALM. Client RST_STREAMs, refused streams and resets rr sends for a client's
+    # stream errors (Rapid Reset, CVE-2023-44487; MadeYouReset, CVE-2025-8671).
     max_resets: int = 200
     max_pings: int = 100
     max_settings: int = 100

@@ -27,7 +27,8 @@ padding, are returned at once. Outbound, see ``rr.http2.flow``; a stream that
 waits longer than ``stall_timeout`` is reset with ``CANCEL``.
 
 Flood guards: per ``flood_window`` the connection may receive ``max_resets``
-client resets (refused streams count too: Rapid Reset), ``max_pings``,
+client resets (refused streams count too: Rapid Reset; so do the resets rr
+sends for a peer's stream errors: MadeYouReset), ``max_pings``,
 ``max_settings``, ``max_priority`` frames, ``max_window_updates`` beyond two
 per DATA frame sent (one for the stream, one for the connection), and
 ``max_empty_data`` empty non-final DATA frames; over any budget:
@@ -622,6 +623,14 @@ class H2Machine:
             raise StreamError(sid, codec.PROTOCOL_ERROR)
 
     def stream_error(self, sid: int, code: int) -> None:
+        """RST_STREAM(code) for a peer's stream-level violation.
+
+        Counted in the same budget as the peer's own resets (``max_resets``): a
+        peer that makes rr reset streams for it (MadeYouReset, CVE-2025-8671:
+        open a stream, then break it with a bad WINDOW_UPDATE, DATA past its
+        window...) is a reset flood too.
+        """
+        self.spend(0, self.opts.max_resets)
         st = self.streams.get(sid)
         if st is not None and not st.closed:
             self.reset(st, code)

@@ -191,3 +191,17 @@ def test_settings_frame_is_acknowledged():
     m.feed(PREFACE + settings())
     acks = [f for f in _frames(m.data_to_send()) if isinstance(f, SettingsFrame) and "ACK" in f.flags]
     assert len(acks) == 1
+
+
+def test_resets_the_peer_makes_rr_send_count_as_a_reset_flood():
+    """MadeYouReset (CVE-2025-8671): each stream opened then broken by a zero WINDOW_UPDATE
+    makes rr reset it; past max_resets such resets the connection ends ENHANCE_YOUR_CALM."""
+    m, _ = _open(max_resets=20)
+    with pytest.raises(ConnectionEnded):
+        for i in range(21):
+            sid = 2 * i + 1
+            m.feed(_headers(sid, end=False) + window_update(sid, 0))
+            m.take_events()
+    frames = _frames(m.data_to_send())
+    assert sum(isinstance(f, RstStreamFrame) for f in frames) == 20
+    assert isinstance(frames[-1], GoAwayFrame) and frames[-1].error_code == 0xB
