@@ -63,7 +63,7 @@ from rr import dispatch
 from rr import response as resp
 from rr.httpdate import http_date
 from rr.log import get_logger
-from rr.request import Request
+from rr.request import NO_BODY, Request
 
 _access = get_logger("rr.access")
 
@@ -101,6 +101,8 @@ class Aborted(Exception):
 class InvalidResponse(ValueError):
     """A response head that cannot go on any wire (status, header name or value)."""
 
+
+_PASSTHROUGH = (BodyError, ClientGone)
 
 # -- response fields ------------------------------------------------------------------
 
@@ -234,9 +236,11 @@ class Exchange:
         self.sent = 0
         self.head_sent = False
 
-    def run(self, app: Any) -> None:
+    def run(self, app: Any, answer: resp.Response | None = None) -> None:
         """Serve the request; returns once the response is complete or aborted.
 
+        ``answer``: a response the protocol decided before the application
+        could run (e.g. 413 for a declared body over ``max_content_length``).
         Raises ``ClientGone`` when the peer went away mid-response, ``Aborted``
         when the response had to be cut short (the sink already knows both).
         """
@@ -245,18 +249,22 @@ class Exchange:
         self.started = started = dispatch.begin(req)
         charged = 0
         try:
-            result: Any = None
-            length = req.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > config.max_content_length:
-                result = PAYLOAD_TOO_LARGE
-            elif config.body_buffering == "auto" and req._body is None:
+            result: Any = answer
+            if result is None and req._source is not NO_BODY and req._body is None \
+                    and config.body_buffering == "auto":
                 try:
                     charged = self._read_body()
                 except BodyError as exc:
                     result = _BY_STATUS.get(exc.status, BAD_REQUEST)
             if result is None:
-                result = self._call(app)
-            self._send(result)
+                try:
+                    result = dispatch.call(app, req, started, _PASSTHROUGH)
+                except BodyError as exc:  # a manual-mode read failed and the handler let it go
+                    result = _BY_STATUS.get(exc.status, BAD_REQUEST)
+            if type(result) is resp.Response:
+                self.send_response(result)
+            else:
+                self._send(result)
         finally:
             if charged:
                 supervisors.release(charged)
@@ -281,12 +289,6 @@ class Exchange:
             raise
         req._body = b"".join(parts) if len(parts) != 1 else parts[0]
         return charged
-
-    def _call(self, app: Any) -> resp.Shape:
-        try:
-            return dispatch.call(app, self.req, self.started, (BodyError, ClientGone))
-        except BodyError as exc:  # a manual-mode read failed and the handler let it go
-            return _BY_STATUS.get(exc.status, BAD_REQUEST)
 
     def _log_access(self) -> None:
         req = self.req
@@ -348,10 +350,13 @@ class Exchange:
 
     def send_response(self, result: resp.Response) -> None:
         status = result.status
-        checked = self._fields(status, result.headers)
-        if checked is None:
+        try:
+            if type(status) is not int or not 200 <= status <= 599:
+                check_status(status)
+            fields, close = response_fields(result.headers)
+        except InvalidResponse as exc:
+            self.crashed(exc)
             return
-        fields, close = checked
         body = result.body
         if status in NO_BODY_STATUS:
             self._respond(status, fields, None, b"", close)

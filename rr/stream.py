@@ -291,9 +291,14 @@ def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerR
     """The stream worker's body (spawned by the conn process)."""
     config = runtime.config
     body = StreamBody(conn, sid, ended, config.max_content_length, config.request_timeout)
-    req._source = body
+    if not ended:
+        req._source = body
     sink = StreamSink(conn, sid, body, config.request_timeout)
+    # A declared body over the limit is refused before the application runs (as h1's codec does).
+    declared = req.headers.get("content-length") if not ended else None
+    answer = exchange.PAYLOAD_TOO_LARGE if declared is not None and declared.isdigit() \
+        and int(declared) > config.max_content_length else None
     try:
-        exchange.Exchange(req, sink, config).run(runtime.app)
+        exchange.Exchange(req, sink, config).run(runtime.app, answer)
     except (exchange.Aborted, ClientGone):
         raise supervisors.Exit("abandoned") from None

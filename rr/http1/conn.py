@@ -408,11 +408,11 @@ class Http1Conn:
     def respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
                 close: bool) -> None:
         keep = self._keep(close)
-        parts = _head_parts(status, fields, length)
-        parts.append(_END_KEEP if keep else _END_CLOSE)
-        if body:
-            parts.append(body)
-        out = b"".join(parts)
+        out = b"".join((
+            codec.status_line(status), codec.field_lines(fields),
+            b"" if length is None else b"content-length: %d\r\n" % length,
+            _END_KEEP if keep else _END_CLOSE, body,
+        ))
         if keep and b"\r\n\r\n" in self.buf and self.held_len + len(out) < HOLD_LIMIT:
             # The next pipelined request is already here: answer it in the same write.
             self.held.append(out)
