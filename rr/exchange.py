@@ -61,7 +61,7 @@ from typing import Any, Protocol
 import supervisors
 from rr import dispatch
 from rr import response as resp
-from rr.httpdate import http_date
+from rr.httpdate import date_field
 from rr.log import get_logger
 from rr.request import NO_BODY, Request
 
@@ -163,7 +163,7 @@ def response_fields(headers: Any, add_date: bool = True) -> tuple[list[tuple[str
             has_date = True
         out.append(field)
     if add_date and not has_date:
-        out.append(("date", http_date()))
+        out.append(date_field())
     return out, close
 
 
@@ -358,15 +358,20 @@ class Exchange:
             self.crashed(exc)
             return
         body = result.body
+        self.status = status
+        self.head_sent = True
         if status in NO_BODY_STATUS:
-            self._respond(status, fields, None, b"", close)
+            self.sink.respond(status, fields, None, b"", close)
             return
         length = len(body)
-        if not body and self.req.method == "HEAD":
-            declared = declared_length(result)
-            if declared is not None:
-                length = declared
-        self._respond(status, fields, length, body, close)
+        if self.req.method == "HEAD":
+            if not body:
+                declared = declared_length(result)
+                if declared is not None:
+                    length = declared
+            body = b""
+        self.sent += len(body)
+        self.sink.respond(status, fields, length, body, close)
 
     def send_stream(self, result: resp.Stream) -> None:
         out = _StreamOut(self, result)

@@ -23,4 +23,4 @@ out=$(taskset -c 1 h2load --h1 -n 40000 -c 50 "http://127.0.0.1:$port$path")
 t1=$(ticks)
 ok=$(grep -oE "[0-9]+ succeeded" <<< "$out")
 hz=$(getconf CLK_TCK)
-echo "$label: $(( (t1 - t0) * 1000000 / hz / 40000 )) us CPU/request ($ok of 40000)"
+echo "$label: $(awk -v t=$((t1 - t0)) -v hz="$hz" 'BEGIN { printf "%.2f", t * 1000000 / hz / 40000 }') us CPU/request ($ok of 40000)"

@@ -81,7 +81,9 @@ __all__ = [
     "ParseError",
     "Parser",
     "RequestHead",
+    "STATUS_LINES",
     "encode_chunk",
+    "field_lines",
     "encode_head",
     "encode_last_chunk",
     "parse_head",
@@ -947,7 +949,8 @@ _REASONS = {
 }
 # RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ];
 # we always send a phrase, "Unknown" for unregistered codes.
-_STATUS_LINES = [
+# Indexed by status code (0..599); entries below 100 are never sent.
+STATUS_LINES = [
     b"HTTP/1.1 %d %s\r\n" % (code, _REASONS.get(code, "Unknown").encode("ascii"))
     for code in range(600)
 ]
@@ -960,7 +963,7 @@ _CHECKED_NAMES_MAX = 1024
 def status_line(status: int) -> bytes:
     """``b"HTTP/1.1 200 OK\\r\\n"``: pre-encoded for every code in 100..599."""
     if 100 <= status <= 599:
-        return _STATUS_LINES[status]
+        return STATUS_LINES[status]
     raise ValueError(f"status {status!r} is outside 100..599")
 
 
