@@ -241,6 +241,20 @@ def encode_headers(headers: list[tuple[str, str]]) -> bytes:
     return b"".join(parts)
 
 
+_LENGTH_BLOCKS: dict[int, bytes] = {}
+
+
+def encode_length(length: int) -> bytes:
+    """The ``content-length`` field's block; common lengths are cached (bounded)."""
+    block = _LENGTH_BLOCKS.get(length)
+    if block is None:
+        block = encode_field(b"content-length", b"%d" % length)
+        if len(_LENGTH_BLOCKS) >= _CACHE_MAX:
+            _LENGTH_BLOCKS.clear()
+        _LENGTH_BLOCKS[length] = block
+    return block
+
+
 _STATUS_BLOCKS: dict[int, bytes] = {}
 
 

@@ -49,6 +49,7 @@ from rr import stream as sw
 from rr.http2 import codec
 from rr.http2.machine import CLOSE_GRACE, KILL, START, TELL, ConnectionEnded, H2Machine
 from rr.request import Request
+from rr.stream import CREDIT, DATA, HEAD, LOOP, RESPONSE, TRAILERS
 
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
@@ -62,6 +63,7 @@ BATCH = 64
 READ_AHEAD = 2
 
 _CLOSED = (resp.CLOSED,)
+_MORE = ("h2.more",)
 
 
 class Http2Conn:
@@ -105,6 +107,9 @@ class Http2Conn:
     # -- the machine's events ----------------------------------------------------
 
     def act(self) -> None:
+        events = self.machine.events
+        if not events:
+            return
         for event in self.machine.take_events():
             kind = event[0]
             if kind == TELL:
@@ -200,28 +205,29 @@ class Http2Conn:
     def handle(self, msg: Any) -> None:
         machine = self.machine
         tag = msg[0] if isinstance(msg, tuple) and msg else None
+        # the most frequent messages first
         if tag == "h2.data":
             self.last_activity = time.monotonic()
             machine.feed(msg[1])
             if self.reader is not None:
-                supervisors.send(self.reader, ("h2.more",))
-        elif tag == sw.DATA:
-            machine.on_worker_data(msg[1], msg[2], msg[3])
-        elif tag == sw.RESPONSE:
+                supervisors.send(self.reader, _MORE)
+        elif tag == RESPONSE:
             machine.on_response(msg[1], msg[2], msg[3], msg[4], msg[5])
-        elif tag == sw.HEAD:
-            machine.on_worker_headers(msg[1], msg[2], msg[3], msg[4], msg[5])
-        elif tag == sw.TRAILERS:
-            machine.on_trailers_from_worker(msg[1], msg[2])
-        elif tag == sw.CREDIT:
-            machine.credit(msg[1], msg[2])
-        elif tag == sw.LOOP:
-            machine.loop_started(msg[1], self.runtime.draining, self.runtime.drain_deadline)
         elif tag == "DOWN":
             sid = self.by_ref.pop(msg[1], None)
             if sid is not None:
                 self.workers.pop(sid, None)
                 machine.worker_down(sid, msg[3])
+        elif tag == DATA:
+            machine.on_worker_data(msg[1], msg[2], msg[3])
+        elif tag == CREDIT:
+            machine.credit(msg[1], msg[2])
+        elif tag == HEAD:
+            machine.on_worker_headers(msg[1], msg[2], msg[3], msg[4], msg[5])
+        elif tag == TRAILERS:
+            machine.on_trailers_from_worker(msg[1], msg[2])
+        elif tag == LOOP:
+            machine.loop_started(msg[1], self.runtime.draining, self.runtime.drain_deadline)
         elif tag == "h2.closed":
             machine.close_reason = "peer_closed"
             raise ConnectionEnded("peer_closed")

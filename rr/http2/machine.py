@@ -677,7 +677,7 @@ class H2Machine:
                   end: bool) -> None:
         block = codec.encode_status(status) + codec.encode_headers(headers)
         if length is not None:
-            block += codec.encode_field(b"content-length", b"%d" % length)
+            block += codec.encode_length(length)
         self.header_frames(st.sid, block, end)
         st.head_sent = True
         if end:
