@@ -110,8 +110,30 @@ def _start_conn(runtime: ListenerRuntime, sock: Any, peer: Any) -> supervisors.P
     )
 
 
+def _conn_ended(runtime: ListenerRuntime, pid: supervisors.Pid, reason: Any, args: tuple[Any, ...]) -> None:
+    """The connection supervisor saw a connection process end: its slot is free again.
+
+    Whatever ended it — its own return, a crash, a kill before it ran a line —
+    the supervisor that started it observes the end; the process's own
+    ``finally`` may never run.
+    """
+    runtime.active -= 1
+    runtime.conns.pop(pid, None)
+    runtime.loops.discard(pid)
+    try:
+        args[0].close()  # the accepted socket (a no-op if the connection closed it)
+    except OSError:
+        pass
+
+
 def _start_conn_sup(runtime: ListenerRuntime) -> supervisors.Pid:
-    spec = supervisors.ChildSpec("conn", _start_conn, args=(runtime,), restart="temporary", shutdown=5.0)
+    # A (re)started connection supervisor has no connection: those of a previous one died
+    # with it (linked), and its on_exit cannot run for them any more.
+    runtime.active = 0
+    runtime.conns.clear()
+    runtime.loops.clear()
+    spec = supervisors.ChildSpec("conn", _start_conn, args=(runtime,), restart="temporary", shutdown=5.0,
+                                 on_exit=lambda pid, reason, args: _conn_ended(runtime, pid, reason, args))
     pid = supervisors.start_supervisor(
         [spec], strategy="simple_one_for_one", link=True, label=f"rr.conns.{runtime.name}"
     )
