@@ -15,10 +15,14 @@ persistent_term): active connection slots, requests served, rejections, the
 the counters directly: greenlets are cooperative, so a ``+= 1`` between two
 switches is atomic, and no counter needs a mailbox round trip.
 
-What it must never do: let a stopped or drained listener come back. The
-listener child is ``transient`` under rr's root supervisor and drain/stop end
-it with reason ``shutdown``, so its supervisor never restarts it; then the
-child spec is deleted.
+What it must never do: let a stopped or drained listener come back, or die
+unnoticed. The listener is a ``permanent`` child of rr's root supervisor:
+exceeding its own restart intensity (10 in 10 s) ends it with ``shutdown``
+and the root restarts it on the same port, within the root's intensity
+(past it, ``rr.wait()`` raises ``rr.ServerDown``). Drain and stop remove it
+with ``terminate_child`` + ``delete_child``, which never restart; an embedded
+listener (``rr.child_spec``) is ``transient`` unless asked otherwise.
+``listener_info`` says ``down`` while no listener supervisor is alive.
 
 Drain (``drain(name, timeout)``): stop accepting (acceptors terminated, socket
 closed), set ``draining``; idle connections (waiting for a request's first

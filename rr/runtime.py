@@ -54,6 +54,13 @@ class ListenerRuntime:
         # When a drain started: its deadline (monotonic), passed to Loop handlers.
         self.drain_deadline = 0.0
 
+    def status(self) -> str:
+        """``accepting``, ``draining``, or ``down`` (no live listener supervisor: it gave up,
+        or its parent is restarting it)."""
+        if self.sup is None or not self.sup.is_alive:
+            return "down"
+        return "draining" if self.draining else "accepting"
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -66,7 +73,7 @@ class ListenerRuntime:
             "requests_served": self.requests_served,
             "accepted": self.accepted,
             "rejected": self.rejected,
-            "status": "draining" if self.draining else "accepting",
+            "status": self.status(),
             "protocols": list(self.config.protocols),
         }
 
