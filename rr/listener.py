@@ -34,6 +34,7 @@ deadline whatever is left is killed. Returns ``{"drained": n, "killed": m}``.
 from __future__ import annotations
 
 import errno
+import socket
 import time
 from typing import Any
 
@@ -85,9 +86,11 @@ def acceptor(runtime: ListenerRuntime) -> None:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
                 raise
-            if runtime.active >= config.max_clients or runtime.draining:
+            if runtime.active >= config.max_clients and not runtime.draining and _evict_idle(runtime):
+                pass  # an idle keep-alive connection makes room for this one
+            elif runtime.active >= config.max_clients or runtime.draining:
                 runtime.rejected += 1
-                sock.close()
+                _refuse(runtime, sock)
                 if telemetry.enabled(_CONN_REJECTED):
                     telemetry.execute(
                         _CONN_REJECTED, {}, {"listener": runtime.name, "peer": peer, "reason": "max_clients"}
@@ -108,6 +111,65 @@ def acceptor(runtime: ListenerRuntime) -> None:
         lsock.close()
 
 
+# At max_clients, the oldest idle keep-alive connections are closed to make room: at most
+# this many admissions past the cap wait for their evicted connection to end.
+EVICT_SLACK = 16
+# Idle connections looked at per admission at the cap (the oldest first).
+EVICT_SCAN = 64
+# Refused plain-TCP connections lingering at once to deliver their 503 (beyond: closed at once).
+REFUSE_LINGER_MAX = 32
+REFUSE_LINGER_SECONDS = 1.0
+_OVERLOADED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+               b"retry-after: 1\r\ncontent-length: 19\r\nconnection: close\r\n\r\n"
+               b"Service Unavailable")
+
+
+def _evict_idle(runtime: ListenerRuntime) -> bool:
+    """Close the oldest idle keep-alive connection (one that served a request and waits for
+    the next) to admit a new one; False when none is idle or too many are already closing."""
+    if runtime.active >= runtime.config.max_clients + EVICT_SLACK:
+        return False
+    for scanned, (pid, conn) in enumerate(runtime.conns.items()):
+        if scanned >= EVICT_SCAN:
+            break
+        if conn is not None and conn.idle and conn.requests and pid not in runtime.evicting:
+            runtime.evicting.add(pid)
+            runtime.evicted += 1
+            supervisors.exit(pid, "shutdown")  # an idle conn ends lingering (h1) or with GOAWAY (h2)
+            return True
+    return False
+
+
+def _refuse(runtime: ListenerRuntime, sock: Any) -> None:
+    """Over the cap: answer 503 + Retry-After on plain TCP (TLS cannot answer before a
+    handshake: closed), lingering briefly so the answer is not lost to a reset."""
+    if runtime.config.tls is None and runtime.refusing < REFUSE_LINGER_MAX:
+        try:
+            sock.send(_OVERLOADED)  # one non-blocking attempt: a fresh socket's buffer is empty
+        except OSError:
+            sock.close()
+            return
+        runtime.refusing += 1
+        supervisors.spawn(_linger_refused, runtime, sock, label="rr.refused")
+        return
+    sock.close()
+
+
+def _linger_refused(runtime: ListenerRuntime, sock: Any) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + REFUSE_LINGER_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if not sock.recv(65536):
+                break
+    except OSError:
+        pass
+    finally:
+        runtime.refusing -= 1
+        sock.close()
+
+
 def _start_conn(runtime: ListenerRuntime, sock: Any, peer: Any) -> supervisors.Pid:
     return supervisors.spawn_link(
         serve_connection, sock, peer, runtime, label="rr.conn", **runtime.config.handler_spawn.as_kwargs()
@@ -124,6 +186,7 @@ def _conn_ended(runtime: ListenerRuntime, pid: supervisors.Pid, reason: Any, arg
     runtime.active -= 1
     runtime.conns.pop(pid, None)
     runtime.loops.discard(pid)
+    runtime.evicting.discard(pid)
     try:
         args[0].close()  # the accepted socket (a no-op if the connection closed it)
     except OSError:
@@ -136,6 +199,7 @@ def _start_conn_sup(runtime: ListenerRuntime) -> supervisors.Pid:
     runtime.active = 0
     runtime.conns.clear()
     runtime.loops.clear()
+    runtime.evicting.clear()
     spec = supervisors.ChildSpec("conn", _start_conn, args=(runtime,), restart="temporary", shutdown=5.0,
                                  on_exit=lambda pid, reason, args: _conn_ended(runtime, pid, reason, args))
     pid = supervisors.start_supervisor(

@@ -41,6 +41,9 @@ class ListenerRuntime:
         self.active = 0
         self.requests_served = 0
         self.rejected = 0
+        self.evicted = 0  # idle keep-alive connections closed to admit a new one at the cap
+        self.evicting: set[supervisors.Pid] = set()
+        self.refusing = 0  # refused connections lingering to deliver their 503
         self.accepted = 0
         self.draining = False
         self.conn_sup: supervisors.Pid | None = None
@@ -73,6 +76,7 @@ class ListenerRuntime:
             "requests_served": self.requests_served,
             "accepted": self.accepted,
             "rejected": self.rejected,
+            "evicted": self.evicted,
             "status": self.status(),
             "protocols": list(self.config.protocols),
         }

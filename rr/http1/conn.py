@@ -17,8 +17,10 @@ ends ``serve`` with a ``SwitchProtocol`` value the front door
 
 Timeouts (all from the listener config):
 
+- a new connection's first byte must arrive within ``first_byte_timeout``
+  (expiry → silent close: there is no request to answer);
 - the first request's head and body must arrive within ``request_timeout``
-  (expiry → 408 + close, even when nothing at all arrived);
+  (expiry → 408 + close);
 - a reused connection waits ``keep_alive_timeout`` for the next request: expiry
   with nothing received closes silently, expiry mid-request → 408;
 - slowloris: from the first byte of a request, after a 1 s grace, the average
@@ -154,6 +156,7 @@ class Http1Conn:
         self.rate_waited = 0.0
         self.min_bps = self.config.min_bytes_per_second
         self.unpolled = 0  # requests served since this process last waited on its socket
+        self.started = _monotonic()
         # h2c on a shared plain-TCP port: the preface is sniffed, Upgrade: h2c honoured.
         self.h2c = scheme == "http" and "http2" in self.config.protocols
         # the response in flight (this object is the exchange's sink)
@@ -294,9 +297,14 @@ class Http1Conn:
                     head, used = parsed
                     self.buf = self.buf[used:]
                     return head
+            first = self.requests == 0 and not self.buf
             try:
-                data = self.recv(deadline)
+                data = self.recv(min(deadline, self.started + self.config.first_byte_timeout) if first
+                                 else deadline)
             except TimeoutError:
+                if first:  # nothing at all arrived: no request to answer
+                    self.close_reason = "first_byte_timeout"
+                    raise _Close() from None
                 if self.requests == 0 or self.buf:
                     raise _Reject(408, "request_timeout") from None
                 self.close_reason = "idle_timeout"
