@@ -201,12 +201,16 @@ def listeners() -> list[str]:
 def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
     """Block until SIGTERM or SIGINT, then drain every listener; returns what each drained.
 
+    A second SIGTERM/SIGINT during the drain forces the exit (a log line says so):
+    every listener is stopped at once, in-flight requests cut.
+
     Raises ``ServerDown`` (after a log line saying why) if rr's root supervisor
     gives up meanwhile: its listeners crashed more often than it may restart them.
     """
     import signal
 
     stop = gevent.event.Event()
+    draining = [False]
     down: list[Any] = []
     root = _root()
 
@@ -216,20 +220,36 @@ def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
         down.append(msg[3])
         stop.set()
 
+    def on_signal() -> None:
+        if not draining[0]:
+            stop.set()
+            return
+        _log.warning("second signal: forcing the exit, in-flight requests are cut", listeners=listeners())
+        for name in listeners():
+            gevent.spawn(_remove, name)
+
     watcher = supervisors.spawn(watch_root, label="rr.wait")
-    handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)]
+    # One handler for both phases, so no signal ever meets the default action meanwhile.
+    handlers = [gevent.signal_handler(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)]
     try:
         stop.wait()
+        supervisors.exit(watcher, "kill")
+        if down:
+            _log.error("rr's root supervisor stopped: its listeners exceeded their restart intensity",
+                       reason=str(down[0]), listeners=listeners())
+            _runtimes.clear()
+            raise ServerDown(f"rr's root supervisor stopped ({down[0]}): "
+                             "listeners crashed past its restart intensity")
+        draining[0] = True
+        names = listeners()
+        _log.info("draining", listeners=names, deadline_seconds=drain_timeout,
+                  hint="send the signal again to force the exit")
+        results: dict[str, dict[str, int]] = {}
+        for name in names:
+            if name in _runtimes:
+                results[name] = drain(name, drain_timeout)
+        return results
     finally:
         for h in handlers:
             h.cancel()
         supervisors.exit(watcher, "kill")
-    if down:
-        _log.error("rr's root supervisor stopped: its listeners exceeded their restart intensity",
-                   reason=str(down[0]), listeners=listeners())
-        _runtimes.clear()
-        raise ServerDown(f"rr's root supervisor stopped ({down[0]}): listeners crashed past its restart intensity")
-    results = {}
-    for name in listeners():
-        results[name] = drain(name, drain_timeout)
-    return results

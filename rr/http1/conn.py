@@ -32,8 +32,9 @@ Mailbox protocol (messages this process accepts):
 
 - ``(rr.resp.DRAIN, deadline)`` — only while a ``Loop`` response runs; passed to
   its ``on_info``. Otherwise drain is signalled through the listener's
-  ``draining`` flag (checked before every response and every idle wait) and,
-  for a connection idle between requests, by ``exit(pid, "shutdown")``.
+  ``draining`` flag (checked before every response: the answer says
+  ``connection: close``) and, for a connection still idle after the drain's
+  grace, by ``exit(pid, "shutdown")``.
 - ``(rr.resp.CLOSED,)`` — sent by this connection's close watcher while a
   ``Loop`` runs: the client went away.
 - any other message while a ``Loop`` runs goes to the loop's ``on_info``.
@@ -250,10 +251,11 @@ class Http1Conn:
         limits = runtime.limits
         config = self.config
         while True:
+            # No early return when a drain has begun: the client's next request may already
+            # be on the wire. A connection idle when the drain starts is closed lingering by
+            # the drain after its grace; one that answers a request during it says
+            # ``connection: close`` and ends (``handle`` returns False).
             self.idle = not self.buf
-            if runtime.draining and self.idle:
-                self.close_reason = "drain"
-                return
             self.rate_bytes = len(self.buf)
             self.rate_waited = 0.0
             timeout = config.request_timeout if self.requests == 0 else config.keep_alive_timeout
