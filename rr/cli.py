@@ -228,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keyfile", metavar="PEM", help="the certificate's key, when not in --certfile")
     p.add_argument("--log-level", choices=_LOG_LEVELS, help=f"(default: {d['log_level']})")
     p.add_argument("--access-log", action="store_true", help="log each request (default: off)")
+    p.add_argument("--blocking-monitor", type=float, metavar="S",
+                   help="log the request whose handler held the event loop this long (default: off)")
     p.add_argument("--max-clients", type=int, metavar="N",
                    help=f"open connections at most (default: {base.max_clients})")
     p.add_argument("--body-buffering", choices=["auto", "manual"],
@@ -277,6 +279,7 @@ _FLAG_OPTIONS = {  # flag dest -> start_listener option
     "host": "ip", "port": "port", "max_clients": "max_clients", "body_buffering": "body_buffering",
     "max_content_length": "max_content_length", "request_timeout": "request_timeout",
     "keep_alive_timeout": "keep_alive_timeout", "access_log": "access_log",
+    "blocking_monitor": "blocking_monitor",
 }  # fmt: skip
 
 

@@ -119,6 +119,7 @@ class Config:
     handler_spawn: SpawnOptions
     graceful_drain: bool
     access_log: bool
+    blocking_monitor: float | None
     alt_svc: str | None
     raw: Mapping[str, Any] = field(compare=False, repr=False)
 
@@ -344,7 +345,7 @@ _KEYS = {
     "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
-    "handler_spawn", "graceful_drain", "access_log", "not_found", "alt_svc",
+    "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "not_found", "alt_svc",
 }  # fmt: skip
 
 
@@ -429,6 +430,10 @@ def load(opts: Mapping[str, Any]) -> Config:
         # False makes drain a hard stop: connections are killed without waiting.
         graceful_drain=_bool(opts, "graceful_drain", True),
         access_log=_bool(opts, "access_log", False),
+        # Seconds the event loop may be held by one greenlet before rr logs the request that
+        # held it (gevent's monitor thread; None: off, as it traces every greenlet switch).
+        blocking_monitor=(None if opts.get("blocking_monitor") is None
+                          else _seconds(opts, "blocking_monitor", 0.1)),
         # An Alt-Svc field value (RFC 7838) added to every response, e.g. 'h3=":443"; ma=86400'.
         alt_svc=_alt_svc(opts.get("alt_svc")),
         raw=dict(opts),

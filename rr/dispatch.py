@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from greenlet import getcurrent
+
 from rr import response as resp
-from rr import telemetry
+from rr import telemetry, watchdog
 from rr.log import current_request, get_logger
 from rr.request import Request
 
@@ -51,6 +53,8 @@ def _metadata(req: Request) -> dict[str, Any]:
 def begin(req: Request) -> float:
     """Bind the request for logging and emit the start event; returns the start time."""
     current_request.set(req)
+    if watchdog.tracking:  # the blocking monitor names the request its greenlet runs
+        getcurrent().rr_request = req
     if telemetry.enabled(_START):
         telemetry.execute(_START, {"system_time": time.time()}, _metadata(req))
     return time.monotonic()
@@ -99,6 +103,8 @@ def crashed(req: Request, started: float, exc: BaseException) -> resp.Response:
 
 def finish(req: Request, status: int, started: float) -> None:
     """Emit the stop event once the response has been written."""
+    if watchdog.tracking:
+        getcurrent().rr_request = None
     if telemetry.enabled(_STOP):
         telemetry.execute(
             _STOP, {"duration": time.monotonic() - started}, {**_metadata(req), "status": status}

@@ -44,7 +44,7 @@ from typing import Any
 import gevent
 
 import supervisors
-from rr import telemetry
+from rr import telemetry, watchdog
 from rr.response import DRAIN
 from rr.runtime import ListenerRuntime
 from rr.transport import serve_connection
@@ -236,6 +236,8 @@ def start_link(runtime: ListenerRuntime) -> supervisors.Pid:
         for i in range(runtime.config.num_acceptors)
     ]
     runtime.draining = False
+    if runtime.config.blocking_monitor is not None:
+        watchdog.enable(runtime.config.blocking_monitor)
     pid = supervisors.start_supervisor(
         children, strategy="rest_for_one", max_restarts=10, max_seconds=10.0,
         link=True, label=f"rr.listener.{runtime.name}",
