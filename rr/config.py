@@ -10,7 +10,7 @@ What it must never do: open sockets or start processes. Validation is pure,
 so ``rr.child_spec`` can fail early, before any supervisor is involved.
 
 Protocols: ``protocols`` is a list of names or ``(name, {sub-options})``
-pairs, in ALPN preference order. Known names are ``http1``, ``http2`` and
+pairs (on TLS, h2 is preferred by ALPN whenever it is listed). Known names are ``http1``, ``http2`` and
 ``http3``; each has its own nested options. This version serves ``http1`` and
 ``http2``: over TLS via ALPN; on plain TCP as h2c prior knowledge when
 ``http2`` is the only protocol, or beside ``http1`` on one port (the h2
@@ -134,8 +134,14 @@ _KNOWN_PROTOCOLS = {"http1": Http1Options, "http2": Http2Options, "http3": None}
 
 
 def alpn_protocols(protocols: tuple[str, ...]) -> list[str]:
-    """ALPN ids for the TCP protocols, in preference order (h3 is negotiated over QUIC)."""
-    return [_ALPN[p] for p in protocols if p in _ALPN]
+    """ALPN ids for the TCP protocols (h3 is negotiated over QUIC).
+
+    h2 is preferred whenever it is enabled, whatever the list's order: the
+    server's ALPN order decides, and nginx, hypercorn and granian all prefer h2
+    when both are on — a user listing ``["http1", "http2"]`` means "both", not
+    "HTTP/1.1 for every browser".
+    """
+    return sorted((_ALPN[p] for p in protocols if p in _ALPN), key=lambda alpn: alpn != "h2")
 
 
 def _fail(key: str, value: Any, accepted: str) -> ValueError:

@@ -51,10 +51,8 @@ def app(req: rr.Request) -> resp.Shape:
 
 def tls_serve(serve, tmp_path, handler=app, **opts):
     certfile, keyfile = make_cert(tmp_path)
-    # protocols are in ALPN *server preference* order: OpenSSL picks the first of ours the
-    # client offers (httpx offers http/1.1 and h2), so h2 goes first to be chosen.
-    srv = serve(handler, tls={"certfile": certfile, "keyfile": keyfile},
-                protocols=["http2", "http1"], **opts)
+    opts.setdefault("protocols", ["http2", "http1"])
+    srv = serve(handler, tls={"certfile": certfile, "keyfile": keyfile}, **opts)
     ctx = ssl.create_default_context(cafile=certfile)
     base = f"https://127.0.0.1:{srv.port}"
     return srv, ctx, base
@@ -590,6 +588,19 @@ def test_curl_http2_prior_knowledge_and_tls_alpn(serve, tmp_path):
     certfile = str(tmp_path / "cert.pem")
     proc = run("curl", "-s", "--http2", "--cacert", certfile, "-w", " %{http_version}", f"{base}/")
     assert proc.stdout == b"hello h2 2", proc.stderr
+
+
+@pytest.mark.peers("curl")
+@pytest.mark.parametrize("protocols", [["http1", "http2"], ["http2", "http1"]])
+def test_tls_prefers_h2_whatever_the_order_of_protocols(serve, tmp_path, protocols):
+    """nginx, hypercorn and granian prefer h2 when both are on; a user listing
+    ["http1", "http2"] means both, not HTTP/1.1 for every browser (issue 14)."""
+    srv, ctx, base = tls_serve(serve, tmp_path, protocols=protocols)
+    certfile = str(tmp_path / "cert.pem")
+    proc = run("curl", "-s", "--cacert", certfile, "-w", " %{http_version}", f"{base}/")  # offers h2 + 1.1
+    assert proc.stdout.endswith(b" 2"), proc.stdout
+    proc = run("curl", "-s", "--http1.1", "--cacert", certfile, "-w", " %{http_version}", f"{base}/")
+    assert proc.stdout.endswith(b" 1.1"), proc.stdout
 
 
 def test_h2c_idle_connection_closes_after_keep_alive_timeout(serve):
