@@ -59,6 +59,7 @@ from rr.http2.codec import PREFACE as _H2_PREFACE
 from rr.httpdate import http_date
 from rr.log import get_logger
 from rr.request import NO_BODY, Headers, Request
+from rr.ws import session as ws_session
 
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
@@ -484,6 +485,25 @@ class Http1Conn:
         if watcher is not None:
             supervisors.exit(watcher, "kill")
 
+    def websocket(self, accepted: Any, shape: resp.WebSocket, req: Request) -> None:
+        """Answer 101 and become the WebSocket session (``rr.ws.session``) until it ends.
+
+        Bytes already read past the handshake (a first frame in the same read)
+        are the stream's first bytes. The connection closes when the session ends.
+        """
+        self.keep_alive = False
+        self.sendall(b"".join((codec.status_line(101), codec.field_lines(accepted.fields), b"\r\n")))
+        self.close_reason = "websocket"
+        runtime = self.runtime
+        runtime.loops.add(self.pid)  # drain sends (DRAIN, deadline): the session closes 1001
+        if runtime.draining:
+            supervisors.send(self.pid, (resp.DRAIN, runtime.drain_deadline))
+        try:
+            ws_session.run(SocketStream(self), req, shape.handler, shape.state, self.config.ws,
+                           accepted.extensions)
+        finally:
+            runtime.loops.discard(self.pid)
+
     def send_file_zero_copy(self, fd: int, offset: int, length: int) -> None:
         out = self.sock.fileno()
         end = offset + length
@@ -637,6 +657,38 @@ class BodyReader:
         except (BodyError, _Reject, ClientGone):
             return False
         return False
+
+
+class SocketStream:
+    """The h1 socket after a 101, as the WebSocket session's ``ByteStream``.
+
+    Reads run in the session's reader process, writes in the session's: one
+    reader and one writer, which gevent sockets allow. Leftover bytes of the
+    connection's buffer come first.
+    """
+
+    def __init__(self, conn: Http1Conn) -> None:
+        self.conn = conn
+        self.pending, conn.buf = conn.buf, b""
+
+    def read(self, max_bytes: int) -> bytes:
+        if self.pending:
+            data, self.pending = self.pending, b""
+            return data
+        sock = self.conn.sock
+        while True:
+            try:
+                return sock.recv(max_bytes)
+            except TimeoutError:  # the writer's timeout applies to the socket; reads just wait on
+                continue
+            except OSError:
+                return b""
+
+    def write(self, data: bytes) -> None:
+        self.conn.sendall(data)
+
+    def close(self) -> None:
+        self.conn.linger()
 
 
 def watch_close(sock: Any, owner: supervisors.Pid) -> None:
