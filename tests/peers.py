@@ -61,6 +61,8 @@ PEERS = {
         Peer("redbot", _modules("redbot", "httplint"), "PyPI 'redbot' (pyproject.toml test extra)"),
         Peer("chromium", _chromium, "Debian package 'chromium' (tools/apt-packages), or RR_CHROMIUM=<path>"),
         Peer("playwright", _modules("playwright"), "PyPI 'playwright' (pyproject.toml test extra)"),
+        Peer("kosoku", _program("kosoku"), "PyPI 'kosoku' (pyproject.toml test extra)"),
+        Peer("websockets", _modules("websockets"), "PyPI 'websockets' (pyproject.toml test extra)"),
     )
 }
 
