@@ -11,12 +11,22 @@ import zlib
 from types import SimpleNamespace
 
 import pytest
+from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
 
 from rr import resp
 from rr.config import WsOptions
 from rr.ws.session import BoundedDeflate
-from tests.rr.ws.wire import BINARY, CLOSE, CONT, PING, TEXT, Client, close_payload, frame, handshake_request
-from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
+from tests.rr.ws.wire import (
+    BINARY,
+    CLOSE,
+    CONT,
+    PING,
+    TEXT,
+    Client,
+    close_payload,
+    frame,
+    handshake_request,
+)
 
 
 class Echo:
