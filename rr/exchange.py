@@ -43,6 +43,10 @@ holds every protocol to them):
   ``max_content_length`` → 413, one that stalls past ``request_timeout`` →
   408, a malformed one → 400 (``BodyError``, raised by the protocol's body
   source; a manual-mode handler that lets it propagate gets the same answer).
+- **WebSocket**: the handshake is checked here (``rr.ws.handshake``: 400 with a
+  reason, 426 naming version 13, a plain request → 426) and the sink's
+  ``websocket`` answers it and runs the session; a sink without one (h2 and
+  h3 today) → 501. The exchange's status is 101 and it ends with the session.
 - **Access log** (``access_log: true``): one ``rr.access`` event per request
   on every protocol with method, path, status, bytes (response body),
   duration, version, user_agent, request_id and peer.

@@ -6,7 +6,9 @@ path has no mailbox hop — and runs each request's exchange (``rr.exchange``)
 in turn (keep-alive, pipelining: leftover bytes are carried into the next
 parse). It is the exchange's sink for h1: status line and fields, content-length
 or chunked framing (close-delimited for HTTP/1.0), trailers in the last chunk,
-``os.sendfile`` on TCP, keep-alive decisions.
+``os.sendfile`` on TCP, keep-alive decisions, and the 101 of a WebSocket
+upgrade, after which this process runs the session (``rr.ws.session``) over
+the socket (``SocketStream``) until it ends and the connection closes.
 
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
@@ -35,6 +37,9 @@ Mailbox protocol (messages this process accepts):
 - ``(rr.resp.CLOSED,)`` — sent by this connection's close watcher while a
   ``Loop`` runs: the client went away.
 - any other message while a ``Loop`` runs goes to the loop's ``on_info``.
+- while a WebSocket session runs, the session's mailbox protocol applies
+  (``rr.ws.session``): its reader's chunks, ``(DRAIN, deadline)`` (→ close
+  1001), and any other message to the handler's ``handle_info``.
 """
 
 from __future__ import annotations

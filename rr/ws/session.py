@@ -25,6 +25,8 @@ Handler API (``resp.WebSocket(handler, state)``): ``handler`` is any object
 - ``handle_info(msg, state) -> (replies, state)`` — any other message sent to
   the session process (``rr.send(pid, msg)``; ``supervisors.self()`` inside a
   callback is that pid), e.g. a chat room's broadcast.
+- ``handle_drain(state) -> (replies, state)`` — the listener drains: a last
+  word before rr closes with 1001 (a ``("close", ...)`` reply of its own wins).
 - ``terminate(reason, state)`` — once, at the end; ``reason`` is
   ``(who, code, text)``: ``who`` is ``"remote"`` (the client closed),
   ``"local"`` (the handler, drain or the idle timer closed) or ``"error"``
@@ -289,6 +291,10 @@ class Session:
                 supervisors.send(reader, _MORE)
             elif type(msg) is tuple and len(msg) == 2 and msg[0] == DRAIN:
                 if self.closing_deadline is None:
+                    handle_drain = getattr(self.handler, "handle_drain", None)
+                    if handle_drain is not None:
+                        replies, self.state = handle_drain(self.state)
+                        self.reply(replies)
                     self.close(1001, "server shutting down")
                     self.closing_deadline = min(self.closing_deadline or msg[1], msg[1])
             elif self.closing_deadline is None:
