@@ -196,3 +196,29 @@ def test_the_idle_timeout_closes_1001(ws):
 
     assert client(url, talk, ping_interval=None) == (1001, "idle timeout")
     assert rec.ended.get(timeout=10) == ("local", 1001, "idle timeout")
+
+
+@pytest.mark.parametrize("protocols", [["http1"], ["http2", "http1"]])
+def test_wss_on_a_tls_listener(serve, tmp_path, protocols):
+    """Over TLS the session's reader and writer share one SSL socket (one reads, one writes).
+    A listener preferring h2 still serves a client that asks for no ALPN over HTTP/1.1."""
+    import ssl
+
+    from tests.rr.certs import make_cert
+
+    certfile, keyfile = make_cert(tmp_path)
+    rec = Recorder()
+    srv = serve(lambda req: resp.WebSocket(rec), tls={"certfile": certfile, "keyfile": keyfile},
+                protocols=protocols)
+    ctx = ssl.create_default_context(cafile=certfile)
+    ctx.check_hostname = False
+    big = bytes(200_000)
+
+    def talk(c):
+        c.send(big)  # larger than the TLS and socket buffers: reads and writes interleave
+        got = c.recv(timeout=10)
+        c.send("done")
+        return len(got), c.recv(timeout=10)
+
+    assert client(f"wss://127.0.0.1:{srv.port}/", talk, ssl=ctx, max_size=None) == (200_000, "done")
+    assert rec.ended.get(timeout=10)[0] == "remote"

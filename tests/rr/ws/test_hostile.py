@@ -195,3 +195,22 @@ def test_a_first_frame_in_the_handshake_read_is_served(port):
     c = Client.open(port, after=frame(TEXT, b"early"))
     assert c.status == 101
     assert c.read_frame() == (TEXT, True, b"early")
+
+
+def test_a_client_that_never_reads_stalls_instead_of_growing_the_servers_buffers(serve):
+    """The session writes with back-pressure and reads one chunk per go-ahead: when its
+    echoes cannot be written, it stops reading, and the client's own sends stall."""
+    import socket
+
+    port = serve(echo_app, ws={"max_frame_size": 65536}).port
+    c = opened(port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    message = frame(BINARY, b"x" * 60000)
+    c.sock.settimeout(3)  # the stall is the signal: a send that cannot proceed for 3 s
+    sent = 0
+    with pytest.raises(TimeoutError):
+        while sent < 256 * 1024 * 1024:
+            c.sock.sendall(message)
+            sent += len(message)
+    assert sent < 64 * 1024 * 1024, sent  # kernel buffers on both sides, not the server's memory
+    c.close()
