@@ -230,7 +230,9 @@ class Session:
             init = getattr(self.handler, "init", None)
             if init is not None:
                 self.state = init(self.req, self.state)
-            reader = supervisors.spawn(_reader, self.stream, supervisors.self(), label="rr.ws.reader")
+            # Linked as well as ended in ``finally``: however this process ends, the reader goes too.
+            reader = supervisors.spawn(_reader, self.stream, supervisors.self(), label="rr.ws.reader",
+                                       link=True)
             self.loop(reader)
         except _Done as done:
             reason = done.reason
@@ -242,6 +244,7 @@ class Session:
             self.try_close(1011, "internal error")
         finally:
             if reader is not None:
+                supervisors.unlink(reader)
                 supervisors.exit(reader, "kill")
             if self.charged:
                 supervisors.release(self.charged)

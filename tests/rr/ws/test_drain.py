@@ -8,6 +8,7 @@ the drain counts it as drained, not killed.
 from __future__ import annotations
 
 import gevent
+import gevent.event
 import pytest
 
 import rr
@@ -65,3 +66,24 @@ def test_ws_defaults():
     ws = load({"port": 0}).ws
     assert (ws.max_frame_size, ws.max_message_size) == (1024 * 1024, 16 * 1024 * 1024)
     assert ws.idle_timeout is None and ws.ping_interval is None and ws.compress is True
+
+
+def test_a_session_killed_at_the_drain_deadline_takes_its_reader_along(serve):
+    """A handler that will not let go (stuck in a long callback, so drain's message waits) is
+    killed at the deadline, and its reader process goes with it (the autouse leak fixture
+    fails the test if any process is left)."""
+    started = gevent.event.Event()
+
+    class Stuck:
+        @staticmethod
+        def handle_frame(frame, state):
+            started.set()
+            gevent.sleep(60)  # a handler stuck in work, not a test synchronisation
+            return [], state
+
+    srv = serve(lambda req: resp.WebSocket(Stuck))
+    c = Client.open(srv.port)
+    c.send(frame(TEXT, b"work"))
+    assert started.wait(10)
+    assert rr.drain(srv.name, 0.3) == {"drained": 0, "killed": 1}
+    assert c.closed_by_server()
