@@ -106,3 +106,10 @@ def test_websocket_on_h2_is_501_until_rfc_8441_lands(serve):
 
     r = in_thread(get)
     assert r.http_version == "HTTP/2" and r.status_code == 501
+
+
+def test_an_empty_declared_body_is_allowed_a_real_one_is_400(srv):
+    request = handshake_request(extra=["Content-Length: 0"])
+    assert Client.open(srv.port, request).status == 101
+    status, _, body = _answer(srv, handshake_request(extra=["Content-Length: 2"]) + b"hi")
+    assert status == 400 and b"body" in body
