@@ -214,3 +214,21 @@ def test_a_client_that_never_reads_stalls_instead_of_growing_the_servers_buffers
             sent += len(message)
     assert sent < 64 * 1024 * 1024, sent  # kernel buffers on both sides, not the server's memory
     c.close()
+
+
+def test_a_message_being_reassembled_is_charged_to_max_heap(serve):
+    """Fragments are held until the message ends; with ``handler_spawn.max_heap`` below the
+    message, the connection process ends (reason max_heap) before the message completes."""
+    from tests.rr.conftest import wait_processes_gone
+
+    port = serve(echo_app, handler_spawn={"max_heap": 256 * 1024},
+                 ws={"max_frame_size": 65536, "max_message_size": 4 * 1024 * 1024}).port
+    c = opened(port)
+    c.send(frame(BINARY, b"small"))
+    assert c.read_frame() == (BINARY, True, b"small")  # under the budget: served
+    with pytest.raises((ConnectionError, OSError)):
+        c.send(frame(BINARY, b"a" * 60000, fin=False))
+        for _ in range(10):  # 660 KB in all, never finished
+            c.send(frame(CONT, b"b" * 60000, fin=False))
+        c.read_frame()
+    wait_processes_gone("rr.ws.reader")
