@@ -197,6 +197,19 @@ def _reader(stream: ByteStream, owner: supervisors.Pid) -> None:
         supervisors.receive(lambda m: m == _MORE)
 
 
+def stop_reader(reader: supervisors.Pid) -> None:
+    """End the reader and wait until it is gone: an exit signal lands at the target's next
+    switch, and until then it may still be waiting on the socket, which ``close`` reads."""
+    supervisors.unlink(reader)
+    ref = supervisors.monitor(reader)
+    supervisors.exit(reader, "kill")
+    try:
+        supervisors.receive(lambda m: type(m) is tuple and len(m) == 4 and m[0] == "DOWN" and m[1] == ref,
+                            timeout=5.0)
+    except supervisors.Timeout:  # cannot happen short of a broken runtime; never hang the close on it
+        supervisors.demonitor(ref, flush=True)
+
+
 class _Done(Exception):
     def __init__(self, reason: tuple[str, int, str]) -> None:
         self.reason = reason
@@ -244,8 +257,7 @@ class Session:
             self.try_close(1011, "internal error")
         finally:
             if reader is not None:
-                supervisors.unlink(reader)
-                supervisors.exit(reader, "kill")
+                stop_reader(reader)
             if self.charged:
                 supervisors.release(self.charged)
                 self.charged = 0

@@ -23,7 +23,7 @@ class Echo:
         return [frame], state
 
 
-def test_drain_closes_1001_and_waits_for_the_clients_close(serve):
+def test_drain_closes_1001_and_waits_for_the_clients_close(serve, caplog):
     srv = serve(lambda req: resp.WebSocket(Echo))
     c = Client.open(srv.port)
     c.send(frame(TEXT, b"before"))
@@ -34,15 +34,20 @@ def test_drain_closes_1001_and_waits_for_the_clients_close(serve):
     c.send(frame(CLOSE, close_payload(1001)))
     assert c.closed_by_server()
     assert drain.get(timeout=10) == {"drained": 1, "killed": 0}
+    assert not [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()]
 
 
-def test_a_client_that_ignores_the_drain_close_is_ended_at_close_timeout(serve):
+def test_a_client_that_ignores_the_drain_close_is_ended_at_close_timeout(serve, caplog):
     srv = serve(lambda req: resp.WebSocket(Echo), ws={"close_timeout": 0.2})
     c = Client.open(srv.port)
+    c.send(frame(TEXT, b"before"))  # the reader is back on the socket when the drain comes
+    assert c.read_frame() == (TEXT, True, b"before")
     drain = gevent.spawn(rr.drain, srv.name, 10)
     assert c.read_close()[0] == 1001
     assert c.closed_by_server()  # no close from us: the session gave up after close_timeout
     assert drain.get(timeout=10) == {"drained": 1, "killed": 0}
+    # The session ends its reader before the closing linger reads the socket itself.
+    assert not [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()]
 
 
 @pytest.mark.parametrize("ws, needle", [
