@@ -80,7 +80,7 @@ def answer(req: Request, handler: Any, options: WsOptions) -> Accepted | resp.Re
         return bad_request(f"a WebSocket upgrade needs HTTP/1.1, not {req.version}")
     if "upgrade" not in _tokens(req, "connection"):
         return bad_request("Connection does not list upgrade")
-    if req.headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in req.headers:
+    if (req.headers.get("content-length") or "0").strip() != "0" or "transfer-encoding" in req.headers:
         return bad_request("the handshake request carries a body")
     versions = req.headers.get_all("sec-websocket-version")
     if len(versions) != 1:
