@@ -48,6 +48,15 @@ soon as a bad byte arrives, also across fragments). A message being
 reassembled is charged to the process's ``max_heap``. permessage-deflate
 inflates at most the remaining message budget per call (``BoundedDeflate``):
 a deflate bomb ends in 1009 without being inflated.
+
+What wsproto checks (each tested in ``tests/rr/ws/test_hostile.py`` and by
+Autobahn): client masking, reserved bits and opcodes, control frames
+(unfragmented, ≤ 125 bytes), minimal length encodings and the 64-bit
+length's top bit (1002), UTF-8 of text incrementally and of close reasons
+(1007), close codes (1000–4999 minus the reserved and local-only ones →
+1002). What it does not, and rr does here: any size limit, bounded
+inflation, answering pings, the close handshake's timing, idle and ping
+timers.
 """
 
 from __future__ import annotations
