@@ -6,12 +6,16 @@ The public API. Everything else under ``rr/`` may move; these names stay.
 - ``listener_info(name)``, ``listener_port(name)``, ``listeners()``
 - ``child_spec(name, opts)``: embed a listener in your own ``supervisors`` tree
 - ``wait()``: block; SIGTERM/SIGINT drain every listener, then return
-- ``Request``, ``resp`` (response shapes and builders), ``telemetry``
+  (``ServerDown`` if rr's root supervisor gave up meanwhile)
+- ``Request``, ``resp`` (response shapes and builders), ``telemetry``, ``ClientGone``
 
 Listeners started with ``start_listener`` live under rr's root supervisor
-(``one_for_one``, registered as ``"rr.sup"``), started on first use and never
-linked to the caller. A listener embedded with ``child_spec`` lives wherever
-the application puts it.
+(``one_for_one``, 10 restarts in 10 s, registered as ``"rr.sup"``), started
+on first use and never linked to the caller. They are ``permanent`` children:
+a listener whose own intensity is exceeded (its acceptors or socket owner
+crashing) is restarted on the same port; past the root's intensity the root
+stops and ``wait()`` raises. A listener embedded with ``child_spec`` lives
+wherever the application puts it, with the restart type it asks for.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from rr import router as _router
 from rr.exchange import ClientGone
 from rr.request import Headers, Request
 from rr.runtime import ListenerRuntime
+from supervisors.supervisor import Restart
 
 __all__ = [
-    "ClientGone", "Headers", "Request", "child_spec", "drain", "listener_info", "listener_port",
+    "ClientGone", "Headers", "Request", "ServerDown", "child_spec", "drain", "listener_info", "listener_port",
     "listeners", "reload_routes", "resp", "send", "start_listener", "stop_listener", "telemetry",
     "url_for", "wait",
 ]  # fmt: skip
@@ -42,6 +47,7 @@ _ROOT = "rr.sup"
 _runtimes: dict[str, ListenerRuntime] = {}
 
 send = supervisors.send
+_log = log.get_logger("rr")
 
 
 def _root() -> supervisors.Pid:
@@ -78,15 +84,24 @@ def _start_registered(runtime: ListenerRuntime) -> supervisors.Pid:
     return pid
 
 
-def child_spec(name: str, opts: dict[str, Any]) -> supervisors.ChildSpec:
+class ServerDown(RuntimeError):
+    """rr's root supervisor gave up: its listeners crashed past its restart intensity."""
+
+
+def child_spec(name: str, opts: dict[str, Any], restart: Restart = "transient") -> supervisors.ChildSpec:
     """A child spec that runs listener ``name`` under the application's own supervisor.
 
     Options are validated now, so a bad option fails here, not at start.
+    ``restart="transient"`` (the default) lets ``rr.drain``/``rr.stop_listener``
+    end an embedded listener for good; a listener that gives up (more crashes
+    of its acceptors or socket owner than its restart intensity allows) then
+    stays down too, as OTP's transient children do — use ``"permanent"`` to
+    have your supervisor restart it (and stop it with ``terminate_child``).
     """
     runtime = _runtime(name, opts)
     log.configure()
     return supervisors.ChildSpec(
-        name, _start_registered, args=(runtime,), restart="transient", shutdown="infinity", type="supervisor"
+        name, _start_registered, args=(runtime,), restart=restart, shutdown="infinity", type="supervisor"
     )
 
 
@@ -99,7 +114,10 @@ def start_listener(name: str, opts: dict[str, Any]) -> supervisors.Pid:
     current = _runtimes.get(name)
     if current is not None and current.sup is not None and current.sup.is_alive:
         raise ValueError(f"a listener named {name!r} is already running")
-    spec = child_spec(name, opts)
+    # permanent under rr's root (as ranch's listeners are): a listener that exceeds its own
+    # restart intensity is restarted by the root, within the root's; stop and drain remove it
+    # with terminate_child + delete_child, which never restart.
+    spec = child_spec(name, opts, restart="permanent")
     root = _root()
     try:
         supervisors.delete_child(root, name)
@@ -181,17 +199,57 @@ def listeners() -> list[str]:
 
 
 def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
-    """Block until SIGTERM or SIGINT, then drain every listener; returns what each drained."""
+    """Block until SIGTERM or SIGINT, then drain every listener; returns what each drained.
+
+    A second SIGTERM/SIGINT during the drain forces the exit (a log line says so):
+    every listener is stopped at once, in-flight requests cut.
+
+    Raises ``ServerDown`` (after a log line saying why) if rr's root supervisor
+    gives up meanwhile: its listeners crashed more often than it may restart them.
+    """
     import signal
 
     stop = gevent.event.Event()
-    handlers = [gevent.signal_handler(sig, stop.set) for sig in (signal.SIGTERM, signal.SIGINT)]
+    draining = [False]
+    down: list[Any] = []
+    root = _root()
+
+    def watch_root() -> None:
+        ref = supervisors.monitor(root)
+        msg = supervisors.receive(lambda m: type(m) is tuple and len(m) == 4 and m[:2] == ("DOWN", ref))
+        down.append(msg[3])
+        stop.set()
+
+    def on_signal() -> None:
+        if not draining[0]:
+            stop.set()
+            return
+        _log.warning("second signal: forcing the exit, in-flight requests are cut", listeners=listeners())
+        for name in listeners():
+            gevent.spawn(_remove, name)
+
+    watcher = supervisors.spawn(watch_root, label="rr.wait")
+    # One handler for both phases, so no signal ever meets the default action meanwhile.
+    handlers = [gevent.signal_handler(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)]
     try:
         stop.wait()
+        supervisors.exit(watcher, "kill")
+        if down:
+            _log.error("rr's root supervisor stopped: its listeners exceeded their restart intensity",
+                       reason=str(down[0]), listeners=listeners())
+            _runtimes.clear()
+            raise ServerDown(f"rr's root supervisor stopped ({down[0]}): "
+                             "listeners crashed past its restart intensity")
+        draining[0] = True
+        names = listeners()
+        _log.info("draining", listeners=names, deadline_seconds=drain_timeout,
+                  hint="send the signal again to force the exit")
+        results: dict[str, dict[str, int]] = {}
+        for name in names:
+            if name in _runtimes:
+                results[name] = drain(name, drain_timeout)
+        return results
     finally:
         for h in handlers:
             h.cancel()
-    results = {}
-    for name in listeners():
-        results[name] = drain(name, drain_timeout)
-    return results
+        supervisors.exit(watcher, "kill")

@@ -129,6 +129,7 @@ class Config:
     max_concurrent_requests: int | None
     request_timeout: float
     keep_alive_timeout: float
+    first_byte_timeout: float
     max_keep_alive_requests: int
     min_bytes_per_second: int
     max_content_length: int
@@ -385,7 +386,7 @@ def _spawn_options(raw: Any) -> SpawnOptions:
 _KEYS = {
     "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
-    "keep_alive_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
+    "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "not_found", "alt_svc", "ws",
 }  # fmt: skip
 
@@ -456,6 +457,10 @@ def load(opts: Mapping[str, Any]) -> Config:
         request_timeout=_seconds(opts, "request_timeout", 30.0),
         # An idle keep-alive connection is closed silently after this.
         keep_alive_timeout=_seconds(opts, "keep_alive_timeout", 60.0),
+        # A new connection that sends no byte for this long is closed silently: connections
+        # that never speak must not hold a slot for request_timeout (nginx's
+        # client_header_timeout, HAProxy's timeout http-request play this part).
+        first_byte_timeout=_seconds(opts, "first_byte_timeout", 5.0),
         # Recycle connections now and then so one client cannot pin a process forever.
         max_keep_alive_requests=_int(opts, "max_keep_alive_requests", 1000, 1),
         # Slowloris guard: below this average after a 1 s grace, close silently (0 = off).

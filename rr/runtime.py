@@ -41,6 +41,9 @@ class ListenerRuntime:
         self.active = 0
         self.requests_served = 0
         self.rejected = 0
+        self.evicted = 0  # idle keep-alive connections closed to admit a new one at the cap
+        self.evicting: set[supervisors.Pid] = set()
+        self.refusing = 0  # refused connections lingering to deliver their 503
         self.accepted = 0
         self.draining = False
         self.conn_sup: supervisors.Pid | None = None
@@ -54,6 +57,13 @@ class ListenerRuntime:
         # When a drain started: its deadline (monotonic), passed to Loop handlers.
         self.drain_deadline = 0.0
 
+    def status(self) -> str:
+        """``accepting``, ``draining``, or ``down`` (no live listener supervisor: it gave up,
+        or its parent is restarting it)."""
+        if self.sup is None or not self.sup.is_alive:
+            return "down"
+        return "draining" if self.draining else "accepting"
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -66,7 +76,8 @@ class ListenerRuntime:
             "requests_served": self.requests_served,
             "accepted": self.accepted,
             "rejected": self.rejected,
-            "status": "draining" if self.draining else "accepting",
+            "evicted": self.evicted,
+            "status": self.status(),
             "protocols": list(self.config.protocols),
         }
 

@@ -10,9 +10,12 @@ HTTP/1.1 connection that switches to h2c hands back a ``SwitchProtocol`` value
 and the front door continues it as h2: no protocol imports another.
 
 What it owns: the connection's registration in the listener
-(``runtime.conns``, what drain walks), its close accounting (``active``), and
-the ``("rr", "conn", "close")`` telemetry event with the close reason. These
-live here once for every protocol.
+(``runtime.conns``, what drain walks) and the ``("rr", "conn", "close")``
+telemetry event with the close reason, once for every protocol. The
+connection's slot (``runtime.active``) is counted by the acceptor and given
+back by the connection supervisor when it sees the process end
+(``rr.listener._conn_ended``): a process killed before it runs a line never
+reaches its own ``finally``.
 
 What it must never do: parse a request or write a response. A failed
 handshake (a plaintext request to a TLS port, a client rejecting the
@@ -116,8 +119,9 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
     finally:
         if conn is not None:
             close_reason = conn.close_reason
+        # The slot (runtime.active) is given back by the connection supervisor, which sees
+        # this process end whatever happens to it (rr.listener._conn_ended).
         runtime.conns.pop(pid, None)
-        runtime.active -= 1
         try:
             sock.close()
         except OSError:

@@ -106,6 +106,16 @@ class ChildSpec:
     ``start_supervisor(..., link=True)``); a Pid that is not linked yet is
     linked by the supervisor. Returning None means "nothing to supervise";
     raising is a start failure.
+
+    ``on_exit(pid, reason, args)``, when given, runs in the supervisor's
+    process each time a child started from this spec ends — whatever the
+    reason, a crash before the child ran a single line and the supervisor's
+    own stop included — with the arguments it was started with (for
+    ``simple_one_for_one``: the ``start_child`` arguments). It is how a
+    resource counted for a child is given back by the one process that always
+    sees its end (the analogue of a custom OTP supervisor counting its
+    children, as ranch's connection supervisor does). It must not block; an
+    exception in it is logged and ignored.
     """
 
     id: Any
@@ -114,6 +124,7 @@ class ChildSpec:
     restart: Restart = "permanent"
     shutdown: Shutdown = 5.0
     type: Literal["worker", "supervisor"] = "worker"
+    on_exit: Any = None
 
     def __post_init__(self) -> None:
         if not callable(self.start):
@@ -132,6 +143,8 @@ class ChildSpec:
             )
         if not isinstance(self.args, tuple):
             object.__setattr__(self, "args", tuple(self.args))
+        if self.on_exit is not None and not callable(self.on_exit):
+            raise ValueError(f"child {self.id!r}: on_exit must be callable, not {self.on_exit!r}")
 
 
 class _Child:
@@ -208,6 +221,16 @@ def _stop_many(pids: list[Pid], shutdown: Shutdown) -> None:
             deadline = None
 
 
+def _notify_exit(spec: ChildSpec, pid: Pid, reason: Any, args: tuple[Any, ...]) -> None:
+    """Run the spec's ``on_exit`` for one ended child (never lets it break the supervisor)."""
+    if spec.on_exit is None:
+        return
+    try:
+        spec.on_exit(pid, reason, args)
+    except Exception:
+        logger.exception("supervisor: on_exit of child %r failed", spec.id)
+
+
 class Supervisor(Server):
     """The supervisor process's state and callbacks; start one with :func:`start_supervisor`."""
 
@@ -269,14 +292,18 @@ class Supervisor(Server):
 
     def _stop(self, child: _Child) -> None:
         if child.pid is not None:
-            _stop_process(child.pid, child.spec.shutdown)
+            pid = child.pid
+            reason = _stop_process(pid, child.spec.shutdown)
             child.pid = None
+            _notify_exit(child.spec, pid, reason, child.spec.args)
 
     def _stop_all(self) -> None:
         if self.template is not None:
-            pids = list(self.dynamic)
+            stopped = dict(self.dynamic)
             self.dynamic.clear()
-            _stop_many(pids, self.template.shutdown)
+            _stop_many(list(stopped), self.template.shutdown)
+            for pid, args in stopped.items():
+                _notify_exit(self.template, pid, "shutdown", args)
             return
         for child in reversed(self.children):
             self._stop(child)
@@ -313,6 +340,7 @@ class Supervisor(Server):
         if self.template is not None:
             args = self.dynamic.pop(pid, None)
             if args is not None:
+                _notify_exit(self.template, pid, reason, args)
                 if _should_restart(self.template.restart, reason) and self._count_restart():
                     self._restart_dynamic(args)
                 return
@@ -320,6 +348,7 @@ class Supervisor(Server):
             for index, child in enumerate(self.children):
                 if child.pid is pid:
                     child.pid = None
+                    _notify_exit(child.spec, pid, reason, child.spec.args)
                     if child.spec.restart == "temporary":
                         del self.children[index]
                     elif _should_restart(child.spec.restart, reason) and self._count_restart():
@@ -410,8 +439,9 @@ class Supervisor(Server):
         if self.template is not None:
             if key not in self.dynamic:
                 raise LookupError(f"supervisor {self.pid!r} has no child {key!r}")
-            del self.dynamic[key]
-            _stop_process(key, self.template.shutdown)
+            args = self.dynamic.pop(key)
+            reason = _stop_process(key, self.template.shutdown)
+            _notify_exit(self.template, key, reason, args)
             return
         child = self._find_by_id_or_pid(key)
         self._stop(child)

@@ -19,8 +19,10 @@ ends ``serve`` with a ``SwitchProtocol`` value the front door
 
 Timeouts (all from the listener config):
 
+- a new connection's first byte must arrive within ``first_byte_timeout``
+  (expiry → silent close: there is no request to answer);
 - the first request's head and body must arrive within ``request_timeout``
-  (expiry → 408 + close, even when nothing at all arrived);
+  (expiry → 408 + close);
 - a reused connection waits ``keep_alive_timeout`` for the next request: expiry
   with nothing received closes silently, expiry mid-request → 408;
 - slowloris: from the first byte of a request, after a 1 s grace, the average
@@ -32,8 +34,9 @@ Mailbox protocol (messages this process accepts):
 
 - ``(rr.resp.DRAIN, deadline)`` — only while a ``Loop`` response runs; passed to
   its ``on_info``. Otherwise drain is signalled through the listener's
-  ``draining`` flag (checked before every response and every idle wait) and,
-  for a connection idle between requests, by ``exit(pid, "shutdown")``.
+  ``draining`` flag (checked before every response: the answer says
+  ``connection: close``) and, for a connection still idle after the drain's
+  grace, by ``exit(pid, "shutdown")``.
 - ``(rr.resp.CLOSED,)`` — sent by this connection's close watcher while a
   ``Loop`` runs: the client went away.
 - any other message while a ``Loop`` runs goes to the loop's ``on_info``.
@@ -160,6 +163,7 @@ class Http1Conn:
         self.rate_waited = 0.0
         self.min_bps = self.config.min_bytes_per_second
         self.unpolled = 0  # requests served since this process last waited on its socket
+        self.started = _monotonic()
         # h2c on a shared plain-TCP port: the preface is sniffed, Upgrade: h2c honoured.
         self.h2c = scheme == "http" and "http2" in self.config.protocols
         # the response in flight (this object is the exchange's sink)
@@ -253,10 +257,11 @@ class Http1Conn:
         limits = runtime.limits
         config = self.config
         while True:
+            # No early return when a drain has begun: the client's next request may already
+            # be on the wire. A connection idle when the drain starts is closed lingering by
+            # the drain after its grace; one that answers a request during it says
+            # ``connection: close`` and ends (``handle`` returns False).
             self.idle = not self.buf
-            if runtime.draining and self.idle:
-                self.close_reason = "drain"
-                return
             self.rate_bytes = len(self.buf)
             self.rate_waited = 0.0
             timeout = config.request_timeout if self.requests == 0 else config.keep_alive_timeout
@@ -300,9 +305,14 @@ class Http1Conn:
                     head, used = parsed
                     self.buf = self.buf[used:]
                     return head
+            first = self.requests == 0 and not self.buf
             try:
-                data = self.recv(deadline)
+                data = self.recv(min(deadline, self.started + self.config.first_byte_timeout) if first
+                                 else deadline)
             except TimeoutError:
+                if first:  # nothing at all arrived: no request to answer
+                    self.close_reason = "first_byte_timeout"
+                    raise _Close() from None
                 if self.requests == 0 or self.buf:
                     raise _Reject(408, "request_timeout") from None
                 self.close_reason = "idle_timeout"

@@ -81,6 +81,7 @@ class Http2Conn:
         self.last_activity = time.monotonic()
         self.writing = False  # inside a socket write (an exit there must not add bytes mid-frame)
         self.close_reason = "normal"
+        self.heard = False  # any byte from the peer yet (first_byte_timeout)
 
     @property
     def idle(self) -> bool:
@@ -144,11 +145,13 @@ class Http2Conn:
         try:
             machine.start()
             if upgrade is not None:
+                self.heard = True
                 machine.upgraded(*upgrade)
             self.act()
             self.flush()
             self.reader = supervisors.spawn_link(reader, self.sock, self.pid, label="rr.h2.reader")
             if initial:
+                self.heard = True
                 machine.feed(initial)
                 self.act()
                 self.flush()
@@ -186,6 +189,11 @@ class Http2Conn:
                     machine.tick(now)
                     self.act()
                     self.flush()
+                if not self.heard and now - self.last_activity > self.config.first_byte_timeout:
+                    self.close_reason = "first_byte_timeout"  # a connection that never spoke
+                    machine.goaway(codec.NO_ERROR)
+                    self.flush()
+                    return
                 if not machine.streams and now - self.last_activity > idle_timeout:
                     self.close_reason = "idle_timeout"
                     machine.goaway(codec.NO_ERROR)
@@ -207,6 +215,7 @@ class Http2Conn:
         tag = msg[0] if isinstance(msg, tuple) and msg else None
         # the most frequent messages first
         if tag == "h2.data":
+            self.heard = True
             self.last_activity = time.monotonic()
             machine.feed(msg[1])
             if self.reader is not None:

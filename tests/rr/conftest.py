@@ -30,6 +30,12 @@ class Served:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def info(self) -> dict[str, Any]:
+        """``rr.listener_info``, after the connection supervisor handled the exits it has
+        already been told of (connection slots are given back there): a call to it is
+        answered only after the messages queued before it."""
+        conn_sup = rr._runtimes[self.name].conn_sup if self.name in rr._runtimes else None
+        if conn_sup is not None and conn_sup.is_alive:
+            supervisors.count_children(conn_sup)
         return rr.listener_info(self.name)
 
     def connect(self, timeout: float = 10.0) -> gsocket.socket:

@@ -268,6 +268,7 @@ def test_cli_max_clients_reaches_the_listener(app_dir):
         with socket.create_connection((host, int(port)), timeout=10) as held:  # the one client slot
             held.sendall(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
             assert held.recv(4096).startswith(b"HTTP/1.1 200")
-            assert _curl("-w", "%{http_code}", f"{url}/second") == "000"  # closed at accept
+            held.sendall(b"GET /next HTTP/1.1\r\n")  # mid-request: not idle, cannot make room
+            assert _curl("-o", "/dev/null", "-w", "%{http_code}", f"{url}/second") == "503"
     finally:
         _stop(proc)

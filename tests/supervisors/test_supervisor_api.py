@@ -113,3 +113,57 @@ def test_a_start_function_that_forgets_to_link_is_linked_by_the_supervisor() -> 
     supervisors.send(pid, "go")  # type: ignore[arg-type]
     supervisors.receive(lambda m: m == "up", 5)  # restarted: the supervisor saw its exit
     supervisors.stop_supervisor(sup)
+
+
+def _exits(timeout: float = 10.0) -> tuple:
+    return supervisors.receive(lambda m: type(m) is tuple and m[:1] == ("on_exit",), timeout)
+
+
+def test_on_exit_sees_every_end_of_a_dynamic_child_even_one_killed_before_it_ran() -> None:
+    me = supervisors.self()
+
+    def on_exit(pid, reason, args):
+        supervisors.send(me, ("on_exit", pid, reason, args))
+
+    def start_then_kill(tag, observer, kill_first):
+        pid = supervisors.spawn_link(lambda: supervisors.receive(), label=f"w.{tag}")
+        if kill_first:
+            supervisors.exit(pid, "kill")  # dies before it runs a single line
+        return pid
+
+    sup = supervisors.start_supervisor(
+        [ChildSpec("conn", start_then_kill, restart="temporary", on_exit=on_exit)],
+        strategy="simple_one_for_one")
+    early = supervisors.start_child(sup, "early", me, True)
+    assert _exits() == ("on_exit", early, "killed", ("early", me, True))
+    crashing = supervisors.start_child(sup, "crash", me, False)
+    supervisors.exit(crashing, "boom")
+    assert _exits() == ("on_exit", crashing, "boom", ("crash", me, False))
+    stopped = supervisors.start_child(sup, "stopped", me, False)
+    supervisors.terminate_child(sup, stopped)
+    assert _exits()[1:3] == (stopped, "shutdown")
+    left = supervisors.start_child(sup, "left", me, False)
+    supervisors.stop_supervisor(sup)
+    assert _exits()[1:3] == (left, "shutdown")
+
+
+def test_on_exit_of_a_static_child_and_a_failing_callback_does_not_break_the_supervisor() -> None:
+    me = supervisors.self()
+    calls = []
+
+    def on_exit(pid, reason, args):
+        calls.append(reason)
+        raise RuntimeError("a broken on_exit")
+
+    sup = supervisors.start_supervisor([spec("a", me, on_exit=on_exit)])
+    first = started("a")
+    supervisors.send(first, "crash")
+    second = started("a")  # restarted as usual
+    assert second is not first and calls and isinstance(calls[0], RuntimeError)
+    supervisors.stop_supervisor(sup)
+    assert calls[-1] == "shutdown"
+
+
+def test_on_exit_must_be_callable() -> None:
+    with pytest.raises(ValueError, match="on_exit"):
+        ChildSpec("a", print, on_exit="nope")

@@ -14,7 +14,7 @@ import pytest
 import rr
 import supervisors
 from rr import resp
-from tests.rr.conftest import read_response, read_until_close, wait_processes_gone
+from tests.rr.conftest import in_thread, read_response, read_until_close, wait_processes_gone
 
 
 def hello(req: rr.Request) -> resp.Response:
@@ -474,8 +474,49 @@ def test_sendfile_of_a_missing_file_is_a_500(serve, tmp_path):
 def test_first_request_timeout_answers_408_and_closes(serve):
     srv = serve(hello, request_timeout=0.3)
     with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost:")  # begun, never finished
         data = read_until_close(sock)
     assert data.startswith(b"HTTP/1.1 408")
+
+
+def _tls_connect_and_listen(port: int, cafile: str) -> bytes:
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=cafile)
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+          ctx.wrap_socket(raw, server_hostname="localhost") as tls):
+        try:
+            return tls.recv(100)
+        except ssl.SSLError:
+            return b""
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_connection_that_sends_nothing_is_closed_silently_at_first_byte_timeout(serve, tmp_path, tls):
+    """Zero-byte connections must not hold a slot for request_timeout (issue 13, defect 2)."""
+    opts = {"first_byte_timeout": 0.3, "request_timeout": 30.0}
+    if tls:
+        from tests.rr.certs import make_cert
+
+        certfile, keyfile = make_cert(tmp_path)
+        opts["tls"] = {"certfile": certfile, "keyfile": keyfile}
+    srv = serve(hello, **opts)
+    closes = []
+    done = gevent.event.Event()
+    rr.telemetry.attach("fbt", ("rr", "conn", "close"),
+                        lambda e, m, md, c: (closes.append((md["reason"], m["duration"])), done.set()))
+    try:
+        if tls:  # handshake done, then silence: the server closes after first_byte_timeout
+            assert in_thread(_tls_connect_and_listen, srv.port, opts["tls"]["certfile"]) == b""
+        else:
+            with srv.connect() as sock:
+                assert read_until_close(sock) == b""
+        assert done.wait(10)
+    finally:
+        rr.telemetry.detach("fbt")
+    reason, duration = closes[0]
+    assert reason == "first_byte_timeout" and duration < 5, closes
+    assert srv.info()["active_clients"] == 0
 
 
 def test_idle_keep_alive_connection_closes_silently(serve):
@@ -502,15 +543,17 @@ def test_slowloris_is_closed_silently(serve):
     assert not data.startswith(b"HTTP/1.1 408")
 
 
-def test_connections_over_max_clients_are_closed_at_accept_and_counted(serve):
+def test_connections_over_max_clients_get_503_at_accept_and_are_counted(serve):
     srv = serve(hello, max_clients=2)
     held = [srv.connect() for _ in range(2)]
-    for sock in held:  # make sure both are accepted and being served
+    for sock in held:  # both accepted and mid-request: no idle connection to make room
         sock.sendall(GET)
         read_response(sock)
+        sock.sendall(b"GET / HTTP/1.1\r\n")
     extra = srv.connect()
-    assert read_until_close(extra, 5) == b""
-    assert srv.info()["rejected"] == 1
+    answer = read_until_close(extra, 5)
+    assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer
+    assert srv.info()["rejected"] == 1 and srv.info()["evicted"] == 0
     for sock in held + [extra]:
         sock.close()
 
@@ -524,8 +567,8 @@ def test_active_clients_returns_to_zero_after_connections_end(serve):
     assert srv.info()["active_clients"] == 5
     for sock in socks:
         sock.close()
-    wait_processes_gone("rr.conn")  # each conn process frees its slot before it exits
-    assert srv.info()["active_clients"] == 0
+    wait_processes_gone("rr.conn")
+    assert srv.info()["active_clients"] == 0  # the connection supervisor gave each slot back
 
 
 def test_a_peer_resetting_mid_request_does_not_disturb_other_connections(serve):
