@@ -11,8 +11,11 @@ permessage-deflate negotiation (RFC 7692). ``answer`` returns either an
 ``Sec-WebSocket-Version: 13``).
 
 The negotiation half (``negotiate``) knows nothing of HTTP/1.1: h2's extended
-CONNECT (RFC 8441) and h3 (RFC 9220) will validate their own pseudo-fields and
-call it with the same request fields.
+CONNECT (RFC 8441) and h3 (RFC 9220) will validate their own pseudo-fields
+(``CONNECT``, ``:protocol: websocket``; no key, no accept value) in a branch of
+``answer`` chosen by ``req.version``, and call it with the same request fields.
+Until then ``answer`` is only reached on HTTP/1.x: the exchange answers 501
+first for a sink that cannot carry a session.
 
 What it must never do: touch a socket or send anything. The protocol's sink
 sends the 101 (h1) or 200 (h2, h3) with ``Accepted.fields``.
