@@ -75,6 +75,24 @@ class Http2Options:
 
 
 @dataclass(frozen=True, slots=True)
+class WsOptions:
+    """The listener's ``ws`` option: limits of every WebSocket session (``rr.ws``)."""
+
+    # One frame's declared payload (wire bytes): over → close 1009 before its payload is read.
+    max_frame_size: int = 1 * MiB
+    # One message after reassembly and inflation (what a handler receives): over → close 1009.
+    max_message_size: int = 16 * MiB
+    # No byte from the client for this long → close 1001 (None: no idle limit).
+    idle_timeout: float | None = None
+    # The server pings this often (None: never); a pong, like any byte, is activity.
+    ping_interval: float | None = None
+    # permessage-deflate (RFC 7692) offered by the client is accepted unless False.
+    compress: bool = True
+    # After rr sends a close frame, how long it waits for the client's before closing.
+    close_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class SpawnOptions:
     """Spawn options for processes that run handlers (the h1 conn process)."""
 
@@ -121,6 +139,7 @@ class Config:
     access_log: bool
     blocking_monitor: float | None
     alt_svc: str | None
+    ws: WsOptions
     raw: Mapping[str, Any] = field(compare=False, repr=False)
 
     @property
@@ -324,6 +343,30 @@ def _alt_svc(raw: Any) -> str | None:
     return raw
 
 
+def _ws_options(raw: Any) -> WsOptions:
+    if raw is None:
+        return WsOptions()
+    if not isinstance(raw, Mapping):
+        raise _fail("ws", raw, "a dict of WebSocket options")
+    allowed = set(WsOptions.__dataclass_fields__)
+    for key in raw:
+        if key not in allowed:
+            raise _fail(f"ws.{key}", raw[key], ", ".join(sorted(allowed)))
+    base = WsOptions()
+    frame = _int({"ws.max_frame_size": raw.get("max_frame_size", base.max_frame_size)},
+                 "ws.max_frame_size", 0, 125, 2**62)
+    message = _int({"ws.max_message_size": raw.get("max_message_size", base.max_message_size)},
+                   "ws.max_message_size", 0, 125, 2**62)
+    optional: dict[str, float | None] = {}
+    for key in ("idle_timeout", "ping_interval"):
+        value = raw.get(key)
+        optional[key] = None if value is None else _seconds({f"ws.{key}": value}, f"ws.{key}", 0)
+    close_timeout = _seconds({"ws.close_timeout": raw.get("close_timeout", base.close_timeout)},
+                             "ws.close_timeout", 0)
+    compress = _bool({"ws.compress": raw.get("compress", base.compress)}, "ws.compress", True)
+    return WsOptions(frame, message, optional["idle_timeout"], optional["ping_interval"], compress, close_timeout)
+
+
 def _spawn_options(raw: Any) -> SpawnOptions:
     if raw is None:
         return SpawnOptions()
@@ -351,7 +394,7 @@ _KEYS = {
     "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
-    "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "not_found", "alt_svc",
+    "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "not_found", "alt_svc", "ws",
 }  # fmt: skip
 
 
@@ -442,5 +485,7 @@ def load(opts: Mapping[str, Any]) -> Config:
                           else _seconds(opts, "blocking_monitor", 0.1)),
         # An Alt-Svc field value (RFC 7838) added to every response, e.g. 'h3=":443"; ma=86400'.
         alt_svc=_alt_svc(opts.get("alt_svc")),
+        # WebSocket session limits (rr.ws): frame/message sizes, idle and ping timers, deflate.
+        ws=_ws_options(opts.get("ws")),
         raw=dict(opts),
     )

@@ -43,6 +43,10 @@ holds every protocol to them):
   ``max_content_length`` → 413, one that stalls past ``request_timeout`` →
   408, a malformed one → 400 (``BodyError``, raised by the protocol's body
   source; a manual-mode handler that lets it propagate gets the same answer).
+- **WebSocket**: the handshake is checked here (``rr.ws.handshake``: 400 with a
+  reason, 426 naming version 13, a plain request → 426) and the sink's
+  ``websocket`` answers it and runs the session; a sink without one (h2 and
+  h3 today) → 501. The exchange's status is 101 and it ends with the session.
 - **Access log** (``access_log: true``): one ``rr.access`` event per request
   on every protocol with method, path, status, bytes (response body),
   duration, version, user_agent, request_id and peer.
@@ -64,6 +68,7 @@ from rr import response as resp
 from rr.httpdate import date_field
 from rr.log import get_logger
 from rr.request import NO_BODY, Request
+from rr.ws import handshake
 
 _access = get_logger("rr.access")
 
@@ -218,6 +223,11 @@ class Sink(Protocol):
     def loop_exit(self) -> None:
         """The ``Loop`` ended."""
 
+    # Optional: ``websocket(accepted, shape, req)`` — send the handshake's answer with
+    # ``accepted.fields`` and run the session (``rr.ws.session``) over the protocol's
+    # byte stream until it ends. A sink without it answers the ``WebSocket`` shape 501
+    # (h2 and h3 until RFC 8441/9220 land).
+
 
 # -- one exchange -------------------------------------------------------------------------
 
@@ -311,8 +321,8 @@ class Exchange:
             self.send_loop(result)
         elif isinstance(result, resp.Sendfile):
             self.send_file(result)
-        else:  # WebSocket: served once the WebSocket layer lands
-            self.send_response(dispatch.NOT_IMPLEMENTED)
+        else:
+            self.send_websocket(result)
 
     def _fields(self, status: int, headers: Any) -> tuple[list[tuple[str, str]], bool] | None:
         """The head's fields, or None after answering 500 in its place."""
@@ -427,6 +437,21 @@ class Exchange:
         if outcome == "closed":
             raise ClientGone()
         sink.data(b"", True)
+
+    def send_websocket(self, result: resp.WebSocket) -> None:
+        """The handshake is checked here for every protocol; the sink answers it and runs
+        the session (h1: 101 and the socket). A sink without ``websocket`` → 501."""
+        serve = getattr(self.sink, "websocket", None)
+        if serve is None:
+            self.send_response(dispatch.NOT_IMPLEMENTED)
+            return
+        answer = handshake.answer(self.req, result.handler, self.config.ws)
+        if isinstance(answer, resp.Response):
+            self.send_response(answer)
+            return
+        self.status = 101
+        self.head_sent = True
+        serve(answer, result, self.req)
 
     def send_file(self, result: resp.Sendfile) -> None:
         try:

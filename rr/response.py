@@ -18,8 +18,20 @@ shape          meaning
 ``Loop``       message-driven push: the handler's process receives messages,
                ``on_info(msg, push, state)`` returns the next state or ``STOP``
 ``Sendfile``   ``path`` from ``offset`` for ``length`` bytes (``None``: to EOF)
-``WebSocket``  upgrade to a WebSocket session run by ``handler`` (not yet served: 501)
+``WebSocket``  upgrade to a WebSocket session run by ``handler`` from ``state``
+               (HTTP/1.1; 501 on h2 until RFC 8441)
 =============  ===========================================================
+
+``WebSocket(handler, state)``: ``handler`` is an object or module with any of
+``init(req, state) -> state``, ``handle_frame(frame, state) -> (replies,
+state)`` (frame: ``("text", str)`` / ``("binary", bytes)``; pings and pongs
+too when it sets ``control_frames = True``), ``handle_info(msg, state) ->
+(replies, state)`` (messages sent to the session process),
+``handle_drain(state) -> (replies, state)``, ``terminate(reason, state)``, and
+``subprotocols`` (a list, server preference). Replies: ``("text", s)``,
+``("binary", b)``, ``("ping", b)``, ``("close", code, reason)``. The full
+contract is ``rr.ws.session``'s docstring; a request that is not a WebSocket
+upgrade gets 426.
 
 ``Loop`` messages rr itself delivers to ``on_info``: ``(DRAIN, deadline)`` when
 the listener drains (finish soon), and ``(CLOSED,)`` once when the client went

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,16 @@ def _program(name: str) -> Callable[[], bool]:
     return lambda: shutil.which(name) is not None
 
 
+def _script(name: str) -> Callable[[], bool]:
+    """A console script from a PyPI package: on PATH or beside this interpreter (a venv's bin)."""
+    return lambda: script_path(name) is not None
+
+
+def script_path(name: str) -> str | None:
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return shutil.which(name) or (beside if os.access(beside, os.X_OK) else None)
+
+
 def _modules(*names: str) -> Callable[[], bool]:
     return lambda: all(importlib.util.find_spec(name) is not None for name in names)
 
@@ -61,6 +72,8 @@ PEERS = {
         Peer("redbot", _modules("redbot", "httplint"), "PyPI 'redbot' (pyproject.toml test extra)"),
         Peer("chromium", _chromium, "Debian package 'chromium' (tools/apt-packages), or RR_CHROMIUM=<path>"),
         Peer("playwright", _modules("playwright"), "PyPI 'playwright' (pyproject.toml test extra)"),
+        Peer("kosoku", _script("kosoku"), "PyPI 'kosoku' (pyproject.toml test extra)"),
+        Peer("websockets", _modules("websockets"), "PyPI 'websockets' (pyproject.toml test extra)"),
     )
 }
 

@@ -274,9 +274,7 @@ def _hypercorn(p: dict[str, int]) -> list[str]:
 SERVERS: dict[str, ServerSpec] = {
     s.name: s
     for s in [
-        ServerSpec("rr", "rr", _rr_argv, ports=("main", "manual"),
-                   unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet"},
-                   h2_argv=_rr_h2_argv),
+        ServerSpec("rr", "rr", _rr_argv, ports=("main", "manual"), h2_argv=_rr_h2_argv),
         ServerSpec("rr-base", "rr at $RR_BASE (before/after)", _rr_base_argv, ports=("main", "manual"),
                    unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet"},
                    h2_argv=_rr_base_h2_argv, env=_rr_base_env),

@@ -6,7 +6,9 @@ path has no mailbox hop — and runs each request's exchange (``rr.exchange``)
 in turn (keep-alive, pipelining: leftover bytes are carried into the next
 parse). It is the exchange's sink for h1: status line and fields, content-length
 or chunked framing (close-delimited for HTTP/1.0), trailers in the last chunk,
-``os.sendfile`` on TCP, keep-alive decisions.
+``os.sendfile`` on TCP, keep-alive decisions, and the 101 of a WebSocket
+upgrade, after which this process runs the session (``rr.ws.session``) over
+the socket (``SocketStream``) until it ends and the connection closes.
 
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
@@ -38,6 +40,9 @@ Mailbox protocol (messages this process accepts):
 - ``(rr.resp.CLOSED,)`` — sent by this connection's close watcher while a
   ``Loop`` runs: the client went away.
 - any other message while a ``Loop`` runs goes to the loop's ``on_info``.
+- while a WebSocket session runs, the session's mailbox protocol applies
+  (``rr.ws.session``): its reader's chunks, ``(DRAIN, deadline)`` (→ close
+  1001), and any other message to the handler's ``handle_info``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from rr.http2.codec import PREFACE as _H2_PREFACE
 from rr.httpdate import http_date
 from rr.log import get_logger
 from rr.request import NO_BODY, Headers, Request
+from rr.ws import session as ws_session
 
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
@@ -494,6 +500,25 @@ class Http1Conn:
         if watcher is not None:
             supervisors.exit(watcher, "kill")
 
+    def websocket(self, accepted: Any, shape: resp.WebSocket, req: Request) -> None:
+        """Answer 101 and become the WebSocket session (``rr.ws.session``) until it ends.
+
+        Bytes already read past the handshake (a first frame in the same read)
+        are the stream's first bytes. The connection closes when the session ends.
+        """
+        self.keep_alive = False
+        self.sendall(b"".join((codec.status_line(101), codec.field_lines(accepted.fields), b"\r\n")))
+        self.close_reason = "websocket"
+        runtime = self.runtime
+        runtime.loops.add(self.pid)  # drain sends (DRAIN, deadline): the session closes 1001
+        if runtime.draining:
+            supervisors.send(self.pid, (resp.DRAIN, runtime.drain_deadline))
+        try:
+            ws_session.run(SocketStream(self), req, shape.handler, shape.state, self.config.ws,
+                           accepted.extensions)
+        finally:
+            runtime.loops.discard(self.pid)
+
     def send_file_zero_copy(self, fd: int, offset: int, length: int) -> None:
         out = self.sock.fileno()
         end = offset + length
@@ -647,6 +672,38 @@ class BodyReader:
         except (BodyError, _Reject, ClientGone):
             return False
         return False
+
+
+class SocketStream:
+    """The h1 socket after a 101, as the WebSocket session's ``ByteStream``.
+
+    Reads run in the session's reader process, writes in the session's: one
+    reader and one writer, which gevent sockets allow. Leftover bytes of the
+    connection's buffer come first.
+    """
+
+    def __init__(self, conn: Http1Conn) -> None:
+        self.conn = conn
+        self.pending, conn.buf = conn.buf, b""
+
+    def read(self, max_bytes: int) -> bytes:
+        if self.pending:
+            data, self.pending = self.pending, b""
+            return data
+        sock = self.conn.sock
+        while True:
+            try:
+                return sock.recv(max_bytes)
+            except TimeoutError:  # the writer's timeout applies to the socket; reads just wait on
+                continue
+            except OSError:
+                return b""
+
+    def write(self, data: bytes) -> None:
+        self.conn.sendall(data)
+
+    def close(self) -> None:
+        self.conn.linger()
 
 
 def watch_close(sock: Any, owner: supervisors.Pid) -> None:

@@ -187,3 +187,47 @@ def test_grpc_routeguide_example_every_rpc_kind_health_and_reflection(serve, tmp
     assert out["health"] == health_pb2.HealthCheckResponse.SERVING
     assert out["services"] == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                                "routeguide.RouteGuide"]
+
+
+def test_ws_chat_example_broadcasts_in_a_room_and_closes_1001_on_drain():
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    chat = load("ws_chat")
+    sup = chat.start(0)
+    url = f"ws://127.0.0.1:{rr.listener_port('ws_chat')}/ws/lobby"
+    loop = gevent.get_hub().loop
+    joined = {"ann": gevent.event.Event(), "bob": gevent.event.Event()}
+    heard = {"ann": gevent.event.Event(), "bob": gevent.event.Event()}
+
+    def member(nick: str, say: str | None) -> tuple[list[str], int | None]:
+        lines: list[str] = []
+        with connect(f"{url}?nick={nick}", proxy=None) as ws:
+            try:
+                while True:
+                    line = ws.recv(timeout=10)
+                    lines.append(line)
+                    if line.startswith(f"* {nick} joined"):
+                        loop.run_callback_threadsafe(joined[nick].set)
+                        if say:
+                            ws.send(say)
+                    if line == "<bob> hi all":
+                        loop.run_callback_threadsafe(heard[nick].set)
+            except ConnectionClosed as exc:
+                return lines, exc.rcvd.code if exc.rcvd else None
+
+    pool = gevent.get_hub().threadpool
+    try:
+        ann = pool.spawn(member, "ann", None)
+        assert joined["ann"].wait(10)
+        bob = pool.spawn(member, "bob", "hi all")
+        assert heard["ann"].wait(10) and heard["bob"].wait(10)
+        assert rr.drain("ws_chat", 5) == {"drained": 2, "killed": 0}
+        ann_lines, ann_code = ann.get(timeout=10)
+        bob_lines, bob_code = bob.get(timeout=10)
+        assert ann_code == bob_code == 1001
+        assert ann_lines[:3] == ["* ann joined #lobby (1 here)", "* bob joined #lobby (2 here)", "<bob> hi all"]
+        assert bob_lines[:2] == ["* bob joined #lobby (2 here)", "<bob> hi all"]
+    finally:
+        supervisors.stop_supervisor(sup)
+        rr._runtimes.pop("ws_chat", None)

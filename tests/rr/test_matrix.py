@@ -17,7 +17,7 @@ HEADERS, GOAWAY), both wrapped with one interface in ``tests/rr/wire.py``.
 The rules pinned here are issue 10's "one exchange below the protocols":
 
 1. every shape (Response, Stream with trailers, Loop, Sendfile with ranges,
-   WebSocket → 501); 2. HEAD; 3. 204/304; 4. the status rule; 5. header
+   WebSocket → 426 on h1, 501 on h2 until RFC 8441); 2. HEAD; 3. 204/304; 4. the status rule; 5. header
    names; 6. header injection; 7. trailers; 8. Sendfile ranges; 9. crashes
    before and after the head; 10. ``rr.ClientGone``; 11. manual body;
    12. 413; 13. drain mid-response; 14. access log; 15. telemetry;
@@ -279,9 +279,15 @@ def test_sendfile_shape_serves_the_range_with_its_length(server, data_file, offs
     assert r.body == expected
 
 
-def test_websocket_shape_is_501_until_websocket_lands(server):
-    r = server(lambda req: resp.WebSocket(handler=lambda ws: None)).fetch()
-    assert r.status == 501 and r.complete, r.describe()
+def test_websocket_shape_on_a_plain_request(server, col):
+    """h1 serves WebSocket (the upgrade itself: tests/rr/ws): a request that is no upgrade
+    → 426 naming version 13. h2 and h2-over-TLS: 501 until RFC 8441 lands (issue 11)."""
+    r = server(lambda req: resp.WebSocket(handler=object())).fetch()
+    if col.streams:
+        assert r.status == 501 and r.complete, r.describe()
+    else:
+        assert r.status == 426 and r.complete, r.describe()
+        assert r.header("sec-websocket-version") == "13", r.describe()
 
 
 # -- 2. HEAD -------------------------------------------------------------------------

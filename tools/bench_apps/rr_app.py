@@ -97,7 +97,19 @@ def not_found(req):
     return resp.Response(404, TEXT, b"not found")
 
 
-TABLE = {"/": hello, "/json": json_, "/echo": echo, "/large": large, "/form": form, "/drain": drain,
+class WsEcho:
+    """``websocket_msg_throughput``: every message back as it came (no permessage-deflate offered)."""
+
+    @staticmethod
+    def handle_frame(frame, state):
+        return [frame], state
+
+
+def ws(req):
+    return resp.WebSocket(WsEcho)
+
+
+TABLE = {"/": hello, c.WS_PATH: ws, "/json": json_, "/echo": echo, "/large": large, "/form": form, "/drain": drain,
          "/gzip": gzip_, "/sse": sse, "/streaming": streaming,
          "/error": error}
 TABLE.update({path: hello for path in c.ROUTES})

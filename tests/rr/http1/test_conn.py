@@ -263,11 +263,13 @@ def test_handler_returning_a_non_response_gets_a_500(serve):
         assert read_response(sock)[0].startswith(b"HTTP/1.1 500")
 
 
-def test_websocket_shape_answers_501_until_the_websocket_layer_lands(serve):
+def test_websocket_shape_for_a_request_that_is_no_upgrade_answers_426(serve):
+    # The WebSocket sessions themselves are tested in tests/rr/ws/.
     srv = serve(lambda req: resp.WebSocket(object()))
     with srv.connect() as sock:
         sock.sendall(GET)
-        assert read_response(sock)[0].startswith(b"HTTP/1.1 501")
+        head = read_response(sock)[0]
+        assert head.startswith(b"HTTP/1.1 426") and b"sec-websocket-version: 13" in head.lower()
 
 
 # -- request bodies -----------------------------------------------------------

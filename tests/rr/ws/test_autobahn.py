@@ -1,0 +1,55 @@
+"""Autobahn's WebSocket fuzzing cases against an rr echo endpoint, run by ``kosoku``.
+
+kosoku (PyPI) is a Rust reimplementation of the Autobahn fuzzing client; it
+writes Autobahn's ``index.json``. Cases 1.*–7.*, 9.* and 10.* (framing,
+pings, fragmentation, UTF-8, close handling, limits of large messages; ~300
+cases, about 10 s here) run in the suite; 12.*/13.* (permessage-deflate,
+~10 min) are in the full run recorded in docs/conformance.md. Any case that is
+not OK, NON-STRICT or INFORMATIONAL fails the test, naming the case.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gevent import subprocess
+
+from rr import resp
+from tests import peers
+
+ACCEPTED = {"OK", "NON-STRICT", "INFORMATIONAL"}
+CASES = ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"]
+
+
+class Echo:
+    @staticmethod
+    def handle_frame(frame, state):
+        return [frame], state
+
+
+def echo_listener(serve):
+    # Section 9 sends messages up to 16 MiB in frames up to 4 MiB.
+    return serve(lambda req: resp.WebSocket(Echo), max_clients=1000,
+                 ws={"max_message_size": 64 * 1024 * 1024, "max_frame_size": 64 * 1024 * 1024})
+
+
+def run_kosoku(port: int, out: Path, cases: list[str]) -> dict[str, dict]:
+    kosoku = peers.script_path("kosoku")
+    assert kosoku
+    args = [kosoku, "-p", "2", "-o", str(out)]
+    for case in cases:
+        args += ["-i", case]
+    proc = subprocess.run([*args, f"127.0.0.1:{port}"], capture_output=True, timeout=600)
+    index = json.loads((out / "index.json").read_text())
+    assert index, proc.stdout.decode() + proc.stderr.decode()
+    return next(iter(index.values()))
+
+
+def test_autobahn_cases_1_to_10(serve, tmp_path):
+    peers.require("kosoku")
+    results = run_kosoku(echo_listener(serve).port, tmp_path, CASES)
+    assert len(results) > 290
+    bad = {case: (r["behavior"], r["behaviorClose"]) for case, r in results.items()
+           if r["behavior"] not in ACCEPTED or r["behaviorClose"] not in ACCEPTED}
+    assert not bad, bad
