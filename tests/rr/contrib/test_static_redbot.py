@@ -16,59 +16,15 @@ Authorization, which is the deployer's option, not the handler's doing.
 from __future__ import annotations
 
 import gzip
-import json
-import os
-import sys
 
-import gevent
 import pytest
-from gevent import subprocess
 
 from rr.contrib import static
 from tests.rr.conftest import read_response
+from tests.rr.contrib import redbot
 
 pytestmark = pytest.mark.peers("redbot")
 
-REDBOT_CLI = os.path.join(os.path.dirname(sys.executable), "redbot")
-TIMEOUT = 60
-
-# Runs REDbot's HttpResource on one request; prints every note (main response
-# and each follow-up request) as JSON.
-DRIVER = r"""
-import json, sys
-from configparser import ConfigParser
-import thor
-from redbot.resource import HttpResource
-
-def flat(notes, where):
-    out = []
-    for n in notes:
-        out.append({"where": where, "id": type(n).__name__, "level": n.level.name,
-                    "subject": n.subject, "summary": str(n.summary)})
-        out += flat(n.subnotes or [], where)
-    return out
-
-url, headers = json.loads(sys.argv[1])
-config = ConfigParser()
-config.read_dict({"redbot": {"enable_local_access": "True"}})
-res = HttpResource(config["redbot"])
-res.set_request(url, headers=[tuple(h) for h in headers])
-
-@thor.events.on(res)
-def check_done():
-    thor.stop()
-
-res.check()
-thor.run()
-report = {"status": res.response.status_code,
-          "error": str(res.fetch_error.desc) if res.fetch_error else None,
-          "headers": res.response.headers.text,
-          "notes": flat(res.response.notes, "main")}
-for check_id, sub in res.subreqs.items():
-    if sub.fetch_started and sub.response.complete:
-        report["notes"] += flat(sub.response.notes, f"{check_id}:{sub.response.status_code}")
-print(json.dumps(report))
-"""
 
 CSS = "".join(f".c{i} {{ color: #{(i * 7919) % 0xFFFFFF:06x}; margin: {i % 17}px }}\n" for i in range(400))
 
@@ -106,97 +62,45 @@ def _head(srv, path, *headers):
     return out
 
 
-def _run(args):
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, f"{args[:2]} exited {proc.returncode}: {proc.stderr}"
-    return json.loads(proc.stdout)
-
-
-def _cli_har(url):
-    """``redbot -o har URL``: status, headers and the ``_red_messages`` of its one entry."""
-    har = _run([REDBOT_CLI, "-o", "har", url])
-    assert "_red_error" not in har["log"], har["log"]["_red_error"]
-    (entry,) = har["log"]["entries"]
-    notes = [{"where": "main", "id": m["note_id"], "level": m["level"], "subject": m["subject"],
-              "summary": m["summary"]} for m in _flatten(entry["_red_messages"])]
-    return {"status": entry["response"]["status"], "error": None,
-            "headers": [(h["name"], h["value"]) for h in entry["response"]["headers"]], "notes": notes}
-
-
-def _flatten(messages):
-    for m in messages:
-        yield m
-        yield from _flatten(m.get("subnotes", []))
-
-
-def _api(url, headers):
-    return _run([sys.executable, "-c", DRIVER, json.dumps([url, headers])])
-
-
-def _check_all(jobs):
-    """Run the REDbot jobs concurrently; a list of (label, report)."""
-    greenlets = [(label, gevent.spawn(fn, *args)) for label, fn, *args in jobs]
-    gevent.joinall([g for _, g in greenlets], raise_error=True)
-    return [(label, g.value) for label, g in greenlets]
-
-
-def _assert_clean(results, expected_status, allowed=()):
-    """No BAD/WARN notes (bar ``allowed`` ids); every report's status as expected."""
-    problems = []
-    for label, report in results:
-        if report["error"] or report["status"] != expected_status:
-            problems.append(f"{label}: status {report['status']} error {report['error']} "
-                            f"headers {report['headers']}")
-        for n in report["notes"]:
-            if n["level"] in ("BAD", "WARN") and n["id"] not in allowed:
-                problems.append(f"{label}: [{n['where']}] {n['level']} {n['id']} ({n['subject']}): {n['summary']}")
-    assert not problems, "REDbot found:\n" + "\n".join(problems) + "\nresponse headers:\n" + "\n".join(
-        f"{label}: {report['headers']}" for label, report in results)
-
-
-def _ids(results):
-    return {n["id"] for _, report in results for n in report["notes"]}
-
-
 def test_file_200_has_no_bad_or_warn_notes(srv):
-    results = _check_all([(path, _cli_har, f"{srv.url}{path}")
+    results = redbot.check_all([(path, redbot.cli_har, f"{srv.url}{path}")
                           for path in ("/readme.txt", "/style.css", "/data.bin")])
-    _assert_clean(results, 200)
+    redbot.assert_clean(results, 200)
     # REDbot's own follow-ups succeeded: both conditionals, the Range probe, gzip negotiation.
-    assert {"INM_304", "IMS_304", "RANGE_CORRECT", "CONNEG_GZIP_GOOD"} <= _ids(results)
+    assert {"INM_304", "IMS_304", "RANGE_CORRECT", "CONNEG_GZIP_GOOD"} <= redbot.ids(results)
 
 
 def test_304_has_no_bad_or_warn_notes(srv):
     txt = _head(srv, "/readme.txt")
     css_gz = _head(srv, "/style.css", "Accept-Encoding: gzip")
     assert css_gz["content-encoding"] == "gzip"
-    results = _check_all([
-        ("If-None-Match", _api, f"{srv.url}/readme.txt", [("If-None-Match", txt["etag"])]),
-        ("If-Modified-Since", _api, f"{srv.url}/readme.txt", [("If-Modified-Since", txt["last-modified"])]),
-        ("If-None-Match, gzip variant", _api, f"{srv.url}/style.css",
+    results = redbot.check_all([
+        ("If-None-Match", redbot.api, f"{srv.url}/readme.txt", [("If-None-Match", txt["etag"])]),
+        ("If-Modified-Since", redbot.api, f"{srv.url}/readme.txt", [("If-Modified-Since", txt["last-modified"])]),
+        ("If-None-Match, gzip variant", redbot.api, f"{srv.url}/style.css",
          [("If-None-Match", css_gz["etag"]), ("Accept-Encoding", "gzip")]),
         # 200 with gzip, so REDbot's own conditional follow-ups yield 304s of the gzip variant.
-        ("gzip variant (REDbot's 304s)", _api, f"{srv.url}/style.css", [("Accept-Encoding", "gzip")]),
+        ("gzip variant (REDbot's 304s)", redbot.api, f"{srv.url}/style.css", [("Accept-Encoding", "gzip")]),
     ])
-    _assert_clean(results[:3], 304)
-    _assert_clean(results[3:], 200)
+    redbot.assert_clean(results[:3], 304)
+    redbot.assert_clean(results[3:], 200)
     assert {"INM_304", "IMS_304"} <= {n["id"] for n in results[3][1]["notes"] if n["where"] == "main"}
 
 
 def test_206_has_no_bad_or_warn_notes(srv):
     single = [
-        ("bytes=100-299", _api, f"{srv.url}/data.bin", [("Range", "bytes=100-299")]),
-        ("bytes=-100", _api, f"{srv.url}/data.bin", [("Range", "bytes=-100")]),
+        ("bytes=100-299", redbot.api, f"{srv.url}/data.bin", [("Range", "bytes=100-299")]),
+        ("bytes=-100", redbot.api, f"{srv.url}/data.bin", [("Range", "bytes=-100")]),
         # From byte 0: httplint gunzips any gzip-coded body, a 206 slice included, so a slice
         # from mid-stream is BAD_GZIP to it although RFC 9110 §14.1.2 ranges are over the
         # coded bytes. From 0 the header is intact and only the (expected) tail is missing.
-        ("bytes=0-199, gzip variant", _api, f"{srv.url}/style.css",
+        ("bytes=0-199, gzip variant", redbot.api, f"{srv.url}/style.css",
          [("Range", "bytes=0-199"), ("Accept-Encoding", "gzip")]),
     ]
-    multi = [("bytes=0-9,500-509", _api, f"{srv.url}/data.bin", [("Range", "bytes=0-9,500-509")])]
-    results = _check_all(single + multi)
-    _assert_clean(results[:3], 206)
+    multi = [("bytes=0-9,500-509", redbot.api, f"{srv.url}/data.bin", [("Range", "bytes=0-9,500-509")])]
+    results = redbot.check_all(single + multi)
+    redbot.assert_clean(results[:3], 206)
     # httplint's PARTIAL_WITHOUT_RANGE is a false positive for multipart/byteranges: RFC 9110
     # §15.3.7.2 puts Content-Range in each part, and the header section has none to give.
-    _assert_clean(results[3:], 206, allowed={"PARTIAL_WITHOUT_RANGE"})
+    redbot.assert_clean(results[3:], 206, allowed={"PARTIAL_WITHOUT_RANGE"})
     assert dict(results[3][1]["headers"])["content-type"].strip().startswith("multipart/byteranges")
