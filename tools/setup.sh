@@ -2,13 +2,16 @@
 #
 # - creates .venv with the machine's python3 (3.11+) if it is missing;
 # - installs the project (editable) with the extras named in RR_EXTRAS
-#   (default "test"), again only when pyproject.toml changed;
-# - installs the Debian tools the suite drives (tools/apt-packages), each
-#   guarded by `dpkg -s` so apt runs at most once per missing package.
+#   (default "test"; empty: the package alone, what serving needs), again only
+#   when pyproject.toml or the extras changed;
+# - unless RR_APT=0, installs the Debian tools the suite drives
+#   (tools/apt-packages), each guarded by `dpkg -s` so apt runs at most once
+#   per missing package.
 set -euo pipefail
 
 RR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RR_EXTRAS="${RR_EXTRAS:-test}"
+RR_EXTRAS="${RR_EXTRAS-test}"
+RR_APT="${RR_APT:-1}"
 VENV="$RR_ROOT/.venv"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -18,13 +21,17 @@ fi
 
 stamp="$VENV/.rr-installed-$(cat "$RR_ROOT/pyproject.toml" | sha1sum | cut -c1-12)-${RR_EXTRAS//,/_}"
 if [ ! -f "$stamp" ]; then
-    "$VENV/bin/pip" install --quiet -e "$RR_ROOT[$RR_EXTRAS]"
+    if [ -n "$RR_EXTRAS" ]; then
+        "$VENV/bin/pip" install --quiet -e "$RR_ROOT[$RR_EXTRAS]"
+    else
+        "$VENV/bin/pip" install --quiet -e "$RR_ROOT"
+    fi
     rm -f "$VENV"/.rr-installed-*
     touch "$stamp"
 fi
 
 missing=()
-while read -r pkg; do
+[ "$RR_APT" = 0 ] || while read -r pkg; do
     case "$pkg" in ''|'#'*) continue ;; esac
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done < "$RR_ROOT/tools/apt-packages"
