@@ -138,6 +138,7 @@ class Config:
     graceful_drain: bool
     access_log: bool
     blocking_monitor: float | None
+    request_id_header: str | None
     alt_svc: str | None
     ws: WsOptions
     raw: Mapping[str, Any] = field(compare=False, repr=False)
@@ -161,6 +162,15 @@ def alpn_protocols(protocols: tuple[str, ...]) -> list[str]:
     "HTTP/1.1 for every browser".
     """
     return sorted((_ALPN[p] for p in protocols if p in _ALPN), key=lambda alpn: alpn != "h2")
+
+
+def _request_id_header(opts: Mapping[str, Any]) -> str | None:
+    value = opts.get("request_id_header")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or not set(value) <= set("abcdefghijklmnopqrstuvwxyz0123456789-"):
+        raise _fail("request_id_header", value, "None or a lowercase header name such as 'x-request-id'")
+    return value
 
 
 def _fail(key: str, value: Any, accepted: str) -> ValueError:
@@ -394,7 +404,7 @@ _KEYS = {
     "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
-    "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "not_found", "alt_svc", "ws",
+    "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "request_id_header", "not_found", "alt_svc", "ws",
 }  # fmt: skip
 
 
@@ -483,6 +493,9 @@ def load(opts: Mapping[str, Any]) -> Config:
         # held it (gevent's monitor thread; None: off, as it traces every greenlet switch).
         blocking_monitor=(None if opts.get("blocking_monitor") is None
                           else _seconds(opts, "blocking_monitor", 0.1)),
+        # A header carrying a trusted proxy's request id: reused as the request's id and echoed
+        # on every response (None: rr makes its own ids and echoes nothing).
+        request_id_header=_request_id_header(opts),
         # An Alt-Svc field value (RFC 7838) added to every response, e.g. 'h3=":443"; ma=86400'.
         alt_svc=_alt_svc(opts.get("alt_svc")),
         # WebSocket session limits (rr.ws): frame/message sizes, idle and ping timers, deflate.

@@ -47,6 +47,9 @@ holds every protocol to them):
   reason, 426 naming version 13, a plain request → 426) and the sink's
   ``websocket`` answers it and runs the session; a sink without one (h2 and
   h3 today) → 501. The exchange's status is 101 and it ends with the session.
+- **Request id** (``request_id_header``, e.g. ``x-request-id``): a trusted
+  proxy's id (1-128 of ``A-Za-z0-9._:-``) is reused as the request's id, and
+  every response carries the request's id under that header.
 - **Access log** (``access_log: true``): one ``rr.access`` event per request
   on every protocol with method, path, status, bytes (response body),
   duration, version, user_agent, request_id and peer.
@@ -172,6 +175,16 @@ def response_fields(headers: Any, add_date: bool = True) -> tuple[list[tuple[str
     return out, close
 
 
+_REQUEST_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+
+
+def adopt_request_id(req: Request, header: str) -> None:
+    """Reuse a proxy's request id (``request_id_header``) when it is 1-128 safe characters."""
+    value = req.headers.get(header)
+    if value and len(value) <= 128 and _REQUEST_ID_CHARS.issuperset(value):
+        req._request_id = value
+
+
 def check_status(status: Any) -> None:
     if type(status) is not int or not 200 <= status <= 599:
         if isinstance(status, int) and 100 <= status <= 199:
@@ -256,6 +269,8 @@ class Exchange:
         """
         req = self.req
         config = self.config
+        if config.request_id_header:
+            adopt_request_id(req, config.request_id_header)
         self.started = started = dispatch.begin(req)
         charged = 0
         try:
@@ -328,7 +343,10 @@ class Exchange:
         """The head's fields, or None after answering 500 in its place."""
         try:
             check_status(status)
-            return response_fields(headers)
+            fields, close = response_fields(headers)
+            if self.config.request_id_header:
+                fields.append((self.config.request_id_header, self.req.request_id))
+            return fields, close
         except InvalidResponse as exc:
             self.crashed(exc)
             return None
@@ -337,6 +355,8 @@ class Exchange:
         """A failure before the head went out: log it, answer 500."""
         error = dispatch.crashed(self.req, self.started, exc)
         fields, _ = response_fields(error.headers)
+        if self.config.request_id_header:
+            fields.append((self.config.request_id_header, self.req.request_id))
         self._respond(error.status, fields, len(error.body), error.body, False)
 
     def _respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
@@ -367,6 +387,8 @@ class Exchange:
         except InvalidResponse as exc:
             self.crashed(exc)
             return
+        if self.config.request_id_header:
+            fields.append((self.config.request_id_header, self.req.request_id))
         body = result.body
         self.status = status
         self.head_sent = True
