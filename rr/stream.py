@@ -20,9 +20,12 @@ Mailbox protocol (conn → worker):
 
 - ``(BODY, data)`` — request body bytes, in order; ``(BODY_END,)`` — the
   client ended the request.
-- ``(SENT,)`` — one earlier ``DATA`` message (not the one ending the stream)
-  was framed in full (back-pressure: at most ``IN_FLIGHT`` unacknowledged
-  body bytes per worker).
+- ``(SENT, window)`` — one earlier ``DATA`` message (not the one ending the
+  stream) was framed in full; ``window`` is what the peer lets the stream
+  send now. Back-pressure: a worker keeps at most ``limit`` unacknowledged
+  body bytes queued at the conn, ``min(IN_FLIGHT, window + CHUNK)`` — the
+  peer's window plus one chunk, never 64 KiB for a peer that opened none
+  (the window at the start comes with the worker's arguments).
 - ``(rr.resp.CLOSED,)`` — the client reset the stream or the connection
   ended: the next body read, ``send`` or ``push`` raises ``rr.ClientGone``
   (a ``Loop``'s ``on_info`` may see the message itself). The conn kills a
@@ -88,7 +91,16 @@ def _is_body_msg(msg: Any) -> bool:
 
 
 def _is_ack(msg: Any) -> bool:
-    return msg == (SENT,)
+    return type(msg) is tuple and len(msg) == 2 and msg[0] == SENT
+
+
+def _is_ack_or_closed(msg: Any) -> bool:
+    return _is_ack(msg) or msg == _CLOSED
+
+
+def queue_limit(window: int) -> int:
+    """Unacknowledged body bytes a worker may queue at the conn: the peer's window plus a chunk."""
+    return min(IN_FLIGHT, max(0, window) + CHUNK)
 
 
 def _is_closed(msg: Any) -> bool:
@@ -156,11 +168,13 @@ class StreamSink:
     process yields anyway, so gathering changes no timing a client can see.
     """
 
-    def __init__(self, conn: supervisors.Pid, sid: int, body: StreamBody, timeout: float) -> None:
+    def __init__(self, conn: supervisors.Pid, sid: int, body: StreamBody, timeout: float,
+                 window: int = IN_FLIGHT) -> None:
         self.conn = conn
         self.sid = sid
         self.body = body
         self.timeout = timeout
+        self.limit = queue_limit(window)
         self.sizes: collections.deque[int] = collections.deque()
         self.in_flight = 0
         self.ended = False
@@ -175,23 +189,28 @@ class StreamSink:
         if self.body.gone:
             raise ClientGone()
         if supervisors.mailbox_size():
-            acked = supervisors.flush_mailbox(_is_ack)
-            for _ in range(acked):
+            while True:
+                try:
+                    ack = supervisors.receive(_is_ack, timeout=0)
+                except supervisors.Timeout:
+                    break
                 self.in_flight -= self.sizes.popleft()
+                self.limit = queue_limit(ack[1])
             if supervisors.flush_mailbox(_is_closed):
                 self.body.gone = True
                 raise ClientGone()
 
     def _room(self, size: int) -> None:
-        while self.sizes and self.in_flight + size > IN_FLIGHT:
+        while self.sizes and self.in_flight + size > self.limit:
             try:
-                msg = supervisors.receive(lambda m: m == (SENT,) or m == _CLOSED, timeout=self.timeout)
+                msg = supervisors.receive(_is_ack_or_closed, timeout=self.timeout)
             except supervisors.Timeout:
                 raise ClientGone() from None  # the client has not read for request_timeout
-            if msg is not None and msg[0] is resp.CLOSED:
+            if msg[0] is resp.CLOSED:
                 self.body.gone = True
                 raise ClientGone()
             self.in_flight -= self.sizes.popleft()
+            self.limit = queue_limit(msg[1])
 
     # -- the sink ------------------------------------------------------------------
 
@@ -287,13 +306,14 @@ class StreamSink:
             self.in_flight += len(piece)
 
 
-def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerRuntime, ended: bool) -> None:
+def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerRuntime, ended: bool,
+               window: int = IN_FLIGHT) -> None:
     """The stream worker's body (spawned by the conn process)."""
     config = runtime.config
     body = StreamBody(conn, sid, ended, config.max_content_length, config.request_timeout)
     if not ended:
         req._source = body
-    sink = StreamSink(conn, sid, body, config.request_timeout)
+    sink = StreamSink(conn, sid, body, config.request_timeout, window)
     # A declared body over the limit is refused before the application runs (as h1's codec does).
     declared = req.headers.get("content-length") if not ended else None
     answer = exchange.PAYLOAD_TOO_LARGE if declared is not None and declared.isdigit() \

@@ -120,7 +120,7 @@ class Http2Conn:
             elif kind == START:
                 sid = event[1]
                 pid, ref = supervisors.spawn_monitor(
-                    sw.run_stream, self.pid, sid, event[2], self.runtime, event[3],
+                    sw.run_stream, self.pid, sid, event[2], self.runtime, event[3], event[4],
                     label="rr.h2.stream", **self.config.handler_spawn.as_kwargs(),
                 )
                 self.workers[sid] = (pid, ref)

@@ -6,7 +6,7 @@ an object with no socket and no process. Bytes from the peer go in
 ``on_worker_headers``, ``on_worker_data``, ``on_trailers_from_worker``,
 ``credit``, ``loop_started``, ``worker_down``) and the passing of time
 (``tick``). Out come frames (``data_to_send``) and events for the process
-shell (``take_events``): ``(START, sid, request, ended)`` to start a worker,
+shell (``take_events``): ``(START, sid, request, ended, window)`` to start a worker,
 ``(TELL, sid, message)`` to send one a message, ``(KILL, sid)`` to end one.
 ``rr.http2.conn`` is the shell; tests drive this class directly.
 
@@ -76,11 +76,10 @@ CLOSED_MEMORY = 512
 _THROTTLED = ("rr", "request", "throttled")
 
 # Events for the shell (``take_events``): start a worker, send it a message, kill it.
-START = "start"  # (START, sid, request, ended)
+START = "start"  # (START, sid, request, ended, window): window = what the peer lets us send now
 TELL = "tell"  # (TELL, sid, message)
 KILL = "kill"  # (KILL, sid): the machine already counts the worker gone
 _BODY_END = (sw.BODY_END,)
-_SENT = (sw.SENT,)
 _CLOSED = (resp.CLOSED,)
 # Seconds a stream worker told the client is gone (``CLOSED``) may take to end before it is killed.
 CLOSE_GRACE = 1.0
@@ -459,7 +458,7 @@ class H2Machine:
         st.is_head = req.method == "HEAD"
         st.req = req
         st.alive = True
-        self.events.append((START, sid, req, ended))
+        self.events.append((START, sid, req, ended, min(st.send_window, self.flow.window)))
         self.runtime.live_streams += 1
         self.streams[sid] = st
         self.open += 1
@@ -738,7 +737,10 @@ class H2Machine:
         """Send what the flow-control windows allow from the stream's queue."""
         acks, ended = self.flow.pump(st, self.out)
         if acks and st.alive:
-            self.events.extend([(TELL, st.sid, _SENT)] * acks)
+            # Each acknowledgement says how much the peer lets us send now: the worker keeps
+            # no more than that (plus a chunk) queued here (rr.stream.StreamSink.limit).
+            ack = (TELL, st.sid, (sw.SENT, max(0, min(st.send_window, self.flow.window))))
+            self.events.extend([ack] * acks)
         if ended:
             self.local_end(st)
 

@@ -357,3 +357,41 @@ def test_client_that_never_reads_is_closed_by_the_write_timeout_with_bounded_mem
         grown = fr.rss() - before
         assert grown < RSS_SLACK, f"RSS grew by {grown / 2**20:.1f} MiB"
         p.expect_closed(timeout=10)  # what was buffered, then the end
+
+
+# -- stalled streams hold no more than the peer's window plus a chunk (issue 13, defect 3) --------
+
+
+def _queued_per_stream(srv) -> list[int]:
+    """Response body bytes each stream's worker has queued at its conn (sent, not yet framed)."""
+    runtime = rr._runtimes[srv.name]
+    out = []
+    for conn in runtime.conns.values():
+        machine = getattr(conn, "machine", None)
+        for st in (machine.streams.values() if machine is not None else ()):
+            out.append(sum(len(item[1]) for item in st.pending if item[0] == "data"))
+    return out
+
+
+@pytest.mark.parametrize("window", [0, 1000])
+def test_a_stalled_stream_queues_at_most_its_window_plus_a_chunk(h2, window):
+    """Before: every worker queued 64 KiB + 16 KiB whatever the peer's window (200 connections x
+    100 streams held +1.3 GiB). Now a worker keeps min(64 KiB, window + 16 KiB) queued, plus
+    the one chunk it may gather before it yields."""
+    from rr.stream import CHUNK
+
+    srv = h2()
+    streams = 20
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, window))) as p:
+        for i in range(streams):
+            p.request(2 * i + 1, "/endless")
+        deadline = time.monotonic() + 10
+        while True:  # every worker has produced all it may and waits for acknowledgements
+            queued = _queued_per_stream(srv)
+            if len(queued) == streams and all(q > 0 for q in queued):
+                gevent.sleep(0.2)  # had they room left, they would use it now
+                queued = _queued_per_stream(srv)
+                break
+            assert time.monotonic() < deadline, queued
+            gevent.sleep(0.02)
+    assert max(queued) <= window + 2 * CHUNK, queued  # 80 KiB each before the fix
