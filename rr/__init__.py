@@ -178,12 +178,13 @@ def reload_routes(name: str, routes: Any) -> None:
     runtime.app = app
 
 
-def url_for(name: str, route: str, **bindings: Any) -> str:
-    """The path of the route named ``route`` on listener ``name``."""
+def url_for(name: str, route: str, _query: Any = None, **bindings: Any) -> str:
+    """The path of the route named ``route`` on listener ``name``; ``_query`` (a mapping
+    or pairs) becomes its query string: ``url_for("web", "user", id=7, _query={"tab": "x"})``."""
     app = _get(name).app
     if not isinstance(app, _router.Router):
         raise KeyError(f"listener {name!r} has no route table")
-    return app.url_for(route, **bindings)
+    return app.url_for(route, _query, **bindings)
 
 
 def listener_info(name: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ at compile time; a request walks pre-built closures.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -40,10 +41,25 @@ def resolve(entries: Iterable[Any], where: str = "middlewares") -> list[tuple[Mi
             mw, config = entry
         elif not callable(entry):
             raise ValueError(f"{where}: an entry must be a callable or (callable, config), got {entry!r}")
+        _check_signature(mw, where)
         init = getattr(mw, "init", None)
         state = init(config) if callable(init) else config
         resolved.append((mw, state))
     return resolved
+
+
+def _check_signature(mw: Any, where: str) -> None:
+    """A middleware is called ``mw(req, next, state)``: refuse one that cannot be, now
+    (at start_listener) rather than with a 500 on every request."""
+    try:
+        signature = inspect.signature(mw)
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        return
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        raise TypeError(f"{where}: middleware {mw!r} must accept (req, next, state); "
+                        f"its signature is {signature}") from None
 
 
 def _link(mw: Middleware, state: Any, nxt: Handler) -> Handler:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from rr import middleware, response
+from rr import middleware, qs, response
 
 Handler = Callable[[Any], Any]
 
@@ -260,8 +260,9 @@ class Router:
 
     # -- reverse routing -----------------------------------------------------------
 
-    def url_for(self, name: str, **bindings: Any) -> str:
-        """The path of route ``name`` with ``bindings`` substituted (percent-encoded)."""
+    def url_for(self, name: str, _query: Any = None, **bindings: Any) -> str:
+        """The path of route ``name`` with ``bindings`` substituted (percent-encoded), and
+        ``_query`` (a mapping or pairs, as ``rr.qs.encode`` takes) as its query string."""
         route = self.names.get(name)
         if route is None:
             raise KeyError(f"no route named {name!r}")
@@ -280,7 +281,10 @@ class Router:
                 parts.append(pattern)
         if bindings:
             raise KeyError(f"route {name!r} has no bindings {sorted(bindings)}")
-        return "/" + "/".join(parts)
+        path = "/" + "/".join(parts)
+        if _query:
+            path += "?" + qs.encode(_query)
+        return path
 
 
 def compile_app(

@@ -110,6 +110,23 @@ def test_url_for_reverses_named_routes_with_encoding():
         router.url_for("missing")
 
 
+def test_url_for_takes_a_query_string():
+    router = Router([{"path": "/users/:id", "handler": tag("u"), "name": "user"}])
+    assert router.url_for("user", id=7, _query={"tab": "a b", "q": ["1", "2"]}) == "/users/7?tab=a+b&q=1&q=2"
+    assert router.url_for("user", _query=[("x", "&=")], id=7) == "/users/7?x=%26%3D"
+    assert router.url_for("user", id=7, _query={}) == "/users/7"
+
+
+def test_a_middleware_that_cannot_take_req_next_state_fails_when_routes_compile():
+    def two_args(req, nxt):
+        return nxt(req)
+
+    with pytest.raises(TypeError, match=r"must accept \(req, next, state\)"):
+        Router([{"path": "/", "handler": tag("x"), "middlewares": [two_args]}])
+    Router([{"path": "/", "handler": tag("x"), "middlewares": [lambda req, nxt, state: nxt(req),
+                                                                lambda *a: a[1](a[0])]}])
+
+
 def test_groups_flatten_prefix_and_middlewares_outermost_first():
     order = []
 
