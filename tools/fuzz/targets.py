@@ -59,7 +59,15 @@ from rr import response as resp
 from rr import stream as sw
 from rr.http1 import codec as h1
 from rr.http2 import codec as h2
-from rr.http2.machine import BLOCK_CACHE, CLOSED_MEMORY, KILL, START, TELL, ConnectionEnded, H2Machine
+from rr.http2.machine import (
+    BLOCK_CACHE,
+    CLOSED_MEMORY,
+    KILL,
+    START,
+    TELL,
+    ConnectionEnded,
+    H2Machine,
+)
 from rr.runtime import ListenerRuntime
 
 # -- HTTP/1.1 ---------------------------------------------------------------------
