@@ -72,10 +72,14 @@ def h2_vectors() -> dict[str, bytes]:
 
     from tests.rr.http2 import frames as fr
 
-    enc = hpack.Encoder()
-    get = enc.encode([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "x")])
-    post = enc.encode([(":method", "POST"), (":scheme", "http"), (":path", "/u"), (":authority", "x"),
-                       ("content-length", "5")])
+    def encode(fields: list[tuple[str, str]]) -> bytes:
+        return hpack.Encoder().encode(fields)  # a fresh table: each block stands alone
+
+    get = encode([(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "x")])
+    post = encode([(":method", "POST"), (":scheme", "http"), (":path", "/u"), (":authority", "x"),
+                   ("content-length", "5")])
+    head = encode([(":method", "HEAD"), (":scheme", "http"), (":path", "/h"), (":authority", "x")])
+    big = encode([(":method", "GET"), (":scheme", "http"), (":path", "/"), ("x-big", "v" * 1200)])
     H, ES, EH = fr.HEADERS, fr.END_STREAM, fr.END_HEADERS
 
     def hdr(sid: int, block: bytes, flags: int = ES | EH) -> bytes:
@@ -104,13 +108,17 @@ def h2_vectors() -> dict[str, bytes]:
         "decreasing_ids": hdr(5, get) + hdr(3, get),
         "unknown_frame": fr.frame(0x20, 0xFF, 0, b"abc") + hdr(1, get),
         "headers_in_block": fr.frame(H, 0, 1, get) + fr.ping(),
-        "trailers": hdr(1, post, EH) + fr.data(1, b"hello") + hdr(1, enc.encode([("x-t", "1")])),
+        "trailers": hdr(1, post, EH) + fr.data(1, b"hello") + hdr(1, encode([("x-t", "1")])),
         "goaway": fr.goaway(0, fr.NO_ERROR) + hdr(1, get),
         "push_promise": fr.frame(fr.PUSH_PROMISE, EH, 1, b"\x00\x00\x00\x02" + get),
         "settings_bad_window": fr.settings((fr.INITIAL_WINDOW_SIZE, 2**31)),
         "settings_max_frame": fr.settings((fr.MAX_FRAME_SIZE, 2**24 - 1)) + hdr(1, get),
         "empty_data_flood": hdr(1, post, EH) + fr.data(1, b"") * 30,
-        "connect": hdr(1, enc.encode([(":method", "CONNECT"), (":authority", "x:443")])),
+        "connect": hdr(1, encode([(":method", "CONNECT"), (":authority", "x:443")])),
+        "head_request": hdr(1, head),
+        "header_list_over_the_limit": hdr(1, big),
+        "over_max_concurrent_requests": b"".join(hdr(s, get, EH) for s in range(1, 20, 2)),
+        "split_preface_ping": fr.ping(b"abcdefgh"),
         "uppercase_field": hdr(1, hpack.Encoder().encode([(":method", "GET"), (":scheme", "http"),
                                                           (":path", "/"), ("X-Up", "1")])),
     }

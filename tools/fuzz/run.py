@@ -6,8 +6,9 @@ Without a corpus directory the target's seed corpus (``tests/fuzz/corpus/TARGET`
 is read, and new inputs are kept in ``.fuzz/TARGET`` (not committed), so the seeds
 stay as they are. Useful options: ``-runs=N`` (executions), ``-max_total_time=S``,
 ``-max_len=N`` (default 4096 here), ``-print_final_stats=1``. A failing input is
-written as ``crash-<sha1>`` in the working directory; ``--replay FILE...`` runs
-files through the target without atheris (for a regression test, or to debug).
+written as ``crash-<sha1>`` in the working directory; ``--replay TARGET PATH...``
+runs files (or every file of a directory) through the target without atheris
+(to debug a finding, or to measure line coverage of a corpus with coverage.py).
 
 What it owns: the atheris setup (which modules are instrumented: rr and hpack)
 and the mapping of a failure to libFuzzer's crash report. It must not hold
@@ -43,9 +44,13 @@ def main(argv: list[str]) -> None:
         from tools.fuzz.targets import TARGETS
 
         target = TARGETS[argv[2]]
+        n = 0
         for name in argv[3:]:
-            target(Path(name).read_bytes())
-            print(f"{name}: ok")
+            path = Path(name)
+            for file in sorted(path.iterdir()) if path.is_dir() else [path]:
+                target(file.read_bytes())
+                n += 1
+        print(f"{argv[2]}: {n} inputs replayed, no property broken")
         return
 
     import atheris

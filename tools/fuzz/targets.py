@@ -215,10 +215,12 @@ def h1_chunked(data: bytes) -> None:
 
 # -- HTTP/2 -----------------------------------------------------------------------
 
-_H2_CONFIG = config.load({"port": 0, "protocols": [("http2", {"max_concurrent_streams": 8,
-                                                                "max_resets": 30, "max_pings": 20,
-                                                                "max_settings": 20,
-                                                                "window_refill_threshold": 1024})]})
+# Small limits, so the fuzzer reaches every guard: streams, requests, header list, floods.
+_H2_CONFIG = config.load({"port": 0, "max_concurrent_requests": 6,
+                          "protocols": [("http2", {"max_concurrent_streams": 8, "max_resets": 30,
+                                                   "max_pings": 20, "max_settings": 20,
+                                                   "max_header_list_size": 1024,
+                                                   "window_refill_threshold": 1024})]})
 _CLIENT_START = h2.PREFACE + h2.settings_frame({})
 # What one connection's machine may hold, whatever the peer sends (see H2Machine's limits).
 _MAX_READER_BUF = h2.DEFAULT_MAX_FRAME + 9
@@ -278,12 +280,14 @@ def _simulate_workers(m: H2Machine, alive: dict[int, int]) -> None:
                 m.on_trailers_from_worker(sid, [("grpc-status", "0")])
                 m.worker_down(sid, "normal")
             else:
-                alive[sid] = 0  # stays, and consumes its body as it comes
+                # stays, consumes its body as it comes; told the client is gone, half of
+                # these end at once, the others are killed after the grace (``tick``)
+                alive[sid] = (sid >> 1) % 2
         elif event[0] == TELL:
             sid, message = event[1], event[2]
             if message[0] == sw.BODY:
                 m.credit(sid, len(message[1]))
-            elif message[0] == resp.CLOSED and sid in alive:
+            elif message[0] == resp.CLOSED and alive.get(sid) == 0:
                 del alive[sid]
                 m.worker_down(sid, "normal")
         elif event[0] == KILL:
@@ -315,6 +319,8 @@ def h2_machine(data: bytes) -> None:
     _check_output(m.data_to_send(), decoder, state)
     third = max(1, len(data) // 3)
     pieces = [_CLIENT_START + data[:third], data[third:2 * third], data[2 * third:]]
+    if len(data) % 2:  # the preface itself split too, now and then
+        pieces = [_CLIENT_START[:11], pieces[0][11:], *pieces[1:]]
     written = 0
     try:
         for piece in pieces:
