@@ -453,6 +453,11 @@ def response_fields(data: bytes) -> None:
             fields, close = exchange.response_fields(headers, add_date)
         except exchange.InvalidResponse:
             continue
+        # what went in is what comes out, lowercased: a name is ASCII before it is lowered
+        # (U+212A KELVIN SIGN lowers to "k": such a name is not a token, RFC 9110 §5.1)
+        kept = [(p[0].lower(), p[1]) for p in headers if p[0].lower() not in _FRAMING]
+        assert fields[:len(kept)] == kept, (fields, kept)
+        assert all(p[0].isascii() for p in headers), headers
         # the memo cache gives the same answer the second time
         assert exchange.response_fields(headers, add_date)[0][:len(headers)] == fields[:len(headers)]
         assert len(fields) <= len(headers) + 1
