@@ -131,7 +131,8 @@ def _check(name: Any, value: Any) -> tuple[str, str] | None:
     if not isinstance(name, str) or not isinstance(value, str):
         raise InvalidResponse(f"header {name!r} is not a pair of str")
     lname = name.lower()
-    if not lname or not _TCHAR.issuperset(lname):
+    # ASCII first: str.lower() maps U+212A KELVIN SIGN to "k" (found by tools/fuzz).
+    if not lname or not name.isascii() or not _TCHAR.issuperset(lname):
         raise InvalidResponse(f"response header name {name!r} is not a token")
     if not _BAD_VALUE.isdisjoint(value):
         raise InvalidResponse(f"the value of response header {name!r} contains CR, LF or NUL")

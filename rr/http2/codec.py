@@ -277,6 +277,7 @@ _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection"
                                   "upgrade"})
 TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 _BAD_VALUE = ("\r", "\n", "\0")
+_METHOD = TOKEN | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def _skip_int(block: bytes, i: int, prefix_mask: int) -> tuple[int, int]:
@@ -356,6 +357,10 @@ def validate_request(decoded: list[Any], connect_protocol: bool = False
                 raise Malformed("pseudo-header after a regular field")
             if name not in _REQUEST_PSEUDO or name in pseudo:
                 raise Malformed(f"unknown or repeated pseudo-header {name}")
+            # §8.2.1: no field value, pseudo-headers included, may hold CR, LF or NUL
+            # (:authority becomes the request's host; found by tools/fuzz, h2_hpack).
+            if any(c in value for c in _BAD_VALUE):
+                raise Malformed(f"invalid value of {name}")
             pseudo[name] = value
             continue
         regular = True
@@ -381,6 +386,8 @@ def validate_request(decoded: list[Any], connect_protocol: bool = False
     method = pseudo.get(":method")
     if not method:
         raise Malformed("no :method")
+    if not _METHOD.issuperset(method):
+        raise Malformed("a :method that is not a token")  # RFC 9110 §9.1: method = token
     if ":protocol" in pseudo and (not connect_protocol or method != "CONNECT"):
         raise Malformed(":protocol outside an extended CONNECT")
     if method == "CONNECT" and ":protocol" not in pseudo:

@@ -394,8 +394,8 @@ def test_token_header_names_are_accepted_and_sent_lowercase(server):
     assert all(name == name.lower() for name in r.names()), r.describe()
 
 
-@pytest.mark.parametrize("name", ["bad name", "x:y", "", "x(y)", "x\ty"],
-                         ids=["space", "colon", "empty", "parenthesis", "tab"])
+@pytest.mark.parametrize("name", ["bad name", "x:y", "", "x(y)", "x\ty", "\u212aey"],
+                         ids=["space", "colon", "empty", "parenthesis", "tab", "kelvin_sign_lowers_to_k"])
 def test_a_header_name_that_is_not_a_token_is_500(server, name):
     r = server(lambda req: resp.Response(200, [(name, "v")], b"ok")).fetch()
     assert r.status == 500, r.describe()

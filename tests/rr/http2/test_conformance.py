@@ -637,6 +637,20 @@ def test_rfc9113_8_2_1_field_value_with_cr_lf_or_nul_is_malformed(peer, value):
     expect_malformed(peer, 1)
 
 
+@pytest.mark.parametrize("value", ["a\r\nb", "a\nb", "a\x00b"])
+@pytest.mark.parametrize("pseudo", [":authority", ":path", ":method"])
+def test_rfc9113_8_2_1_pseudo_header_value_with_cr_lf_or_nul_is_malformed(peer, pseudo, value):
+    """Found by the h2_hpack fuzz target: ``:authority`` with a NUL became the request's host."""
+    value = "/" + value if pseudo == ":path" else value
+    send_request(peer, 1, [(k, value if k == pseudo else v) for k, v in base(peer)])
+    expect_malformed(peer, 1)
+
+
+def test_rfc9110_9_1_method_that_is_not_a_token_is_malformed(peer):
+    send_request(peer, 1, [(k, "G ET" if k == ":method" else v) for k, v in base(peer)])
+    expect_malformed(peer, 1)
+
+
 @pytest.mark.parametrize("field", [("connection", "keep-alive"), ("keep-alive", "5"),
                                    ("proxy-connection", "keep-alive"),
                                    ("transfer-encoding", "chunked"), ("upgrade", "h2c")])
