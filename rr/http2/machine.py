@@ -104,7 +104,7 @@ class StreamError(Exception):
 class Stream:
     __slots__ = ("sid", "head_sent", "ended_local", "ended_remote", "closed", "pending",
                  "unreturned", "alive", "is_head", "outstanding", "req", "send_window", "recv_window",
-                 "expected", "received", "loop", "stalled_since")
+                 "expected", "received", "loop", "stalled_since", "start")
 
     def __init__(self, sid: int, send_window: int, recv_window: int) -> None:
         self.sid = sid
@@ -125,6 +125,7 @@ class Stream:
         self.received = 0
         self.loop = False
         self.stalled_since: float | None = None
+        self.start: tuple[Any, ...] | None = None  # its START event, until the shell takes it
 
 
 class H2Machine:
@@ -188,6 +189,11 @@ class H2Machine:
 
     def take_events(self) -> list[tuple[Any, ...]]:
         events, self.events = self.events, []
+        for event in events:
+            if event[0] == START:
+                st = self.streams.get(event[1])
+                if st is not None:
+                    st.start = None
         return events
 
     # -- the connection --------------------------------------------------------
@@ -458,7 +464,10 @@ class H2Machine:
         st.is_head = req.method == "HEAD"
         st.req = req
         st.alive = True
-        self.events.append((START, sid, req, ended, min(st.send_window, self.flow.window)))
+        # Handed to the shell only with take_events: a stream reset before then (in the same
+        # read: MadeYouReset) never gets a process at all (see ``drop``).
+        st.start = (START, sid, req, ended, min(st.send_window, self.flow.window))
+        self.events.append(st.start)
         self.runtime.live_streams += 1
         self.streams[sid] = st
         self.open += 1
@@ -796,6 +805,14 @@ class H2Machine:
     def drop(self, st: Stream, how: str) -> None:
         """Close the stream on the wire and stop its worker (a Loop worker is told instead)."""
         self.wire_closed(st, how)
+        if st.alive and st.start is not None:
+            # Its worker was never started: drop the start, and with it all the stream's
+            # events not yet handed out; nothing to tell or kill.
+            sid = st.sid
+            self.events = [e for e in self.events if not (e[0] in (START, TELL) and e[1] == sid)]
+            st.start = None
+            self.worker_gone(st)
+            return
         if st.alive and st.sid not in self.dying:
             # Told, not killed: its next send or body read raises rr.ClientGone. One that
             # does not end within CLOSE_GRACE is killed (``tick``).

@@ -196,12 +196,17 @@ def test_settings_frame_is_acknowledged():
 def test_resets_the_peer_makes_rr_send_count_as_a_reset_flood():
     """MadeYouReset (CVE-2025-8671): each stream opened then broken by a zero WINDOW_UPDATE
     makes rr reset it; past max_resets such resets the connection ends ENHANCE_YOUR_CALM."""
-    m, _ = _open(max_resets=20)
+    m, runtime = _open(max_resets=20)
+    started = []
     with pytest.raises(ConnectionEnded):
         for i in range(21):
             sid = 2 * i + 1
             m.feed(_headers(sid, end=False) + window_update(sid, 0))
-            m.take_events()
+            started += [e for e in m.take_events() if e[0] == START]
+    # Reset in the same read that opened them: no worker was ever started for them.
+    assert started == []
+    m.end_workers()  # what the shell does when the connection ends (the last stream's start unused)
+    assert runtime.live_streams == 0
     frames = _frames(m.data_to_send())
     assert sum(isinstance(f, RstStreamFrame) for f in frames) == 20
     assert isinstance(frames[-1], GoAwayFrame) and frames[-1].error_code == 0xB
