@@ -458,8 +458,10 @@ def response_fields(data: bytes) -> None:
         kept = [(p[0].lower(), p[1]) for p in headers if p[0].lower() not in _FRAMING]
         assert fields[:len(kept)] == kept, (fields, kept)
         assert all(p[0].isascii() for p in headers), headers
-        # the memo cache gives the same answer the second time
-        assert exchange.response_fields(headers, add_date)[0][:len(headers)] == fields[:len(headers)]
+        # the memo cache gives the same answer the second time (bar the date: a second
+        # may tick between the two calls)
+        again = exchange.response_fields(headers, add_date)[0]
+        assert [f for f in again if f[0] != "date"] == [f for f in fields if f[0] != "date"]
         assert len(fields) <= len(headers) + 1
         for name, value in fields:
             assert isinstance(name, str) and isinstance(value, str)
