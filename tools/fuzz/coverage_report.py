@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # target → (file, functions under test)
 UNDER_TEST = {
-    "h1_head": ("rr/http1/codec.py", ["parse_head", "_parse_target", "_check_partial_head",
+    "h1_head": ("rr/http1/codec.py", ["parse_head", "_split_target", "_judge_content_length",
+                                       "_judge_transfer_coding", "_list_members", "_check_partial_head",
                                        "_diagnose_head", "_diagnose_request_line", "_check_version",
                                        "_check_line_lengths", "_check_fields", "Parser.feed",
                                        "Parser._feed"]),
