@@ -45,8 +45,9 @@ holds every protocol to them):
   source; a manual-mode handler that lets it propagate gets the same answer).
 - **WebSocket**: the handshake is checked here (``rr.ws.handshake``: 400 with a
   reason, 426 naming version 13, a plain request → 426) and the sink's
-  ``websocket`` answers it and runs the session; a sink without one (h2 and
-  h3 today) → 501. The exchange's status is 101 and it ends with the session.
+  ``websocket`` answers it and runs the session; a sink without one (h3
+  today) → 501. The exchange's status is 101 (h1) or 200 (an extended
+  CONNECT, h2) and it ends with the session.
 - **Request id** (``request_id_header``, e.g. ``x-request-id``): a trusted
   proxy's id (1-128 of ``A-Za-z0-9._:-``) is reused as the request's id, and
   every response carries the request's id under that header.
@@ -240,7 +241,7 @@ class Sink(Protocol):
     # Optional: ``websocket(accepted, shape, req)`` — send the handshake's answer with
     # ``accepted.fields`` and run the session (``rr.ws.session``) over the protocol's
     # byte stream until it ends. A sink without it answers the ``WebSocket`` shape 501
-    # (h2 and h3 until RFC 8441/9220 land).
+    # (h3 until RFC 9220 lands).
 
 
 # -- one exchange -------------------------------------------------------------------------
@@ -463,7 +464,8 @@ class Exchange:
 
     def send_websocket(self, result: resp.WebSocket) -> None:
         """The handshake is checked here for every protocol; the sink answers it and runs
-        the session (h1: 101 and the socket). A sink without ``websocket`` → 501."""
+        the session (h1: 101 and the socket; h2: 200 and the stream). A sink without
+        ``websocket`` → 501."""
         serve = getattr(self.sink, "websocket", None)
         if serve is None:
             self.send_response(dispatch.NOT_IMPLEMENTED)
@@ -472,7 +474,7 @@ class Exchange:
         if isinstance(answer, resp.Response):
             self.send_response(answer)
             return
-        self.status = 101
+        self.status = 200 if "rr.protocol" in self.req.private else 101  # extended CONNECT: 200
         self.head_sent = True
         serve(answer, result, self.req)
 

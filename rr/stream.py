@@ -60,6 +60,7 @@ import gevent
 import supervisors
 from rr import exchange
 from rr import response as resp
+from rr.config import WsOptions
 from rr.exchange import BodyError, ClientGone
 from rr.request import Request
 
@@ -169,7 +170,8 @@ class StreamSink:
     """
 
     def __init__(self, conn: supervisors.Pid, sid: int, body: StreamBody, timeout: float,
-                 window: int = IN_FLIGHT) -> None:
+                 window: int = IN_FLIGHT, ws: WsOptions | None = None) -> None:
+        self.config_ws = ws if ws is not None else WsOptions()
         self.conn = conn
         self.sid = sid
         self.body = body
@@ -275,6 +277,18 @@ class StreamSink:
     def loop_exit(self) -> None:
         pass
 
+    def websocket(self, accepted: Any, shape: resp.WebSocket, req: Request) -> None:
+        """RFC 8441: answer the extended CONNECT 200 (the stream stays open) and run the
+        WebSocket session (``rr.ws.session``) in this worker over the stream's DATA."""
+        from rr.ws import session as ws_session
+
+        self.head(200, list(accepted.fields), None, False, False)
+        self.loop_enter()  # drain reaches the session as (DRAIN, deadline): it closes 1001
+        if self.body.done:  # END_STREAM came with the HEADERS: the session sees the end at once
+            supervisors.send(supervisors.self(), (BODY_END,))
+        ws_session.run(WsStream(self), req, shape.handler, shape.state, self.config_ws,
+                       accepted.extensions)
+
     # -- gathering -----------------------------------------------------------------
 
     def _take(self) -> bytes:
@@ -306,14 +320,69 @@ class StreamSink:
             self.in_flight += len(piece)
 
 
+class WsStream:
+    """A stream's DATA as a WebSocket session's byte stream (``rr.ws.session.MessageStream``).
+
+    Incoming bytes are the conn's ``BODY`` messages, taken by the session's own loop
+    (no reader process) and credited back (``CREDIT``) once processed, so the peer's
+    window reopens only as the session keeps up. ``write`` sends ``DATA`` and waits for
+    room (``StreamSink``'s back-pressure); ``close`` ends our side (END_STREAM).
+    ``BODY_END`` is the end of the stream; ``CLOSED`` (a reset, the connection gone) raises
+    ``ClientGone``.
+    """
+
+    def __init__(self, sink: StreamSink) -> None:
+        self.sink = sink
+
+    def read(self, max_bytes: int) -> bytes:
+        return self.sink.body.read(max_bytes)
+
+    def write(self, data: bytes) -> None:
+        sink = self.sink
+        if sink.ended:
+            raise ClientGone()
+        sink.data(data, False)
+        sink.flush()
+
+    def close(self) -> None:
+        sink = self.sink
+        if not sink.ended and not sink.body.gone:
+            try:
+                sink.data(b"", True)
+            except ClientGone:
+                pass
+
+    def incoming(self, msg: Any) -> bytes | bool:
+        if type(msg) is not tuple or not msg:
+            return False
+        tag = msg[0]
+        if tag == BODY:
+            return bytes(msg[1])
+        if tag == BODY_END:
+            return b""
+        if tag == SENT and len(msg) == 2:
+            sink = self.sink
+            if sink.sizes:
+                sink.in_flight -= sink.sizes.popleft()
+            sink.limit = queue_limit(msg[1])
+            return True
+        if msg == _CLOSED:
+            self.sink.body.gone = True
+            raise ClientGone()
+        return False
+
+    def consumed(self, n: int) -> None:
+        supervisors.send(self.sink.conn, (CREDIT, self.sink.sid, n))
+
+
 def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerRuntime, ended: bool,
                window: int = IN_FLIGHT) -> None:
     """The stream worker's body (spawned by the conn process)."""
     config = runtime.config
     body = StreamBody(conn, sid, ended, config.max_content_length, config.request_timeout)
-    if not ended:
+    if not ended and "rr.protocol" not in req.private:  # an extended CONNECT's DATA is the session's
         req._source = body
-    sink = StreamSink(conn, sid, body, config.request_timeout, window)
+    sink = StreamSink(conn, sid, body, config.request_timeout, window, config.ws)
     # A declared body over the limit is refused before the application runs (as h1's codec does).
     declared = req.headers.get("content-length") if not ended else None
     answer = exchange.PAYLOAD_TOO_LARGE if declared is not None and declared.isdigit() \

@@ -205,6 +205,7 @@ class H2Machine:
             codec.MAX_CONCURRENT_STREAMS: opts.max_concurrent_streams,
             codec.INITIAL_WINDOW_SIZE: opts.stream_window,
             codec.MAX_HEADER_LIST_SIZE: opts.max_header_list_size,
+            codec.ENABLE_CONNECT_PROTOCOL: 1,  # RFC 8441: WebSocket over extended CONNECT
         }))
         if opts.conn_window > codec.DEFAULT_WINDOW:
             self.out.append(codec.window_update_frame(0, opts.conn_window - codec.DEFAULT_WINDOW))
@@ -422,7 +423,7 @@ class H2Machine:
         checked = entry[1] if entry is not None else None
         if checked is None:
             try:
-                pseudo, fields, length = codec.validate_request(decoded)
+                pseudo, fields, length = codec.validate_request(decoded, connect_protocol=True)
             except Malformed as exc:
                 self.remember_closed(sid, "reset")
                 _log.debug("h2 malformed request", stream_id=sid, reason=str(exc))
@@ -438,17 +439,26 @@ class H2Machine:
         if size > opts.max_header_list_size:
             self.answer_inline(sid, 431, ended)
             return
-        if pseudo[":method"] == "CONNECT":
-            self.answer_inline(sid, 501, ended)
-            return
+        method = pseudo[":method"]
+        protocol = pseudo.get(":protocol")
+        if method == "CONNECT":
+            # RFC 8441: only ``:protocol: websocket`` is served; it is routed as a GET of
+            # ``:path`` (the handshake sees ``req.private["rr.protocol"]``). A plain CONNECT
+            # (a tunnel) or another protocol: 501, answered here.
+            if protocol != "websocket":
+                self.answer_inline(sid, 501, ended)
+                return
+            method = "GET"
         target = pseudo[":path"]
         path, _, query = target.partition("?")
         req = Request(
-            pseudo[":method"], target, path, query, "HTTP/2", Headers(fields),
+            method, target, path, query, "HTTP/2", Headers(fields),
             scheme=pseudo.get(":scheme", self.scheme), host=pseudo.get(":authority")
             or next((v for k, v in fields if k == "host"), None), peer=self.peer,
             listener=runtime.name,
         )
+        if protocol is not None:
+            req.private["rr.protocol"] = protocol
         if ended and length not in (None, 0):
             self.remember_closed(sid, "reset")
             raise StreamError(sid, codec.PROTOCOL_ERROR)  # a declared body that never comes

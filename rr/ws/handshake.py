@@ -10,15 +10,17 @@ permessage-deflate negotiation (RFC 7692). ``answer`` returns either an
 ``resp.Response`` to send instead (400 with a reason, 426 with
 ``Sec-WebSocket-Version: 13``).
 
-The negotiation half (``negotiate``) knows nothing of HTTP/1.1: h2's extended
-CONNECT (RFC 8441) and h3 (RFC 9220) will validate their own pseudo-fields
-(``CONNECT``, ``:protocol: websocket``; no key, no accept value) in a branch of
-``answer`` chosen by ``req.version``, and call it with the same request fields.
-Until then ``answer`` is only reached on HTTP/1.x: the exchange answers 501
-first for a sink that cannot carry a session.
+The negotiation half (``negotiate``) knows nothing of HTTP/1.1. An extended
+CONNECT (RFC 8441 on h2, RFC 9220 on h3 once it lands) reaches ``answer`` as
+a GET whose ``req.private["rr.protocol"]`` is ``"websocket"`` (the conn
+checked ``:method CONNECT``, ``:scheme``, ``:path``): ``answer_connect``
+checks ``Sec-WebSocket-Version: 13`` only (no key, no accept value) and
+negotiates the same way; the answer is a 200 without ``connection`` or
+``upgrade``. On h2 the ``upgrade`` field of a 426 is dropped by the exchange
+(connection-specific, RFC 9113 §8.2.2); ``Sec-WebSocket-Version`` stays.
 
 What it must never do: touch a socket or send anything. The protocol's sink
-sends the 101 (h1) or 200 (h2, h3) with ``Accepted.fields``.
+sends the 101 (h1) or 200 without END_STREAM (h2, h3) with ``Accepted.fields``.
 
 Choice: the ``WebSocket`` shape returned for a request that is not a
 WebSocket upgrade at all (no ``Upgrade: websocket``) is answered **426
@@ -74,7 +76,10 @@ def _tokens(req: Request, name: str) -> set[str]:
 
 
 def answer(req: Request, handler: Any, options: WsOptions) -> Accepted | resp.Response:
-    """Validate an HTTP/1.1 upgrade request; the 101's fields, or the error answer."""
+    """Validate an HTTP/1.1 upgrade request (or an extended CONNECT); the answer's fields, or
+    the error answer."""
+    if req.private.get("rr.protocol") == "websocket":
+        return answer_connect(req, handler, options)
     if "websocket" not in _tokens(req, "upgrade"):
         return upgrade_required("this resource is a WebSocket endpoint")
     if req.method != "GET":
@@ -104,6 +109,23 @@ def answer(req: Request, handler: Any, options: WsOptions) -> Accepted | resp.Re
     accepted.fields[:0] = [("upgrade", "websocket"), ("connection", "Upgrade"),
                            ("sec-websocket-accept", accept_value(key))]
     return accepted
+
+
+def answer_connect(req: Request, handler: Any, options: WsOptions) -> Accepted | resp.Response:
+    """An extended CONNECT with ``:protocol: websocket`` (RFC 8441 on h2; RFC 9220 on h3).
+
+    The conn already checked the pseudo-fields and routed it as a GET of ``:path``. Only
+    ``Sec-WebSocket-Version: 13`` is checked here: no key, no accept value, no
+    ``connection``/``upgrade`` fields; the answer is a 200 that leaves the stream open.
+    """
+    versions = req.headers.get_all("sec-websocket-version")
+    if len(versions) != 1:
+        return upgrade_required("exactly one Sec-WebSocket-Version is needed")
+    if versions[0].strip() != "13":
+        return upgrade_required(f"Sec-WebSocket-Version {versions[0].strip()!r} is not supported")
+    if (req.headers.get("content-length") or "0").strip() != "0":
+        return bad_request("the extended CONNECT declares a body length")
+    return negotiate(req, handler, options)
 
 
 def negotiate(req: Request, handler: Any, options: WsOptions) -> Accepted:

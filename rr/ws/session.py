@@ -106,6 +106,23 @@ class ByteStream(Protocol):
     def close(self) -> None: ...
 
 
+class MessageStream(ByteStream, Protocol):
+    """A byte stream whose bytes arrive as messages to the session's own process (h2/h3).
+
+    No reader process then: the session's loop offers every message it receives to
+    ``incoming``, which returns ``False`` (not the stream's: the handler's
+    ``handle_info`` gets it), ``True`` (the stream's, nothing to deliver, e.g. an
+    acknowledgement) or bytes (``b""``: the client ended the stream); it raises
+    ``ConnectionError`` when the client is gone (reset). ``consumed(n)`` follows each
+    delivered chunk once the session processed it (h2: the flow-control credit, the
+    go-ahead that h1's reader gets as ``_MORE``).
+    """
+
+    def incoming(self, msg: Any) -> bytes | bool: ...
+
+    def consumed(self, n: int) -> None: ...
+
+
 class BoundedDeflate(PerMessageDeflate):
     """wsproto's permessage-deflate with inflation bounded by ``max_message_size``.
 
@@ -252,9 +269,10 @@ class Session:
             init = getattr(self.handler, "init", None)
             if init is not None:
                 self.state = init(self.req, self.state)
-            # Linked as well as ended in ``finally``: however this process ends, the reader goes too.
-            reader = supervisors.spawn(_reader, self.stream, supervisors.self(), label="rr.ws.reader",
-                                       link=True)
+            if getattr(self.stream, "incoming", None) is None:
+                # Linked as well as ended in ``finally``: however this process ends, the reader goes too.
+                reader = supervisors.spawn(_reader, self.stream, supervisors.self(), label="rr.ws.reader",
+                                           link=True)
             self.loop(reader)
         except _Done as done:
             reason = done.reason
@@ -279,8 +297,9 @@ class Session:
                 dispatch.crashed(self.req, self.started, exc)
         return reason
 
-    def loop(self, reader: supervisors.Pid) -> None:
+    def loop(self, reader: supervisors.Pid | None) -> None:
         options = self.options
+        incoming = None if reader is not None else self.stream.incoming  # type: ignore[attr-defined]
         idle = options.idle_timeout
         ping = options.ping_interval
         now = _monotonic()
@@ -304,15 +323,25 @@ class Session:
                     if self.closing_deadline is None:
                         self.stream.write(self.ws.send(Ping(b"rr")))
                 continue
-            if type(msg) is tuple and len(msg) == 2 and msg[0] == _DATA:
-                data = msg[1]
-                if not data:
+            got: bytes | bool = False
+            if incoming is not None:
+                got = incoming(msg)
+                if got is True:
+                    continue
+            elif type(msg) is tuple and len(msg) == 2 and msg[0] == _DATA:
+                got = msg[1]
+            if got is not False:
+                assert isinstance(got, bytes)
+                if not got:
                     raise _Done(("local", *self.close_sent) if self.close_sent
                                 else ("error", 1006, "connection lost"))
                 last_in = _monotonic()
-                self.ws.receive_data(data)
+                self.ws.receive_data(got)
                 self.on_events()
-                supervisors.send(reader, _MORE)
+                if reader is not None:
+                    supervisors.send(reader, _MORE)
+                else:
+                    self.stream.consumed(len(got))  # type: ignore[attr-defined]
             elif type(msg) is tuple and len(msg) == 2 and msg[0] == DRAIN:
                 if self.closing_deadline is None:
                     handle_drain = getattr(self.handler, "handle_drain", None)
