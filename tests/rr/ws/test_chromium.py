@@ -5,8 +5,8 @@ and a 70,000-byte message, then closes with 1000. The server side records
 which protocol carried the page and the handshake, and what the browser
 offered (Chromium offers permessage-deflate, so the inflate path is exercised
 by a real browser). On a TLS listener preferring h2 the WebSocket goes over
-HTTP/1.1: rr does not advertise RFC 8441 (SETTINGS_ENABLE_CONNECT_PROTOCOL)
-yet; when it does, the wss row's expected version changes to HTTP/2.
+HTTP/2 (RFC 8441): rr advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and
+Chromium sends an extended CONNECT on the page's own connection.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ PAGE_JS = """async () => {
 @pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss-on-h2-listener"])
 def test_chromium_exchanges_text_binary_and_70000_bytes(serve, tmp_path, chromium, tls):  # noqa: F811
     """ws:// on a plain h1 listener; wss:// on a TLS listener that prefers h2: the page
-    itself comes over h2, and since rr does not advertise RFC 8441 yet, Chromium opens
-    its WebSocket on a separate HTTP/1.1 connection (asserted from the server side)."""
+    itself comes over h2, and since rr advertises RFC 8441, Chromium opens its WebSocket
+    as an extended CONNECT stream on HTTP/2 (asserted from the server side)."""
     echo = Echo()
     pages: list[str] = []
 
@@ -103,9 +103,10 @@ def test_chromium_exchanges_text_binary_and_70000_bytes(serve, tmp_path, chromiu
     assert result["bigLength"] == 70000 and result["same"]
     assert result["closed"] == [1000, True]
     # The server's view: the page over h2 on TLS (h1 on plain TCP), the WebSocket an
-    # HTTP/1.1 upgrade either way; Chromium offered (and got) permessage-deflate.
+    # extended CONNECT on h2 (RFC 8441) with TLS, an HTTP/1.1 upgrade without;
+    # Chromium offered (and got) permessage-deflate either way.
     assert pages == ["HTTP/2" if tls else "HTTP/1.1"]
-    assert [s["version"] for s in echo.seen] == ["HTTP/1.1"]
+    assert [s["version"] for s in echo.seen] == ["HTTP/2" if tls else "HTTP/1.1"]
     assert "permessage-deflate" in echo.seen[0]["extensions"]
     assert result["extensions"].startswith("permessage-deflate")
     assert echo.ended.get(timeout=10) == ("remote", 1000, "done")

@@ -98,14 +98,17 @@ def test_a_plain_request_to_a_websocket_endpoint_is_426(srv):
     assert r.headers["sec-websocket-version"] == "13"
 
 
-def test_websocket_on_h2_is_501_until_rfc_8441_lands(serve):
+def test_a_plain_h2_get_to_a_websocket_endpoint_is_426(serve):
+    """h2 serves WebSocket by extended CONNECT (tests/rr/ws/test_h2.py); a plain GET is
+    answered as on h1, without the connection-specific ``upgrade`` field."""
     srv = serve(lambda req: resp.WebSocket(Echo), protocols=["http2"])
     def get():
         with httpx.Client(http1=False, http2=True) as c:
             return c.get(srv.url + "/ws")
 
     r = in_thread(get)
-    assert r.http_version == "HTTP/2" and r.status_code == 501
+    assert r.http_version == "HTTP/2" and r.status_code == 426
+    assert r.headers["sec-websocket-version"] == "13" and "upgrade" not in r.headers
 
 
 def test_an_empty_declared_body_is_allowed_a_real_one_is_400(srv):
