@@ -143,6 +143,7 @@ class WsOverH2:
         while view:
             n = min(len(view), self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
             if n <= 0:
+                self.flush()
                 self.wait(lambda: self.h2.local_flow_control_window(sid) > 0)
                 continue
             self.h2.send_data(sid, bytes(view[:n]))
@@ -313,4 +314,24 @@ def test_plain_connect_and_other_protocols_stay_501(h2ws, protocol):
     c = WsOverH2(port)
     sid = c.open(protocol=protocol)
     assert status(c, sid) == 501
+    c.sock.close()
+
+
+def test_a_small_stream_window_is_reopened_as_the_session_reads(serve):
+    """The server's stream window is 16 KiB: a 70,000-byte message (and its echo, under the
+    client's default 64 KiB window) gets through only if the session credits each chunk back
+    (WINDOW_UPDATE) and its writes wait for the client's WINDOW_UPDATEs."""
+    rec = Recorder()
+    srv = serve(lambda req: resp.WebSocket(rec, None),
+                protocols=[("http2", {"stream_window": 16384, "conn_window": 65535,
+                                          "window_refill_threshold": 4096})])
+    c = WsOverH2(srv.port)
+    ws = Ws(c, c.open())
+    big = b"\x07" * 70_000
+    for _ in range(3):
+        ws.send(BytesMessage(big))
+        assert ws.recv() == BytesMessage(big)
+    ws.send(CloseConnection(1000))
+    assert isinstance(ws.recv(), CloseConnection)
+    assert rec.ended.get(timeout=5)[:2] == ("remote", 1000)
     c.sock.close()
