@@ -5,14 +5,23 @@ out through ``wsproto`` (``Connection(ConnectionType.SERVER)``; rr validates
 the handshake itself in ``rr.ws.handshake``), message reassembly, the
 handler's callbacks, automatic pong, the server's pings and idle timer, drain
 (close 1001) and the closing handshake. It runs in the calling process (on
-HTTP/1.1 the connection process *is* the session) with one helper process
-that reads the byte stream and hands each chunk over as a message, one at a
-time (the next read waits for the session's go-ahead: a fast client cannot
-queue more than one chunk ahead of the handler).
+HTTP/1.1 the connection process *is* the session; on HTTP/2 the stream's
+worker is). Incoming bytes reach its receive loop as messages, one chunk at a
+time, in one of two ways:
+
+- a plain ``ByteStream`` (h1's socket): a linked helper process reads it and
+  posts each chunk; the next read waits for the session's go-ahead, so a fast
+  client cannot queue more than one chunk ahead of the handler;
+- a ``MessageStream`` (h2's stream, ``rr.stream.WsStream``; h3's later): the
+  transport already delivers the bytes as messages to this process (the h2
+  conn's ``BODY``), so there is no reader: the loop offers each message to
+  ``incoming`` and calls ``consumed`` after the chunk is processed (h2: the
+  flow-control credit, the go-ahead's counterpart).
 
 What it must never do: know which protocol carries it. Everything it needs
-from the transport is a ``ByteStream`` (``read``/``write``/``close``): the h1
-socket after the 101 today, an h2 or h3 stream's DATA (RFC 8441/9220) later.
+from the transport is a ``ByteStream`` (``read``/``write``/``close``) or a
+``MessageStream``: the h1 socket after the 101, an h2 stream's DATA after the
+200 to an extended CONNECT (RFC 8441), an h3 stream's later (RFC 9220).
 
 Handler API (``resp.WebSocket(handler, state)``): ``handler`` is any object
 (or module) with some of these callables; an absent one is skipped.
