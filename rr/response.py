@@ -19,7 +19,7 @@ shape          meaning
                ``on_info(msg, push, state)`` returns the next state or ``STOP``
 ``Sendfile``   ``path`` from ``offset`` for ``length`` bytes (``None``: to EOF)
 ``WebSocket``  upgrade to a WebSocket session run by ``handler`` from ``state``
-               (HTTP/1.1; 501 on h2 until RFC 8441)
+               (HTTP/1.1 upgrade; h2 extended CONNECT, RFC 8441)
 =============  ===========================================================
 
 ``WebSocket(handler, state)``: ``handler`` is an object or module with any of

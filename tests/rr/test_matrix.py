@@ -17,7 +17,7 @@ HEADERS, GOAWAY), both wrapped with one interface in ``tests/rr/wire.py``.
 The rules pinned here are issue 10's "one exchange below the protocols":
 
 1. every shape (Response, Stream with trailers, Loop, Sendfile with ranges,
-   WebSocket → 426 on h1, 501 on h2 until RFC 8441); 2. HEAD; 3. 204/304; 4. the status rule; 5. header
+   WebSocket on a plain request → 426); 2. HEAD; 3. 204/304; 4. the status rule; 5. header
    names; 6. header injection; 7. trailers; 8. Sendfile ranges; 9. crashes
    before and after the head; 10. ``rr.ClientGone``; 11. manual body;
    12. 413; 13. drain mid-response; 14. access log; 15. telemetry;

@@ -1,4 +1,5 @@
-"""The session over a byte stream that is not a socket: the seam h2 (RFC 8441) and h3 will use.
+"""The session over a byte stream that is not a socket: the seam h3 (RFC 9220) will use (h2 uses
+its message-fed variant, ``rr.stream.WsStream``: tests/rr/ws/test_h2.py).
 
 ``rr.ws.session.run`` gets an in-memory ``ByteStream`` (two gevent queues) and
 must behave as it does over the h1 socket: frames in, frames out, the close
