@@ -9,7 +9,10 @@ owns the framing, the socket and flow control, and encodes what it is sent.
 
 What it owns: its ``Request``, the request body as it arrives
 (``StreamBody``), and at most ``IN_FLIGHT`` response body bytes queued at the
-conn process that the conn has not acknowledged. Its heap budget covers the
+conn process that the conn has not acknowledged. For a ``WebSocket`` answer to an
+extended CONNECT (RFC 8441) it is also the session's process: the session
+(``rr.ws.session``) runs here over ``WsStream`` (the BODY messages in, DATA
+messages out, the same back-pressure and credits). Its heap budget covers the
 body it buffers (``supervisors.charge``) and its mailbox.
 
 What it must never do: touch the socket or the connection's state. It is
