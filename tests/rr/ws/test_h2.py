@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import gevent
 import gevent.event
 import h2.config
 import h2.connection
@@ -23,6 +24,7 @@ from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
+import rr
 from rr import resp
 
 H2C = {"protocols": ["http2"]}
@@ -334,4 +336,40 @@ def test_a_small_stream_window_is_reopened_as_the_session_reads(serve):
     ws.send(CloseConnection(1000))
     assert isinstance(ws.recv(), CloseConnection)
     assert rec.ended.get(timeout=5)[:2] == ("remote", 1000)
+    c.sock.close()
+
+
+def test_drain_reaches_an_h2_websocket_session_which_closes_1001(serve, caplog):
+    """The drain's GOAWAY puts the ``h2`` library's connection in its CLOSED state (it
+    refuses every later frame), so the client cannot read the 1001 here: the server side
+    is asserted instead (the session closed 1001 and ended at close_timeout, not killed)."""
+    rec = Recorder()
+    srv = serve(lambda req: resp.WebSocket(rec, None), ws={"close_timeout": 0.2}, **H2C)
+    c = WsOverH2(srv.port)
+    ws = Ws(c, c.open())
+    ws.send(TextMessage("before"))
+    assert ws.recv() == TextMessage("before")
+    drain = gevent.spawn(rr.drain, srv.name, 10)
+    assert rec.ended.get(timeout=5) == ("local", 1001, "server shutting down")
+    assert drain.get(timeout=10)["killed"] == 0
+    assert not [r.getMessage() for r in caplog.records if "crashed" in r.getMessage()]
+    c.sock.close()
+
+
+@pytest.mark.parametrize("fields", [
+    [(":method", "GET"), (":protocol", "websocket"), (":scheme", "http"), (":path", "/ws")],
+    [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http")],  # no :path
+    [(":method", "CONNECT"), (":protocol", "websocket"), (":path", "/ws")],  # no :scheme
+], ids=["protocol-on-get", "no-path", "no-scheme"])
+def test_a_malformed_extended_connect_is_reset_protocol_error(h2ws, fields):
+    rec, port = h2ws
+    c = WsOverH2(port)
+    c.h2.config.validate_outbound_headers = False  # h2 would refuse to send these itself
+    c.h2.config.normalize_outbound_headers = False
+    sid = c.h2.get_next_available_stream_id()
+    c.h2.send_headers(sid, [*fields, (":authority", f"127.0.0.1:{port}"), ("sec-websocket-version", "13")])
+    c.flush()
+    c.wait(lambda: sid in c.reset or sid in c.responses)
+    assert c.reset.get(sid) == 0x1  # PROTOCOL_ERROR
+    assert c.get("/plain") == (200, b"plain HTTP/2")  # the connection goes on
     c.sock.close()
