@@ -25,6 +25,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 from wsproto.extensions import PerMessageDeflate
 
 import rr
+import supervisors
 from rr import resp
 
 H2C = {"protocols": ["http2"]}
@@ -372,4 +373,34 @@ def test_a_malformed_extended_connect_is_reset_protocol_error(h2ws, fields):
     c.wait(lambda: sid in c.reset or sid in c.responses)
     assert c.reset.get(sid) == 0x1  # PROTOCOL_ERROR
     assert c.get("/plain") == (200, b"plain HTTP/2")  # the connection goes on
+    c.sock.close()
+
+
+def test_a_client_that_never_reads_stalls_the_session_until_the_stream_is_reset(serve):
+    """The handler answers one frame with 2 MiB; the client never reads (its window stays
+    at 64 KiB): the session's writes wait under h2 flow control instead of queueing the
+    rest, so the message it sent itself before replying is never handled; the conn's
+    ``stall_timeout`` resets the stream and terminate sees "client gone"."""
+
+    class Flood(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.info: list = []
+
+        def handle_frame(self, frame, state):
+            supervisors.send(supervisors.self(), "after the replies")
+            return [("binary", b"\0" * 16384)] * 128, state
+
+        def handle_info(self, msg, state):
+            self.info.append(msg)
+            return [], state
+
+    rec = Flood()
+    srv = serve(lambda req: resp.WebSocket(rec, None),
+                protocols=[("http2", {"stall_timeout": 0.3})])
+    c = WsOverH2(srv.port)
+    ws = Ws(c, c.open())
+    ws.send(TextMessage("go"))  # and then never read the socket again
+    assert rec.ended.get(timeout=10) == ("error", 1006, "client gone")
+    assert rec.info == []  # still blocked in the replies' writes when the reset came
     c.sock.close()
