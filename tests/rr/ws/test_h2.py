@@ -404,3 +404,17 @@ def test_a_client_that_never_reads_stalls_the_session_until_the_stream_is_reset(
     assert rec.ended.get(timeout=10) == ("error", 1006, "client gone")
     assert rec.info == []  # still blocked in the replies' writes when the reset came
     c.sock.close()
+
+
+def test_an_extended_connect_that_ends_its_stream_at_once_ends_the_session(h2ws):
+    rec, port = h2ws
+    c = WsOverH2(port)
+    sid = c.h2.get_next_available_stream_id()
+    c.h2.send_headers(sid, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
+                            (":path", "/ws"), (":authority", f"127.0.0.1:{port}"),
+                            ("sec-websocket-version", "13")], end_stream=True)
+    c.flush()
+    assert rec.ended.get(timeout=5) == ("error", 1006, "connection lost")
+    c.wait(lambda: sid in c.ended)
+    assert status(c, sid) == 200
+    c.sock.close()
