@@ -53,3 +53,30 @@ def test_autobahn_cases_1_to_10(serve, tmp_path):
     bad = {case: (r["behavior"], r["behaviorClose"]) for case, r in results.items()
            if r["behavior"] not in ACCEPTED or r["behaviorClose"] not in ACCEPTED}
     assert not bad, bad
+
+
+def test_autobahn_cases_1_to_10_over_h2_via_a_bridge(serve, tmp_path):
+    """The same cases over WebSocket over HTTP/2 (RFC 8441): kosoku speaks only h1, so
+    ``h2bridge`` turns each of its connections into an extended CONNECT stream (the ``h2``
+    library as the h2 client) and moves the frames unchanged both ways."""
+    peers.require("kosoku")
+    from tests.rr.ws.h2bridge import Bridge
+
+    versions: set[str] = set()
+
+    def app(req):
+        versions.add(req.version)
+        return resp.WebSocket(Echo)
+
+    srv = serve(app, max_clients=1000, protocols=["http2"],
+                ws={"max_message_size": 64 * 1024 * 1024, "max_frame_size": 64 * 1024 * 1024})
+    bridge = Bridge(srv.port)
+    try:
+        results = run_kosoku(bridge.port, tmp_path, CASES)
+    finally:
+        bridge.stop()
+    assert versions == {"HTTP/2"}  # every case went over an extended CONNECT stream
+    assert len(results) > 290
+    bad = {case: (r["behavior"], r["behaviorClose"]) for case, r in results.items()
+           if r["behavior"] not in ACCEPTED or r["behaviorClose"] not in ACCEPTED}
+    assert not bad, bad
