@@ -344,22 +344,25 @@ class Exchange:
     def _fields(self, status: int, headers: Any) -> tuple[list[tuple[str, str]], bool] | None:
         """The head's fields, or None after answering 500 in its place."""
         try:
-            check_status(status)
+            if type(status) is not int or not 200 <= status <= 599:
+                check_status(status)
             fields, close = response_fields(headers)
-            if self.config.request_id_header:
-                fields.append((self.config.request_id_header, self.req.request_id))
-            return fields, close
         except InvalidResponse as exc:
             self.crashed(exc)
             return None
+        return self._with_request_id(fields), close
+
+    def _with_request_id(self, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``fields`` plus the request id under ``request_id_header``, when that is set."""
+        if self.config.request_id_header:
+            fields.append((self.config.request_id_header, self.req.request_id))
+        return fields
 
     def crashed(self, exc: BaseException) -> None:
         """A failure before the head went out: log it, answer 500."""
         error = dispatch.crashed(self.req, self.started, exc)
         fields, _ = response_fields(error.headers)
-        if self.config.request_id_header:
-            fields.append((self.config.request_id_header, self.req.request_id))
-        self._respond(error.status, fields, len(error.body), error.body, False)
+        self._respond(error.status, self._with_request_id(fields), len(error.body), error.body, False)
 
     def _respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
                  close: bool) -> None:
@@ -382,30 +385,20 @@ class Exchange:
 
     def send_response(self, result: resp.Response) -> None:
         status = result.status
-        try:
-            if type(status) is not int or not 200 <= status <= 599:
-                check_status(status)
-            fields, close = response_fields(result.headers)
-        except InvalidResponse as exc:
-            self.crashed(exc)
+        checked = self._fields(status, result.headers)
+        if checked is None:
             return
-        if self.config.request_id_header:
-            fields.append((self.config.request_id_header, self.req.request_id))
-        body = result.body
-        self.status = status
-        self.head_sent = True
+        fields, close = checked
         if status in NO_BODY_STATUS:
-            self.sink.respond(status, fields, None, b"", close)
+            self._respond(status, fields, None, b"", close)
             return
+        body = result.body
         length = len(body)
-        if self.req.method == "HEAD":
-            if not body:
-                declared = declared_length(result)
-                if declared is not None:
-                    length = declared
-            body = b""
-        self.sent += len(body)
-        self.sink.respond(status, fields, length, body, close)
+        if not body and self.req.method == "HEAD":
+            declared = declared_length(result)
+            if declared is not None:
+                length = declared
+        self._respond(status, fields, length, body, close)
 
     def send_stream(self, result: resp.Stream) -> None:
         out = _StreamOut(self, result)

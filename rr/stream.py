@@ -199,8 +199,7 @@ class StreamSink:
                     ack = supervisors.receive(_is_ack, timeout=0)
                 except supervisors.Timeout:
                     break
-                self.in_flight -= self.sizes.popleft()
-                self.limit = queue_limit(ack[1])
+                self._acked(ack)
             if supervisors.flush_mailbox(_is_closed):
                 self.body.gone = True
                 raise ClientGone()
@@ -214,8 +213,13 @@ class StreamSink:
             if msg[0] is resp.CLOSED:
                 self.body.gone = True
                 raise ClientGone()
+            self._acked(msg)
+
+    def _acked(self, ack: tuple[str, int]) -> None:
+        """The conn framed our oldest unacknowledged message; ``ack[1]`` is the window now."""
+        if self.sizes:
             self.in_flight -= self.sizes.popleft()
-            self.limit = queue_limit(msg[1])
+        self.limit = queue_limit(ack[1])
 
     # -- the sink ------------------------------------------------------------------
 
@@ -364,10 +368,7 @@ class WsStream:
         if tag == BODY_END:
             return b""
         if tag == SENT and len(msg) == 2:
-            sink = self.sink
-            if sink.sizes:
-                sink.in_flight -= sink.sizes.popleft()
-            sink.limit = queue_limit(msg[1])
+            self.sink._acked(msg)
             return True
         if msg == _CLOSED:
             self.sink.body.gone = True
