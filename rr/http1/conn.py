@@ -423,10 +423,7 @@ class Http1Conn:
 
     def respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
                 close: bool) -> None:
-        keep = self.keep_alive and not close and not self.runtime.draining
-        if keep and self.body_reader is not None and self.body_reader.broken:
-            keep = False
-        self.keep_alive = keep
+        keep = self._keep(close)
         out = b"".join((
             codec.STATUS_LINES[status], codec.field_lines(fields),
             b"" if length is None else b"content-length: %d\r\n" % length,
