@@ -5,8 +5,8 @@ stream into frames (``(type, flags, stream_id, payload)``), checking only what
 needs no connection state (the 9-octet header and the frame-size limit); the
 connection process (``rr.http2.conn``) applies the state machine. The
 ``*_frame`` functions serialise frames. ``HeaderEncoder`` encodes response
-header lists; ``validate_request`` applies RFC 9113 §8 to a decoded request
-header list.
+header lists; ``validate_request`` (from ``rr.fields``, shared with HTTP/3)
+applies RFC 9113 §8 to a decoded request header list.
 
 Decoding header blocks uses the ``hpack`` library (RFC 7541, with its dynamic
 table); encoding does not need a dynamic table and is done here: every field is
@@ -22,9 +22,11 @@ peer's bytes, or buffer more than one frame beyond the limit it was given.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
 from hpack.table import HeaderTable
+
+# Request field validation is shared with HTTP/3 (rr.fields); re-exported for h2's callers.
+from rr.fields import TOKEN, Malformed, field_list_size, validate_request, validate_trailers  # noqa: F401
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -265,19 +267,7 @@ def encode_status(status: int) -> bytes:
     return block
 
 
-# -- request header validation (RFC 9113 §8) -------------------------------------------
-
-
-class Malformed(Exception):
-    """A malformed request (RFC 9113 §8.1.1): a stream error of type PROTOCOL_ERROR."""
-
-
-_REQUEST_PSEUDO = frozenset({":method", ":scheme", ":authority", ":path", ":protocol"})
-_CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding",
-                                  "upgrade"})
-TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-_BAD_VALUE = ("\r", "\n", "\0")
-_METHOD = TOKEN | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# -- HPACK block inspection ---------------------------------------------------------
 
 
 def _skip_int(block: bytes, i: int, prefix_mask: int) -> tuple[int, int]:
@@ -329,97 +319,3 @@ def table_neutral(block: bytes) -> bool:
                 return False
             i += length
     return i == n
-
-
-def field_list_size(fields: Any) -> int:
-    """RFC 9113 §6.5.2: the sum of name + value lengths plus 32 per field."""
-    return sum(len(n) + len(v) + 32 for n, v in fields)
-
-
-def validate_request(decoded: list[Any], connect_protocol: bool = False
-                     ) -> tuple[dict[str, str], list[tuple[str, str]], int | None]:
-    """Split a decoded request header list into (pseudo, fields, content_length).
-
-    ``decoded`` holds ``(bytes, bytes)`` pairs. Raises ``Malformed`` for anything
-    §8.1.1/§8.2/§8.3 calls malformed. Cookie crumbs are joined with ``"; "``
-    (§8.2.3); ``:authority`` becomes ``host`` when the client sent none.
-    """
-    pseudo: dict[str, str] = {}
-    fields: list[tuple[str, str]] = []
-    cookies: list[str] = []
-    regular = False
-    length: int | None = None
-    for raw_name, raw_value in decoded:
-        name = raw_name.decode("latin-1")
-        value = raw_value.decode("latin-1")
-        if name[:1] == ":":
-            if regular:
-                raise Malformed("pseudo-header after a regular field")
-            if name not in _REQUEST_PSEUDO or name in pseudo:
-                raise Malformed(f"unknown or repeated pseudo-header {name}")
-            # §8.2.1: no field value, pseudo-headers included, may hold CR, LF or NUL
-            # (:authority becomes the request's host; found by tools/fuzz, h2_hpack).
-            if any(c in value for c in _BAD_VALUE):
-                raise Malformed(f"invalid value of {name}")
-            pseudo[name] = value
-            continue
-        regular = True
-        if not name or not TOKEN.issuperset(name):
-            raise Malformed(f"invalid field name {name!r}")
-        if name in _CONNECTION_SPECIFIC:
-            raise Malformed(f"connection-specific field {name}")
-        if value and (value[0] in " \t" or value[-1] in " \t" or any(c in value for c in _BAD_VALUE)):
-            raise Malformed(f"invalid value of {name}")
-        if name == "te" and value != "trailers":
-            raise Malformed("te other than trailers")
-        if name == "cookie":
-            cookies.append(value)
-            continue
-        if name == "content-length":
-            if not value.isdigit() or not value.isascii():
-                raise Malformed("invalid content-length")
-            n = int(value)
-            if length is not None and n != length:
-                raise Malformed("conflicting content-length")
-            length = n
-        fields.append((name, value))
-    method = pseudo.get(":method")
-    if not method:
-        raise Malformed("no :method")
-    if not _METHOD.issuperset(method):
-        raise Malformed("a :method that is not a token")  # RFC 9110 §9.1: method = token
-    if ":protocol" in pseudo and (not connect_protocol or method != "CONNECT"):
-        raise Malformed(":protocol outside an extended CONNECT")
-    if method == "CONNECT" and ":protocol" not in pseudo:
-        if ":scheme" in pseudo or ":path" in pseudo or not pseudo.get(":authority"):
-            raise Malformed("CONNECT with :scheme/:path or without :authority")
-    else:
-        path = pseudo.get(":path")
-        if not path or ":scheme" not in pseudo:
-            raise Malformed("missing :path or :scheme")
-        if path[0] != "/" and not (path == "*" and method == "OPTIONS"):
-            raise Malformed("invalid :path")
-    authority = pseudo.get(":authority")
-    if authority is not None:
-        host = next((v for n, v in fields if n == "host"), None)
-        if host is None:
-            fields.insert(0, ("host", authority))
-        elif host != authority:
-            raise Malformed("host differs from :authority")
-    if cookies:
-        fields.append(("cookie", "; ".join(cookies)))
-    return pseudo, fields, length
-
-
-def validate_trailers(decoded: list[Any]) -> list[tuple[str, str]]:
-    """Request trailers: no pseudo-headers, the same name/value rules (§8.1)."""
-    out = []
-    for raw_name, raw_value in decoded:
-        name = raw_name.decode("latin-1")
-        value = raw_value.decode("latin-1")
-        if not name or not TOKEN.issuperset(name) or name in _CONNECTION_SPECIFIC:
-            raise Malformed(f"invalid trailer {name!r}")
-        if any(c in value for c in _BAD_VALUE):
-            raise Malformed(f"invalid value of trailer {name}")
-        out.append((name, value))
-    return out

@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# target → (file, functions under test)
+# target → (file, functions under test), or a list of them
 UNDER_TEST = {
     "h1_head": ("rr/http1/codec.py", ["parse_head", "_split_target", "_judge_content_length",
                                        "_judge_transfer_coding", "_list_members", "_check_partial_head",
@@ -30,7 +30,7 @@ UNDER_TEST = {
                                           "ChunkedDecoder._start_chunk", "ChunkedDecoder._trailers",
                                           "_parse_fields"]),
     "h2_machine": ("rr/http2/machine.py", None),
-    "h2_hpack": ("rr/http2/codec.py", ["validate_request", "table_neutral", "_skip_int"]),
+    "h2_hpack": [("rr/http2/codec.py", ["table_neutral", "_skip_int"]), ("rr/fields.py", ["validate_request"])],
     "response_fields": ("rr/exchange.py", ["_check", "response_fields"]),
 }
 
@@ -40,9 +40,10 @@ def main(argv: list[str]) -> None:
 
     target = argv[1]
     dirs = [Path(a) for a in argv[2:]] or [ROOT / ".fuzz" / target, ROOT / "tests" / "fuzz" / "corpus" / target]
-    path, functions = UNDER_TEST[target]
+    entry = UNDER_TEST[target]
+    parts = entry if isinstance(entry, list) else [entry]
     sys.path.insert(0, str(ROOT))
-    cov = coverage.Coverage(branch=True, config_file=False, include=[str(ROOT / path)])
+    cov = coverage.Coverage(branch=True, config_file=False, include=[str(ROOT / path) for path, _ in parts])
     cov.start()
     from tools.fuzz.run import _quiet_logs
     from tools.fuzz.targets import TARGETS
@@ -58,6 +59,11 @@ def main(argv: list[str]) -> None:
         out = Path(tmp) / "cov.json"
         cov.json_report(outfile=str(out))
         report = json.loads(out.read_text())
+    for path, functions in parts:
+        _report(target, n, path, functions, report)
+
+
+def _report(target: str, n: int, path: str, functions: list[str] | None, report: dict) -> None:
     data = next(v for k, v in report["files"].items() if k.endswith(path))
     print(f"{target}: {n} inputs; {path} as a whole: {data['summary']['percent_covered_display']} %")
     names = functions or sorted(k for k, v in data["functions"].items()
