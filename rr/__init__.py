@@ -59,10 +59,11 @@ def _root() -> supervisors.Pid:
     return pid
 
 
-def _compile_app(config: _config.Config) -> Any:
+def _compile_app(config: _config.Config, runtime: ListenerRuntime) -> Any:
     routes = config.routes if config.routes is not None else config.handler or _default_handler
     try:
-        return _router.compile_app(routes, _middleware.listener_chain(config), config.not_found)
+        return _router.compile_app(routes, _middleware.listener_chain(config, lambda: runtime.port),
+                                   config.not_found)
     except ValueError as exc:
         raise ValueError(f"invalid listener option 'routes': {exc}") from None
 
@@ -75,7 +76,9 @@ def _runtime(name: str, opts: Any) -> ListenerRuntime:
     if not isinstance(name, str) or not name:
         raise ValueError(f"listener name must be a non-empty string, got {name!r}")
     config = _config.load(opts)
-    return ListenerRuntime(name, config, _compile_app(config))
+    runtime = ListenerRuntime(name, config, None)
+    runtime.app = _compile_app(config, runtime)
+    return runtime
 
 
 def _start_registered(runtime: ListenerRuntime) -> supervisors.Pid:
@@ -172,7 +175,8 @@ def reload_routes(name: str, routes: Any) -> None:
     if not isinstance(routes, list) and not callable(routes):
         raise ValueError("invalid listener option 'routes': a handler callable or a list of routes")
     try:
-        app = _router.compile_app(routes, _middleware.listener_chain(config), config.not_found)
+        app = _router.compile_app(routes, _middleware.listener_chain(config, lambda: runtime.port),
+                                  config.not_found)
     except ValueError as exc:
         raise ValueError(f"invalid listener option 'routes': {exc}") from None
     runtime.app = app

@@ -11,12 +11,14 @@ so ``rr.child_spec`` can fail early, before any supervisor is involved.
 
 Protocols: ``protocols`` is a list of names or ``(name, {sub-options})``
 pairs (on TLS, h2 is preferred by ALPN whenever it is listed). Known names are ``http1``, ``http2`` and
-``http3``; each has its own nested options. This version serves ``http1`` and
-``http2``: over TLS via ALPN; on plain TCP as h2c prior knowledge when
-``http2`` is the only protocol, or beside ``http1`` on one port (the h2
-preface sniffed, ``Upgrade: h2c`` honoured). ``http3`` is recognised and
-refused with a clear message until it ships, so configs written for it fail
-loudly rather than half-work.
+``http3``; each has its own nested options. ``http1`` and ``http2`` are
+served over TLS via ALPN; on plain TCP as h2c prior knowledge when ``http2``
+is the only protocol, or beside ``http1`` on one port (the h2 preface
+sniffed, ``Upgrade: h2c`` honoured). ``http3`` is served over QUIC on a UDP
+socket with the listener's port number; it requires ``tls`` (a dict with
+``certfile``/``keyfile``, or ``certfile``/``keyfile`` in its own sub-options
+when ``tls`` is an ``ssl.SSLContext``), and cannot be the only protocol: a
+client finds it through the ``alt-svc`` header the TCP protocols send.
 """
 
 from __future__ import annotations
@@ -75,6 +77,32 @@ class Http2Options:
 
 
 @dataclass(frozen=True, slots=True)
+class Http3Options:
+    # Decoded request field section (SETTINGS_MAX_FIELD_SECTION_SIZE, RFC 9114 §4.2.2 sizing:
+    # name + value + 32 per field), advertised to the client: over → 431.
+    max_field_section_size: int = 32768
+    # Request streams one connection may have open at once (QUIC MAX_STREAMS for bidirectional
+    # streams): each is a process, as on h2.
+    max_concurrent_streams: int = 100
+    # Connection and per-stream receive windows (QUIC MAX_DATA / MAX_STREAM_DATA). A stream's
+    # window reopens only as its handler reads the body, as on h2.
+    conn_window: int = 4 * 1024 * 1024
+    stream_window: int = 1024 * 1024
+    # Answer a new connection's first Initial with a Retry (RFC 9000 §8.1.2): the client proves
+    # its address before rr holds any state for it, at one extra round trip.
+    retry: int = 0
+    # Datagrams a connection process may have waiting in its mailbox; beyond, they are dropped
+    # (QUIC recovers from loss) rather than queued without bound.
+    max_queued_datagrams: int = 256
+    # A stream whose response has waited this long on the peer's flow control → reset.
+    stall_timeout: float = 30.0
+    # Certificate and key for QUIC's TLS 1.3 when ``tls`` is an ``ssl.SSLContext`` (whose files
+    # aioquic cannot read back); with a ``tls`` dict its certfile/keyfile are used.
+    certfile: str | None = None
+    keyfile: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class WsOptions:
     """The listener's ``ws`` option: limits of every WebSocket session (``rr.ws``)."""
 
@@ -123,6 +151,7 @@ class Config:
     protocols: tuple[str, ...]
     http1: Http1Options
     http2: Http2Options
+    http3: Http3Options | None
     num_acceptors: int
     socket_backlog: int
     max_clients: int
@@ -149,8 +178,7 @@ class Config:
 
 
 _ALPN = {"http1": "http/1.1", "http2": "h2"}
-_SERVED_PROTOCOLS = {"http1", "http2"}
-_KNOWN_PROTOCOLS = {"http1": Http1Options, "http2": Http2Options, "http3": None}
+_KNOWN_PROTOCOLS = {"http1": Http1Options, "http2": Http2Options, "http3": Http3Options}
 
 
 def alpn_protocols(protocols: tuple[str, ...]) -> list[str]:
@@ -219,6 +247,15 @@ _HTTP2_BOUNDS = {
     "flood_window": (0, 3600),
     "stall_timeout": (0, 86400),
 }
+_HTTP3_BOUNDS = {
+    "max_field_section_size": (1024, _INT_MAX),
+    "max_concurrent_streams": (1, 2**20),
+    "conn_window": (65536, 2**40),
+    "stream_window": (1024, 2**40),
+    "retry": (0, 1),
+    "max_queued_datagrams": (16, 65536),
+    "stall_timeout": (0, 86400),
+}
 # Sub-options given in seconds (a number > lowest bound) rather than an integer.
 _SECONDS = {"flood_window", "stall_timeout"}
 
@@ -257,13 +294,30 @@ def _http2_options(raw: Any) -> Http2Options:
     return Http2Options(**values)
 
 
-def _protocols(raw: Any) -> tuple[tuple[str, ...], Http1Options, Http2Options]:
+def _http3_options(raw: Any) -> Http3Options:
+    raw = dict(raw) if isinstance(raw, Mapping) else raw
+    files: dict[str, Any] = {}
+    if isinstance(raw, dict):
+        for key in ("certfile", "keyfile"):
+            if key in raw:
+                value = raw.pop(key)
+                if not isinstance(value, str) or not value:
+                    raise _fail(f"protocols.http3.{key}", value, "a file path")
+                files[key] = value
+        if isinstance(raw.get("retry"), bool):
+            raw["retry"] = int(raw["retry"])
+    values = _sub_options("http3", raw, Http3Options, _HTTP3_BOUNDS)
+    return Http3Options(**values, **files)
+
+
+def _protocols(raw: Any) -> tuple[tuple[str, ...], Http1Options, Http2Options, Http3Options | None]:
     accepted = '"http1", "http2", "http3" or (name, {sub-options}), in a non-empty list'
     if not isinstance(raw, list | tuple) or not raw:
         raise _fail("protocols", raw, accepted)
     names: list[str] = []
     http1 = Http1Options()
     http2 = Http2Options()
+    http3: Http3Options | None = None
     for entry in raw:
         sub: Any = None
         if isinstance(entry, str):
@@ -276,14 +330,17 @@ def _protocols(raw: Any) -> tuple[tuple[str, ...], Http1Options, Http2Options]:
             raise _fail("protocols", name, accepted)
         if name in names:
             raise _fail("protocols", raw, "each protocol at most once")
-        if name not in _SERVED_PROTOCOLS:
-            raise _fail("protocols", name, "http1 and http2 in this version (http3 is not served yet)")
+        if name == "http3":
+            http3 = _http3_options(sub if sub is not None else {})
         if name == "http1" and sub is not None:
             http1 = _http1_options(sub)
         if name == "http2" and sub is not None:
             http2 = _http2_options(sub)
         names.append(name)
-    return tuple(names), http1, http2
+    if http3 is not None and names == ["http3"]:
+        raise _fail("protocols", raw, "http3 beside http1 and/or http2 (clients discover h3 through "
+                    "the alt-svc header of a TCP protocol)")
+    return tuple(names), http1, http2, http3
 
 
 def _tls(raw: Any, alpn: list[str]) -> ssl.SSLContext | None:
@@ -343,6 +400,28 @@ def server_context(
     if alpn:
         ctx.set_alpn_protocols(alpn)
     return ctx
+
+
+def _http3_tls(http3: Http3Options, raw: Any) -> Http3Options:
+    """HTTP/3 needs TLS 1.3 from QUIC: the certificate and key files, checked now."""
+    if raw is None:
+        raise _fail("protocols", "http3", "http3 only with the tls option (QUIC is always encrypted)")
+    certfile, keyfile = http3.certfile, http3.keyfile
+    if certfile is None and isinstance(raw, Mapping):
+        certfile, keyfile = raw.get("certfile"), raw.get("keyfile")
+    if certfile is None:
+        raise _fail("protocols.http3.certfile", None,
+                    "the certificate file for QUIC (tls is an SSLContext, whose files cannot be read back)")
+    try:
+        from rr.http3.quic import load_certificate
+
+        load_certificate(certfile, keyfile)
+    except ImportError:
+        raise _fail("protocols", "http3", "http3 with aioquic installed (pip install 'rr[http3]')") from None
+    except (OSError, ValueError) as exc:
+        raise _fail("protocols.http3.certfile", certfile, f"a readable certificate/key pair ({exc})") from None
+    return Http3Options(**{**{f: getattr(http3, f) for f in Http3Options.__dataclass_fields__},
+                           "certfile": certfile, "keyfile": keyfile})
 
 
 def _alt_svc(raw: Any) -> str | None:
@@ -441,8 +520,10 @@ def load(opts: Mapping[str, Any]) -> Config:
     if not_found is not None and not callable(not_found):
         raise _fail("not_found", not_found, "a handler callable")
 
-    protocols, http1, http2 = _protocols(opts.get("protocols", ["http1"]))
+    protocols, http1, http2, http3 = _protocols(opts.get("protocols", ["http1"]))
     tls = _tls(opts.get("tls"), alpn_protocols(protocols))
+    if http3 is not None:
+        http3 = _http3_tls(http3, opts.get("tls"))
 
     body_buffering = opts.get("body_buffering", "auto")
     if body_buffering not in ("auto", "manual"):
@@ -461,6 +542,7 @@ def load(opts: Mapping[str, Any]) -> Config:
         protocols=protocols,
         http1=http1,
         http2=http2,
+        http3=http3,
         # One acceptor drains the accept queue in a loop; more add resilience, not speed.
         num_acceptors=_int(opts, "num_acceptors", 2, 1, 1024),
         # The kernel clamps it to somaxconn; 1024 absorbs connection bursts.

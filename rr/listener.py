@@ -5,8 +5,11 @@ Process tree (``rest_for_one``, so a crash restarts what depends on it)::
     listener "web" (supervisor, rest_for_one)
     ├── socket owner   (gen_server: binds the port, closes it on exit)
     ├── conns          (supervisor, simple_one_for_one, temporary children)
-    │   └── conn process, one per connection (rr.transport: TLS, then h1 or h2)
-    └── acceptor 1..N  (each blocks in accept() on its own dup of the socket)
+    │   ├── conn process, one per TCP connection (rr.transport: TLS, then h1 or h2)
+    │   └── QUIC conn process, one per HTTP/3 connection (rr.http3.conn)
+    ├── acceptor 1..N  (each blocks in accept() on its own dup of the socket)
+    └── quic endpoint  (with http3: reads the UDP socket, routes datagrams by
+                        connection id, admits new QUIC connections like accepted sockets)
 
 What it owns: the listening socket and the ``ListenerRuntime`` (``rr.runtime``) — the shared
 counters and flags of one listener (the analogue of roadrunner's atomics and
@@ -71,7 +74,7 @@ class SocketOwner(supervisors.Server):
         raise ValueError(f"unexpected call {msg!r}")
 
     def terminate(self, reason: Any) -> None:
-        self.runtime.close_socket()
+        self.runtime.close_sockets()
 
 
 def acceptor(runtime: ListenerRuntime) -> None:
@@ -180,9 +183,19 @@ def _admit(runtime: ListenerRuntime, sock: Any, peer: Any) -> None:
 
 
 def _start_conn(runtime: ListenerRuntime, sock: Any, peer: Any) -> supervisors.Pid:
+    if runtime.config.http3 is not None and not hasattr(sock, "fileno"):  # a QuicAdmission
+        from rr.http3.conn import serve_h3
+
+        return supervisors.spawn_link(serve_h3, sock, peer, runtime, label="rr.h3.conn")
     return supervisors.spawn_link(
         serve_connection, sock, peer, runtime, label="rr.conn", **runtime.config.handler_spawn.as_kwargs()
     )
+
+
+def _start_endpoint(runtime: ListenerRuntime) -> supervisors.Pid:
+    from rr.http3.endpoint import endpoint
+
+    return supervisors.spawn_link(endpoint, runtime, _admit, label=f"rr.quic.{runtime.name}")
 
 
 def _conn_ended(runtime: ListenerRuntime, pid: supervisors.Pid, reason: Any, args: tuple[Any, ...]) -> None:
@@ -235,6 +248,9 @@ def start_link(runtime: ListenerRuntime) -> supervisors.Pid:
                               shutdown="brutal_kill")
         for i in range(runtime.config.num_acceptors)
     ]
+    if runtime.config.http3 is not None:
+        children.append(supervisors.ChildSpec("quic", _start_endpoint, args=(runtime,), restart="permanent",
+                                              shutdown="brutal_kill"))
     runtime.draining = False
     if runtime.config.blocking_monitor is not None:
         watchdog.enable(runtime.config.blocking_monitor)

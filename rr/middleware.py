@@ -77,20 +77,37 @@ def chain(middlewares: Sequence[tuple[Middleware, Any]], handler: Handler) -> Ha
     return app
 
 
-def alt_svc(req: Any, nxt: Handler, value: str) -> Any:
+def alt_svc(req: Any, nxt: Handler, value: str | Callable[[], str]) -> Any:
     """The listener's ``alt_svc`` option: advertise alternative services (RFC 7838), e.g. h3.
 
     Added to every response that does not carry its own ``alt-svc``, on every
-    protocol; rr puts it outermost in the chain when the option is set.
+    protocol; rr puts it outermost in the chain when the option is set. A
+    listener serving ``http3`` without the option advertises its own h3 port
+    on its TCP protocols (``value`` is then a function: the port is known
+    once bound).
     """
     result = nxt(req)
     if isinstance(result, resp.WebSocket) or resp.get_header(result, "alt-svc") is not None:
         return result
+    if callable(value):
+        if req.version == "HTTP/3":
+            return result
+        value = value()
     return resp.with_header(result, "alt-svc", value)
 
 
-def listener_chain(config: Any) -> tuple[Any, ...]:
-    """The listener's middleware entries, with rr's own (``alt_svc``) outermost when configured."""
+# How long a client may remember the h3 alternative (RFC 7838 ``ma``): a day, as is common.
+H3_MAX_AGE = 86400
+
+
+def listener_chain(config: Any, port: Callable[[], int] | None = None) -> tuple[Any, ...]:
+    """The listener's middleware entries, with rr's own (``alt_svc``) outermost when configured.
+
+    ``port`` gives the bound port: with ``http3`` and no ``alt_svc`` option, responses on
+    h1/h2 advertise ``h3=":PORT"; ma=86400``.
+    """
     if config.alt_svc is not None:
         return ((alt_svc, config.alt_svc), *config.middlewares)
+    if getattr(config, "http3", None) is not None and port is not None:
+        return ((alt_svc, lambda: f'h3=":{port()}"; ma={H3_MAX_AGE}'), *config.middlewares)
     return tuple(config.middlewares)

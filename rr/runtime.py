@@ -37,6 +37,11 @@ class ListenerRuntime:
             max_content_length=config.max_content_length,
         )
         self.sock: Any = None
+        # HTTP/3: the UDP socket on the same port number, and connection id -> QUIC conn pid
+        # (kept by the QUIC conn processes; rr.http3.endpoint routes datagrams with it).
+        self.udp_sock: Any = None
+        self.quic_routes: dict[bytes, supervisors.Pid] = {}
+        self.quic_dropped = 0  # datagrams dropped at a connection whose mailbox was full
         self.port = config.port
         self.active = 0
         self.requests_served = 0
@@ -79,12 +84,47 @@ class ListenerRuntime:
             "evicted": self.evicted,
             "status": self.status(),
             "protocols": list(self.config.protocols),
+            **({"quic_connection_ids": len(self.quic_routes), "quic_dropped": self.quic_dropped}
+               if self.config.http3 is not None else {}),
         }
 
     # -- the socket ------------------------------------------------------------
 
     def bind(self) -> None:
-        """Open the listening socket (dual-stack by default); keeps the port across restarts."""
+        """Open the listening socket (dual-stack by default); keeps the port across restarts.
+
+        With ``http3``, also the UDP socket on the same port number (for port 0: a port
+        free for both, tried a few times)."""
+        for attempt in range(20):
+            self._bind_tcp()
+            if self.config.http3 is None:
+                return
+            try:
+                self._bind_udp()
+                return
+            except OSError:
+                if self.config.port != 0 or attempt == 19:
+                    self.close_socket()
+                    raise
+                self.close_socket()
+                self.port = 0
+
+    def _bind_udp(self) -> None:
+        family = self.sock.family
+        sock = gsocket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and self.config.ip is None:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((self.sock.getsockname()[0], self.port))
+            # Room for bursts of datagrams between two reads of the endpoint (the kernel caps it).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+        except OSError:
+            sock.close()
+            raise
+        self.udp_sock = sock
+
+    def _bind_tcp(self) -> None:
         config = self.config
         ip = config.ip
         if ip is None:
@@ -106,9 +146,17 @@ class ListenerRuntime:
         self.port = sock.getsockname()[1]
 
     def close_socket(self) -> None:
+        """Close the TCP listening socket (drain; QUIC connections still need the UDP one)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+    def close_sockets(self) -> None:
+        """Close every socket of the listener (its end)."""
+        self.close_socket()
+        if self.udp_sock is not None:
+            self.udp_sock.close()
+            self.udp_sock = None
 
 
 def _ipv6_usable() -> bool:

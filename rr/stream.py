@@ -55,6 +55,7 @@ conn answer 500 for it.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,8 @@ SENT = "stream.sent"
 CHUNK = 16384
 # Unacknowledged body bytes a worker may have queued at the conn process (plus one final chunk).
 IN_FLIGHT = 65536
+# A worker told its stream is gone (CLOSED) is killed if it has not ended within this.
+CLOSE_GRACE = 1.0
 
 _CLOSED = (resp.CLOSED,)
 
@@ -377,6 +380,24 @@ class WsStream:
 
     def consumed(self, n: int) -> None:
         supervisors.send(self.sink.conn, (CREDIT, self.sink.sid, n))
+
+
+def reap(pids: list[supervisors.Pid], grace: float = CLOSE_GRACE) -> None:
+    """Give workers told their connection ended ``grace`` to finish, then kill the rest.
+
+    Run in a process of its own (a reaper) by a conn process that is ending.
+    """
+    refs = {supervisors.monitor(pid): pid for pid in pids}
+    deadline = time.monotonic() + grace
+    while refs:
+        try:
+            msg = supervisors.receive(lambda m: isinstance(m, tuple) and m[:1] == ("DOWN",) and m[1] in refs,
+                                      timeout=max(0.0, deadline - time.monotonic()))
+        except supervisors.Timeout:
+            break
+        refs.pop(msg[1])
+    for pid in refs.values():
+        supervisors.exit(pid, "kill")
 
 
 def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerRuntime, ended: bool,

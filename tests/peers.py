@@ -74,6 +74,9 @@ PEERS = {
         Peer("playwright", _modules("playwright"), "PyPI 'playwright' (pyproject.toml test extra)"),
         Peer("kosoku", _script("kosoku"), "PyPI 'kosoku' (pyproject.toml test extra)"),
         Peer("websockets", _modules("websockets"), "PyPI 'websockets' (pyproject.toml test extra)"),
+        Peer("gtlsclient", _program("gtlsclient"), "Debian package 'ngtcp2-client' (tools/apt-packages)"),
+        Peer("curl_cffi", _modules("curl_cffi"), "PyPI 'curl_cffi' (pyproject.toml test extra)"),
+        Peer("aioquic", _modules("aioquic"), "PyPI 'aioquic' (pyproject.toml http3 extra)"),
     )
 }
 

@@ -47,7 +47,7 @@ import supervisors
 from rr import response as resp
 from rr import stream as sw
 from rr.http2 import codec
-from rr.http2.machine import CLOSE_GRACE, KILL, START, TELL, ConnectionEnded, H2Machine
+from rr.http2.machine import KILL, START, TELL, ConnectionEnded, H2Machine
 from rr.request import Request
 from rr.stream import CREDIT, DATA, HEAD, LOOP, RESPONSE, TRAILERS
 
@@ -272,21 +272,6 @@ def _is_more(msg: Any) -> bool:
     return msg == ("h2.more",)
 
 
-def _reap(pids: list[supervisors.Pid]) -> None:
-    """Give workers told the connection ended ``CLOSE_GRACE`` to finish, then kill the rest."""
-    refs = {supervisors.monitor(pid): pid for pid in pids}
-    deadline = time.monotonic() + CLOSE_GRACE
-    while refs:
-        try:
-            msg = supervisors.receive(lambda m: isinstance(m, tuple) and m[:1] == ("DOWN",) and m[1] in refs,
-                                      timeout=max(0.0, deadline - time.monotonic()))
-        except supervisors.Timeout:
-            break
-        refs.pop(msg[1])
-    for pid in refs.values():
-        supervisors.exit(pid, "kill")
-
-
 def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initial: bytes = b"",
              upgrade: tuple[bytes, Request, bytes] | None = None) -> Http2Conn:
     """Run an h2 connection in the calling (conn) process until it closes.
@@ -320,7 +305,7 @@ def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initia
                 supervisors.send(worker[0], _CLOSED)
                 orphans.append(worker[0])
         if orphans:
-            supervisors.spawn(_reap, orphans, label="rr.h2.reaper")
+            supervisors.spawn(sw.reap, orphans, label="rr.h2.reaper")
         if conn.reader is not None:
             supervisors.unlink(conn.reader)
             supervisors.exit(conn.reader, "kill")

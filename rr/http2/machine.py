@@ -82,7 +82,7 @@ KILL = "kill"  # (KILL, sid): the machine already counts the worker gone
 _BODY_END = (sw.BODY_END,)
 _CLOSED = (resp.CLOSED,)
 # Seconds a stream worker told the client is gone (``CLOSED``) may take to end before it is killed.
-CLOSE_GRACE = 1.0
+CLOSE_GRACE = sw.CLOSE_GRACE
 
 
 class ConnectionEnded(Exception):

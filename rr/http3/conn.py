@@ -1,0 +1,554 @@
+"""The HTTP/3 connection process: one QUIC connection, its streams' workers, its timer.
+
+What it is: the process the listener's connection supervisor starts for a
+``QuicAdmission`` (``rr.http3.endpoint``). It owns aioquic's sans-IO
+``QuicConnection`` (``rr.http3.quic.RrQuic``) and ``H3Connection``, a dup of
+the UDP socket to send from, and the map from request stream ids to their
+worker processes. Datagrams reach it from the endpoint as messages; it
+feeds them to aioquic, acts on the HTTP/3 events, and sends what aioquic
+has to send after each batch, with one timer re-armed from ``get_timer()``.
+
+Each request stream runs in a worker process (``rr.stream.run_stream``),
+exactly as on h2: the same mailbox protocol (``RESPONSE``, ``HEAD``,
+``DATA``, ``TRAILERS``, ``CREDIT``, ``LOOP``; ``BODY``, ``BODY_END``,
+``SENT``, ``CLOSED``, ``DRAIN``), the same exchange, so a request means the
+same on h1, h2 and h3. A worker is monitored: if it dies before its head,
+its stream is answered 500; after, the stream is reset with
+H3_INTERNAL_ERROR; siblings go on.
+
+What it must never do: run application code, block on a worker or on the
+network beyond one ``sendto``, or write to a stream after it was reset or
+the peer asked it to stop (STOP_SENDING): such a stream is closed here and
+its worker told (``CLOSED``), then killed after ``CLOSE_GRACE``.
+
+Flow control and memory: request bodies flow to a worker as fast as it
+reads them (``RrQuic`` reopens the client's windows only as the worker
+consumes); a worker keeps at most the peer's window plus a chunk of
+response queued here (its ``DATA`` is acknowledged with ``SENT`` once
+aioquic has sent it), so a client that never reads pins at most that.
+
+Drain: when ``runtime.draining`` becomes true, a GOAWAY on the control
+stream says which requests will still be served; in-flight streams finish;
+the connection closes (H3_NO_ERROR) once none is open. ``idle`` lets drain
+and eviction end it at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import TYPE_CHECKING, Any
+
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, Setting, encode_frame
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic import events as qe
+
+import supervisors
+from rr import dispatch, exchange, telemetry
+from rr import response as resp
+from rr import stream as sw
+from rr.fields import Malformed, field_list_size, validate_request
+from rr.http3.quic import RrQuic, server_configuration
+from rr.httpdate import http_date
+from rr.log import get_logger
+from rr.request import Headers, Request
+from rr.stream import CREDIT, DATA, HEAD, LOOP, RESPONSE, TRAILERS
+
+if TYPE_CHECKING:
+    from rr.http3.endpoint import QuicAdmission
+    from rr.runtime import ListenerRuntime
+
+_log = get_logger("rr.http3")
+
+# How often the loop looks at the drain flag when nothing else wakes it.
+TICK = 0.5
+# Messages handled before what aioquic has to send goes out, even if more are queued.
+BATCH = 64
+
+_CLOSED = (resp.CLOSED,)
+_BODY_END = (sw.BODY_END,)
+_THROTTLED = ("rr", "listener", "throttled")
+_CONN_CLOSE = ("rr", "conn", "close")
+
+
+class _H3(H3Connection):
+    """aioquic's HTTP/3 layer, advertising rr's SETTINGS_MAX_FIELD_SECTION_SIZE."""
+
+    def __init__(self, quic: Any, max_field_section_size: int) -> None:
+        self.rr_max_field_section_size = max_field_section_size
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        settings[Setting.MAX_FIELD_SECTION_SIZE] = self.rr_max_field_section_size
+        return settings
+
+
+class H3Stream:
+    """One request stream's state at the conn."""
+
+    __slots__ = ("sid", "pid", "ref", "req", "is_head", "head_sent", "ended_local", "ended_remote",
+                 "closed", "alive", "loop", "acks", "dying")
+
+    def __init__(self, sid: int, req: Request, ended: bool) -> None:
+        self.sid = sid
+        self.pid: supervisors.Pid | None = None
+        self.ref: Any = None
+        self.req = req
+        self.is_head = req.method == "HEAD"
+        self.head_sent = False
+        self.ended_local = False
+        self.ended_remote = ended
+        self.closed = False  # no more writes (ended, reset, or the peer stopped it)
+        self.alive = True  # its worker runs
+        self.loop = False
+        self.acks: collections.deque[int] = collections.deque()  # stream offsets owed a SENT
+        self.dying = 0.0  # when a told worker is killed (0: not told)
+
+
+class Http3Conn:
+    """One QUIC connection's process state; ``serve`` is the loop."""
+
+    def __init__(self, adm: QuicAdmission, peer: Any, runtime: ListenerRuntime) -> None:
+        config = runtime.config
+        options = config.http3
+        assert options is not None and options.certfile is not None
+        self.adm = adm
+        self.peer = peer
+        self.runtime = runtime
+        self.config = config
+        self.options = options
+        self.pid = supervisors.self()
+        configuration = server_configuration(
+            options.certfile, options.keyfile, conn_window=options.conn_window,
+            stream_window=options.stream_window, idle_timeout=config.keep_alive_timeout)
+        self.quic = RrQuic(configuration=configuration, max_streams=options.max_concurrent_streams,
+                           stream_window=options.stream_window, conn_window=options.conn_window,
+                           original_destination_connection_id=adm.original_dcid,
+                           retry_source_connection_id=adm.retry_scid)
+        self.h3 = _H3(self.quic, options.max_field_section_size)
+        self.streams: dict[int, H3Stream] = {}
+        self.by_ref: dict[Any, int] = {}
+        self.done: set[int] = set()  # request streams refused or finished: later frames ignored
+        self.sock: Any = None
+        self.requests = 0
+        self.highest = -1  # highest request stream id taken (for GOAWAY)
+        self.goaway_sent = False
+        self.terminated = False
+        self.closing = False
+        self.close_reason = "normal"
+        self.timer: float | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No stream open: drain and eviction may end this connection at once."""
+        return not self.streams
+
+    # -- the network ----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send what aioquic has to send; re-arm the timer; acknowledge what went out."""
+        now = time.monotonic()
+        sock = self.sock
+        for data, addr in self.quic.datagrams_to_send(now):
+            try:
+                sock.sendto(data, addr)
+            except OSError:
+                pass  # a datagram lost here is a datagram lost on the path: QUIC recovers
+        self.timer = self.quic.get_timer()
+        for st in self.streams.values():
+            if st.acks and st.alive:
+                self.acknowledge(st)
+
+    def acknowledge(self, st: H3Stream) -> None:
+        sent = self.quic.sent_offset(st.sid)
+        window = -1
+        while st.acks and sent >= st.acks[0]:
+            st.acks.popleft()
+            if window < 0:
+                window = self.quic.send_window(st.sid)
+            supervisors.send(st.pid, (sw.SENT, window))  # type: ignore[arg-type]
+
+    def receive_datagram(self, data: bytes, addr: Any) -> None:
+        self.quic.receive_datagram(data, addr, time.monotonic())
+        self.process()
+
+    def process(self) -> None:
+        """Act on every event aioquic has for us."""
+        quic = self.quic
+        while (event := quic.next_event()) is not None:
+            if isinstance(event, qe.StreamDataReceived):
+                for h3_event in self.h3.handle_event(event):
+                    if type(h3_event) is DataReceived:
+                        self.on_data(h3_event)
+                    elif type(h3_event) is HeadersReceived:
+                        self.on_headers(h3_event)
+                    # DatagramReceived / WebTransport: not enabled
+                if not event.stream_id & 2:
+                    quic.reopen(event.stream_id)  # frame overhead is given back at once
+            elif isinstance(event, qe.StreamReset | qe.StopSendingReceived):
+                self.h3.handle_event(event)
+                st = self.streams.get(event.stream_id)
+                if st is not None:
+                    self.drop(st)
+            elif isinstance(event, qe.ConnectionIdIssued):
+                self.adm.route(event.connection_id, self.pid)
+            elif isinstance(event, qe.ConnectionIdRetired):
+                self.adm.unroute(event.connection_id)
+            elif isinstance(event, qe.ConnectionTerminated):
+                self.terminated = True
+                if self.close_reason == "normal":
+                    code = event.error_code
+                    self.close_reason = ("idle_timeout" if code == 0 and not event.reason_phrase
+                                         else "peer_closed" if code in (0, ErrorCode.H3_NO_ERROR)
+                                         else "protocol_error")
+            else:
+                self.h3.handle_event(event)
+
+    # -- requests -------------------------------------------------------------------
+
+    def on_headers(self, event: HeadersReceived) -> None:
+        sid = event.stream_id
+        st = self.streams.get(sid)
+        if st is not None:  # trailers (aioquic checked they end the stream)
+            if event.stream_ended:
+                self.remote_end(st)
+            return
+        if sid in self.done or sid & 3:
+            return
+        self.open_stream(sid, event.headers, event.stream_ended)
+
+    def open_stream(self, sid: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        runtime = self.runtime
+        self.highest = max(self.highest, sid)
+        if self.goaway_sent:
+            self.refuse(sid, ErrorCode.H3_REQUEST_REJECTED)
+            return
+        cap = self.config.max_concurrent_requests
+        if cap is not None and runtime.live_streams >= cap:
+            runtime.throttled += 1
+            if telemetry.enabled(_THROTTLED):
+                telemetry.execute(_THROTTLED, {"system_time": time.time_ns()},
+                                  {"listener": runtime.name, "reason": "max_concurrent_requests"})
+            self.refuse(sid, ErrorCode.H3_REQUEST_REJECTED)
+            return
+        try:
+            pseudo, fields, length = validate_request(headers, connect_protocol=True)
+        except Malformed as exc:
+            _log.debug("h3 malformed request", stream_id=sid, reason=str(exc))
+            self.refuse(sid, ErrorCode.H3_MESSAGE_ERROR)
+            return
+        self.requests += 1
+        runtime.requests_served += 1
+        if field_list_size(headers) > self.options.max_field_section_size:
+            self.answer_inline(sid, 431, ended)
+            return
+        method = pseudo[":method"]
+        if method == "CONNECT":
+            self.answer_inline(sid, 501, ended)  # tunnels and RFC 9220 WebSocket: not served over h3 yet
+            return
+        if ended and length not in (None, 0):
+            self.refuse(sid, ErrorCode.H3_MESSAGE_ERROR)  # a declared body that never comes
+            return
+        target = pseudo[":path"]
+        path, _, query = target.partition("?")
+        req = Request(
+            method, target, path, query, "HTTP/3", Headers(fields), scheme=pseudo.get(":scheme", "https"),
+            host=pseudo.get(":authority") or next((v for k, v in fields if k == "host"), None),
+            peer=self.peer, listener=runtime.name,
+        )
+        st = H3Stream(sid, req, ended)
+        pid, ref = supervisors.spawn_monitor(
+            sw.run_stream, self.pid, sid, req, runtime, ended, self.quic.send_window(sid),
+            label="rr.h3.stream", **self.config.handler_spawn.as_kwargs(),
+        )
+        st.pid, st.ref = pid, ref
+        self.streams[sid] = st
+        self.by_ref[ref] = sid
+        runtime.live_streams += 1
+
+    def on_data(self, event: DataReceived) -> None:
+        st = self.streams.get(event.stream_id)
+        if st is None or not st.alive or st.ended_remote:
+            return  # a refused, reset or finished stream: aioquic already counted the bytes
+        data = event.data
+        if data:
+            self.quic.delivered(st.sid, len(data))
+            supervisors.send(st.pid, (sw.BODY, data))  # type: ignore[arg-type]
+        if event.stream_ended:
+            self.remote_end(st)
+
+    def remote_end(self, st: H3Stream) -> None:
+        if not st.ended_remote:
+            st.ended_remote = True
+            if st.alive:
+                supervisors.send(st.pid, _BODY_END)  # type: ignore[arg-type]
+        self.maybe_forget(st)
+
+    def refuse(self, sid: int, code: int) -> None:
+        """Reject a request stream before any worker: reset it and stop its input."""
+        self.done.add(sid)
+        self._reset_wire(sid, code, stop=True)
+
+    def answer_inline(self, sid: int, status: int, ended: bool) -> None:
+        """A bodiless answer from the conn itself (431, 501), no worker."""
+        self.done.add(sid)
+        self.h3.send_headers(sid, [(b":status", str(status).encode()), (b"content-length", b"0"),
+                                   (b"date", http_date().encode())], end_stream=True)
+        if not ended:
+            self._stop(sid, ErrorCode.H3_NO_ERROR)
+
+    # -- responses ------------------------------------------------------------------
+
+    def send_head(self, st: H3Stream, status: int, fields: list[tuple[str, str]], length: int | None,
+                  end: bool) -> None:
+        block = [(b":status", str(status).encode())]
+        block += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
+        if length is not None:
+            block.append((b"content-length", str(length).encode()))
+        self.h3.send_headers(st.sid, block, end_stream=end)
+        st.head_sent = True
+        if end:
+            self.local_end(st)
+
+    def on_response(self, sid: int, status: int, fields: list[tuple[str, str]], length: int | None,
+                    body: bytes) -> None:
+        st = self.streams.get(sid)
+        if st is None or st.closed:
+            return
+        self.send_head(st, status, fields, length, not body)
+        if body:
+            self.h3.send_data(sid, body, True)
+            self.local_end(st)
+
+    def on_head(self, sid: int, status: int, fields: list[tuple[str, str]], length: int | None,
+                end: bool) -> None:
+        st = self.streams.get(sid)
+        if st is not None and not st.closed:
+            self.send_head(st, status, fields, length, end)
+
+    def on_worker_data(self, sid: int, data: bytes, end: bool) -> None:
+        st = self.streams.get(sid)
+        if st is None or st.closed:
+            return  # reset meanwhile: the worker is told or being killed
+        self.h3.send_data(sid, data, end)
+        if end:
+            self.local_end(st)
+        else:
+            st.acks.append(self.quic.buffered_end(sid))
+
+    def on_trailers(self, sid: int, fields: list[tuple[str, str]]) -> None:
+        st = self.streams.get(sid)
+        if st is None or st.closed:
+            return
+        self.h3.send_headers(sid, [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields],
+                             end_stream=True)
+        self.local_end(st)
+
+    def local_end(self, st: H3Stream) -> None:
+        """Our side of the stream is complete."""
+        st.ended_local = True
+        st.closed = True
+        if not st.ended_remote:
+            # The response is complete before the request body: ask the peer to stop (RFC 9114 §4.1).
+            self._stop(st.sid, ErrorCode.H3_NO_ERROR)
+            st.ended_remote = True
+        self.maybe_forget(st)
+
+    # -- ends -----------------------------------------------------------------------
+
+    def _stop(self, sid: int, code: int) -> None:
+        try:
+            self.quic.stop_stream(sid, code)
+        except ValueError:
+            pass  # aioquic already discarded the stream
+
+    def _reset_wire(self, sid: int, code: int, stop: bool) -> None:
+        self.quic.reset_stream(sid, code)
+        if stop:
+            self._stop(sid, code)
+
+    def reset(self, st: H3Stream, code: int) -> None:
+        """A stream error from our side: reset it and end its worker."""
+        self._reset_wire(st.sid, code, stop=not st.ended_remote)
+        st.ended_remote = True
+        self.drop(st)
+
+    def drop(self, st: H3Stream) -> None:
+        """The stream is over on the wire (reset either way): tell its worker, kill it later."""
+        st.closed = True
+        st.ended_remote = True
+        st.acks.clear()
+        if st.alive and not st.dying:
+            supervisors.send(st.pid, _CLOSED)  # type: ignore[arg-type]
+            st.dying = time.monotonic() + sw.CLOSE_GRACE
+        self.maybe_forget(st)
+
+    def maybe_forget(self, st: H3Stream) -> None:
+        if st.closed and st.ended_remote and not st.alive:
+            self.streams.pop(st.sid, None)
+            self.done.add(st.sid)
+            self.quic.forget(st.sid)
+
+    def worker_down(self, sid: int, reason: Any) -> None:
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        st.alive = False
+        self.runtime.live_streams -= 1
+        self.quic.forget(sid)  # its unread body will never be read
+        if st.closed:
+            self.maybe_forget(st)
+            return
+        if not st.head_sent:
+            req = st.req
+            if reason != "normal":
+                _log.error("h3 stream worker died", stream_id=sid, reason=str(reason),
+                           request_id=req.request_id, method=req.method, path=req.path)
+            error = dispatch.INTERNAL_ERROR
+            fields, _ = exchange.response_fields(error.headers)
+            self.send_head(st, 500, fields, len(error.body), st.is_head)
+            if not st.closed:
+                self.h3.send_data(sid, error.body, True)
+                self.local_end(st)
+            return
+        self.reset(st, ErrorCode.H3_INTERNAL_ERROR)
+
+    def kill_overdue(self, now: float) -> None:
+        for st in list(self.streams.values()):
+            if st.alive and st.dying and now >= st.dying:
+                supervisors.demonitor(st.ref, flush=True)
+                self.by_ref.pop(st.ref, None)
+                supervisors.exit(st.pid, "kill")  # type: ignore[arg-type]
+                self.worker_down(st.sid, "killed")
+
+    # -- drain ----------------------------------------------------------------------
+
+    def goaway(self) -> None:
+        """RFC 9114 §5.2: requests on streams below the id sent are still served."""
+        if self.goaway_sent:
+            return
+        self.goaway_sent = True
+        control = self.h3._local_control_stream_id
+        if control is not None:
+            self.quic.send_stream_data(control, encode_frame(FrameType.GOAWAY, encode_uint_var(self.highest + 4)))
+        for st in self.streams.values():
+            if st.loop and st.alive:
+                supervisors.send(st.pid, (resp.DRAIN, self.runtime.drain_deadline))  # type: ignore[arg-type]
+
+    def close(self, code: int = ErrorCode.H3_NO_ERROR, reason: str = "") -> None:
+        """CONNECTION_CLOSE; aioquic ends the connection (ConnectionTerminated) after its closing period."""
+        if not self.closing:
+            self.closing = True
+            self.quic.close(error_code=code, reason_phrase=reason)
+
+    # -- the loop -------------------------------------------------------------------
+
+    def serve(self) -> None:
+        adm = self.adm
+        self.sock = self.runtime.udp_sock.dup()
+        adm.route(adm.dcid, self.pid)
+        adm.route(self.quic.host_cid, self.pid)
+        self.receive_datagram(adm.first, adm.addr)
+        adm.first = b""
+        self.flush()
+        receive = supervisors.receive
+        mailbox_size = supervisors.mailbox_size
+        runtime = self.runtime
+        batched = 0
+        while not self.terminated:
+            if runtime.draining and not self.goaway_sent:
+                self.goaway()
+                self.flush()
+            if self.goaway_sent and not self.streams and not self.closing:
+                self.close_reason = "drain" if self.close_reason == "normal" else self.close_reason
+                self.close()
+                self.flush()
+            now = time.monotonic()
+            wait = TICK if self.timer is None else max(0.0, min(TICK, self.timer - now))
+            try:
+                msg = receive(timeout=wait)
+            except supervisors.Timeout:
+                now = time.monotonic()
+                if self.timer is not None and now >= self.timer:
+                    self.quic.handle_timer(now)
+                    self.process()
+                self.kill_overdue(now)
+                self.flush()
+                continue
+            self.handle(msg)
+            batched += 1
+            if batched >= BATCH or not mailbox_size():
+                batched = 0
+                now = time.monotonic()
+                if self.timer is not None and now >= self.timer:
+                    self.quic.handle_timer(now)
+                    self.process()
+                self.flush()
+
+    def handle(self, msg: Any) -> None:
+        tag = msg[0] if type(msg) is tuple and msg else None
+        if tag == "h3.dgram":
+            self.receive_datagram(msg[1], msg[2])
+        elif tag == DATA:
+            self.on_worker_data(msg[1], msg[2], msg[3])
+        elif tag == RESPONSE:
+            self.on_response(msg[1], msg[2], msg[3], msg[4], msg[5])
+        elif tag == "DOWN":
+            sid = self.by_ref.pop(msg[1], None)
+            if sid is not None:
+                self.worker_down(sid, msg[3])
+        elif tag == CREDIT:
+            self.quic.credit(msg[1], msg[2])
+        elif tag == HEAD:
+            self.on_head(msg[1], msg[2], msg[3], msg[4], msg[5])
+        elif tag == TRAILERS:
+            self.on_trailers(msg[1], msg[2])
+        elif tag == LOOP:
+            st = self.streams.get(msg[1])
+            if st is not None:
+                st.loop = True
+                if self.goaway_sent and st.alive:
+                    supervisors.send(st.pid, (resp.DRAIN, self.runtime.drain_deadline))  # type: ignore[arg-type]
+
+    def end_workers(self) -> list[supervisors.Pid]:
+        """The connection is over: tell every live worker; the caller reaps them."""
+        pids = []
+        for st in self.streams.values():
+            if st.alive:
+                st.alive = False
+                self.runtime.live_streams -= 1
+                supervisors.demonitor(st.ref, flush=True)
+                supervisors.send(st.pid, _CLOSED)  # type: ignore[arg-type]
+                pids.append(st.pid)
+        return pids  # type: ignore[return-value]
+
+
+def serve_h3(adm: QuicAdmission, peer: Any, runtime: ListenerRuntime) -> None:
+    """The QUIC connection process's body (started by the listener's connection supervisor)."""
+    started = time.monotonic()
+    conn = Http3Conn(adm, peer, runtime)
+    runtime.conns[conn.pid] = conn
+    try:
+        conn.serve()
+    except supervisors.Exit as exc:
+        if exc.reason == "shutdown" and conn.sock is not None:  # drain or eviction of an idle connection
+            conn.close_reason = "drain"
+            try:
+                conn.close()
+                conn.flush()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        raise
+    finally:
+        orphans = conn.end_workers()
+        if orphans:
+            supervisors.spawn(sw.reap, orphans, label="rr.h3.reaper")
+        runtime.conns.pop(conn.pid, None)
+        adm.close()
+        if conn.sock is not None:
+            conn.sock.close()
+        if telemetry.enabled(_CONN_CLOSE):
+            telemetry.execute(_CONN_CLOSE, {"duration": time.monotonic() - started, "requests": conn.requests},
+                              {"listener": runtime.name, "peer": peer, "reason": conn.close_reason})

@@ -1,0 +1,159 @@
+"""rr's use of aioquic, in one place: configuration, the connection subclass, flow control.
+
+What it is: everything rr needs from aioquic's sans-IO ``QuicConnection``
+beyond its public methods. aioquic raises a connection's receive windows
+(MAX_DATA, MAX_STREAM_DATA) as soon as half of them has *arrived*, whatever
+the application did with the bytes: a client could then make rr hold any
+amount of request body for a handler that reads slowly. ``RrQuic`` instead
+moves a request stream's window only as rr reports body bytes consumed
+(``credit``, driven by the stream worker's ``CREDIT`` messages, as h2's
+WINDOW_UPDATEs are), and the connection's by the same rule.
+It also sets the number of request streams a client may open at once
+(``max_concurrent_streams``), which aioquic fixes at 128.
+
+The few private attributes this touches (``_streams``, ``_local_max_data``,
+``_local_max_streams_bidi``, a stream's ``sender``/``receiver`` offsets and
+the two ``_write_*_limits`` hooks) are named here and nowhere else;
+``tests/rr/http3/test_quic.py`` fails loudly if an aioquic release renames
+them.
+
+What it must never do: touch a socket or a process. The connection process
+(``rr.http3.conn``) feeds datagrams in and sends what comes out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aioquic.buffer import UINT_VAR_MAX_SIZE
+from aioquic.h3.connection import H3_ALPN
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import Limit, QuicConnection
+from aioquic.quic.packet import QuicFrameType
+
+_MAX_STREAM_DATA_CAPACITY = 1 + 2 * UINT_VAR_MAX_SIZE
+
+
+def load_certificate(certfile: str, keyfile: str | None) -> QuicConfiguration:
+    """A server configuration holding the certificate chain and key (raises on a bad pair)."""
+    configuration = QuicConfiguration(is_client=False, alpn_protocols=list(H3_ALPN))
+    configuration.load_cert_chain(certfile, keyfile)
+    return configuration
+
+
+def server_configuration(certfile: str, keyfile: str | None, *, conn_window: int, stream_window: int,
+                         idle_timeout: float) -> QuicConfiguration:
+    configuration = load_certificate(certfile, keyfile)
+    configuration.max_data = conn_window
+    configuration.max_stream_data = stream_window
+    configuration.idle_timeout = idle_timeout
+    return configuration
+
+
+class _CappedLimit(Limit):
+    """The connection's MAX_DATA: aioquic may double it, never past ``cap`` (moved by rr)."""
+
+    def __init__(self, base: Limit, cap: int) -> None:
+        super().__init__(base.frame_type, base.name, base.value)
+        self.sent = base.sent
+        self.used = base.used
+        self.cap = cap
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "value" and hasattr(self, "cap"):
+            value = min(value, max(self.cap, self.__dict__.get("value", 0)))
+        object.__setattr__(self, name, value)
+
+
+class RrQuic(QuicConnection):
+    """A server ``QuicConnection`` whose receive windows follow what the application consumed.
+
+    A request stream's window ends at: the bytes received on it, less the body
+    bytes handed to its worker and not yet consumed, plus ``stream_window``
+    (so frame headers and HEADERS frames are given back at once, the body only
+    as it is read). The connection's MAX_DATA follows the same rule with
+    ``conn_window``. Unidirectional streams (control, QPACK) keep aioquic's own
+    rule.
+    """
+
+    def __init__(self, *, configuration: QuicConfiguration, max_streams: int, stream_window: int,
+                 conn_window: int, **kwargs: Any) -> None:
+        super().__init__(configuration=configuration, **kwargs)
+        self.rr_stream_window = stream_window
+        self.rr_conn_window = conn_window
+        self.rr_unconsumed_total = 0
+        self.rr_unconsumed: dict[int, int] = {}
+        streams = self._local_max_streams_bidi
+        streams.value = streams.sent = max_streams
+        self._local_max_data = _CappedLimit(self._local_max_data, conn_window)
+
+    def delivered(self, stream_id: int, n: int) -> None:
+        """``n`` body bytes of ``stream_id`` were handed to its worker (not consumed yet)."""
+        self.rr_unconsumed[stream_id] = self.rr_unconsumed.get(stream_id, 0) + n
+        self.rr_unconsumed_total += n
+
+    def credit(self, stream_id: int, n: int) -> None:
+        """The worker consumed ``n`` body bytes of ``stream_id``: reopen that much."""
+        held = self.rr_unconsumed.get(stream_id, 0)
+        n = min(n, held)
+        if n <= 0:
+            return
+        self.rr_unconsumed[stream_id] = held - n
+        self.rr_unconsumed_total -= n
+        self.reopen(stream_id)
+
+    def forget(self, stream_id: int) -> None:
+        """The stream's worker is gone: what it held unconsumed is given back."""
+        held = self.rr_unconsumed.pop(stream_id, 0)
+        self.rr_unconsumed_total -= held
+        self.reopen(None)
+
+    def reopen(self, stream_id: int | None) -> None:
+        """Move the windows' ends to what the rule above allows now (a MAX_* frame goes out
+        with the next datagrams when one moved)."""
+        limit = self._local_max_data
+        limit.cap = limit.used - self.rr_unconsumed_total + self.rr_conn_window  # type: ignore[attr-defined]
+        if limit.value < limit.cap:  # type: ignore[attr-defined]
+            limit.value = limit.cap  # type: ignore[attr-defined]
+        if stream_id is None:
+            return
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.max_stream_data_local:
+            target = (stream.receiver.highest_offset - self.rr_unconsumed.get(stream_id, 0)
+                      + self.rr_stream_window)
+            if target > stream.max_stream_data_local:
+                stream.max_stream_data_local = target
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        if stream.stream_id & 2:  # unidirectional (control, QPACK): aioquic's own rule
+            super()._write_stream_limits(builder, space, stream)
+            return
+        # A request stream: aioquic would double the window once half of it has arrived,
+        # read or not; rr moves it in reopen().
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(QuicFrameType.MAX_STREAM_DATA, capacity=_MAX_STREAM_DATA_CAPACITY,
+                                      handler=self._on_max_stream_data_delivery, handler_args=(stream,))
+            buf.push_uint_var(stream.stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+    # -- what the connection process reads --------------------------------------------
+
+    def sent_offset(self, stream_id: int) -> int:
+        """Bytes of ``stream_id`` handed to the network so far (frame headers included)."""
+        stream = self._streams.get(stream_id)
+        return stream.sender.highest_offset if stream is not None else -1
+
+    def buffered_end(self, stream_id: int) -> int:
+        """The stream offset just past the last byte rr gave aioquic to send."""
+        stream = self._streams.get(stream_id)
+        return stream.sender._buffer_stop if stream is not None else 0
+
+    def send_window(self, stream_id: int) -> int:
+        """What the peer's flow control lets ``stream_id`` send now (stream and connection)."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return 0
+        own = stream.max_stream_data_remote - stream.sender._buffer_stop
+        shared = self._remote_max_data - self._remote_max_data_used
+        return max(0, min(own, shared))
