@@ -2,11 +2,12 @@
 
 Every row (a test function) runs against every column in ``COLUMNS`` through
 pytest parametrisation: ``h1`` (plain TCP, ``protocols: ["http1"]``), ``h2c``
-(prior knowledge, ``["http2"]``) and ``h2tls`` (TLS with ALPN h2,
-``["http2", "http1"]``). A new protocol is one more ``Column``; the HTTP/3
-issue adds ``h3``. A row that expects different wire behaviour per column
-says why in its docstring (only framing differs: a broken h1 body is a close
-without the last chunk, a broken h2 body is ``RST_STREAM`` on that stream).
+(prior knowledge, ``["http2"]``), ``h2tls`` (TLS with ALPN h2,
+``["http2", "http1"]``) and ``h3`` (QUIC, ``["http3", "http2", "http1"]``,
+through aioquic's client: ``tests/rr/h3wire.py``). A row that expects
+different wire behaviour per column says why in its docstring (only framing
+differs: a broken h1 body is a close without the last chunk, a broken h2 or
+h3 body is a reset of that stream, each with its protocol's error code).
 
 Clients are ones rr did not write where they can observe the behaviour:
 httpx (h11 / h2) for the plain shapes, h11 over a raw socket for h1 framing
@@ -52,6 +53,7 @@ import supervisors
 from rr import resp, telemetry
 from tests.rr.certs import make_cert
 from tests.rr.conftest import Served, in_thread, read_until_close
+from tests.rr.h3wire import H3_INTERNAL_ERROR, H3Wire
 from tests.rr.http2 import frames
 from tests.rr.wire import H1Wire, H2Wire, Reply, client_context, tls_socket
 
@@ -65,12 +67,16 @@ class Column:
     tls: bool
     version: str  # the request's protocol version as httpx and the access log name it
     streams: bool  # multiplexed: a broken response resets one stream, the connection goes on
+    internal_error: int | None = None  # the stream reset code of a handler crash after the head
 
 
 COLUMNS = [
     Column("h1", ("http1",), tls=False, version="HTTP/1.1", streams=False),
-    Column("h2c", ("http2",), tls=False, version="HTTP/2", streams=True),
-    Column("h2tls", ("http2", "http1"), tls=True, version="HTTP/2", streams=True),
+    Column("h2c", ("http2",), tls=False, version="HTTP/2", streams=True, internal_error=frames.INTERNAL_ERROR),
+    Column("h2tls", ("http2", "http1"), tls=True, version="HTTP/2", streams=True,
+           internal_error=frames.INTERNAL_ERROR),
+    Column("h3", ("http3", "http2", "http1"), tls=True, version="HTTP/3", streams=True,
+           internal_error=H3_INTERNAL_ERROR),
 ]
 MULTIPLEXED = [c for c in COLUMNS if c.streams]
 _ids = [c.id for c in COLUMNS]
@@ -88,8 +94,10 @@ class Target:
         self.url = f"{'https' if col.tls else 'http'}://127.0.0.1:{served.port}"
 
     def connect(self) -> Any:
-        """A wire client (``H1Wire`` or ``H2Wire``) on a new connection."""
+        """A wire client (``H1Wire``, ``H2Wire`` or ``H3Wire``) on a new connection."""
         col = self.col
+        if col.id == "h3":
+            return H3Wire(self.port, self.cafile)
         sock = None
         if col.tls:
             sock = tls_socket(self.port, self.cafile, ["h2"] if col.streams else ["http/1.1"])
@@ -200,6 +208,12 @@ def test_response_shape_through_httpx(server, col):
         with t.httpx() as c:
             return c.get(f"{t.url}/"), c.post(f"{t.url}/echo", content=b"abc" * 10_000)
 
+    if col.id == "h3":  # httpx has no HTTP/3: aioquic's client, in this hub
+        with t.connect() as c:
+            got, echoed = c.finish(c.start("GET", "/")), c.finish(c.start("POST", "/echo", body=b"abc" * 10_000))
+        assert got.status == 200 and got.body == b"hello matrix" and got.header("content-length") == "12"
+        assert echoed.status == 200 and echoed.body == b"abc" * 10_000
+        return
     got, echoed = in_thread(client)
     assert got.http_version == col.version
     assert got.status_code == 200 and got.text == "hello matrix" and got.headers["content-length"] == "12"
@@ -510,7 +524,7 @@ def test_crash_after_the_head_breaks_only_that_response(server, col, shape):
         assert r.status in (200, None) and b"partial".startswith(r.body), r.describe()
         assert not r.complete, f"the broken response looked whole: {r.describe()}"
         if col.streams:
-            assert r.reset == frames.INTERNAL_ERROR, r.describe()
+            assert r.reset == col.internal_error, r.describe()
             other = c.finish(sibling)
             assert other.status == 200 and other.body == b"sibling done" and other.complete, other.describe()
             assert c.goaway is None, c.describe()
@@ -572,10 +586,10 @@ def _leave_mid_body(t: Target, shape: str, pids: gevent.event.AsyncResult, caugh
                 reader.kill()
 
 
-def _read_on(c: H2Wire) -> None:
+def _read_on(c: Any) -> None:
     while not c.closed:
         try:
-            c.read_frame(1.0)
+            c.read_frame(1.0) if hasattr(c, "read_frame") else c.read_on(1.0)
         except TimeoutError:
             continue
 

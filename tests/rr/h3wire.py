@@ -1,0 +1,290 @@
+"""An HTTP/3 wire client for tests: aioquic's sans-IO client over a gevent UDP socket.
+
+What it owns: ``H3Wire``, with the interface of ``tests/rr/wire.py``'s clients
+(``start``, ``send_body``, ``read_head``, ``read_some``, ``finish``,
+``abort``, ``close``) and the same ``Reply`` values, so the behaviour matrix
+runs its rows over HTTP/3 too. The QUIC and HTTP/3 state machines are
+aioquic's (``QuicConnection`` + ``H3Connection``, client side: a stack rr
+does not write on this side); the socket is gevent's, so the client runs in
+the test's hub beside the server, with no thread.
+
+A stream the server resets has ``Reply.reset`` set to the HTTP/3 error code
+(``H3_INTERNAL_ERROR`` ...); ``goaway`` is the id of a GOAWAY the server sent
+(aioquic's client drops GOAWAY frames, so the control stream is watched here),
+``closed``/``close_code`` what ended the connection.
+
+What it must never do: fix up what the server sent; a stream that stops
+early is incomplete.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aioquic.buffer import Buffer, BufferReadError
+from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from gevent import socket as gsocket
+
+from tests.rr.wire import Reply
+
+H3_NO_ERROR = ErrorCode.H3_NO_ERROR
+H3_INTERNAL_ERROR = ErrorCode.H3_INTERNAL_ERROR
+H3_REQUEST_CANCELLED = ErrorCode.H3_REQUEST_CANCELLED
+H3_REQUEST_REJECTED = ErrorCode.H3_REQUEST_REJECTED
+H3_MESSAGE_ERROR = ErrorCode.H3_MESSAGE_ERROR
+
+
+class Closed(Exception):
+    """The QUIC connection ended."""
+
+
+class _Watcher(H3Connection):
+    """aioquic's client H3 layer, also remembering the server's GOAWAY id.
+
+    aioquic's client holds every response's DATA to its ``content-length``,
+    HEAD's included (which has none, RFC 9110 §9.3.2): that check is skipped
+    for the streams of HEAD requests.
+    """
+
+    goaway: int | None = None
+    head_streams: set[int]
+
+    def _check_content_length(self, stream: Any) -> None:
+        if stream.stream_id not in self.head_streams:
+            super()._check_content_length(stream)
+
+    def _handle_control_frame(self, frame_type: int, frame_data: bytes) -> None:
+        if frame_type == FrameType.GOAWAY:
+            try:
+                self.goaway = Buffer(data=frame_data).pull_uint_var()
+            except BufferReadError:
+                pass
+        super()._handle_control_frame(frame_type, frame_data)
+
+
+class H3Wire:
+    """HTTP/3 to 127.0.0.1:port, one QUIC connection, any number of streams."""
+
+    def __init__(self, port: int, cafile: str | None = None, timeout: float = 10.0,
+                 max_stream_data: int | None = None, max_data: int | None = None,
+                 authority: str | None = None) -> None:
+        config = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN), server_name="localhost")
+        if cafile is not None:
+            config.load_verify_locations(cafile)
+        else:
+            config.verify_mode = ssl.CERT_NONE
+        if max_stream_data is not None:
+            config.max_stream_data = max_stream_data
+        if max_data is not None:
+            config.max_data = max_data
+        self.addr = ("127.0.0.1", port)
+        self.authority = authority or f"127.0.0.1:{port}"
+        self.timeout = timeout
+        self.quic = QuicConnection(configuration=config)
+        self.h3 = _Watcher(self.quic)
+        self.h3.head_streams = set()
+        self.sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+        self.sock.connect(self.addr)
+        self.replies: dict[int, Reply] = {}
+        self.heads: set[int] = set()
+        self.closed = False
+        self.close_code: int | None = None
+        self.handshake = False
+        self.quic.connect(self.addr, now=time.monotonic())
+        self.flush()
+        self.wait(lambda: self.handshake, "the handshake")
+
+    # -- context manager -------------------------------------------------------------
+
+    def __enter__(self) -> H3Wire:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.quic.close(error_code=H3_NO_ERROR)
+            self.flush()
+            self.closed = True
+        self.sock.close()
+
+    @property
+    def goaway(self) -> int | None:
+        return self.h3.goaway
+
+    @property
+    def server_settings(self) -> dict[int, int] | None:
+        return self.h3.received_settings
+
+    # -- the network -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        for data, _ in self.quic.datagrams_to_send(now=time.monotonic()):
+            try:
+                self.sock.send(data)
+            except OSError:
+                pass
+
+    def step(self, timeout: float) -> None:
+        """Wait (bounded) for one datagram or the connection's timer, and take it in."""
+        timer = self.quic.get_timer()
+        now = time.monotonic()
+        wait = timeout if timer is None else max(0.0, min(timeout, timer - now))
+        self.sock.settimeout(wait)
+        try:
+            data = self.sock.recv(65536)
+        except (TimeoutError, BlockingIOError):
+            if timer is not None and time.monotonic() >= timer:
+                self.quic.handle_timer(now=time.monotonic())
+        except OSError:
+            self.closed = True
+            return
+        else:
+            self.quic.receive_datagram(data, self.addr, now=time.monotonic())
+        self.process()
+        self.flush()
+
+    def process(self) -> None:
+        while (event := self.quic.next_event()) is not None:
+            if isinstance(event, qe.HandshakeCompleted):
+                self.handshake = True
+            elif isinstance(event, qe.ConnectionTerminated):
+                self.closed = True
+                self.close_code = event.error_code
+            elif isinstance(event, qe.StreamReset):
+                reply = self.replies.get(event.stream_id)
+                if reply is not None:
+                    reply.reset = event.error_code
+                    reply.error = f"reset {event.error_code:#x}"
+            for h3_event in self.h3.handle_event(event):
+                reply = self.replies.get(getattr(h3_event, "stream_id", -1))
+                if reply is None:
+                    continue
+                if isinstance(h3_event, HeadersReceived):
+                    fields = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in h3_event.headers]
+                    if h3_event.stream_id in self.heads:
+                        reply.trailers = fields
+                    else:
+                        status = int(dict(fields)[":status"])
+                        if status >= 200:
+                            self.heads.add(h3_event.stream_id)
+                            reply.status = status
+                            reply.headers = [(k, v) for k, v in fields if not k.startswith(":")]
+                        else:
+                            reply.interim.append((status, fields))  # type: ignore[attr-defined]
+                    if h3_event.stream_ended:
+                        reply.complete = True
+                elif isinstance(h3_event, DataReceived):
+                    reply.body += h3_event.data
+                    if h3_event.stream_ended:
+                        reply.complete = True
+
+    def wait(self, pred: Any, what: str, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
+        while not pred():
+            if self.closed:
+                raise Closed(f"the connection closed (code {self.close_code}) while waiting for {what}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {what} within {timeout or self.timeout}s")
+            self.step(left)
+
+    # -- requests --------------------------------------------------------------------
+
+    def start(self, method: str, path: str, headers: Iterable[tuple[str, str]] = (), body: bytes = b"",
+              *, chunked: bool = False, end: bool = True, protocol: str | None = None) -> int:
+        """Open a request stream; without ``chunked`` a body gets a content-length (as h1's would)."""
+        sid = self.quic.get_next_available_stream_id()
+        extra = [(k.lower(), v) for k, v in headers]
+        if body and end and not chunked and not any(k == "content-length" for k, _ in extra):
+            extra.append(("content-length", str(len(body))))
+        fields = [(":method", method), (":scheme", "https"), (":authority", self.authority), (":path", path)]
+        if protocol is not None:
+            fields.append((":protocol", protocol))
+        reply = Reply()
+        reply.interim = []  # type: ignore[attr-defined]
+        self.replies[sid] = reply
+        if method == "HEAD":
+            self.h3.head_streams.add(sid)
+        self.h3.send_headers(sid, [(k.encode(), v.encode("latin-1")) for k, v in fields + extra],
+                             end_stream=end and not body)
+        if body:
+            self.h3.send_data(sid, body, end)
+        self.flush()
+        return sid
+
+    def send_raw_headers(self, fields: list[tuple[bytes, bytes]], end: bool = True) -> int:
+        """A request stream with exactly these fields (no checks: for malformed requests)."""
+        sid = self.quic.get_next_available_stream_id()
+        self.replies[sid] = Reply()
+        self.replies[sid].interim = []  # type: ignore[attr-defined]
+        frame = self.h3._encode_headers(sid, fields)
+        self.quic.send_stream_data(sid, bytes([FrameType.HEADERS]) + _varint(len(frame)) + frame, end)
+        self.flush()
+        return sid
+
+    def send_body(self, sid: int, data: bytes, end: bool = False) -> None:
+        reply = self.replies[sid]
+        if reply.complete or reply.reset is not None:
+            return  # answered (or reset) early: the rest is not wanted
+        self.h3.send_data(sid, data, end)
+        self.flush()
+
+    def read_head(self, sid: int) -> Reply:
+        reply = self.replies[sid]
+        self._until(lambda: reply.status is not None or reply.complete or reply.reset is not None,
+                    f"the head of stream {sid}", reply)
+        return reply
+
+    def read_some(self, sid: int, n: int) -> Reply:
+        reply = self.replies[sid]
+        self._until(lambda: len(reply.body) >= n or reply.complete or reply.reset is not None,
+                    f"{n} body bytes on stream {sid}", reply)
+        return reply
+
+    def finish(self, sid: int) -> Reply:
+        reply = self.replies[sid]
+        self._until(lambda: reply.complete or reply.reset is not None, f"the end of stream {sid}", reply)
+        return reply
+
+    def _until(self, pred: Any, what: str, reply: Reply) -> None:
+        try:
+            self.wait(pred, what)
+        except Closed:
+            reply.error = reply.error or "the server closed the connection"
+
+    def abort(self, sid: int) -> None:
+        """Go away mid-response the h3 way: reset our side and ask the server to stop."""
+        self.quic.reset_stream(sid, H3_REQUEST_CANCELLED)
+        self.quic.stop_stream(sid, H3_REQUEST_CANCELLED)
+        self.flush()
+
+    def read_on(self, timeout: float = 1.0) -> None:
+        """Keep the connection serviced (acks, timers) for a while."""
+        self.step(timeout)
+
+    def wait_closed(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            self.step(deadline - time.monotonic())
+
+    @property
+    def reusable(self) -> bool:
+        return not self.closed
+
+    def describe(self) -> str:
+        return f"h3 connection closed={self.closed} code={self.close_code} goaway={self.goaway}"
+
+
+def _varint(n: int) -> bytes:
+    buf = Buffer(capacity=8)
+    buf.push_uint_var(n)
+    return buf.data
