@@ -89,7 +89,7 @@ class H3Stream:
     """One request stream's state at the conn."""
 
     __slots__ = ("sid", "pid", "ref", "req", "is_head", "head_sent", "ended_local", "ended_remote",
-                 "closed", "alive", "loop", "acks", "dying")
+                 "closed", "alive", "loop", "acks", "dying", "stalled_since")
 
     def __init__(self, sid: int, req: Request, ended: bool) -> None:
         self.sid = sid
@@ -105,6 +105,7 @@ class H3Stream:
         self.loop = False
         self.acks: collections.deque[int] = collections.deque()  # stream offsets owed a SENT
         self.dying = 0.0  # when a told worker is killed (0: not told)
+        self.stalled_since = 0.0  # since when its queued response has not moved (0: it moves)
 
 
 class Http3Conn:
@@ -169,6 +170,25 @@ class Http3Conn:
             if window < 0:
                 window = self.quic.send_window(st.sid)
             supervisors.send(st.pid, (sw.SENT, window))  # type: ignore[arg-type]
+        if window >= 0 or not st.acks:
+            st.stalled_since = 0.0
+        elif not st.stalled_since:
+            st.stalled_since = time.monotonic()
+
+    def overdue(self, now: float) -> None:
+        """Time-driven work: streams stalled on the peer's flow control past ``stall_timeout``
+        are reset; workers told to stop and still running past their grace are killed."""
+        stall = self.options.stall_timeout
+        for st in list(self.streams.values()):
+            if st.stalled_since and now - st.stalled_since > stall and not st.closed:
+                _log.info("h3 stream stalled on flow control", stream_id=st.sid,
+                          waited=round(now - st.stalled_since, 3))
+                self.reset(st, ErrorCode.H3_REQUEST_CANCELLED)
+            if st.alive and st.dying and now >= st.dying:
+                supervisors.demonitor(st.ref, flush=True)
+                self.by_ref.pop(st.ref, None)
+                supervisors.exit(st.pid, "kill")  # type: ignore[arg-type]
+                self.worker_down(st.sid, "killed")
 
     def receive_datagram(self, data: bytes, addr: Any) -> None:
         self.quic.receive_datagram(data, addr, time.monotonic())
@@ -245,9 +265,15 @@ class Http3Conn:
             self.answer_inline(sid, 431, ended)
             return
         method = pseudo[":method"]
+        protocol = pseudo.get(":protocol")
         if method == "CONNECT":
-            self.answer_inline(sid, 501, ended)  # tunnels and RFC 9220 WebSocket: not served over h3 yet
-            return
+            # RFC 9220 (RFC 8441's extended CONNECT on h3): ``:protocol: websocket`` is routed as a
+            # GET of ``:path``; the stream worker runs the WebSocket session over the stream, as on
+            # h2. A plain CONNECT (a tunnel) or another protocol: 501.
+            if protocol != "websocket":
+                self.answer_inline(sid, 501, ended)
+                return
+            method = "GET"
         if ended and length not in (None, 0):
             self.refuse(sid, ErrorCode.H3_MESSAGE_ERROR)  # a declared body that never comes
             return
@@ -258,6 +284,8 @@ class Http3Conn:
             host=pseudo.get(":authority") or next((v for k, v in fields if k == "host"), None),
             peer=self.peer, listener=runtime.name,
         )
+        if protocol is not None:
+            req.private["rr.protocol"] = protocol
         st = H3Stream(sid, req, ended)
         pid, ref = supervisors.spawn_monitor(
             sw.run_stream, self.pid, sid, req, runtime, ended, self.quic.send_window(sid),
@@ -415,14 +443,6 @@ class Http3Conn:
             return
         self.reset(st, ErrorCode.H3_INTERNAL_ERROR)
 
-    def kill_overdue(self, now: float) -> None:
-        for st in list(self.streams.values()):
-            if st.alive and st.dying and now >= st.dying:
-                supervisors.demonitor(st.ref, flush=True)
-                self.by_ref.pop(st.ref, None)
-                supervisors.exit(st.pid, "kill")  # type: ignore[arg-type]
-                self.worker_down(st.sid, "killed")
-
     # -- drain ----------------------------------------------------------------------
 
     def goaway(self) -> None:
@@ -457,6 +477,7 @@ class Http3Conn:
         mailbox_size = supervisors.mailbox_size
         runtime = self.runtime
         batched = 0
+        next_tick = time.monotonic() + TICK
         while not self.terminated:
             if runtime.draining and not self.goaway_sent:
                 self.goaway()
@@ -474,7 +495,7 @@ class Http3Conn:
                 if self.timer is not None and now >= self.timer:
                     self.quic.handle_timer(now)
                     self.process()
-                self.kill_overdue(now)
+                self.overdue(now)
                 self.flush()
                 continue
             self.handle(msg)
@@ -485,6 +506,9 @@ class Http3Conn:
                 if self.timer is not None and now >= self.timer:
                     self.quic.handle_timer(now)
                     self.process()
+                if now >= next_tick:  # a busy connection still looks at its clocks
+                    next_tick = now + TICK
+                    self.overdue(now)
                 self.flush()
 
     def handle(self, msg: Any) -> None:
