@@ -37,11 +37,19 @@ from __future__ import annotations
 
 import collections
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, Setting, encode_frame
-from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.h3.connection import (
+    ErrorCode,
+    FrameType,
+    H3Connection,
+    MessageError,
+    Setting,
+    encode_frame,
+)
+from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
 from aioquic.quic import events as qe
 
 import supervisors
@@ -72,17 +80,50 @@ _THROTTLED = ("rr", "listener", "throttled")
 _CONN_CLOSE = ("rr", "conn", "close")
 
 
+@dataclass
+class StreamBroken(H3Event):
+    """A request stream whose message aioquic found malformed (rr reset it H3_MESSAGE_ERROR)."""
+
+    stream_id: int
+
+
 class _H3(H3Connection):
-    """aioquic's HTTP/3 layer, advertising rr's SETTINGS_MAX_FIELD_SECTION_SIZE."""
+    """aioquic's HTTP/3 layer, advertising rr's SETTINGS_MAX_FIELD_SECTION_SIZE, and holding a
+    malformed request to a stream error.
+
+    aioquic closes the whole connection when a request's fields or its length break
+    a rule (its ``MessageError``); RFC 9114 §4.1.2 makes that a stream error of type
+    H3_MESSAGE_ERROR. Here the stream is reset (and stopped), what else arrives on it
+    is dropped, and rr hears of it as ``StreamBroken``.
+    """
 
     def __init__(self, quic: Any, max_field_section_size: int) -> None:
         self.rr_max_field_section_size = max_field_section_size
+        self.rr_broken: set[int] = set()
         super().__init__(quic)
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
         settings[Setting.MAX_FIELD_SECTION_SIZE] = self.rr_max_field_section_size
         return settings
+
+    def _receive_request_or_push_data(self, stream: Any, data: bytes, stream_ended: bool) -> list[H3Event]:
+        sid = stream.stream_id
+        if sid in self.rr_broken:
+            if stream_ended:
+                self.rr_broken.discard(sid)
+            return []
+        try:
+            return super()._receive_request_or_push_data(stream, data, stream_ended)
+        except MessageError:
+            self.rr_broken.add(sid)
+            stream.buffer = b""
+            self._quic.reset_stream(sid, ErrorCode.H3_MESSAGE_ERROR)
+            try:
+                self._quic.stop_stream(sid, ErrorCode.H3_MESSAGE_ERROR)
+            except ValueError:
+                pass
+            return [StreamBroken(sid)]
 
 
 class H3Stream:
@@ -204,6 +245,8 @@ class Http3Conn:
                         self.on_data(h3_event)
                     elif type(h3_event) is HeadersReceived:
                         self.on_headers(h3_event)
+                    elif type(h3_event) is StreamBroken:
+                        self.on_broken(h3_event.stream_id)
                     # DatagramReceived / WebTransport: not enabled
                 if not event.stream_id & 2:
                     quic.reopen(event.stream_id)  # frame overhead is given back at once
@@ -295,6 +338,13 @@ class Http3Conn:
         self.streams[sid] = st
         self.by_ref[ref] = sid
         runtime.live_streams += 1
+
+    def on_broken(self, sid: int) -> None:
+        """aioquic found the request malformed and the stream was reset (``_H3``)."""
+        self.done.add(sid)
+        st = self.streams.get(sid)
+        if st is not None:
+            self.drop(st)
 
     def on_data(self, event: DataReceived) -> None:
         st = self.streams.get(event.stream_id)

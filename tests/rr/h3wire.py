@@ -275,6 +275,15 @@ class H3Wire:
             self.step(deadline - time.monotonic())
 
     @property
+    def told_closed(self) -> bool:
+        """The server closed the connection (CONNECTION_CLOSE received: aioquic drains for
+        3 PTOs, which can be seconds, before it reports the end)."""
+        return self.closed or self.quic._state.name in ("DRAINING", "TERMINATED")
+
+    def wait_told_closed(self, timeout: float = 10.0) -> None:
+        self.wait(lambda: self.told_closed, "the server's CONNECTION_CLOSE", timeout)
+
+    @property
     def reusable(self) -> bool:
         return not self.closed
 
