@@ -12,6 +12,9 @@ it). The one argument is a JSON object:
     evaluate       a JavaScript function source, called in the page after "load";
                    its (awaited) return value is reported
     timeout_ms     safety net for navigation and evaluation
+    flags          (optional) more Chromium flags, e.g. ``--origin-to-force-quic-on=...``
+    before         (optional) URLs to open first, in order (e.g. a page whose Alt-Svc
+                   the browser should learn before ``url`` is opened)
 
 The last line of stdout is a JSON object: ``result`` (the function's value),
 ``responses`` (every response the DevTools Network domain reported: url,
@@ -60,7 +63,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             spec["profile"],
             executable_path=spec["chromium"],
             headless=True,
-            args=[*FLAGS, f"--ignore-certificate-errors-spki-list={spec['spki']}"],
+            args=[*FLAGS, f"--ignore-certificate-errors-spki-list={spec['spki']}", *spec.get("flags", [])],
             timeout=timeout,
         )
         try:
@@ -71,6 +74,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             cdp = context.new_cdp_session(page)
             cdp.on("Network.responseReceived", on_response)
             cdp.send("Network.enable")
+            for url in spec.get("before", []):
+                page.goto(url, wait_until="load")
             page.goto(spec["url"], wait_until="load")
             result = page.evaluate(spec["evaluate"])
             # Events are delivered on the same pipe as the evaluate reply; one more
