@@ -96,6 +96,10 @@ FILE_CHUNK = 65536
 
 NO_BODY_STATUS = frozenset({204, 304})
 
+# What a protocol adds to a head beyond the exchange's fields, as RFC 9113 §6.5.2 sizes it
+# (``:status`` 42, ``content-length`` up to 66): kept free under a peer's own limit.
+PROTOCOL_FIELDS = 108
+
 # Interim 103 responses one request may send (``Request.early_hints``): a handler that sends
 # more has a bug (one or two carry every preload a page needs), and each costs the client a parse.
 MAX_EARLY_HINTS = 4
@@ -294,7 +298,8 @@ class Sink(Protocol):
 class Exchange:
     """One request's response on one sink: counts what it sent, for the access log."""
 
-    __slots__ = ("req", "sink", "config", "started", "status", "sent", "head_sent", "hints", "field_limit")
+    __slots__ = ("req", "sink", "config", "started", "status", "sent", "head_sent", "hints", "field_limit",
+                 "peer_limit")
 
     def __init__(self, req: Request, sink: Sink, config: Any) -> None:
         self.req = req
@@ -305,9 +310,9 @@ class Exchange:
         self.sent = 0
         self.head_sent = False
         self.hints = 0  # 103s sent
-        peer = getattr(sink, "field_limit", None)
+        self.peer_limit = peer = getattr(sink, "field_limit", None)
         limit = config.max_response_header_size
-        self.field_limit = limit if peer is None else min(limit, peer)
+        self.field_limit = limit if peer is None else min(limit, max(0, peer - PROTOCOL_FIELDS))
         req._interim = self.early_hints
 
     def run(self, app: Any, answer: resp.Response | None = None) -> None:
@@ -409,7 +414,8 @@ class Exchange:
         size = fields_size(fields)
         if size > limit:
             if limit < self.config.max_response_header_size:
-                raise InvalidResponse(f"the {what} fields take {size} bytes, over the client's limit of {limit}"
+                raise InvalidResponse(f"the {what} fields take {size} bytes, over the client's limit of "
+                                      f"{self.peer_limit} ({limit} once the protocol's own fields are counted)"
                                       f" (route {self.req.route or self.req.path!r})")
             raise InvalidResponse(f"the {what} fields take {size} bytes, over max_response_header_size {limit}"
                                   f" (route {self.req.route or self.req.path!r})")
