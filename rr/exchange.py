@@ -224,7 +224,10 @@ def with_request_id(fields: list[tuple[str, str]], req: Request, config: Any) ->
 
 def fields_size(fields: list[tuple[str, str]]) -> int:
     """A field section's size as RFC 9113 §6.5.2 (and RFC 9114's field section) count it."""
-    return sum(len(name) + len(value) + 32 for name, value in fields)
+    size = 32 * len(fields)
+    for name, value in fields:
+        size += len(name) + len(value)
+    return size
 
 
 def check_status(status: Any) -> None:

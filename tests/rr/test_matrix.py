@@ -21,7 +21,8 @@ The rules pinned here are issue 10's "one exchange below the protocols":
    names; 6. header injection; 7. trailers; 8. Sendfile ranges; 9. crashes
    before and after the head; 10. ``rr.ClientGone``; 11. manual body;
    12. 413; 13. drain mid-response; 14. access log; 15. telemetry;
-   16. the wrong protocol on a port; 17. failed TLS handshakes.
+   16. the wrong protocol on a port; 17. failed TLS handshakes; and issue
+   15's 18. Early Hints (103) and 19. the outbound header cap.
 
 Synchronisation is by events (``gevent.event``, telemetry, monitors), never by
 sleeping; the request/connection bookkeeping rows wait for the connection's

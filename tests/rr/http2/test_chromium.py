@@ -2,10 +2,11 @@
 
 Chromium is driven by Playwright in a subprocess (tests/rr/http2/chromium_page.py)
 so that the server keeps running in this process's gevent hub while the browser
-works. Three things are checked: the page itself arrives over h2; a page's five
+works. Four things are checked: the page itself arrives over h2; a page's five
 same-origin sub-resources all arrive over h2 on the page's one connection (seen
 by the browser through DevTools and by the server through the peer address);
-and a ~200 KB ``fetch()`` POST is echoed back byte for byte.
+a ~200 KB ``fetch()`` POST is echoed back byte for byte; and a stylesheet named
+in a ``103 Early Hints`` is fetched before the page's final response is sent.
 
 Needs Debian's ``chromium`` (tools/apt-packages) and the PyPI ``playwright``
 package (the ``test`` extra); no Playwright browser download. A missing browser
