@@ -57,7 +57,8 @@ holds every protocol to them):
   RFC 9113 §6.5.2 sizes them (name + value + 32 octets per field, ``date`` and
   the request id included), exceed ``max_response_header_size`` — or the peer's
   own limit where the protocol has one (``Sink.field_limit``: h2's
-  ``SETTINGS_MAX_HEADER_LIST_SIZE``) — → 500, logged as a handler crash with
+  ``SETTINGS_MAX_HEADER_LIST_SIZE``, less ``PROTOCOL_FIELDS`` for what the
+  protocol adds) — → 500, logged as a handler crash with
   the route; over it in trailers → the response is aborted.
 - **Early Hints** (``req.early_hints(headers)``, RFC 8297): an interim ``103``
   with the handler's fields (checked like any head's, no ``date``), only
