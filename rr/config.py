@@ -168,6 +168,7 @@ class Config:
     access_log: bool
     blocking_monitor: float | None
     request_id_header: str | None
+    max_response_header_size: int
     alt_svc: str | None
     ws: WsOptions
     raw: Mapping[str, Any] = field(compare=False, repr=False)
@@ -484,6 +485,7 @@ _KEYS = {
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "request_id_header", "not_found", "alt_svc", "ws",
+    "max_response_header_size",
 }  # fmt: skip
 
 
@@ -581,6 +583,10 @@ def load(opts: Mapping[str, Any]) -> Config:
         # A header carrying a trusted proxy's request id: reused as the request's id and echoed
         # on every response (None: rr makes its own ids and echoes nothing).
         request_id_header=_request_id_header(opts),
+        # A response head (or trailer section) larger than this, sized as RFC 9113 §6.5.2
+        # (name + value + 32 per field), is a handler bug: 500 + a log line naming the route,
+        # rather than a head that proxies (nginx: 4-8 KiB buffers) and browsers would refuse.
+        max_response_header_size=_int(opts, "max_response_header_size", 65536, 1024),
         # An Alt-Svc field value (RFC 7838) added to every response, e.g. 'h3=":443"; ma=86400'.
         alt_svc=_alt_svc(opts.get("alt_svc")),
         # WebSocket session limits (rr.ws): frame/message sizes, idle and ping timers, deflate.

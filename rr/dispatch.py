@@ -89,6 +89,7 @@ def crashed(req: Request, started: float, exc: BaseException) -> resp.Response:
         "handler crashed",
         method=req.method,
         path=req.path,
+        route=req.route,
         request_id=req.request_id,
         exc_info=exc,
     )

@@ -50,7 +50,21 @@ holds every protocol to them):
   CONNECT, h2) and it ends with the session.
 - **Request id** (``request_id_header``, e.g. ``x-request-id``): a trusted
   proxy's id (1-128 of ``A-Za-z0-9._:-``) is reused as the request's id, and
-  every response carries the request's id under that header.
+  every response carries the request's id under that header (``with_request_id``;
+  also the 500 a multiplexed conn answers for a stream worker that died before
+  its head).
+- **Header block size**: a head (or trailer section) whose fields, sized as
+  RFC 9113 §6.5.2 sizes them (name + value + 32 octets per field, ``date`` and
+  the request id included), exceed ``max_response_header_size`` — or the peer's
+  own limit where the protocol has one (``Sink.field_limit``: h2's
+  ``SETTINGS_MAX_HEADER_LIST_SIZE``, less ``PROTOCOL_FIELDS`` for what the
+  protocol adds) — → 500, logged as a handler crash with
+  the route; over it in trailers → the response is aborted.
+- **Early Hints** (``req.early_hints(headers)``, RFC 8297): an interim ``103``
+  with the handler's fields (checked like any head's, no ``date``), only
+  before the head, at most ``MAX_EARLY_HINTS`` per request (``RuntimeError``
+  otherwise; invalid fields raise ``InvalidResponse``). The sink says whether
+  it went out (``interim``): h1 skips it for an HTTP/1.0 client.
 - **Access log** (``access_log: true``): one ``rr.access`` event per request
   on every protocol with method, path, status, bytes (response body),
   duration, version, user_agent, request_id and peer.
@@ -82,6 +96,14 @@ READ_SIZE = 65536
 FILE_CHUNK = 65536
 
 NO_BODY_STATUS = frozenset({204, 304})
+
+# What a protocol adds to a head beyond the exchange's fields, as RFC 9113 §6.5.2 sizes it
+# (``:status`` 42, ``content-length`` up to 66): kept free under a peer's own limit.
+PROTOCOL_FIELDS = 108
+
+# Interim 103 responses one request may send (``Request.early_hints``): a handler that sends
+# more has a bug (one or two carry every preload a page needs), and each costs the client a parse.
+MAX_EARLY_HINTS = 4
 
 _TEXT = [("content-type", "text/plain; charset=utf-8")]
 BAD_REQUEST = resp.Response(400, _TEXT, b"Bad Request")
@@ -187,6 +209,28 @@ def adopt_request_id(req: Request, header: str) -> None:
         req._request_id = value
 
 
+def with_request_id(fields: list[tuple[str, str]], req: Request, config: Any) -> list[tuple[str, str]]:
+    """``fields`` plus the request id under ``request_id_header``, when that is set.
+
+    For every answer to a request, the exchange's and a protocol's own (h2's 500 for a
+    worker that died before its head): a proxy's id is adopted first if nobody did yet.
+    """
+    header = config.request_id_header
+    if header:
+        if req._request_id is None:
+            adopt_request_id(req, header)
+        fields.append((header, req.request_id))
+    return fields
+
+
+def fields_size(fields: list[tuple[str, str]]) -> int:
+    """A field section's size as RFC 9113 §6.5.2 (and RFC 9114's field section) count it."""
+    size = 32 * len(fields)
+    for name, value in fields:
+        size += len(name) + len(value)
+    return size
+
+
 def check_status(status: Any) -> None:
     if type(status) is not int or not 200 <= status <= 599:
         if isinstance(status, int) and 100 <= status <= 199:
@@ -232,12 +276,20 @@ class Sink(Protocol):
     def abort(self) -> None:
         """The response cannot be completed: end it so the client can tell."""
 
+    def interim(self, status: int, fields: list[tuple[str, str]]) -> bool:
+        """An informational (1xx) head before the final one; whether it went out
+        (h1 sends none to an HTTP/1.0 client)."""
+
     def loop_enter(self) -> Callable[[Any], bool] | None:
         """A ``Loop`` starts in this process; returns which messages are the loop's."""
 
     def loop_exit(self) -> None:
         """The ``Loop`` ended."""
 
+    # Optional: ``field_limit`` — the largest field section the peer accepts (RFC 9113
+    # §6.5.2 sizing), e.g. h2's SETTINGS_MAX_HEADER_LIST_SIZE; absent or None: no limit
+    # beyond the listener's ``max_response_header_size``.
+    #
     # Optional: ``websocket(accepted, shape, req)`` — send the handshake's answer with
     # ``accepted.fields`` and run the session (``rr.ws.session``) over the protocol's
     # byte stream until it ends. A sink without it answers the ``WebSocket`` shape 501
@@ -250,7 +302,8 @@ class Sink(Protocol):
 class Exchange:
     """One request's response on one sink: counts what it sent, for the access log."""
 
-    __slots__ = ("req", "sink", "config", "started", "status", "sent", "head_sent")
+    __slots__ = ("req", "sink", "config", "started", "status", "sent", "head_sent", "hints", "field_limit",
+                 "peer_limit")
 
     def __init__(self, req: Request, sink: Sink, config: Any) -> None:
         self.req = req
@@ -260,6 +313,11 @@ class Exchange:
         self.status = 0
         self.sent = 0
         self.head_sent = False
+        self.hints = 0  # 103s sent
+        self.peer_limit = peer = getattr(sink, "field_limit", None)
+        limit = config.max_response_header_size
+        self.field_limit = limit if peer is None else min(limit, max(0, peer - PROTOCOL_FIELDS))
+        req._interim = self.early_hints
 
     def run(self, app: Any, answer: resp.Response | None = None) -> None:
         """Serve the request; returns once the response is complete or aborted.
@@ -347,16 +405,40 @@ class Exchange:
             if type(status) is not int or not 200 <= status <= 599:
                 check_status(status)
             fields, close = response_fields(headers)
+            self._with_request_id(fields)
+            self._check_size(fields, "response header")
         except InvalidResponse as exc:
             self.crashed(exc)
             return None
-        return self._with_request_id(fields), close
+        return fields, close
+
+    def _check_size(self, fields: list[tuple[str, str]], what: str) -> None:
+        """``InvalidResponse`` when ``fields`` exceed the listener's or the peer's limit."""
+        limit = self.field_limit
+        size = fields_size(fields)
+        if size > limit:
+            if limit < self.config.max_response_header_size:
+                raise InvalidResponse(f"the {what} fields take {size} bytes, over the client's limit of "
+                                      f"{self.peer_limit} ({limit} once the protocol's own fields are counted)"
+                                      f" (route {self.req.route or self.req.path!r})")
+            raise InvalidResponse(f"the {what} fields take {size} bytes, over max_response_header_size {limit}"
+                                  f" (route {self.req.route or self.req.path!r})")
 
     def _with_request_id(self, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """``fields`` plus the request id under ``request_id_header``, when that is set."""
-        if self.config.request_id_header:
-            fields.append((self.config.request_id_header, self.req.request_id))
-        return fields
+        return with_request_id(fields, self.req, self.config)
+
+    def early_hints(self, headers: Any) -> bool:
+        """``Request.early_hints``: an interim 103 with ``headers`` before the head."""
+        if self.head_sent:
+            raise RuntimeError("early_hints() after the response head was sent")
+        if self.hints >= MAX_EARLY_HINTS:
+            raise RuntimeError(f"early_hints(): at most {MAX_EARLY_HINTS} per request")
+        fields, _ = response_fields(resp.header_list(headers), add_date=False)
+        if not fields:
+            raise InvalidResponse("early_hints() needs at least one field (a link)")
+        self._check_size(fields, "early hints")
+        self.hints += 1
+        return self.sink.interim(103, fields)
 
     def crashed(self, exc: BaseException) -> None:
         """A failure before the head went out: log it, answer 500."""
@@ -594,6 +676,7 @@ class _StreamOut:
         if trailers:
             try:
                 tfields, _ = response_fields(resp.header_list(trailers), add_date=False)
+                ex._check_size(tfields, "trailer")
             except InvalidResponse as exc:
                 dispatch.crashed(ex.req, ex.started, exc)
                 ex.abort()

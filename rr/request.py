@@ -15,7 +15,7 @@ protocol delivers them so), lookups are case-insensitive.
 from __future__ import annotations
 
 import json as _json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -92,7 +92,7 @@ class Request:
     __slots__ = (
         "method", "target", "path", "query_string", "version", "headers", "scheme", "host",
         "peer", "listener", "_request_id", "bindings", "state", "private", "route",
-        "_body", "_source", "_decoded_path",
+        "_body", "_source", "_decoded_path", "_interim",
     )  # fmt: skip
 
     def __init__(
@@ -130,6 +130,7 @@ class Request:
         self._body = body
         self._source = source
         self._decoded_path: str | None = None
+        self._interim: Callable[[Any], bool] | None = None  # set by the exchange serving it
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target} {self.version} id={self.request_id}>"
@@ -150,6 +151,22 @@ class Request:
         if self._decoded_path is None:
             self._decoded_path = unquote(self.path, errors="replace")
         return self._decoded_path
+
+    def early_hints(self, headers: Any) -> bool:
+        """Send an interim ``103 Early Hints`` response (RFC 8297) before the final one.
+
+        ``headers``: ``(name, value)`` pairs or a mapping, typically ``link`` fields such as
+        ``("link", "</style.css>; rel=preload; as=style")``, checked like a response's
+        (a bad name or value raises ``ValueError``; framing fields are dropped).
+        Returns whether it went out: HTTP/1.0 clients get none (``False``). Only before
+        the response head is sent (a ``Stream`` may call it before its first ``send``),
+        from the handler's own process, at most ``rr.exchange.MAX_EARLY_HINTS`` (4)
+        times per request; otherwise ``RuntimeError``.
+        """
+        interim = self._interim
+        if interim is None:
+            return False  # not being served (a handler called directly, e.g. in a unit test)
+        return interim(headers)
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name, default)

@@ -39,6 +39,8 @@ Messages this worker sends the conn process (``sid`` names the stream):
 
 - ``(RESPONSE, sid, status, fields, length, body)`` — a whole response whose
   body is at most ``2 * CHUNK`` (HEAD/204/304: ``b""``); not acknowledged.
+- ``(INTERIM, sid, status, fields)`` — an informational (1xx) head before the
+  final one (103 Early Hints); the stream stays open; not acknowledged.
 - ``(HEAD, sid, status, fields, length, end)`` — the head of a longer response.
 - ``(DATA, sid, data, end)`` — body bytes (acknowledged by ``SENT`` unless ``end``).
 - ``(TRAILERS, sid, fields)`` — trailers; ends the stream.
@@ -46,6 +48,12 @@ Messages this worker sends the conn process (``sid`` names the stream):
   back to the peer's flow-control windows.
 - ``(LOOP, sid)`` — a ``Loop`` runs from now on: on drain the conn sends it
   ``(DRAIN, deadline)``.
+
+Field sections in these messages are already checked by the exchange, against
+the listener's ``max_response_header_size`` and against ``field_limit`` (the
+peer's own limit on a field section when its protocol has one — h2's
+``SETTINGS_MAX_HEADER_LIST_SIZE``, h3's ``SETTINGS_MAX_FIELD_SECTION_SIZE`` —
+as the conn knew it when it started the worker; ``None``: none).
 
 A worker that ends abnormally (a crash after the head, an aborted response)
 makes the conn reset its stream; one that ends before any head makes the
@@ -74,6 +82,7 @@ if TYPE_CHECKING:
 # Message tags (first element of each tuple).
 RESPONSE = "stream.response"
 HEAD = "stream.head"
+INTERIM = "stream.interim"
 DATA = "stream.data"
 TRAILERS = "stream.trailers"
 CREDIT = "stream.credit"
@@ -176,8 +185,9 @@ class StreamSink:
     """
 
     def __init__(self, conn: supervisors.Pid, sid: int, body: StreamBody, timeout: float,
-                 window: int = IN_FLIGHT, ws: WsOptions | None = None) -> None:
+                 window: int = IN_FLIGHT, ws: WsOptions | None = None, field_limit: int | None = None) -> None:
         self.config_ws = ws if ws is not None else WsOptions()
+        self.field_limit = field_limit
         self.conn = conn
         self.sid = sid
         self.body = body
@@ -234,6 +244,10 @@ class StreamSink:
             return
         self.head(status, fields, length, close, False)
         self.data(body, True)
+
+    def interim(self, status: int, fields: list[tuple[str, str]]) -> bool:
+        supervisors.send(self.conn, (INTERIM, self.sid, status, fields))
+        return True
 
     def head(self, status: int, fields: list[tuple[str, str]], length: int | None, close: bool,
              end: bool) -> None:
@@ -401,13 +415,14 @@ def reap(pids: list[supervisors.Pid], grace: float = CLOSE_GRACE) -> None:
 
 
 def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerRuntime, ended: bool,
-               window: int = IN_FLIGHT) -> None:
-    """The stream worker's body (spawned by the conn process)."""
+               window: int = IN_FLIGHT, field_limit: int | None = None) -> None:
+    """The stream worker's body (spawned by the conn process); ``field_limit``: the peer's
+    limit on a field section, if it set one."""
     config = runtime.config
     body = StreamBody(conn, sid, ended, config.max_content_length, config.request_timeout)
     if not ended and "rr.protocol" not in req.private:  # an extended CONNECT's DATA is the session's
         req._source = body
-    sink = StreamSink(conn, sid, body, config.request_timeout, window, config.ws)
+    sink = StreamSink(conn, sid, body, config.request_timeout, window, config.ws, field_limit)
     # A declared body over the limit is refused before the application runs (as h1's codec does).
     declared = req.headers.get("content-length") if not ended else None
     answer = exchange.PAYLOAD_TOO_LARGE if declared is not None and declared.isdigit() \

@@ -6,6 +6,7 @@ path has no mailbox hop — and runs each request's exchange (``rr.exchange``)
 in turn (keep-alive, pipelining: leftover bytes are carried into the next
 parse). It is the exchange's sink for h1: status line and fields, content-length
 or chunked framing (close-delimited for HTTP/1.0), trailers in the last chunk,
+interim 1xx heads (103 Early Hints; none to an HTTP/1.0 client),
 ``os.sendfile`` on TCP, keep-alive decisions, and the 101 of a WebSocket
 upgrade, after which this process runs the session (``rr.ws.session``) over
 the socket (``SocketStream``) until it ends and the connection closes.
@@ -448,6 +449,13 @@ class Http1Conn:
                 keep = self.keep_alive = False
         parts.append(_END_KEEP if keep else _END_CLOSE)
         self.sendall(b"".join(parts))
+
+    def interim(self, status: int, fields: list[tuple[str, str]]) -> bool:
+        """A 1xx head (103 Early Hints); an HTTP/1.0 client gets none (RFC 9110 §15.2)."""
+        if self.version != "HTTP/1.1":
+            return False
+        self.sendall(b"".join((codec.status_line(status), codec.field_lines(fields), b"\r\n")))
+        return True
 
     def data(self, data: bytes, end: bool) -> None:
         if self.chunked:

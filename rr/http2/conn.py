@@ -19,8 +19,9 @@ Mailbox protocol (messages this process accepts):
 message                                                meaning
 =====================================================  =========================================
 ``("h2.data", bytes)`` / ``("h2.closed",)``            from the reader: socket bytes / EOF
-``rr.stream`` messages (``RESPONSE``, ``HEAD``,        from a worker: its response, body credit,
-``DATA``, ``TRAILERS``, ``CREDIT``, ``LOOP``)          and "a Loop runs" (see ``rr.stream``)
+``rr.stream`` messages (``RESPONSE``, ``INTERIM``,     from a worker: its response, body credit,
+``HEAD``, ``DATA``, ``TRAILERS``, ``CREDIT``,          and "a Loop runs" (see ``rr.stream``)
+``LOOP``)
 ``("DOWN", ref, pid, reason)``                         a worker ended
 =====================================================  =========================================
 
@@ -49,7 +50,7 @@ from rr import stream as sw
 from rr.http2 import codec
 from rr.http2.machine import KILL, START, TELL, ConnectionEnded, H2Machine
 from rr.request import Request
-from rr.stream import CREDIT, DATA, HEAD, LOOP, RESPONSE, TRAILERS
+from rr.stream import CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, TRAILERS
 
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
@@ -120,7 +121,7 @@ class Http2Conn:
             elif kind == START:
                 sid = event[1]
                 pid, ref = supervisors.spawn_monitor(
-                    sw.run_stream, self.pid, sid, event[2], self.runtime, event[3], event[4],
+                    sw.run_stream, self.pid, sid, event[2], self.runtime, event[3], event[4], event[5],
                     label="rr.h2.stream", **self.config.handler_spawn.as_kwargs(),
                 )
                 self.workers[sid] = (pid, ref)
@@ -235,6 +236,8 @@ class Http2Conn:
             machine.on_worker_headers(msg[1], msg[2], msg[3], msg[4], msg[5])
         elif tag == TRAILERS:
             machine.on_trailers_from_worker(msg[1], msg[2])
+        elif tag == INTERIM:
+            machine.on_interim(msg[1], msg[2], msg[3])
         elif tag == LOOP:
             machine.loop_started(msg[1], self.runtime.draining, self.runtime.drain_deadline)
         elif tag == "h2.closed":

@@ -3,10 +3,11 @@
 What it is: everything RFC 9113 and RFC 7541 say about one connection, as
 an object with no socket and no process. Bytes from the peer go in
 (``feed``); so does what the stream workers send (``on_response``,
-``on_worker_headers``, ``on_worker_data``, ``on_trailers_from_worker``,
-``credit``, ``loop_started``, ``worker_down``) and the passing of time
+``on_interim``, ``on_worker_headers``, ``on_worker_data``,
+``on_trailers_from_worker``, ``credit``, ``loop_started``, ``worker_down``)
+and the passing of time
 (``tick``). Out come frames (``data_to_send``) and events for the process
-shell (``take_events``): ``(START, sid, request, ended, window)`` to start a worker,
+shell (``take_events``): ``(START, sid, request, ended, window, field_limit)`` to start a worker,
 ``(TELL, sid, message)`` to send one a message, ``(KILL, sid)`` to end one.
 ``rr.http2.conn`` is the shell; tests drive this class directly.
 
@@ -76,7 +77,9 @@ CLOSED_MEMORY = 512
 _THROTTLED = ("rr", "request", "throttled")
 
 # Events for the shell (``take_events``): start a worker, send it a message, kill it.
-START = "start"  # (START, sid, request, ended, window): window = what the peer lets us send now
+# (START, sid, request, ended, window, field_limit): window = what the peer lets us send now,
+# field_limit = the peer's SETTINGS_MAX_HEADER_LIST_SIZE (None: it set none).
+START = "start"
 TELL = "tell"  # (TELL, sid, message)
 KILL = "kill"  # (KILL, sid): the machine already counts the worker gone
 _BODY_END = (sw.BODY_END,)
@@ -168,6 +171,7 @@ class H2Machine:
         self.recv_window = opts.conn_window
         self.conn_unreturned = 0
         self.peer_initial_window = codec.DEFAULT_WINDOW
+        self.peer_max_header_list: int | None = None  # the peer's SETTINGS_MAX_HEADER_LIST_SIZE
         self.flood_start = time.monotonic()
         self.flood = [0, 0, 0, 0, 0, 0]  # resets, pings, settings, priority, window updates, empty data
         # sid -> when its worker, told the client is gone, is killed if still alive.
@@ -476,7 +480,7 @@ class H2Machine:
         st.alive = True
         # Handed to the shell only with take_events: a stream reset before then (in the same
         # read: MadeYouReset) never gets a process at all (see ``drop``).
-        st.start = (START, sid, req, ended, min(st.send_window, self.flow.window))
+        st.start = (START, sid, req, ended, min(st.send_window, self.flow.window), self.peer_max_header_list)
         self.events.append(st.start)
         self.runtime.live_streams += 1
         self.streams[sid] = st
@@ -606,6 +610,8 @@ class H2Machine:
                         raise FrameError(codec.FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
             elif ident == codec.MAX_FRAME_SIZE:
                 self.flow.max_frame = value
+            elif ident == codec.MAX_HEADER_LIST_SIZE:
+                self.peer_max_header_list = value
         self.pump_all()
 
     def on_rst(self, sid: int, payload: bytes) -> None:
@@ -710,6 +716,12 @@ class H2Machine:
         if body:
             st.pending.append(("data", body, True, False))
             self.pump(st)
+
+    def on_interim(self, sid: int, status: int, headers: list[tuple[str, str]]) -> None:
+        """An informational head (103 Early Hints): HEADERS without END_STREAM before the final one."""
+        st = self.streams.get(sid)
+        if st is not None and not st.closed and not st.head_sent:
+            self.header_frames(sid, codec.encode_status(status) + codec.encode_headers(headers), False)
 
     def on_worker_headers(self, sid: int, status: int, headers: list[tuple[str, str]], length: int | None,
                           end: bool) -> None:
@@ -850,14 +862,17 @@ class H2Machine:
         if reason == "normal" and (st.ended_local or (st.pending and st.pending[-1][2])):
             return  # the whole response is out or queued; pump finishes it
         if not st.head_sent and not st.pending:
-            # Died before answering: the conn answers 500 for it.
+            # Died before answering: the conn answers 500 for it, with the request id the
+            # exchange would have sent (adopted from a proxy's header if the worker had not).
             req = st.req
+            error = dispatch.INTERNAL_ERROR
+            headers, _ = exchange.response_fields(error.headers)
+            if req is not None:
+                exchange.with_request_id(headers, req, self.config)
             if reason != "normal":
                 _log.error("h2 stream worker died", stream_id=sid, reason=str(reason),
                            request_id=req.request_id if req else None,
                            method=req.method if req else None, path=req.path if req else None)
-            error = dispatch.INTERNAL_ERROR
-            headers, _ = exchange.response_fields(error.headers)
             self.send_head(st, 500, headers, len(error.body), st.is_head)
             if not st.closed and not st.is_head:
                 st.pending.append(("data", error.body, True, False))

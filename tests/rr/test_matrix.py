@@ -22,7 +22,8 @@ The rules pinned here are issue 10's "one exchange below the protocols":
    names; 6. header injection; 7. trailers; 8. Sendfile ranges; 9. crashes
    before and after the head; 10. ``rr.ClientGone``; 11. manual body;
    12. 413; 13. drain mid-response; 14. access log; 15. telemetry;
-   16. the wrong protocol on a port; 17. failed TLS handshakes.
+   16. the wrong protocol on a port; 17. failed TLS handshakes; and issue
+   15's 18. Early Hints (103) and 19. the outbound header cap.
 
 Synchronisation is by events (``gevent.event``, telemetry, monitors), never by
 sleeping; the request/connection bookkeeping rows wait for the connection's
@@ -51,6 +52,7 @@ from gevent import socket as gsocket
 import rr
 import supervisors
 from rr import resp, telemetry
+from rr.exchange import MAX_EARLY_HINTS
 from tests.rr.certs import make_cert
 from tests.rr.conftest import Served, in_thread, read_until_close
 from tests.rr.h3wire import H3_INTERNAL_ERROR, H3Wire
@@ -826,6 +828,150 @@ def test_failed_tls_handshake_logs_no_crash_and_reports_tls_handshake(serve, cer
     assert not crashes, crashes
     assert got is not None, "no ('rr', 'conn', 'close') event for the failed handshake"
     assert got[0]["reason"] == "tls_handshake", got[0]
+
+
+# -- 18. Early Hints (103) ------------------------------------------------------------
+
+PRELOAD = "</style.css>; rel=preload; as=style"
+
+
+@pytest.mark.parametrize("shape", ["response", "stream", "loop"])
+def test_early_hints_go_out_as_103_before_the_final_response(server, shape):
+    """``req.early_hints``: h1 writes ``HTTP/1.1 103 Early Hints`` heads, h2 HEADERS without
+    END_STREAM; names lowercased, no ``date`` or framing field in them, the final response
+    and the next one on the connection intact."""
+    def app(req):
+        if req.path == "/follow-up":
+            return hello(req)
+        sent = [req.early_hints([("Link", PRELOAD)]),
+                req.early_hints({"link": "</app.js>; rel=preload; as=script", "content-length": "9"})]
+        headers = [("content-type", "text/plain"), ("x-hinted", str(sent))]
+        if shape == "stream":
+            return resp.Stream(200, headers, lambda send: send(b"final", fin=True))
+        if shape == "loop":
+            supervisors.send(supervisors.self(), "go")
+            return resp.Loop(200, headers, None, lambda msg, push, state: (push(b"final"), resp.STOP)[1])
+        return resp.Response(200, headers, b"final")
+
+    t = server(app)
+    with t.connect() as c:
+        r = c.finish(c.start("GET", "/"))
+        assert r.status == 200 and r.body == b"final" and r.complete, r.describe()
+        assert r.header("x-hinted") == "[True, True]", r.describe()
+        assert r.interim == [(103, [("link", PRELOAD)]), (103, [("link", "</app.js>; rel=preload; as=script")])], \
+            r.interim
+        follow_up_is_clean(c)
+
+
+def test_early_hints_after_the_head_or_past_the_limit_raise_runtime_error(server):
+    """After the head (a Stream that already sent) → RuntimeError, the response goes on; more
+    than ``rr.exchange.MAX_EARLY_HINTS`` (4) per request → RuntimeError."""
+    errors: dict[str, str] = {}
+
+    def app(req):
+        if req.path == "/limit":
+            for _ in range(MAX_EARLY_HINTS):
+                req.early_hints([("link", PRELOAD)])
+            try:
+                req.early_hints([("link", PRELOAD)])
+            except RuntimeError as exc:
+                errors["limit"] = str(exc)
+            return resp.text(200, "limited")
+
+        def fn(send):
+            send(b"head out,")
+            try:
+                req.early_hints([("link", PRELOAD)])
+            except RuntimeError as exc:
+                errors["after"] = str(exc)
+            send(b"still fine", fin=True)
+        return resp.Stream(200, [], fn)
+
+    t = server(app)
+    with t.connect() as c:
+        late = c.finish(c.start("GET", "/late"))
+        limited = c.finish(c.start("GET", "/limit"))
+    assert late.status == 200 and late.body == b"head out,still fine" and late.complete, late.describe()
+    assert late.interim == [], late.interim
+    assert "after the response head" in errors["after"], errors
+    assert limited.status == 200 and len(limited.interim) == MAX_EARLY_HINTS, limited.describe()
+    assert "at most" in errors["limit"], errors
+
+
+@pytest.mark.parametrize("field", [("link", "</a.css>\r\nx-injected: 1"), ("bad name", "v"), ("link", "\u2603")],
+                         ids=["crlf_value", "non_token_name", "non_latin1_value"])
+def test_early_hints_with_an_invalid_field_raise_and_an_uncaught_one_is_500(server, field):
+    """The 103's fields obey the exchange's header rules: ``ValueError`` in the handler, nothing
+    sent; a handler that lets it go gets the usual 500."""
+    def app(req):
+        if req.path == "/follow-up":
+            return hello(req)
+        req.early_hints([field])
+        return resp.text(200, "unreachable")
+
+    t = server(app)
+    with t.connect() as c:
+        r = c.finish(c.start("GET", "/"))
+        assert r.status == 500 and r.complete and r.interim == [], r.describe()
+        assert r.header("x-injected") is None
+        follow_up_is_clean(c)
+
+
+# -- 19. the outbound header cap (max_response_header_size) ------------------------------
+
+CAP = 4096
+
+
+def _big_head_app(shape: str, value_size: int, count: int = 1) -> list[dict[str, Any]]:
+    def app(req):
+        headers = [(f"x-big-{i}", "v" * value_size) for i in range(count)]
+        if shape == "stream":
+            return resp.Stream(200, headers, lambda send: send(b"body", fin=True))
+        if shape == "loop":
+            return resp.Loop(200, headers, None, lambda msg, push, state: resp.STOP)
+        if shape == "sendfile":
+            return resp.Sendfile(200, headers, __file__, 0, 4)
+        return resp.Response(200, headers, b"body")
+
+    return [{"path": "/big", "handler": app, "name": "big_head"}, ("/follow-up", hello)]
+
+
+@pytest.mark.parametrize("shape", ["response", "stream", "loop", "sendfile"])
+@pytest.mark.parametrize("size", ["one_field", "many_fields"])
+def test_a_head_over_max_response_header_size_is_500_logged_with_the_route(server, events, shape, size):
+    """Fields sized as RFC 9113 §6.5.2 (name + value + 32 each) over the listener's cap → 500
+    and a "handler crashed" line naming the route, the same on every protocol."""
+    value, count = (CAP, 1) if size == "one_field" else (CAP // 16, 16)
+    t = server(_big_head_app(shape, value, count), max_response_header_size=CAP)
+    with structlog.testing.capture_logs() as logs, t.connect() as c:
+        r = c.finish(c.start("GET", "/big"))
+        assert r.status == 500 and r.complete and r.header("x-big-0") is None, r.describe()
+        follow_up_is_clean(c)
+    crashes = [e for e in logs if e.get("event") == "handler crashed"]
+    assert len(crashes) == 1 and crashes[0]["route"] == "big_head", logs
+    assert "max_response_header_size 4096" in str(crashes[0]["exc_info"]), crashes
+    assert events.of("rr", "request", "exception")
+
+
+def test_a_head_just_under_max_response_header_size_is_sent(server):
+    # 200 bytes left for date (4 + 29 + 32) and the field's own 32 + name.
+    t = server(_big_head_app("response", CAP - 200), max_response_header_size=CAP)
+    r = t.fetch("GET", "/big")
+    assert r.status == 200 and r.header("x-big-0") == "v" * (CAP - 200) and r.complete, r.describe()
+
+
+def test_trailers_over_max_response_header_size_abort_the_response(server, col):
+    """The head is out: h1 closes without the last chunk, h2 resets the stream (INTERNAL_ERROR)."""
+    def app(req):
+        return resp.Stream(200, [], lambda send: send(b"data", fin=True, trailers=[("x-sum", "s" * CAP)]))
+
+    t = server(app, max_response_header_size=CAP)
+    with structlog.testing.capture_logs() as logs:
+        r = t.fetch(headers=[("te", "trailers")])
+    assert r.status in (200, None) and not r.complete and r.trailers == [], r.describe()
+    if col.streams:
+        assert r.reset == frames.INTERNAL_ERROR, r.describe()
+    assert any(e.get("event") == "handler crashed" for e in logs), logs
 
 
 # -- beyond the rule list: the issue's stop-during-Loop bug ------------------------------

@@ -42,6 +42,8 @@ class Reply:
     headers: list[tuple[str, str]] = field(default_factory=list)  # names as on the wire, no pseudo-headers
     body: bytes = b""
     trailers: list[tuple[str, str]] = field(default_factory=list)
+    # informational (1xx) heads before the final one: (status, headers as on the wire)
+    interim: list[tuple[int, list[tuple[str, str]]]] = field(default_factory=list)
     complete: bool = False  # h1: framing satisfied (last chunk / content-length); h2: END_STREAM
     reset: int | None = None  # h2: the RST_STREAM code, if the stream was reset
     error: str | None = None  # what the client library said when the message broke
@@ -164,7 +166,10 @@ class H1Wire:
             reply.error = f"h11: {exc}"
             self.done = True
             return False
-        if isinstance(event, h11.Response):
+        if isinstance(event, h11.InformationalResponse):
+            reply.interim.append((event.status_code, [(k.decode("latin-1"), v.decode("latin-1"))
+                                                      for k, v in event.headers.raw_items()]))
+        elif isinstance(event, h11.Response):
             reply.status = event.status_code
             reply.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers.raw_items()]
             self.head_seen = True
@@ -272,11 +277,18 @@ class H2Wire(frames.Peer):
     def _reply(self, sid: int, error: str | None = None) -> Reply:
         res = self.responses[sid]
         fields = res.headers or []
+        status = res.status
+        interim = [(int(dict(block)[":status"]), [(k, v) for k, v in block if not k.startswith(":")])
+                   for block in res.interim]
+        if status is not None and status < 200:  # only interim heads so far
+            interim.append((status, [(k, v) for k, v in fields if not k.startswith(":")]))
+            fields, status = [], None
         return Reply(
-            status=res.status,
+            status=status,
             headers=[(k, v) for k, v in fields if not k.startswith(":")],
             body=res.body,
             trailers=list(res.trailers),
+            interim=interim,
             complete=res.ended,
             reset=res.reset,
             error=error,

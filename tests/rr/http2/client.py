@@ -23,6 +23,7 @@ class Result:
         self.headers: list[tuple[str, str]] = []
         self.body = b""
         self.trailers: list[tuple[str, str]] = []
+        self.interim: list[list[tuple[str, str]]] = []  # informational (1xx) heads, in order
         self.reset: int | None = None
         self.done = False
 
@@ -31,7 +32,7 @@ class Result:
 
 
 class H2Client:
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
+    def __init__(self, port: int, timeout: float = 10.0, settings: dict[int, int] | None = None) -> None:
         self.sock = gsocket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.timeout = timeout
         self.port = port
@@ -39,6 +40,8 @@ class H2Client:
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
         self.conn.initiate_connection()
+        if settings:
+            self.conn.update_settings(settings)
         self.conn.increment_flow_control_window(2**24)
         self.results: dict[int, Result] = {}
         self.bodies: dict[int, bytes] = {}
@@ -103,6 +106,8 @@ class H2Client:
         if isinstance(event, h2.events.ResponseReceived) and res:
             res.headers = [(str(k), str(v)) for k, v in event.headers or []]
             res.status = int(dict(res.headers)[":status"])
+        elif isinstance(event, h2.events.InformationalResponseReceived) and res:
+            res.interim.append([(str(k), str(v)) for k, v in event.headers or []])
         elif isinstance(event, h2.events.DataReceived):
             if res:
                 res.body += event.data

@@ -135,6 +135,7 @@ class Response:
     def __init__(self) -> None:
         self.headers: list[tuple[str, str]] | None = None
         self.trailers: list[tuple[str, str]] = []
+        self.interim: list[list[tuple[str, str]]] = []  # informational (1xx) heads, in order
         self.body = b""
         self.data_frames = 0
         self.ended = False
@@ -308,6 +309,8 @@ class Peer:
         fields = self.decoder.decode(b"".join(bytes(x.data) for x in frames), raw=False)
         res = self.responses.setdefault(first.stream_id, Response())
         if res.headers is None or (res.status is not None and res.status < 200):
+            if res.headers is not None:
+                res.interim.append(res.headers)
             res.headers = list(fields)
         else:
             res.trailers = list(fields)
