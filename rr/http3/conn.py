@@ -9,7 +9,7 @@ feeds them to aioquic, acts on the HTTP/3 events, and sends what aioquic
 has to send after each batch, with one timer re-armed from ``get_timer()``.
 
 Each request stream runs in a worker process (``rr.stream.run_stream``),
-exactly as on h2: the same mailbox protocol (``RESPONSE``, ``HEAD``,
+exactly as on h2: the same mailbox protocol (``RESPONSE``, ``INTERIM``, ``HEAD``,
 ``DATA``, ``TRAILERS``, ``CREDIT``, ``LOOP``; ``BODY``, ``BODY_END``,
 ``SENT``, ``CLOSED``, ``DRAIN``), the same exchange, so a request means the
 same on h1, h2 and h3. A worker is monitored: if it dies before its head,
@@ -61,7 +61,7 @@ from rr.http3.quic import RrQuic, server_configuration
 from rr.httpdate import http_date
 from rr.log import get_logger
 from rr.request import Headers, Request
-from rr.stream import CREDIT, DATA, HEAD, LOOP, RESPONSE, TRAILERS
+from rr.stream import CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, TRAILERS
 
 if TYPE_CHECKING:
     from rr.http3.endpoint import QuicAdmission
@@ -330,8 +330,10 @@ class Http3Conn:
         if protocol is not None:
             req.private["rr.protocol"] = protocol
         st = H3Stream(sid, req, ended)
+        peer_settings = self.h3.received_settings or {}
         pid, ref = supervisors.spawn_monitor(
             sw.run_stream, self.pid, sid, req, runtime, ended, self.quic.send_window(sid),
+            peer_settings.get(Setting.MAX_FIELD_SECTION_SIZE),
             label="rr.h3.stream", **self.config.handler_spawn.as_kwargs(),
         )
         st.pid, st.ref = pid, ref
@@ -405,6 +407,14 @@ class Http3Conn:
         st = self.streams.get(sid)
         if st is not None and not st.closed:
             self.send_head(st, status, fields, length, end)
+
+    def on_interim(self, sid: int, status: int, fields: list[tuple[str, str]]) -> None:
+        """An informational head (103 Early Hints) before the final one: a HEADERS frame."""
+        st = self.streams.get(sid)
+        if st is not None and not st.closed and not st.head_sent:
+            block = [(b":status", str(status).encode())]
+            block += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
+            self.h3.send_headers(sid, block)
 
     def on_worker_data(self, sid: int, data: bytes, end: bool) -> None:
         st = self.streams.get(sid)
@@ -579,6 +589,8 @@ class Http3Conn:
             self.on_head(msg[1], msg[2], msg[3], msg[4], msg[5])
         elif tag == TRAILERS:
             self.on_trailers(msg[1], msg[2])
+        elif tag == INTERIM:
+            self.on_interim(msg[1], msg[2], msg[3])
         elif tag == LOOP:
             st = self.streams.get(msg[1])
             if st is not None:

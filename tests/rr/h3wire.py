@@ -177,7 +177,7 @@ class H3Wire:
                             reply.status = status
                             reply.headers = [(k, v) for k, v in fields if not k.startswith(":")]
                         else:
-                            reply.interim.append((status, fields))  # type: ignore[attr-defined]
+                            reply.interim.append((status, [(k, v) for k, v in fields if not k.startswith(":")]))
                     if h3_event.stream_ended:
                         reply.complete = True
                 elif isinstance(h3_event, DataReceived):
@@ -208,7 +208,6 @@ class H3Wire:
         if protocol is not None:
             fields.append((":protocol", protocol))
         reply = Reply()
-        reply.interim = []  # type: ignore[attr-defined]
         self.replies[sid] = reply
         if method == "HEAD":
             self.h3.head_streams.add(sid)
@@ -223,7 +222,6 @@ class H3Wire:
         """A request stream with exactly these fields (no checks: for malformed requests)."""
         sid = self.quic.get_next_available_stream_id()
         self.replies[sid] = Reply()
-        self.replies[sid].interim = []  # type: ignore[attr-defined]
         frame = self.h3._encode_headers(sid, fields)
         self.quic.send_stream_data(sid, bytes([FrameType.HEADERS]) + _varint(len(frame)) + frame, end)
         self.flush()
