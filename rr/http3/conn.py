@@ -189,11 +189,13 @@ class Http3Conn:
 
     # -- the network ----------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Send what aioquic has to send; re-arm the timer; acknowledge what went out."""
+    def flush(self) -> int:
+        """Send what aioquic has to send; re-arm the timer; acknowledge what went out.
+        Returns the number of datagrams sent."""
         now = time.monotonic()
         sock = self.sock
-        for data, addr in self.quic.datagrams_to_send(now):
+        datagrams = self.quic.datagrams_to_send(now)
+        for data, addr in datagrams:
             try:
                 sock.sendto(data, addr)
             except OSError:
@@ -202,6 +204,7 @@ class Http3Conn:
         for st in self.streams.values():
             if st.acks and st.alive:
                 self.acknowledge(st)
+        return len(datagrams)
 
     def acknowledge(self, st: H3Stream) -> None:
         sent = self.quic.sent_offset(st.sid)
@@ -532,7 +535,12 @@ class Http3Conn:
         adm.route(self.quic.host_cid, self.pid)
         self.receive_datagram(adm.first, adm.addr)
         adm.first = b""
-        self.flush()
+        if not self.flush():
+            # aioquic had nothing to say to it, not even an ACK: the Initial did not decrypt
+            # (forged, or for another server). No state worth a slot: end now, silently.
+            self.close_reason = "bad_initial"
+            return
+        handshake_deadline = time.monotonic() + self.config.tls_handshake_timeout
         receive = supervisors.receive
         mailbox_size = supervisors.mailbox_size
         runtime = self.runtime
@@ -548,6 +556,11 @@ class Http3Conn:
                 self.flush()
             now = time.monotonic()
             wait = TICK if self.timer is None else max(0.0, min(TICK, self.timer - now))
+            if handshake_deadline and now > handshake_deadline:
+                if not self.quic._handshake_complete:
+                    self.close_reason = "tls_handshake"  # a client that never finished its handshake
+                    return
+                handshake_deadline = 0.0
             try:
                 msg = receive(timeout=wait)
             except supervisors.Timeout:

@@ -12,6 +12,7 @@ It also sets the number of request streams a client may open at once
 (``max_concurrent_streams``), which aioquic fixes at 128.
 
 The few private attributes this touches (``_streams``, ``_local_max_data``,
+``_handshake_complete`` (read by the conn),
 ``_local_max_streams_bidi``, a stream's ``sender``/``receiver`` offsets and
 the two ``_write_*_limits`` hooks) are named here and nowhere else;
 ``tests/rr/http3/test_quic.py`` fails loudly if an aioquic release renames
