@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import gevent
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import (
     ErrorCode,
@@ -545,6 +546,7 @@ class Http3Conn:
         mailbox_size = supervisors.mailbox_size
         runtime = self.runtime
         batched = 0
+        yielded = False
         next_tick = time.monotonic() + TICK
         while not self.terminated:
             if runtime.draining and not self.goaway_sent:
@@ -573,8 +575,17 @@ class Http3Conn:
                 continue
             self.handle(msg)
             batched += 1
+            if batched < BATCH and not mailbox_size() and not yielded:
+                # Let the processes this batch woke (stream workers answering) run once before
+                # sending: their responses then leave in the same datagrams, one encryption and
+                # one sendto for several streams instead of one each.
+                yielded = True
+                gevent.sleep(0)
+                if mailbox_size():
+                    continue
             if batched >= BATCH or not mailbox_size():
                 batched = 0
+                yielded = False
                 now = time.monotonic()
                 if self.timer is not None and now >= self.timer:
                     self.quic.handle_timer(now)

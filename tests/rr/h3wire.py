@@ -89,8 +89,12 @@ class H3Wire:
         self.h3 = _Watcher(self.quic)
         self.h3.head_streams = set()
         self.sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+        # The server shares this hub: while it sends a window's worth of datagrams this client
+        # cannot read, so its socket must hold them (the default ~200 KiB drops them: loss).
+        self.sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_RCVBUF, 8 * 1024 * 1024)
         self.sock.connect(self.addr)
         self.replies: dict[int, Reply] = {}
+        self.bufs: dict[int, bytearray] = {}  # body bytes as they arrive (Reply.body is set from it)
         self.heads: set[int] = set()
         self.closed = False
         self.close_code: int | None = None
@@ -181,7 +185,7 @@ class H3Wire:
                     if h3_event.stream_ended:
                         reply.complete = True
                 elif isinstance(h3_event, DataReceived):
-                    reply.body += h3_event.data
+                    self.bufs[h3_event.stream_id] += h3_event.data
                     if h3_event.stream_ended:
                         reply.complete = True
 
@@ -209,6 +213,7 @@ class H3Wire:
             fields.append((":protocol", protocol))
         reply = Reply()
         self.replies[sid] = reply
+        self.bufs[sid] = bytearray()
         if method == "HEAD":
             self.h3.head_streams.add(sid)
         self.h3.send_headers(sid, [(k.encode(), v.encode("latin-1")) for k, v in fields + extra],
@@ -222,6 +227,7 @@ class H3Wire:
         """A request stream with exactly these fields (no checks: for malformed requests)."""
         sid = self.quic.get_next_available_stream_id()
         self.replies[sid] = Reply()
+        self.bufs[sid] = bytearray()
         frame = self.h3._encode_headers(sid, fields)
         self.quic.send_stream_data(sid, bytes([FrameType.HEADERS]) + _varint(len(frame)) + frame, end)
         self.flush()
@@ -234,28 +240,36 @@ class H3Wire:
         self.h3.send_data(sid, data, end)
         self.flush()
 
+    def received(self, sid: int) -> bytearray:
+        """The body bytes of stream ``sid`` so far (grows in place; no copy)."""
+        return self.bufs[sid]
+
     def read_head(self, sid: int) -> Reply:
         reply = self.replies[sid]
         self._until(lambda: reply.status is not None or reply.complete or reply.reset is not None,
-                    f"the head of stream {sid}", reply)
+                    f"the head of stream {sid}", sid)
         return reply
 
     def read_some(self, sid: int, n: int) -> Reply:
         reply = self.replies[sid]
-        self._until(lambda: len(reply.body) >= n or reply.complete or reply.reset is not None,
-                    f"{n} body bytes on stream {sid}", reply)
+        buf = self.bufs[sid]
+        self._until(lambda: len(buf) >= n or reply.complete or reply.reset is not None,
+                    f"{n} body bytes on stream {sid}", sid)
         return reply
 
     def finish(self, sid: int) -> Reply:
         reply = self.replies[sid]
-        self._until(lambda: reply.complete or reply.reset is not None, f"the end of stream {sid}", reply)
+        self._until(lambda: reply.complete or reply.reset is not None, f"the end of stream {sid}", sid)
         return reply
 
-    def _until(self, pred: Any, what: str, reply: Reply) -> None:
+    def _until(self, pred: Any, what: str, sid: int) -> None:
+        reply = self.replies[sid]
         try:
             self.wait(pred, what)
         except Closed:
             reply.error = reply.error or "the server closed the connection"
+        finally:
+            reply.body = bytes(self.bufs[sid])
 
     def abort(self, sid: int) -> None:
         """Go away mid-response the h3 way: reset our side and ask the server to stop."""

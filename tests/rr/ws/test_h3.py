@@ -84,9 +84,10 @@ class Ws:
 
     def _more(self) -> bool:
         reply = self.conn.replies[self.sid]
-        if len(reply.body) > self.fed:
-            self.ws.receive_data(bytes(reply.body[self.fed:]))
-            self.fed = len(reply.body)
+        buf = self.conn.received(self.sid)
+        if len(buf) > self.fed:
+            self.ws.receive_data(bytes(buf[self.fed:]))
+            self.fed = len(buf)
             self.events.extend(self.ws.events())
         return bool(self.events) or reply.complete or reply.reset is not None
 
