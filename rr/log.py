@@ -72,7 +72,9 @@ def configure_default(level: int = logging.INFO) -> None:
             structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        cache_logger_on_first_use=True,
+        # Not cached, so a later configure() reaches the loggers already used (rr logs
+        # only on error paths and in the access log, where the ~µs of a lookup is noise).
+        cache_logger_on_first_use=False,
     )
 
 
@@ -137,7 +139,7 @@ def configure(json: bool = False, level: int | str = "info", *, stream: TextIO |
         processors=[*shared, structlog.processors.StackInfoRenderer(), *finish],
         wrapper_class=structlog.make_filtering_bound_logger(number),
         logger_factory=lambda *args: _Writer(out, args[0] if args else None),
-        # Not cached: a module's logger made before a later configure() must follow it.
+        # Not cached: a module's logger used before a later configure() must follow it.
         cache_logger_on_first_use=False,
     )
     handler = _Handler(out)
