@@ -93,7 +93,7 @@ METADATA: dict[str, str] = {
     "route": "the matched route's pattern, e.g. `/users/:id` (group prefixes included); None before "
              "routing, on a 404/405, and on a listener serving a single handler",
     "route_name": "the matched route's `name`, or None",
-    "protocol": "`HTTP/1.1`, `HTTP/1.0` or `HTTP/2`",
+    "protocol": "`HTTP/1.1`, `HTTP/1.0` or `HTTP/2` (`HTTP/3` once rr serves it)",
     "scheme": "`http` or `https`",
     "peer": "the client's (address, port)",
     "status": "the response status sent (0 when none was)",

@@ -32,7 +32,15 @@ def test_the_guide_shows_the_event_table_rr_declares():
     assert BEGIN in text and END in text, "docs/guide.md lost its telemetry table markers"
     table = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert table.strip() == telemetry.markdown().strip(), (
-        "docs/guide.md's event table differs from rr.telemetry.markdown(): regenerate it")
+        "docs/guide.md's event table differs from rr.telemetry.markdown(): regenerate it with "
+        "python -c 'from tests.rr.test_telemetry_events import regenerate; regenerate()'")
+
+
+def regenerate() -> None:
+    """Write rr.telemetry.markdown() between the guide's markers."""
+    text = GUIDE.read_text()
+    head, rest = text.split(BEGIN, 1)
+    GUIDE.write_text(head + BEGIN + telemetry.markdown() + END + rest.split(END, 1)[1])
 
 
 def test_every_metadata_key_is_explained():
