@@ -53,6 +53,7 @@ from prometheus_client.exposition import choose_encoder
 import rr
 from rr import response as resp
 from rr import telemetry
+from rr.log import current_request
 
 __all__ = ["DEFAULT_BUCKETS", "Metrics", "install", "metrics_handler", "route"]
 
@@ -192,7 +193,10 @@ class Metrics:
     # -- events ------------------------------------------------------------------
 
     def _start(self, meas: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-        self.in_flight.labels(meta["listener"]).inc()
+        req = current_request.get()  # the request itself, during its events
+        if req is not None:
+            req.private[self.handler_id] = True  # counted in flight: its stop takes it out
+            self.in_flight.labels(meta["listener"]).inc()
 
     def _stop(self, meas: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         key = (meta["listener"], meta["route"] or "", _method(meta["method"]), str(meta["status"]),
@@ -205,7 +209,9 @@ class Metrics:
         series[1].observe(meas["duration"])
         if meas["bytes"]:
             series[2].inc(meas["bytes"])
-        self.in_flight.labels(meta["listener"]).dec()
+        req = current_request.get()
+        if req is not None and req.private.pop(self.handler_id, False):  # not if installed mid-request
+            self.in_flight.labels(meta["listener"]).dec()
 
     def _exception(self, meas: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.exceptions.labels(meta["listener"], meta["route"] or "", _method(meta["method"]), meta["kind"]).inc()

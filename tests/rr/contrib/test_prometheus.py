@@ -137,3 +137,27 @@ def test_bad_options_fail_at_install_naming_the_option():
     with pytest.raises(ValueError, match="namespace"):
         prometheus.install(CollectorRegistry(), namespace="rr-server")
     assert not telemetry.list_handlers(("rr",))
+
+
+def test_installed_while_a_request_runs_the_in_flight_gauge_does_not_go_below_zero(serve, stops):
+    gate, held = gevent.event.Event(), gevent.event.Event()
+
+    def hold(req):
+        held.set()
+        gate.wait(10)
+        return resp.text(200, "held")
+
+    reg = CollectorRegistry()
+    srv = serve([("/hold", hold), prometheus.route("/metrics", reg)])
+    client = gevent.spawn(in_thread, _get_all, srv.url, False, ["/hold"])
+    assert held.wait(10)
+    metrics = prometheus.install(reg)  # the held request started before: not counted in flight
+    try:
+        gate.set()
+        assert client.get(timeout=10) == [200]
+        stops.wait(1)
+        _, text = in_thread(_scrape, srv.url)
+        assert value(samples(text), "rr_requests_in_flight", listener=srv.name) == 1  # the scrape alone
+        assert value(samples(text), "rr_requests_total", listener=srv.name, route="/hold") == 1
+    finally:
+        metrics.uninstall()
