@@ -120,3 +120,31 @@ def test_without_traceparent_each_request_starts_its_own_trace(serve, traced):
     assert len(server) == 2 and all(s.parent is None for s in server)
     assert server[0].context.trace_id != server[1].context.trace_id
     assert trace.get_current_span() is trace.INVALID_SPAN  # nothing left attached in the test's greenlet
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2c"])
+def test_a_loops_span_ends_when_the_loop_does(serve, traced, http2):
+    import supervisors
+
+    provider, exporter, wait = traced
+    open_while_looping: list[int] = []
+
+    def on_info(msg, push, state):
+        push(msg.encode())
+        if msg == "two":
+            open_while_looping.append(len(exporter.get_finished_spans()))
+            return resp.STOP
+        return state
+
+    def loop(req):
+        me = supervisors.self()
+        supervisors.send(me, "one")
+        supervisors.send(me, "two")
+        return resp.Loop(200, [("content-type", "text/plain")], None, on_info)
+
+    srv = serve([("/loop", loop)], protocols=["http1", "http2"])
+    assert in_thread(_get, srv.url, http2, ["/loop"], {"traceparent": TRACEPARENT}) == [200]
+    (span,) = wait(1)
+    assert open_while_looping == [0]  # not ended before the loop's last push
+    assert span.name == "GET /loop" and span.attributes["http.response.status_code"] == 200
+    assert span.context.trace_id == int(TRACE_ID, 16)
