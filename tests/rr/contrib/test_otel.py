@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+import supervisors
 from rr import resp, telemetry
 from rr.contrib import otel
 from tests.rr.conftest import in_thread
@@ -124,8 +125,6 @@ def test_without_traceparent_each_request_starts_its_own_trace(serve, traced):
 
 @pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2c"])
 def test_a_loops_span_ends_when_the_loop_does(serve, traced, http2):
-    import supervisors
-
     provider, exporter, wait = traced
     open_while_looping: list[int] = []
 
