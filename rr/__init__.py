@@ -102,7 +102,7 @@ def child_spec(name: str, opts: dict[str, Any], restart: Restart = "transient") 
     have your supervisor restart it (and stop it with ``terminate_child``).
     """
     runtime = _runtime(name, opts)
-    log.configure()
+    log.configure_default()
     return supervisors.ChildSpec(
         name, _start_registered, args=(runtime,), restart=restart, shutdown="infinity", type="supervisor"
     )

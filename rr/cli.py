@@ -35,7 +35,7 @@ Precedence: defaults, then the ``--config`` file, then flags. The file's
 keys are ``start_listener`` option names (``port``, ``ip``, ``protocols``,
 ``[tls]``, ``max_clients``, ...) plus the command's own (``app``,
 ``interface``, ``bind``, ``name``, ``script_name``, ``chdir``,
-``log_level``, ``drain_timeout``).
+``log_level``, ``log_format``, ``drain_timeout``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import logging
 import os
 import signal
 import sys
@@ -63,13 +62,15 @@ DEFAULTS: dict[str, Any] = {
     "name": "rr",
     "interface": "auto",
     "log_level": "info",
+    "log_format": "console",
     "drain_timeout": 30.0,
     "protocols_tcp": "http1,http2",
     "protocols_tls": "http2,http1",
 }
 
 # Keys of a --config file that are the command's own, not listener options.
-_CLI_KEYS = {"app", "interface", "bind", "name", "script_name", "chdir", "log_level", "drain_timeout"}
+_CLI_KEYS = {"app", "interface", "bind", "name", "script_name", "chdir", "log_level", "log_format",
+             "drain_timeout"}
 # Listener options a file cannot give: they are Python objects.
 _CODE_KEYS = {"routes", "middlewares", "not_found"}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -227,6 +228,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--certfile", metavar="PEM", help="serve TLS with this certificate (default: plain TCP)")
     p.add_argument("--keyfile", metavar="PEM", help="the certificate's key, when not in --certfile")
     p.add_argument("--log-level", choices=_LOG_LEVELS, help=f"(default: {d['log_level']})")
+    p.add_argument("--log-format", choices=["console", "json"],
+                   help=f"log lines, rr's and the standard library's, on stderr (default: {d['log_format']})")
     p.add_argument("--access-log", action="store_true", help="log each request (default: off)")
     p.add_argument("--blocking-monitor", type=float, metavar="S",
                    help="log the request whose handler held the event loop this long (default: off)")
@@ -287,7 +290,7 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the command's own settings, the listener options) from defaults, the file and the flags."""
     given = vars(args)
     file = read_config(given["config"]) if "config" in given else {}
-    own = {k: DEFAULTS[k] for k in ("interface", "name", "log_level", "drain_timeout")}
+    own = {k: DEFAULTS[k] for k in ("interface", "name", "log_level", "log_format", "drain_timeout")}
     own.update({k: v for k, v in file.items() if k in _CLI_KEYS})
     own.update({k: given[k] for k in _CLI_KEYS if k in given})
     opts: dict[str, Any] = {"ip": DEFAULTS["host"], "port": DEFAULTS["port"]}
@@ -306,6 +309,8 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         opts["protocols"] = default.split(",")
     if own["log_level"] not in _LOG_LEVELS:
         raise UsageError(f"log_level must be one of {', '.join(_LOG_LEVELS)}, got {own['log_level']!r}")
+    if own["log_format"] not in ("console", "json"):
+        raise UsageError(f"log_format must be console or json, got {own['log_format']!r}")
     if own["interface"] not in ("auto", "rr", "wsgi"):
         raise UsageError(f"interface must be auto, rr or wsgi, got {own['interface']!r}")
     if "app" not in own:
@@ -321,10 +326,9 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     return own, opts
 
 
-def configure_logging(level_name: str) -> None:
-    level = getattr(logging, level_name.upper())
-    rr.log.configure(level)
-    logging.basicConfig(level=level, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
+def configure_logging(level_name: str, log_format: str = "console") -> None:
+    """rr's and the standard library's log lines in one format on stderr (``rr.log.configure``)."""
+    rr.log.configure(json=log_format == "json", level=level_name)
 
 
 def _url(opts: dict[str, Any], port: int) -> str:
@@ -376,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             own, opts = settings(args)
-            configure_logging(own["log_level"])
+            configure_logging(own["log_level"], own["log_format"])
             names = start(own, opts)
         except UsageError as exc:
             print(f"rr: {exc}", file=sys.stderr)

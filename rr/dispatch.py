@@ -10,7 +10,9 @@ caller is ``rr.exchange``, which every protocol drives the same way.
 Telemetry: ``begin`` emits ``("rr", "request", "start")``; ``crashed`` emits
 ``exception`` when the handler raises (or returns something unsendable); the
 exchange calls ``finish`` once the response is on the wire (or failed), which
-emits ``stop`` with the status.
+emits ``stop`` with the status, the body bytes sent and the outcome. The
+metadata's ``route`` is the matched route's pattern (the router sets it), so
+metrics can be labelled by route without one series per URL.
 With no subscriber each step is one dict lookup.
 """
 
@@ -47,6 +49,9 @@ def _metadata(req: Request) -> dict[str, Any]:
         "path": req.path,
         "peer": req.peer,
         "route": req.route,
+        "route_name": req.route_name,
+        "protocol": req.version,
+        "scheme": req.scheme,
     }
 
 
@@ -102,11 +107,12 @@ def crashed(req: Request, started: float, exc: BaseException) -> resp.Response:
     return INTERNAL_ERROR
 
 
-def finish(req: Request, status: int, started: float) -> None:
-    """Emit the stop event once the response has been written."""
+def finish(req: Request, status: int, started: float, sent: int = 0, outcome: str = "ok") -> None:
+    """Emit the stop event once the response has been written (or failed: ``outcome``)."""
     if watchdog.tracking:
         getcurrent().rr_request = None
     if telemetry.enabled(_STOP):
         telemetry.execute(
-            _STOP, {"duration": time.monotonic() - started}, {**_metadata(req), "status": status}
+            _STOP, {"duration": time.monotonic() - started, "bytes": sent},
+            {**_metadata(req), "status": status, "outcome": outcome},
         )

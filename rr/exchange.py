@@ -333,6 +333,7 @@ class Exchange:
             adopt_request_id(req, config.request_id_header)
         self.started = started = dispatch.begin(req)
         charged = 0
+        outcome = "ok"
         try:
             result: Any = answer
             if result is None and req._source is not NO_BODY and req._body is None \
@@ -350,10 +351,19 @@ class Exchange:
                 self.send_response(result)
             else:
                 self._send(result)
+        except ClientGone:
+            outcome = "client_gone"
+            raise
+        except Aborted:
+            outcome = "aborted"
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
         finally:
             if charged:
                 supervisors.release(charged)
-            dispatch.finish(req, self.status, started)
+            dispatch.finish(req, self.status, started, self.sent, outcome)
             if config.access_log:
                 self._log_access()
 

@@ -92,7 +92,7 @@ class Request:
     __slots__ = (
         "method", "target", "path", "query_string", "version", "headers", "scheme", "host",
         "peer", "listener", "_request_id", "bindings", "state", "private", "route",
-        "_body", "_source", "_decoded_path", "_interim",
+        "route_name", "_body", "_source", "_decoded_path", "_interim",
     )  # fmt: skip
 
     def __init__(
@@ -126,7 +126,9 @@ class Request:
         self.bindings: dict[str, str] = {}
         self.state: Any = None
         self.private: dict[str, Any] = {}
+        # The matched route's pattern (``/users/:id``) and name, set by the router.
         self.route: str | None = None
+        self.route_name: str | None = None
         self._body = body
         self._source = source
         self._decoded_path: str | None = None

@@ -246,7 +246,8 @@ class Router:
         if route is not None:
             req.bindings = bindings
             req.state = route.state
-            req.route = route.name
+            req.route = route.path
+            req.route_name = route.name
             return route.app(req)
         if allowed:
             req.private["rr.allow"] = allowed

@@ -13,20 +13,13 @@ raises is detached and logged once; the request goes on. And it must cost
 nothing on the hot path when nothing is attached: callers guard the building
 of measurement/metadata dicts with ``enabled(event)`` (a dict lookup).
 
-Events rr emits (measurements / metadata):
-
-=====================================  =============================================
-``("rr", "request", "start")``         ``system_time`` / request_id, listener, method, path, peer
-``("rr", "request", "stop")``          ``duration`` (s) / ... plus ``status``
-``("rr", "request", "exception")``     ``duration`` / ... plus ``kind``, ``reason``
-``("rr", "request", "rejected")``      ``{}`` / listener, peer, status, reason
-``("rr", "request", "throttled")``     ``system_time`` / listener, reason (h2 stream over max_concurrent_requests)
-``("rr", "listener", "accept")``       ``{}`` / listener, peer
-``("rr", "listener", "conn_rejected")``  ``{}`` / listener, peer, reason
-``("rr", "conn", "close")``            ``duration``, ``requests`` / listener, peer, reason (e.g. ``tls_handshake``, ``first_byte_timeout``, ``drain``)
-``("rr", "drain", "start")``           ``{}`` / listener, deadline, backlog (connections taken from the accept queue)
-``("rr", "drain", "stop")``            ``duration``, ``drained``, ``killed`` / listener
-=====================================  =============================================
+Events rr emits: ``EVENTS`` below, one ``EventSpec`` each (name, measurements
+with units, metadata keys, when it fires); ``markdown()`` renders it for
+docs/guide.md, and ``tests/rr/test_telemetry_events.py`` holds both the guide
+and what a run over h1 and h2 really emits to it. Add an event or a key here
+first. During the request events, ``rr.log.current_request.get()`` is the
+``Request`` itself (headers included) for a handler that needs more than the
+metadata (``rr.contrib.otel`` reads ``traceparent`` that way).
 """
 
 from __future__ import annotations
@@ -35,12 +28,100 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 Event = tuple[str, ...]
 HandlerFn = Callable[[Event, Mapping[str, Any], Mapping[str, Any], Any], None]
 
 _log = logging.getLogger("rr.telemetry")
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """One event rr emits: its measurements (name -> unit) and metadata keys."""
+
+    event: Event
+    measurements: tuple[tuple[str, str], ...]
+    metadata: tuple[str, ...]
+    when: str
+
+
+_SYSTEM_TIME = ("system_time", "s, Unix time")
+_DURATION = ("duration", "s, monotonic")
+_REQUEST_META = ("request_id", "listener", "method", "path", "route", "route_name", "protocol", "scheme", "peer")
+
+EVENTS: tuple[EventSpec, ...] = (
+    EventSpec(("rr", "request", "start"), (_SYSTEM_TIME,), _REQUEST_META,
+              "a request's head is parsed, before its body is read and before routing "
+              "(so `route` and `route_name` are still None)"),
+    EventSpec(("rr", "request", "stop"), (_DURATION, ("bytes", "bytes")), _REQUEST_META + ("status", "outcome"),
+              "the response is complete or failed (after the whole Stream, Loop, file or WebSocket "
+              "session); `bytes` is the response body sent"),
+    EventSpec(("rr", "request", "exception"), (_DURATION,), _REQUEST_META + ("kind", "reason"),
+              "the handler raised or returned something unsendable (answered 500, or the response "
+              "aborted); `stop` follows"),
+    EventSpec(("rr", "request", "rejected"), (), ("listener", "peer", "status", "reason"),
+              "HTTP/1.1: a request rr could not parse (or that timed out) was answered and the "
+              "connection closed"),
+    EventSpec(("rr", "request", "throttled"), (_SYSTEM_TIME,), ("listener", "reason"),
+              "HTTP/2: a stream refused (REFUSED_STREAM) over `max_concurrent_requests`"),
+    EventSpec(("rr", "listener", "accept"), (), ("listener", "peer"),
+              "a connection was accepted and given a slot"),
+    EventSpec(("rr", "listener", "conn_rejected"), (), ("listener", "peer", "reason"),
+              "a connection was refused at `max_clients`"),
+    EventSpec(("rr", "conn", "close"), (_DURATION, ("requests", "count")), ("listener", "peer", "reason"),
+              "a connection ended (every protocol)"),
+    EventSpec(("rr", "http2", "goaway"), (), ("listener", "peer", "error", "reason"),
+              "rr ended an HTTP/2 connection for a connection error: GOAWAY with `error` "
+              "(`ENHANCE_YOUR_CALM` for a flood: resets, pings, settings, CONTINUATION...)"),
+    EventSpec(("rr", "http2", "reset"), (), ("listener", "peer", "by", "error"),
+              "an HTTP/2 stream was reset: by the `peer` (RST_STREAM received) or by `rr` "
+              "(refused, stalled, aborted, or the peer's stream error)"),
+    EventSpec(("rr", "drain", "start"), (), ("listener", "deadline", "backlog"),
+              "`rr.drain` stopped accepting"),
+    EventSpec(("rr", "drain", "stop"), (_DURATION, ("drained", "count"), ("killed", "count")), ("listener",),
+              "the drain ended"),
+)
+
+# What each metadata key holds.
+METADATA: dict[str, str] = {
+    "request_id": "the request's id (16 hex characters, or a trusted proxy's `request_id_header`)",
+    "listener": "the listener's name",
+    "method": "the request method as sent (an extended CONNECT for WebSocket is `GET`)",
+    "path": "the request path, without the query (unbounded: never a metric label)",
+    "route": "the matched route's pattern, e.g. `/users/:id` (group prefixes included); None before "
+             "routing, on a 404/405, and on a listener serving a single handler",
+    "route_name": "the matched route's `name`, or None",
+    "protocol": "`HTTP/1.1`, `HTTP/1.0` or `HTTP/2` (`HTTP/3` once rr serves it)",
+    "scheme": "`http` or `https`",
+    "peer": "the client's (address, port)",
+    "status": "the response status sent (0 when none was)",
+    "outcome": "`ok`, `client_gone` (the peer left mid-response), `aborted` (cut short: a crash after "
+               "the head, a wrong content-length) or `error` (the process was stopped)",
+    "kind": "the exception's class name",
+    "reason": "why: an exception (request exception), a short text (rejected, goaway), "
+              "or a word (`max_clients`, `max_concurrent_requests`; conn close: `normal`, `drain`, "
+              "`idle_timeout`, `first_byte_timeout`, `tls_handshake`, `peer_closed`, "
+              "`connection_error: ...`)",
+    "error": "an HTTP/2 error code's name (`ENHANCE_YOUR_CALM`, `CANCEL`, `REFUSED_STREAM`...)",
+    "by": "`peer` or `rr`",
+    "deadline": "when the drain ends, in `time.monotonic()` seconds",
+    "backlog": "connections taken from the accept queue when the drain started",
+}
+
+
+def markdown() -> str:
+    """``EVENTS`` and ``METADATA`` as the Markdown tables of docs/guide.md."""
+    lines = ["| event | measurements | metadata | when |", "|---|---|---|---|"]
+    for spec in EVENTS:
+        meas = ", ".join(f"`{name}` ({unit})" for name, unit in spec.measurements) or "none"
+        meta = ", ".join(f"`{key}`" for key in spec.metadata)
+        name = "(" + ", ".join(f'"{part}"' for part in spec.event) + ")"
+        lines.append(f"| `{name}` | {meas} | {meta} | {spec.when} |")
+    lines += ["", "| metadata key | meaning |", "|---|---|"]
+    lines += [f"| `{key}` | {meaning} |" for key, meaning in METADATA.items()]
+    return "\n".join(lines) + "\n"
 
 # event -> tuple of (handler_id, fn, config); replaced whole on every change.
 _table: dict[Event, tuple[tuple[str, HandlerFn, Any], ...]] = {}

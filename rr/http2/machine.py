@@ -33,7 +33,10 @@ sends for a peer's stream errors: MadeYouReset), ``max_pings``,
 ``max_settings``, ``max_priority`` frames, ``max_window_updates`` beyond two
 per DATA frame sent (one for the stream, one for the connection), and
 ``max_empty_data`` empty non-final DATA frames; over any budget:
-``GOAWAY(ENHANCE_YOUR_CALM)``. A header block is bounded by
+``GOAWAY(ENHANCE_YOUR_CALM)``. Telemetry: every connection error emits
+``("rr", "http2", "goaway")`` with the code's name, and every reset with an
+error code (the peer's, and rr's refusals and stream errors) emits
+``("rr", "http2", "reset")``. A header block is bounded by
 ``max_header_block`` encoded bytes and 64 CONTINUATION frames; a decoded one
 over ``max_header_list_size`` is answered ``431`` on its stream.
 
@@ -75,6 +78,8 @@ CACHED_LIST_MAX = 8192
 CLOSED_MEMORY = 512
 
 _THROTTLED = ("rr", "request", "throttled")
+_GOAWAY = ("rr", "http2", "goaway")
+_RESET = ("rr", "http2", "reset")
 
 # Events for the shell (``take_events``): start a worker, send it a message, kill it.
 # (START, sid, request, ended, window, field_limit): window = what the peer lets us send now,
@@ -232,6 +237,9 @@ class H2Machine:
 
     def connection_error(self, code: int, reason: str) -> None:
         self.close_reason = f"connection_error: {reason}"
+        if telemetry.enabled(_GOAWAY):
+            telemetry.execute(_GOAWAY, {}, {"listener": self.runtime.name, "peer": self.peer,
+                                            "error": codec.ERROR_NAMES.get(code, str(code)), "reason": reason})
         if not self.goaway_sent:
             self.goaway_sent = True
             self.out.append(codec.goaway_frame(self.highest, code, reason.encode("ascii", "replace")[:128]))
@@ -420,7 +428,7 @@ class H2Machine:
         if cap is not None and runtime.live_streams >= cap:
             runtime.throttled += 1
             if telemetry.enabled(_THROTTLED):
-                telemetry.execute(_THROTTLED, {"system_time": time.time_ns()},
+                telemetry.execute(_THROTTLED, {"system_time": time.time()},
                                   {"listener": runtime.name, "reason": "max_concurrent_requests"})
             self.refuse(sid)
             return
@@ -491,6 +499,8 @@ class H2Machine:
         """REFUSED_STREAM: counted with resets, so open-and-refuse loops are a flood too."""
         self.remember_closed(sid, "reset")
         self.out.append(codec.rst_frame(sid, codec.REFUSED_STREAM))
+        if telemetry.enabled(_RESET):
+            self.reset_event("rr", codec.REFUSED_STREAM)
         self.spend(0, self.opts.max_resets)
 
     def answer_inline(self, sid: int, status: int, ended: bool) -> None:
@@ -621,6 +631,8 @@ class H2Machine:
             raise FrameError(codec.FRAME_SIZE_ERROR, "RST_STREAM not 4 octets")
         if self.is_idle(sid):
             raise FrameError(codec.PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+        if telemetry.enabled(_RESET):
+            self.reset_event("peer", int.from_bytes(payload, "big"))
         self.spend(0, self.opts.max_resets)
         st = self.streams.get(sid)
         if st is not None and not st.closed:
@@ -660,6 +672,8 @@ class H2Machine:
             self.reset(st, code)
         else:
             self.out.append(codec.rst_frame(sid, code))
+            if telemetry.enabled(_RESET):
+                self.reset_event("rr", code)
             if sid <= self.highest and sid not in self.closed:
                 self.remember_closed(sid, "reset")
 
@@ -822,7 +836,13 @@ class H2Machine:
     def reset(self, st: Stream, code: int) -> None:
         """A stream error from our side: RST_STREAM and end its worker."""
         self.out.append(codec.rst_frame(st.sid, code))
+        if telemetry.enabled(_RESET):
+            self.reset_event("rr", code)
         self.drop(st, "reset")
+
+    def reset_event(self, by: str, code: int) -> None:
+        telemetry.execute(_RESET, {}, {"listener": self.runtime.name, "peer": self.peer, "by": by,
+                                       "error": codec.ERROR_NAMES.get(code, str(code))})
 
     def drop(self, st: Stream, how: str) -> None:
         """Close the stream on the wire and stop its worker (a Loop worker is told instead)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import gevent
+import gevent.queue
 import pytest
 from gevent import subprocess
 
@@ -231,3 +232,34 @@ def test_ws_chat_example_broadcasts_in_a_room_and_closes_1001_on_drain():
     finally:
         supervisors.stop_supervisor(sup)
         rr._runtimes.pop("ws_chat", None)
+
+
+@needs_curl
+def test_observability_example_traces_from_traceparent_and_counts_by_route(serve):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from prometheus_client.parser import text_string_to_metric_families
+
+    example = load("observability")
+    exporter = InMemorySpanExporter()
+    metrics, tracing = example.instrument(exporter)
+    stopped = gevent.queue.Queue()  # attached after otel's handler: its span has ended by then
+    rr.telemetry.attach("t-example-stops", ("rr", "request", "stop"), lambda e, m, meta, c: stopped.put(meta))
+    try:
+        srv = serve(example.ROUTES, request_id_header="x-request-id")
+        traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        for user_id in ("7", "8"):
+            got = curl("-H", f"traceparent: {traceparent}", f"{srv.url}/users/{user_id}")
+            assert json.loads(got.stdout) == {"id": user_id}
+            assert stopped.get(timeout=10)["route"] == "/users/:id"
+        spans = exporter.get_finished_spans()
+        server = [s for s in spans if s.name == "GET /users/:id"]
+        assert len(server) == 2 and all(s.context.trace_id == 0x4bf92f3577b34da6a3ce929d0e0e4736 for s in server)
+        assert {s.parent.span_id for s in spans if s.name == "load user"} == {s.context.span_id for s in server}
+        text = curl(f"{srv.url}/metrics").stdout.decode()
+        (requests,) = [f for f in text_string_to_metric_families(text) if f.name == "rr_requests"]
+        counted = [s for s in requests.samples if s.labels["listener"] == srv.name]
+        assert [(s.labels["route"], s.value) for s in counted] == [("/users/:id", 2.0)]
+    finally:
+        rr.telemetry.detach("t-example-stops")
+        tracing.uninstall()
+        metrics.uninstall()

@@ -9,6 +9,7 @@ paragraph names exactly the flags ``rr --help`` shows.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -249,6 +250,20 @@ def test_cli_log_level_filters_the_access_log(app_dir, level, logged):
     finally:
         output = _stop(proc)
     assert ("path=/seen" in output) == logged, output
+
+
+def test_cli_log_format_json_writes_json_lines_on_stderr(app_dir):
+    proc, [(_, _, url, _)] = _serve(app_dir, "cliapp:handler", "--port", "0", "--access-log",
+                                    "--log-format", "json")
+    try:
+        assert _curl(f"{url}/seen") == "HTTP/1.1 /seen"
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in err.decode().splitlines() if line.strip()]  # every line is JSON
+    (access,) = [e for e in events if e.get("logger") == "rr.access"]
+    assert access["event"] == "request" and access["path"] == "/seen" and len(access["request_id"]) == 16
 
 
 def test_cli_a_port_in_use_is_one_line_and_exit_2(app_dir):

@@ -292,3 +292,19 @@ def test_trie_matching_equals_first_declared_reference(table, path, method):
     assert (route.path if route else None) == expected
     if expected is None:
         assert allowed == expected_allowed
+
+
+def test_the_request_names_the_matched_route_pattern_and_name():
+    router = Router([
+        {"prefix": "/api", "routes": [
+            ("/users/:id", tag("user")),
+            {"path": "/files/*rest", "handler": tag("files"), "name": "files"},
+        ]},
+        ("/users", tag("users")),  # a literal route (the fast path)
+    ])
+    seen = []
+    for path in ("/api/users/7", "/api/files/a/b", "/users", "/nope"):
+        req = make_req("GET", path)
+        router(req)
+        seen.append((req.route, req.route_name))
+    assert seen == [("/api/users/:id", None), ("/api/files/*rest", "files"), ("/users", None), (None, None)]
