@@ -74,6 +74,10 @@ PEERS = {
         Peer("playwright", _modules("playwright"), "PyPI 'playwright' (pyproject.toml test extra)"),
         Peer("kosoku", _script("kosoku"), "PyPI 'kosoku' (pyproject.toml test extra)"),
         Peer("websockets", _modules("websockets"), "PyPI 'websockets' (pyproject.toml test extra)"),
+        Peer("openssl", _program("openssl"), "Debian package 'openssl' (tools/apt-packages)"),
+        Peer("py-spy", _script("py-spy"), "PyPI 'py-spy' (pyproject.toml test and bench extras)"),
+        Peer("grpcio", _modules("grpc", "grpc_tools"), "PyPI 'grpcio' and 'grpcio-tools' (pyproject.toml grpc extra)"),
+        Peer("starlette", _modules("starlette"), "PyPI 'starlette' (pyproject.toml test and bench extras)"),
     )
 }
 

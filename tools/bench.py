@@ -669,6 +669,7 @@ class Report:
     elapsed_s: float = 0.0
     compressors: dict = field(default_factory=dict)  # compressor_costs()
     flames: list[tuple[str, str, str]] = field(default_factory=list)  # (scenario, svg path, why not made)
+    out_dir: str = ""  # where the Markdown report goes (links are relative to it)
 
 
 # --------------------------------------------------------------------------- load generators
@@ -1526,7 +1527,8 @@ def render_markdown(report: Report) -> str:
     if report.flames:
         lines += ["## Flame graphs (`--flame`)", "",
                   "py-spy sampling rr (200 Hz) through one extra run of each scenario, not counted above:", ""]
-        lines += [f"- {scn}: " + (f"not made: {why}" if why else f"[{Path(svg).name}]({svg})")
+        lines += [f"- {scn}: " + (f"not made: {why}" if why else
+                                  f"[{Path(svg).name}]({os.path.relpath(svg, report.out_dir or '.')})")
                   for scn, svg, why in report.flames]
         lines.append("")
     if report.memory:
@@ -1738,6 +1740,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
                               "connections": args.connections},
                     started=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
     t0 = time.monotonic()
+    report.out_dir = str(Path(args.out).resolve().parent) if getattr(args, "out", None) else ""
     report.env = collect_env()
     logdir = Path(tempfile.mkdtemp(prefix="rr-bench-"))
     # One phase per protocol, each with its own server processes (rr and granian serve h2c from
