@@ -6,6 +6,9 @@
     .venv/bin/python tools/bench.py --duration 5 --rounds 3 --out docs/bench_results.md
     .venv/bin/python tools/bench.py --servers rr,floor --scenarios hello,echo --profile
     .venv/bin/python tools/bench.py --memory --servers floor,pywsgi
+    .venv/bin/python tools/bench.py --servers rr,grpcio,grpc-aio --scenarios grpc     # gRPC rows
+    .venv/bin/python tools/bench.py --servers rr,granian,uvicorn,hypercorn --scenarios tls
+    .venv/bin/python tools/bench.py --servers rr --scenarios hello,hello_h2 --flame docs/flame
 
 Model (after roadrunner's scripts/bench.escript): every server is one OS
 process with one worker, started here and stopped by pid (its process group);
@@ -22,10 +25,22 @@ from its ``--log-file``), and this file's own gevent client for WebSocket and
 SSE (``--client``). Load goes to 127.0.0.1 only. Every wait is bounded, and
 every process started here is killed on exit, Ctrl-C included.
 
-The h1 and h2 scenarios run in two phases, each with its own server processes:
-rr serves h2c only on an h2-only listener (``rr_app.py --h2``), granian only
-with ``--http 2``; hypercorn takes h2c on its ordinary port (it recognises the
-preface). An h2 server counts as up once it answers the h2 preface with a
+Scenarios run in phases, one per ``Scenario.proto``, each with its own server
+processes: ``h1``; ``h2`` (h2c: rr serves it only on an h2-only listener,
+``rr_app.py --h2``, granian only with ``--http 2``; hypercorn takes h2c on its
+ordinary port, recognising the preface); ``tls`` (h1 from wrk over https and h2
+by ALPN from h2load, on a certificate made for the run with ``openssl``);
+``grpc`` (HttpArena's BenchmarkService from ``grpc_bench.py``: rr, grpcio's
+thread-pool server, ``grpc.aio``); ``flask`` (the Flask hello app under rr's
+CLI, gunicorn -k gevent and gevent.pywsgi). A group name in ``--scenarios``
+(``h2``, ``tls``, ``grpc``, ``flask``) means every row of that phase. The
+floors (``floor``: gevent's StreamServer; ``raw``: non-blocking sockets met
+through gevent's io watchers directly) send bytes prepared at start-up.
+
+Compression rows also time the compressor alone (a child process pinned to the
+server CPU) so the report can show each server's CPU per request without it;
+``--flame DIR`` adds one uncounted run per scenario with ``py-spy record``
+sampling rr, written as ``DIR/rr-<scenario>.svg``. An h2 server counts as up once it answers the h2 preface with a
 SETTINGS frame, and each h2 row's pre-flight is one full h2 request (the ``h2``
 package, rr's own dependency) whose status and body are checked, so a server
 that does not speak h2c shows up as ``✗`` rather than as a fast row.

@@ -9,7 +9,8 @@ start-up. They are ceilings for a gevent server on this machine, not servers.
 
 The raw floor is still one greenlet per connection on gevent's hub, but meets
 the socket the cheapest way gevent allows: non-blocking sockets with
-``TCP_NODELAY``, ``recv_into`` one reused buffer, one ``send`` attempt before
+``TCP_NODELAY``, ``recv_into`` one reused buffer (shared by every connection:
+a greenlet parses what it read before it can switch), one ``send`` attempt before
 any wait, and the loop's io watchers waited on directly
 (``hub.wait(loop.io(fd, READ))``) only when a call would block; accept the
 same way. It owns nothing but that loop and must not grow features: it is
@@ -111,6 +112,10 @@ def length_of(lower_head: bytes) -> int:
 
 
 READ, WRITE = 1, 2  # libev/libuv io watcher events
+# One receive buffer for every connection: a greenlet parses what it read before anything
+# can switch away, so only an unfinished head (rare) is kept per connection, as bytes.
+BUF = bytearray(65536)
+VIEW = memoryview(BUF)
 
 
 def raw_connection(sock: socket.socket) -> None:
@@ -122,14 +127,16 @@ def raw_connection(sock: socket.socket) -> None:
     fd = sock.fileno()
     readable = loop.io(fd, READ)
     writable = None
-    buf = bytearray(65536)
-    view = memoryview(buf)
+    buf, view = BUF, VIEW
     recv_into, send, find = sock.recv_into, sock.send, buf.find
-    have = 0  # bytes of an unfinished request head kept at the start of buf
+    pending = b""  # an unfinished request head, put back at the start of buf before each read
     skip = 0  # body bytes of the last request still to arrive (and be dropped)
     try:
         while True:
+            have = len(pending)
             try:
+                if have:
+                    buf[:have] = pending
                 n = recv_into(view[have:])
             except BlockingIOError:
                 wait(readable)
@@ -161,12 +168,11 @@ def raw_connection(sock: socket.socket) -> None:
                     break
                 out.append(ECHO.get(length, HELLO) if path == b"/echo" else RESPONSES.get(path, HELLO))
             if skip or pos >= end:
-                have = 0
+                pending = b""
             else:  # keep the start of the next request
                 if pos == 0 and end == len(buf):
                     return  # a head larger than the buffer: not a benchmark request
-                have = end - pos
-                buf[:have] = buf[pos:end]
+                pending = bytes(buf[pos:end])
             if out:
                 data = out[0] if len(out) == 1 else b"".join(out)
                 try:
