@@ -1826,6 +1826,10 @@ def main(argv: list[str] | None = None) -> int:
             if any(SCENARIOS[n].client == tool for n in names) and not shutil.which(tool):
                 print(f"{tool} is not installed (apt-get install -y {package})", file=sys.stderr)
                 return 2
+        if any(SCENARIOS[n].proto == "tls" for n in names) and not shutil.which("openssl"):
+            print("openssl is not installed (apt-get install -y openssl): the tls rows need a certificate",
+                  file=sys.stderr)
+            return 2
     report = run(args, log=lambda s: print(s, flush=True))
     text = render_markdown(report)
     if args.chart and render_chart(report, Path(args.chart)):
