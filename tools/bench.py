@@ -1842,7 +1842,8 @@ def main(argv: list[str] | None = None) -> int:
         raw = {f"{k[0]}/{k[1]}": {"skipped": c.skipped, "check": c.check,
                                   "runs": [r.__dict__ for r in c.runs]} for k, c in report.cells.items()}
         Path(args.json).write_text(json.dumps({"servers_skipped": report.server_skips, "cells": raw,
-                                               "memory": report.memory}, indent=1, default=str))
+                                               "memory": report.memory, "compressors": report.compressors,
+                                               "flames": report.flames}, indent=1, default=str))
     return 0
 
 
