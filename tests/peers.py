@@ -77,6 +77,10 @@ PEERS = {
         Peer("gtlsclient", _program("gtlsclient"), "Debian package 'ngtcp2-client' (tools/apt-packages)"),
         Peer("curl_cffi", _modules("curl_cffi"), "PyPI 'curl_cffi' (pyproject.toml test extra)"),
         Peer("aioquic", _modules("aioquic"), "PyPI 'aioquic' (pyproject.toml http3 extra)"),
+        Peer("openssl", _program("openssl"), "Debian package 'openssl' (tools/apt-packages)"),
+        Peer("py-spy", _script("py-spy"), "PyPI 'py-spy' (pyproject.toml test and bench extras)"),
+        Peer("grpcio", _modules("grpc", "grpc_tools"), "PyPI 'grpcio' and 'grpcio-tools' (pyproject.toml grpc extra)"),
+        Peer("starlette", _modules("starlette"), "PyPI 'starlette' (pyproject.toml test and bench extras)"),
     )
 }
 

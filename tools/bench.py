@@ -6,6 +6,9 @@
     .venv/bin/python tools/bench.py --duration 5 --rounds 3 --out docs/bench_results.md
     .venv/bin/python tools/bench.py --servers rr,floor --scenarios hello,echo --profile
     .venv/bin/python tools/bench.py --memory --servers floor,pywsgi
+    .venv/bin/python tools/bench.py --servers rr,grpcio,grpc-aio --scenarios grpc     # gRPC rows
+    .venv/bin/python tools/bench.py --servers rr,granian,uvicorn,hypercorn --scenarios tls
+    .venv/bin/python tools/bench.py --servers rr --scenarios hello,hello_h2 --flame docs/flame
 
 Model (after roadrunner's scripts/bench.escript): every server is one OS
 process with one worker, started here and stopped by pid (its process group);
@@ -22,10 +25,22 @@ from its ``--log-file``), and this file's own gevent client for WebSocket and
 SSE (``--client``). Load goes to 127.0.0.1 only. Every wait is bounded, and
 every process started here is killed on exit, Ctrl-C included.
 
-The h1 and h2 scenarios run in two phases, each with its own server processes:
-rr serves h2c only on an h2-only listener (``rr_app.py --h2``), granian only
-with ``--http 2``; hypercorn takes h2c on its ordinary port (it recognises the
-preface). An h2 server counts as up once it answers the h2 preface with a
+Scenarios run in phases, one per ``Scenario.proto``, each with its own server
+processes: ``h1``; ``h2`` (h2c: rr serves it only on an h2-only listener,
+``rr_app.py --h2``, granian only with ``--http 2``; hypercorn takes h2c on its
+ordinary port, recognising the preface); ``tls`` (h1 from wrk over https and h2
+by ALPN from h2load, on a certificate made for the run with ``openssl``);
+``grpc`` (HttpArena's BenchmarkService from ``grpc_bench.py``: rr, grpcio's
+thread-pool server, ``grpc.aio``); ``flask`` (the Flask hello app under rr's
+CLI, gunicorn -k gevent and gevent.pywsgi). A group name in ``--scenarios``
+(``h2``, ``tls``, ``grpc``, ``flask``) means every row of that phase. The
+floors (``floor``: gevent's StreamServer; ``raw``: non-blocking sockets met
+through gevent's io watchers directly) send bytes prepared at start-up.
+
+Compression rows also time the compressor alone (a child process pinned to the
+server CPU) so the report can show each server's CPU per request without it;
+``--flame DIR`` adds one uncounted run per scenario with ``py-spy record``
+sampling rr, written as ``DIR/rr-<scenario>.svg``. An h2 server counts as up once it answers the h2 preface with a
 SETTINGS frame, and each h2 row's pre-flight is one full h2 request (the ``h2``
 package, rr's own dependency) whose status and body are checked, so a server
 that does not speak h2c shows up as ``✗`` rather than as a fast row.
@@ -47,6 +62,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -107,11 +123,74 @@ def _check_gzip(st: int, headers: dict, body: bytes) -> str | None:
     return None if plain == common.GZIP_SOURCE else "gzip body does not decode to the payload"
 
 
+def _decoder(coding: str) -> Callable[[bytes], bytes]:
+    if coding == "gzip":
+        return gzip.decompress
+    if coding == "br":
+        import brotli
+
+        return brotli.decompress
+    import zstandard
+
+    return lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def _check_coding(coding: str) -> Callable[[int, dict, bytes], str | None]:
+    """The payload, coded as ``coding`` by the server's compression middleware."""
+
+    def check(st: int, headers: dict, body: bytes) -> str | None:
+        if st != 200:
+            return f"status {st}, expected 200"
+        if headers.get("content-encoding") != coding:
+            return f"content-encoding {headers.get('content-encoding')!r}, expected {coding!r}"
+        try:
+            plain = _decoder(coding)(body)
+        except ImportError as exc:
+            return f"cannot check {coding}: {exc}"
+        except Exception as exc:  # each decoder has its own error class
+            return f"bad {coding} body: {exc!r}"
+        return None if plain == common.GZIP_SOURCE else f"{coding} body does not decode to the payload"
+
+    return check
+
+
+def _check_cors(st: int, headers: dict, body: bytes) -> str | None:
+    """A preflight let through: 200 or 204 with the origin and the requested method allowed."""
+    if st not in (200, 204):
+        return f"status {st}, expected 204 (or 200)"
+    if headers.get("access-control-allow-origin") != common.CORS_ORIGIN:
+        return f"access-control-allow-origin {headers.get('access-control-allow-origin')!r}"
+    if "PUT" not in headers.get("access-control-allow-methods", ""):
+        return f"access-control-allow-methods {headers.get('access-control-allow-methods')!r} lacks PUT"
+    return None
+
+
+def _check_grpc(expected: bytes) -> Callable[[int, dict, bytes], str | None]:
+    """A gRPC call that succeeded: HTTP 200, ``grpc-status: 0`` (trailers included) and the reply messages.
+
+    h2load counts HTTP statuses only, and a failed call is HTTP 200 too, so
+    this pre-flight is what tells a working row from a fast stream of errors.
+    """
+
+    def check(st: int, headers: dict, body: bytes) -> str | None:
+        if st != 200:
+            return f"status {st}, expected 200"
+        if headers.get("grpc-status") != "0":
+            return f"grpc-status {headers.get('grpc-status')!r} ({headers.get('grpc-message', '')}), expected '0'"
+        if body != expected:
+            return f"reply {body[:40].hex()}..., expected {expected[:40].hex()}"
+        return None
+
+    return check
+
+
 @dataclass
 class Scenario:
     name: str
     path: str = "/"
-    proto: str = "h1"  # the table it lands in: h1, h2 (h3 later)
+    # The table it lands in and the set of server processes it needs (a phase): h1, h2 (h2c),
+    # tls (h1 and h2 over TLS), grpc (gRPC over h2c), flask (the Flask app); h3 later.
+    proto: str = "h1"
     client: str = "wrk"  # wrk | h2load | ws | sse
     lua: str = "report.lua"
     env: dict[str, str] = field(default_factory=dict)
@@ -135,10 +214,23 @@ class Scenario:
             what += f", {len(self.headers)} extra request header" + ("s" if len(self.headers) > 1 else "")
         return f"`h2load -t1 -c{conns} -m{self.streams}`: {what}" + (f"; {self.note}" if self.note else "")
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.proto == "tls" else "http"
+
+    @property
+    def h2_proto(self) -> str:
+        """What h2load must report as the application protocol: h2 over TLS (ALPN), h2c otherwise."""
+        return "h2" if self.proto == "tls" else "h2c"
+
 
 HEAVY = [f"x-bench-{i}: {'abcdefghijklmnop'[:i]}" for i in range(1, 17)]
 STREAMED = b"".join(common.stream_chunks())
 H2 = {"proto": "h2", "client": "h2load"}
+TLS_H2 = {"proto": "tls", "client": "h2load"}
+GRPC = {"proto": "grpc", "client": "h2load", "method": "POST",
+        "headers": ["content-type: application/grpc", "te: trailers"]}
+GRPC_STREAM_REPLY = b"".join(common.grpc_sum_reply(3 + i) for i in range(common.GRPC_STREAM_COUNT))
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -169,6 +261,18 @@ SCENARIOS: dict[str, Scenario] = {
                  note="100 events per session, own gevent client; latency per session"),
         Scenario("connection_storm", headers=["Connection: close"], check=_check_body(200, common.HELLO),
                  note="new connection per request"),
+        # Edge middleware (issue 15): the server's own middleware does the work, not the handler.
+        Scenario("gzip_middleware", "/gzip_mw", headers=["Accept-Encoding: gzip"], check=_check_coding("gzip"),
+                 note="gzip_response's payload, gzipped by a middleware (rr.contrib.compress, Starlette's "
+                      "GZipMiddleware), level 6"),
+        Scenario("brotli_middleware", "/br_mw", headers=["Accept-Encoding: br"], check=_check_coding("br"),
+                 note=f"the same payload, brotli quality {common.BROTLI_QUALITY} by rr.contrib.compress"),
+        Scenario("zstd_middleware", "/zstd_mw", headers=["Accept-Encoding: zstd"], check=_check_coding("zstd"),
+                 note=f"the same payload, zstd level {common.ZSTD_LEVEL} by rr.contrib.compress"),
+        Scenario("cors_preflight", "/cors", lua="method.lua", env={"BENCH_METHOD": "OPTIONS"}, method="OPTIONS",
+                 headers=common.CORS_PREFLIGHT_HEADERS, check=_check_cors,
+                 note="OPTIONS with Origin and Access-Control-Request-Method/-Headers, answered by the CORS "
+                      "middleware"),
         # h2: h2c prior knowledge, h2load; same routes and bytes as the h1 rows.
         Scenario("hello_h2", streams=10, check=_check_body(200, common.HELLO), **H2),
         Scenario("json_h2", "/json", headers=["accept: application/json"], streams=10, **H2),
@@ -182,6 +286,22 @@ SCENARIOS: dict[str, Scenario] = {
                  note="few connections, many streams each", **H2),
         Scenario("streaming_response_h2", "/streaming", streams=10, check=_check_body(200, STREAMED),
                  note="4 x 4,096 B DATA, one handler send each", **H2),
+        # TLS (issue 17): h1 with wrk over https, h2 with h2load negotiating h2 by ALPN; one server
+        # process serves both where the server can (rr, granian, hypercorn).
+        Scenario("hello_tls", check=_check_body(200, common.HELLO), proto="tls"),
+        Scenario("large_response_tls", "/large", check=_status_len(200, 65536), proto="tls"),
+        Scenario("hello_h2_tls", streams=10, check=_check_body(200, common.HELLO), **TLS_H2),
+        Scenario("large_response_h2_tls", "/large", streams=10, check=_status_len(200, 65536), **TLS_H2),
+        # gRPC over h2c (issue 16): HttpArena's unary-grpc and a server-streaming row, driven by h2load
+        # with fixed length-prefixed request bodies; the pre-flight checks grpc-status and the replies.
+        Scenario("grpc_unary", "/benchmark.BenchmarkService/GetSum", body=common.GRPC_SUM_REQUEST, streams=10,
+                 check=_check_grpc(common.grpc_sum_reply(3)), unit="calls/s", note="GetSum{a: 1, b: 2}", **GRPC),
+        Scenario("grpc_stream", "/benchmark.BenchmarkService/StreamSum", body=common.grpc_stream_request(),
+                 streams=10, check=_check_grpc(GRPC_STREAM_REPLY), unit="calls/s",
+                 note=f"StreamSum{{a: 1, b: 2, count: {common.GRPC_STREAM_COUNT}}}: "
+                      f"{common.GRPC_STREAM_COUNT} reply messages per call", **GRPC),
+        # The Flask hello app (issue 14) under rr's CLI (rr.contrib.wsgi), gunicorn -k gevent and pywsgi.
+        Scenario("flask_hello", "/hello", proto="flask", check=_check_body(200, common.HELLO)),
         # Not a benchmark: every response is a 500, so every request must show up as an error.
         Scenario("error_500", "/error", check=_status_len(500), matrix=False),
     ]
@@ -191,43 +311,64 @@ SCENARIOS: dict[str, Scenario] = {
 
 NO_WS_WSGI = "WSGI has no WebSocket"
 NO_H2 = "no h2c in this server"
+# Why a server has no process for a phase at all (a scenario names the phase in ``proto``).
+NOT_SERVED = {"h1": "not an HTTP/1.1 benchmark server", "h2": NO_H2, "tls": "not run over TLS here",
+              "grpc": "not a gRPC server", "flask": "does not serve the Flask app here"}
+NO_MIDDLEWARE_WSGI = "no compression/CORS middleware in the WSGI app"
+NO_CODING = "only rr.contrib.compress has this coding among the peers"
+FLOOR_SKIPS = {"websocket_msg_throughput": "the floor speaks no WebSocket", "brotli_middleware": NO_CODING,
+               "zstd_middleware": NO_CODING}
+H2_TLS_ROWS = [n for n, sc in SCENARIOS.items() if sc.proto == "tls" and sc.client == "h2load"]
+
+Argv = Callable[[dict[str, int]], list[str]]
+
+# The certificate of the tls phase: made by ``make_cert`` when a run has a tls row.
+TLS_FILES: dict[str, str] = {}
 
 
 @dataclass
 class ServerSpec:
     name: str
     label: str
-    argv: Callable[[dict[str, int]], list[str]]
+    argv: Argv | None  # the h1 process (None: this server has no h1 phase)
     cwd: Path = APPS
     ports: tuple[str, ...] = ("main",)
-    unsupported: dict[str, str] = field(default_factory=dict)  # scenario name or "proto:h2" -> reason
+    unsupported: dict[str, str] = field(default_factory=dict)  # scenario name or "proto:<phase>" -> reason
     needs: str = ""  # a module or an executable in the venv, checked before starting
-    # The h2c server: a command line started for the h2 phase, listening on ports["main"].
-    h2_argv: Callable[[dict[str, int]], list[str]] | None = None
+    # The other phases' processes (h2, tls, grpc, flask), each listening on ports["main"].
+    launchers: dict[str, Argv] = field(default_factory=dict)
     # Extra environment of the server process (None: the harness's own).
     env: Callable[[], dict[str, str]] | None = None
 
+    def launcher(self, proto: str) -> Argv | None:
+        return self.argv if proto == "h1" else self.launchers.get(proto)
+
     def why_not(self, sc: Scenario) -> str | None:
         reason = self.unsupported.get(sc.name) or self.unsupported.get(f"proto:{sc.proto}")
-        if reason is None and sc.proto == "h2" and self.h2_argv is None:
-            reason = NO_H2
+        if reason is None and self.launcher(sc.proto) is None:
+            reason = NOT_SERVED.get(sc.proto, f"no {sc.proto} process")
         return reason
 
-    def launch(self, proto: str) -> tuple[Callable[[dict[str, int]], list[str]], tuple[str, ...]]:
+    def launch(self, proto: str) -> tuple[Argv, tuple[str, ...]]:
         """The command line and port names of this server's process for one phase."""
-        if proto == "h2":
-            assert self.h2_argv is not None
-            return self.h2_argv, ("main",)
-        return self.argv, self.ports
+        make = self.launcher(proto)
+        assert make is not None
+        return make, (self.ports if proto == "h1" else ("main",))
 
 
-
-def _uvicorn(http: str, ws: str) -> Callable[[dict[str, int]], list[str]]:
+def _uvicorn(http: str, ws: str, tls: bool = False) -> Argv:
     """The uvicorn command line for one HTTP and one WebSocket implementation."""
-    return lambda p: [str(BIN / "uvicorn"), "--host", HOST, "--port", str(p["main"]), "--workers", "1",
-                      "--loop", "uvloop", "--http", http, "--ws", ws,
-                      "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
-                      "--lifespan", "off", "--app-dir", str(APPS), "asgi_app:app"]
+    def argv(p: dict[str, int]) -> list[str]:
+        cmd = [str(BIN / "uvicorn"), "--host", HOST, "--port", str(p["main"]), "--workers", "1",
+               "--loop", "uvloop", "--http", http, "--ws", ws,
+               "--no-access-log", "--log-level", "warning", "--timeout-keep-alive", "600",
+               "--lifespan", "off", "--app-dir", str(APPS), "asgi_app:app"]
+        if tls:
+            cmd += ["--ssl-certfile", TLS_FILES["cert"], "--ssl-keyfile", TLS_FILES["key"]]
+        return cmd
+
+    return argv
+
 
 def _rr_argv(p: dict[str, int]) -> list[str]:
     return [PY, str(APPS / "rr_app.py"), str(p["main"]), str(p["manual"])]
@@ -235,6 +376,26 @@ def _rr_argv(p: dict[str, int]) -> list[str]:
 
 def _rr_h2_argv(p: dict[str, int]) -> list[str]:
     return [PY, str(APPS / "rr_app.py"), "--h2", str(p["main"])]
+
+
+def _rr_tls_argv(p: dict[str, int]) -> list[str]:
+    return [PY, str(APPS / "rr_app.py"), "--tls", TLS_FILES["cert"], TLS_FILES["key"], str(p["main"])]
+
+
+def _grpc_argv(kind: str) -> Argv:
+    return lambda p: [PY, str(APPS / "grpc_bench.py"), "serve", kind, str(p["main"])]
+
+
+def _rr_flask_argv(p: dict[str, int]) -> list[str]:
+    # rr's own CLI, as a Flask user would run it; rr_flask.toml sets the keep-alive options.
+    return [PY, "-m", "rr", "--config", str(APPS / "rr_flask.toml"), "--port", str(p["main"]),
+            "--chdir", str(APPS), "flask_hello:app"]
+
+
+def _gunicorn(app: str) -> Argv:
+    return lambda p: [str(BIN / "gunicorn"), "-k", "gevent", "--workers", "1", "--bind", f"{HOST}:{p['main']}",
+                      "--worker-connections", "20000", "--keep-alive", "600", "--log-level", "warning",
+                      "--chdir", str(APPS), app]
 
 
 # ``rr-base``: rr as it was at another checkout (RR_BASE=<a git worktree>), in the same run as
@@ -258,43 +419,72 @@ def _rr_base_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(_rr_base())}
 
 
-def _granian(http: str) -> Callable[[dict[str, int]], list[str]]:
-    return lambda p: [str(BIN / "granian"), "--interface", "asgi", "--host", HOST, "--port", str(p["main"]),
-                      "--workers", "1", "--runtime-threads", "1", "--blocking-threads", "1",
-                      "--backpressure", "20000", "--http", http, "--no-access-log", "--log-level", "warning",
-                      "--working-dir", str(APPS), "asgi_app:app"]
+def _granian(http: str, tls: bool = False) -> Argv:
+    def argv(p: dict[str, int]) -> list[str]:
+        cmd = [str(BIN / "granian"), "--interface", "asgi", "--host", HOST, "--port", str(p["main"]),
+               "--workers", "1", "--runtime-threads", "1", "--blocking-threads", "1",
+               "--backpressure", "20000", "--http", http, "--no-access-log", "--log-level", "warning",
+               "--working-dir", str(APPS), "asgi_app:app"]
+        if tls:
+            cmd += ["--ssl-certificate", TLS_FILES["cert"], "--ssl-keyfile", TLS_FILES["key"]]
+        return cmd
+
+    return argv
 
 
-def _hypercorn(p: dict[str, int]) -> list[str]:
-    # Also serves h2c with prior knowledge on the same port (it recognises the h2 preface).
-    return [str(BIN / "hypercorn"), "--bind", f"{HOST}:{p['main']}", "--workers", "1", "--worker-class", "uvloop",
-            "--keep-alive", "600", "--log-level", "warning", "asgi_app:app"]
+def _hypercorn(tls: bool = False) -> Argv:
+    # Also serves h2c with prior knowledge on the same port (it recognises the h2 preface);
+    # over TLS it offers h2 and http/1.1 by ALPN.
+    def argv(p: dict[str, int]) -> list[str]:
+        cmd = [str(BIN / "hypercorn"), "--bind", f"{HOST}:{p['main']}", "--workers", "1", "--worker-class",
+               "uvloop", "--keep-alive", "600", "--log-level", "warning", "asgi_app:app"]
+        if tls:
+            cmd += ["--certfile", TLS_FILES["cert"], "--keyfile", TLS_FILES["key"]]
+        return cmd
+
+    return argv
 
 
 SERVERS: dict[str, ServerSpec] = {
     s.name: s
     for s in [
-        ServerSpec("rr", "rr", _rr_argv, ports=("main", "manual"), h2_argv=_rr_h2_argv),
+        ServerSpec("rr", "rr", _rr_argv, ports=("main", "manual"),
+                   launchers={"h2": _rr_h2_argv, "tls": _rr_tls_argv, "grpc": _grpc_argv("rr"),
+                              "flask": _rr_flask_argv}),
         ServerSpec("rr-base", "rr at $RR_BASE (before/after)", _rr_base_argv, ports=("main", "manual"),
                    unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet"},
-                   h2_argv=_rr_base_h2_argv, env=_rr_base_env),
+                   launchers={"h2": _rr_base_h2_argv}, env=_rr_base_env),
         ServerSpec("floor", "floor (bare gevent StreamServer)",
-                   lambda p: [PY, str(APPS / "floor.py"), str(p["main"])],
-                   unsupported={"websocket_msg_throughput": "the floor speaks no WebSocket"}),
-        ServerSpec("granian", "granian (ASGI, 1 runtime thread)", _granian("auto"), h2_argv=_granian("2"),
-                   needs="granian"),
-        ServerSpec("uvicorn", "uvicorn (httptools + uvloop)", _uvicorn("httptools", "websockets"), needs="uvicorn"),
-        ServerSpec("uvicorn-h11", "uvicorn (h11 + uvloop)", _uvicorn("h11", "wsproto"), needs="uvicorn"),
-        ServerSpec("hypercorn", "hypercorn (uvloop)", _hypercorn, h2_argv=_hypercorn, needs="hypercorn"),
-        ServerSpec("gunicorn", "gunicorn -k gevent",
-                   lambda p: [str(BIN / "gunicorn"), "-k", "gevent", "--workers", "1", "--bind",
-                              f"{HOST}:{p['main']}", "--worker-connections", "20000", "--keep-alive", "600",
-                              "--log-level", "warning", "--chdir", str(APPS), "wsgi_app:app"],
-                   unsupported={"websocket_msg_throughput": NO_WS_WSGI, "proto:h2": "h2 only over TLS here"},
-                   needs="gunicorn"),
+                   lambda p: [PY, str(APPS / "floor.py"), str(p["main"])], unsupported=FLOOR_SKIPS),
+        ServerSpec("raw", "raw floor (non-blocking sockets, gevent io watchers)",
+                   lambda p: [PY, str(APPS / "floor.py"), "--raw", str(p["main"])], unsupported=FLOOR_SKIPS),
+        ServerSpec("granian", "granian (ASGI, 1 runtime thread)", _granian("auto"),
+                   launchers={"h2": _granian("2"), "tls": _granian("auto", tls=True)},
+                   unsupported={"brotli_middleware": NO_CODING, "zstd_middleware": NO_CODING}, needs="granian"),
+        ServerSpec("uvicorn", "uvicorn (httptools + uvloop)", _uvicorn("httptools", "websockets"),
+                   launchers={"tls": _uvicorn("httptools", "websockets", tls=True)},
+                   unsupported={"brotli_middleware": NO_CODING, "zstd_middleware": NO_CODING,
+                                **{n: "uvicorn has no HTTP/2" for n in H2_TLS_ROWS}},
+                   needs="uvicorn"),
+        ServerSpec("uvicorn-h11", "uvicorn (h11 + uvloop)", _uvicorn("h11", "wsproto"), needs="uvicorn",
+                   unsupported={"brotli_middleware": NO_CODING, "zstd_middleware": NO_CODING}),
+        ServerSpec("hypercorn", "hypercorn (uvloop)", _hypercorn(),
+                   launchers={"h2": _hypercorn(), "tls": _hypercorn(tls=True)},
+                   unsupported={"brotli_middleware": NO_CODING, "zstd_middleware": NO_CODING}, needs="hypercorn"),
+        ServerSpec("gunicorn", "gunicorn -k gevent", _gunicorn("wsgi_app:app"),
+                   unsupported={"websocket_msg_throughput": NO_WS_WSGI, "proto:h2": "h2 only over TLS here",
+                                "gzip_middleware": NO_MIDDLEWARE_WSGI, "brotli_middleware": NO_MIDDLEWARE_WSGI,
+                                "zstd_middleware": NO_MIDDLEWARE_WSGI, "cors_preflight": NO_MIDDLEWARE_WSGI},
+                   launchers={"flask": _gunicorn("flask_hello:app")}, needs="gunicorn"),
         ServerSpec("pywsgi", "gevent.pywsgi",
                    lambda p: [PY, str(APPS / "wsgi_app.py"), str(p["main"])],
-                   unsupported={"websocket_msg_throughput": NO_WS_WSGI}),
+                   unsupported={"websocket_msg_throughput": NO_WS_WSGI,
+                                "gzip_middleware": NO_MIDDLEWARE_WSGI, "brotli_middleware": NO_MIDDLEWARE_WSGI,
+                                "zstd_middleware": NO_MIDDLEWARE_WSGI, "cors_preflight": NO_MIDDLEWARE_WSGI},
+                   launchers={"flask": lambda p: [PY, str(APPS / "flask_hello.py"), str(p["main"])]}),
+        ServerSpec("grpcio", "grpcio (grpc.server, 8-thread pool)", None,
+                   launchers={"grpc": _grpc_argv("grpcio")}),
+        ServerSpec("grpc-aio", "grpcio (grpc.aio.server)", None, launchers={"grpc": _grpc_argv("aio")}),
     ]
 }
 
@@ -492,6 +682,9 @@ class Report:
     profile: str = ""
     started: str = ""
     elapsed_s: float = 0.0
+    compressors: dict = field(default_factory=dict)  # compressor_costs()
+    flames: list[tuple[str, str, str]] = field(default_factory=list)  # (scenario, svg path, why not made)
+    out_dir: str = ""  # where the Markdown report goes (links are relative to it)
 
 
 # --------------------------------------------------------------------------- load generators
@@ -573,7 +766,7 @@ def run_load(sc: Scenario, port: int, *, duration: int, connections: int) -> Run
         argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", sc.lua]
         for h in sc.headers:
             argv += ["-H", h]
-        argv.append(f"http://{HOST}:{port}{sc.path}")
+        argv.append(f"{sc.scheme}://{HOST}:{port}{sc.path}")
         rc, text = _run_client(argv, LUA, env, limit)
         parse = parse_wrk_output
     elif sc.client == "h2load":
@@ -597,7 +790,7 @@ def h2load_argv(sc: Scenario, port: int, *, duration: int, connections: int, log
         argv += ["-H", h]
     if body_file is not None:
         argv += ["-d", str(body_file)]  # h2load sends it as a POST body with content-length
-    return [*argv, f"http://{HOST}:{port}{sc.path}"]
+    return [*argv, f"{sc.scheme}://{HOST}:{port}{sc.path}"]
 
 
 def run_h2load(sc: Scenario, port: int, *, duration: int, connections: int, env: dict[str, str]) -> RunResult:
@@ -614,8 +807,8 @@ def run_h2load(sc: Scenario, port: int, *, duration: int, connections: int, env:
             res = parse_h2load_output(text)
         except ValueError as exc:
             return RunResult(failure=f"rc={rc}: {exc}")
-        if res.proto != "h2c":
-            res.failure = f"h2load negotiated {res.proto or 'no protocol'}, not h2c"
+        if res.proto != sc.h2_proto:
+            res.failure = f"h2load negotiated {res.proto or 'no protocol'}, not {sc.h2_proto}"
         elif res.requests == 0:
             res.failure = "h2load completed no request: " + " ".join(text.strip()[-200:].split())
         pct = latency_from_log(log_file)
@@ -755,9 +948,28 @@ def _port(r: Running, sc: Scenario) -> int:
     return r.ports.get(sc.port_key, r.ports["main"])
 
 
-def _answers(port: int, timeout: float = 1.0) -> bool:
+def _client_tls(alpn: str) -> ssl.SSLContext:
+    """A client context for the bench's own self-signed certificate (not verified), offering ``alpn``."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    return ctx
+
+
+def _connection(sc_proto: str, port: int, timeout: float) -> http.client.HTTPConnection:
+    if sc_proto == "tls":
+        return http.client.HTTPSConnection(HOST, port, timeout=timeout, context=_client_tls("http/1.1"))
+    return http.client.HTTPConnection(HOST, port, timeout=timeout)
+
+
+def _answers_tls(port: int, timeout: float = 1.0) -> bool:
+    return _answers(port, timeout, proto="tls")
+
+
+def _answers(port: int, timeout: float = 1.0, proto: str = "h1") -> bool:
     try:
-        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        conn = _connection(proto, port, timeout)
         conn.request("GET", "/")
         conn.getresponse().read()
         conn.close()
@@ -812,7 +1024,7 @@ def start_servers(specs: list[ServerSpec], logdir: Path, *, ready_timeout: float
     """Start every server's ``proto`` process at once, then poll each port until it answers (bounded)."""
     running: dict[str, Running] = {}
     skips: dict[str, str] = {}
-    answers = _answers_h2 if proto == "h2" else _answers
+    answers = {"h2": _answers_h2, "grpc": _answers_h2, "tls": _answers_tls}.get(proto, _answers)
     for spec in specs:
         reason = server_unavailable(spec)
         if reason:
@@ -862,13 +1074,13 @@ def preflight(sc: Scenario, port: int) -> str:
     """One request with http.client: does this server answer this scenario as expected?"""
     if sc.check is None:
         return ""
-    if sc.proto == "h2":
+    if sc.client == "h2load":
         return preflight_h2(sc, port)
     headers = dict(h.split(": ", 1) for h in sc.headers)
     if sc.body:
         headers.setdefault("Content-Type", "application/octet-stream")
     try:
-        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        conn = _connection(sc.proto, port, 10)
         conn.request(sc.method, sc.path, body=sc.body or None, headers=headers)
         r = conn.getresponse()
         body = r.read()
@@ -879,23 +1091,31 @@ def preflight(sc: Scenario, port: int) -> str:
 
 
 def h2_request(sc: Scenario, port: int, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """One request over h2c with prior knowledge (the ``h2`` state machine): status, headers, body."""
+    """One request over h2 (the ``h2`` state machine): status, headers (trailers merged in), body.
+
+    h2c with prior knowledge, or h2 negotiated by ALPN for a tls scenario.
+    """
     import h2.config
     import h2.connection
     import h2.events
 
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     conn.initiate_connection()
-    headers = [(":method", sc.method), (":scheme", "http"), (":authority", f"{HOST}:{port}"), (":path", sc.path)]
+    headers = [(":method", sc.method), (":scheme", sc.scheme), (":authority", f"{HOST}:{port}"), (":path", sc.path)]
     headers += [(k.lower(), v) for k, v in (h.split(": ", 1) for h in sc.headers)]
-    if sc.body:
+    if sc.body and sc.proto != "grpc":
         headers.append(("content-length", str(len(sc.body))))
     conn.send_headers(1, headers, end_stream=not sc.body)
     for i in range(0, len(sc.body), 16384):
         conn.send_data(1, sc.body[i:i + 16384], end_stream=i + 16384 >= len(sc.body))
     status, resp_headers, body = 0, {}, bytearray()
     deadline = time.monotonic() + timeout
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((HOST, port), timeout=timeout))
+        if sc.proto == "tls":
+            sock = stack.enter_context(_client_tls("h2").wrap_socket(sock, server_hostname="localhost"))
+            if sock.selected_alpn_protocol() != "h2":
+                raise ConnectionError(f"ALPN chose {sock.selected_alpn_protocol()!r}, not h2")
         sock.sendall(conn.data_to_send())
         while time.monotonic() < deadline:
             data = sock.recv(65536)
@@ -905,6 +1125,8 @@ def h2_request(sc: Scenario, port: int, timeout: float = 10.0) -> tuple[int, dic
                 if isinstance(ev, h2.events.ResponseReceived):
                     resp_headers = {k: v for k, v in ev.headers if not k.startswith(":")}
                     status = int(dict(ev.headers)[":status"])
+                elif isinstance(ev, h2.events.TrailersReceived):
+                    resp_headers.update(ev.headers)
                 elif isinstance(ev, h2.events.DataReceived):
                     body += ev.data
                     conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
@@ -924,7 +1146,7 @@ def preflight_h2(sc: Scenario, port: int) -> str:
     except ImportError:
         return "pre-flight needs the h2 package (an rr dependency)"
     except Exception as exc:  # h2's ProtocolError when the peer is not speaking h2, socket errors
-        return f"h2c pre-flight request failed: {exc!r}"
+        return f"{sc.h2_proto} pre-flight request failed: {exc!r}"
     return (sc.check(status, headers, body) or "") if sc.check else ""
 
 
@@ -933,8 +1155,12 @@ def preflight_h2(sc: Scenario, port: int) -> str:
 
 def run_matrix(report: Report, running: dict[str, Running], scenarios: list[Scenario], *, duration: int,
                rounds: int, warmup: int, connections: int, log: Callable[[str], None] = print,
-               skips: dict[str, str] | None = None) -> None:
-    """Run ``scenarios`` against ``running``; ``skips``: servers of this phase that did not start, and why."""
+               skips: dict[str, str] | None = None, flame: Path | None = None) -> None:
+    """Run ``scenarios`` against ``running``; ``skips``: servers of this phase that did not start, and why.
+
+    With ``flame`` (a directory), rr then serves one more run of each scenario,
+    not counted in the table, under ``py-spy record``: ``<flame>/rr-<scenario>.svg``.
+    """
     skips = report.server_skips if skips is None else skips
     for sc in scenarios:
         active: list[Running] = []
@@ -964,6 +1190,96 @@ def run_matrix(report: Report, running: dict[str, Running], scenarios: list[Scen
                 errs = f", {res.error_count} errors" if res.error_count else ""
                 log(f"  {sc.name:<26} {r.spec.name:<12} round {rnd + 1}/{rounds}: "
                     f"{res.failure or f'{res.rate:,.0f} {sc.unit}'}{errs}")
+        if flame is not None and "rr" in running and any(r.spec.name == "rr" for r in active):
+            out = flame / f"rr-{sc.name}.svg"
+            why = flame_run(sc, running["rr"], out, duration=duration, connections=connections)
+            report.flames.append((sc.name, str(out), why))
+            log(f"  {sc.name:<26} rr           flame graph: {why or out}")
+
+
+COMPRESSED = {"gzip_response": "gzip", "gzip_middleware": "gzip", "brotli_middleware": "br",
+              "zstd_middleware": "zstd"}
+
+# Timed in a child process pinned to the server CPU: each coding as the middlewares are
+# configured (zlib level 6 with a gzip wrapper, brotli quality 4, zstd level 3), on the payload.
+_COMPRESSOR_CODE = r"""
+import json, sys, time, zlib
+sys.path.insert(0, sys.argv[1])
+import bench_common as c
+data = c.GZIP_SOURCE
+def gz():
+    z = zlib.compressobj(c.GZIP_LEVEL, zlib.DEFLATED, 31)
+    return z.compress(data) + z.flush()
+coders = {"gzip": gz}
+try:
+    import brotli
+    coders["br"] = lambda: brotli.compress(data, quality=c.BROTLI_QUALITY)
+except ImportError:
+    pass
+try:
+    import zstandard
+    zc = zstandard.ZstdCompressor(level=c.ZSTD_LEVEL)
+    coders["zstd"] = lambda: zc.compress(data)
+except ImportError:
+    pass
+out = {}
+for name, fn in coders.items():
+    size = len(fn())
+    n, t0 = 0, time.process_time()  # CPU time, like the servers' CPU per request
+    while time.process_time() - t0 < 0.5:
+        fn(); n += 1
+    out[name] = {"us": (time.process_time() - t0) / n * 1e6, "size": size}
+print(json.dumps({"source": len(data), "codings": out}))
+"""
+
+
+def compressor_costs(log: Callable[[str], None] = print) -> dict:
+    """The compressor alone on the compression rows' payload: µs per body and coded size, per coding."""
+    argv = [PY, "-c", _COMPRESSOR_CODE, str(APPS)]
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        argv = ["taskset", "-c", SERVER_CPU, *argv]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        costs = json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        log(f"  compressor timing failed: {exc!r}")
+        return {}
+    for name, c in costs["codings"].items():
+        log(f"  compressor alone: {name} {c['us']:.1f} µs per body, {costs['source']:,} -> {c['size']:,} B")
+    return costs
+
+
+def make_cert(directory: Path) -> dict[str, str]:
+    """A throwaway self-signed P-256 certificate for 127.0.0.1 (the key in PKCS#8, as granian wants)."""
+    cert, key = directory / "bench-cert.pem", directory / "bench-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    return {"cert": str(cert), "key": str(key)}
+
+
+def flame_run(sc: Scenario, r: Running, out: Path, *, duration: int, connections: int) -> str:
+    """One more run of ``sc`` with py-spy sampling the server's process; '' or why no graph was made."""
+    spy = BIN / "py-spy"
+    if not spy.exists():
+        return "py-spy is not installed (pip install -e '.[bench]')"
+    with tempfile.TemporaryFile() as err:
+        # Pinned with the load generator: py-spy's own work stays off the server's core.
+        proc = _spawn([str(spy), "record", "--pid", str(r.proc.pid), "--duration", str(duration), "--rate", "200",
+                       "--format", "flamegraph", "--output", str(out)], cpu=CLIENT_CPU, cwd=ROOT,
+                      stdout=err, stderr=subprocess.STDOUT)
+        try:
+            run_load(sc, _port(r, sc), duration=duration, connections=connections)
+            proc.wait(duration + 30)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            stop_process(proc, grace=5.0)
+        if proc.returncode != 0 or not out.exists():
+            err.seek(0)
+            return f"py-spy failed (rc={proc.returncode}): " + " ".join(err.read().decode(errors="replace").split())[-200:]
+    return ""
 
 
 def memory_test(report: Report, running: dict[str, Running], counts: list[int], *, budget: float = 90.0,
@@ -1025,7 +1341,7 @@ def collect_env() -> dict[str, str]:
                                    text=True, timeout=30).stdout.strip()
     code = ("import importlib.metadata as m\n"
             "for p in ['gevent','greenlet','uvicorn','httptools','uvloop','h11','hypercorn','gunicorn','granian',"
-            "'websockets','wsproto','h2']:\n"
+            "'websockets','wsproto','h2','starlette','grpcio','flask','brotli','zstandard','py-spy']:\n"
             "    try: print(p, m.version(p))\n"
             "    except Exception: print(p, '-')\n")
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=30).stdout
@@ -1097,7 +1413,7 @@ def render_markdown(report: Report) -> str:
         lines += ["Servers that did not run:", ""]
         lines += [f"- **{n}**: {r}" for n, r in skips.items()]
         lines.append("")
-    for proto in ("h1", "h2", "h3"):
+    for proto in (*PROTOS, "h3"):
         rows = [sc for sc in (SCENARIOS[n] for n in report.scenarios) if sc.proto == proto]
         if not rows:
             continue
@@ -1111,17 +1427,40 @@ def render_markdown(report: Report) -> str:
                 absent.append(f"{n} ({cells[0].skipped})")
             else:
                 shown.append(n)
-        title = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c)", "h3": "HTTP/3"}[proto]
+        title = {"h1": "HTTP/1.1", "h2": "HTTP/2 (h2c)", "h3": "HTTP/3", "tls": "TLS (HTTP/1.1 and HTTP/2)",
+                 "grpc": "gRPC (h2c)", "flask": "A Flask app (WSGI)"}[proto]
         lines += [f"## {title}", ""]
+        h2_rows = [sc for sc in rows if sc.client == "h2load"]
+        if proto == "tls":
+            lines += ["Over TLS with a self-signed P-256 certificate made for the run: the `*_tls` rows are "
+                      "HTTP/1.1 from `wrk` over https, the `*_h2_tls` rows HTTP/2 negotiated by ALPN from "
+                      "h2load. One server process serves both: rr `rr_app.py --tls` (`protocols: "
+                      "[\"http2\", \"http1\"]`), granian `--http auto` with its `--ssl-*` options, hypercorn "
+                      "`--certfile/--keyfile`, uvicorn `--ssl-*` (HTTP/1.1 only).", ""]
+        elif proto == "grpc":
+            lines += ["HttpArena's BenchmarkService (`tools/bench_apps/grpc_bench.py serve KIND`) on rr "
+                      "(`rr.contrib.grpc`), grpcio's `grpc.server` with an 8-thread pool and `grpc.aio.server`; "
+                      "the same h2load client for every server, sending a fixed length-prefixed request body "
+                      "(`-d`) with `content-type: application/grpc` and `te: trailers`. h2load counts HTTP "
+                      "statuses only (a failed call is an HTTP 200), so each row's pre-flight call checks "
+                      "`grpc-status: 0` and the reply messages; `✗` marks a server that failed it.", ""]
+        elif proto == "flask":
+            lines += ["The Flask hello app (`tools/bench_apps/flask_hello.py`, GET /hello) under rr's own CLI "
+                      "(`python -m rr --config rr_flask.toml flask_hello:app`, through `rr.contrib.wsgi`), "
+                      "`gunicorn -k gevent` and `gevent.pywsgi`; wrk as for HTTP/1.1.", ""]
         if proto == "h2":
             lines += ["Cleartext HTTP/2 with prior knowledge, load from h2load (one thread); p50/p99 from its "
                       "per-request log. Each server's h2 phase is its own process: rr `rr_app.py --h2` "
                       "(`protocols: [\"http2\"]`), granian `--http 2`, hypercorn its usual command. Loads:", ""]
-            lines += [f"- {sc.name}: {sc.load_text(int(s.get('connections') or 50))}" for sc in rows]
-            protos = sorted({r.proto or "?" for sc in rows for n in shown
+        if h2_rows:
+            if proto != "h2":
+                lines += ["h2load loads:", ""]
+            lines += [f"- {sc.name}: {sc.load_text(int(s.get('connections') or 50))}" for sc in h2_rows]
+            protos = sorted({r.proto or "?" for sc in h2_rows for n in shown
                              for r in report.cells.get((sc.name, n), Cell()).runs})
+            want = h2_rows[0].h2_proto
             lines += ["", f"h2load's negotiated protocol over all runs: {', '.join(protos) or '—'}; every row "
-                      "also passed a pre-flight h2c request (status and body checked) unless marked `✗`.", ""]
+                      f"also passed a pre-flight {want} request (status and body checked) unless marked `✗`.", ""]
         if absent:
             lines += [f"Not in this table: {'; '.join(absent)}.", ""]
         ratio_note = (f"`×` = {base} ÷ that server (above 1: {base} is faster)" if base else "no baseline ran")
@@ -1155,7 +1494,7 @@ def render_markdown(report: Report) -> str:
             lines.append(f"| {sc.name}{unit} | " + " | ".join(cells) + " |")
         lines.append("")
         lines += ["Latency p50 / p99, ms (median over rounds)" + (
-            "; from h2load's `--log-file` (time from request start to end of response)" if proto == "h2" else "")
+            "; h2load rows from its `--log-file` (time from request start to end of response)" if h2_rows else "")
             + ".", ""]
         lines.append("| scenario | " + " | ".join(shown) + " |")
         lines.append("|---|" + "---:|" * len(shown))
@@ -1184,7 +1523,8 @@ def render_markdown(report: Report) -> str:
                 if (sc.name, n) in report.cells and report.cells[(sc.name, n)].errors]
         lines += ["Errors (⚠ above; summed over all rounds; `status` = responses ≥ 400" + (
             ", `errored` = streams or connections that failed, `timeout`, `no result` = a run that completed "
-            "no request or did not negotiate h2c" if proto == "h2" else ", from wrk or the own client's checks")
+            f"no request or did not negotiate {h2_rows[0].h2_proto}" if h2_rows
+            else ", from wrk or the own client's checks")
             + "):", ""]
         if errs:
             for scn, n, e in errs:
@@ -1198,6 +1538,14 @@ def render_markdown(report: Report) -> str:
         lines.append("")
         if footnotes:
             lines += ["`—` and `✗`:", ""] + [f"- {f}" for f in footnotes] + [""]
+        lines += compressor_lines(report, rows, shown)
+    if report.flames:
+        lines += ["## Flame graphs (`--flame`)", "",
+                  "py-spy sampling rr (200 Hz) through one extra run of each scenario, not counted above:", ""]
+        lines += [f"- {scn}: " + (f"not made: {why}" if why else
+                                  f"[{Path(svg).name}]({os.path.relpath(svg, report.out_dir or '.')})")
+                  for scn, svg, why in report.flames]
+        lines.append("")
     if report.memory:
         counts = sorted({n for m in report.memory.values() for n in m})
         lines += ["## Idle keep-alive connections (`--memory`)", "",
@@ -1219,6 +1567,43 @@ def render_markdown(report: Report) -> str:
     if report.profile:
         lines += ["## Profile", "", "```", report.profile.rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+FLOORS = ("floor", "raw")  # they send precompressed bytes: no compressor to take out
+
+
+def compressor_lines(report: Report, rows: list[Scenario], shown: list[str]) -> list[str]:
+    """The compressor's own cost next to the compression rows, and each server's CPU per request without it."""
+    costs = report.compressors.get("codings", {})
+    rows = [sc for sc in rows if sc.name in COMPRESSED and COMPRESSED[sc.name] in costs]
+    if not rows:
+        return []
+    lines = ["Compression rows: the compressor alone, timed in a child process pinned to the server CPU on the "
+             f"same {report.compressors.get('source', 0):,} B payload — " + "; ".join(
+                 f"{name} ({_LEVELS[name]}): {c['us']:.0f} µs per body, {c['size']:,} B"
+                 for name, c in costs.items()) + ". Below: the server's CPU per request (CPU % ÷ req/s) and, "
+             "after `−`, what is left once the compressor's µs are taken out — the server's own overhead "
+             "(the floors send precompressed bytes, so nothing is taken out there).", ""]
+    lines.append("| scenario | " + " | ".join(shown) + " |")
+    lines.append("|---|" + "---:|" * len(shown))
+    for sc in rows:
+        us = costs[COMPRESSED[sc.name]]["us"]
+        vals = []
+        for n in shown:
+            cell = report.cells.get((sc.name, n), Cell())
+            rate, cpu = cell.median("rate"), cell.median("cpu_pct")
+            if not rate or cpu is None:
+                vals.append("—")
+                continue
+            per = cpu / 100 * 1e6 / rate
+            vals.append(f"{per:.0f} µs" if n in FLOORS else f"{per:.0f} − {us:.0f} = {per - us:.0f} µs")
+        lines.append(f"| {sc.name} | " + " | ".join(vals) + " |")
+    lines.append("")
+    return lines
+
+
+_LEVELS = {"gzip": f"zlib level {common.GZIP_LEVEL}", "br": f"quality {common.BROTLI_QUALITY}",
+           "zstd": f"level {common.ZSTD_LEVEL}"}
 
 
 def render_chart(report: Report, path: Path) -> bool:
@@ -1325,6 +1710,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", nargs="?", const="rr", metavar="SERVER",
                    help="run SERVER (default rr; a Python-launched one: rr, floor, pywsgi) under cProfile "
                         "and print its top functions")
+    p.add_argument("--flame", metavar="DIR",
+                   help="after each scenario's rounds, one more run with py-spy sampling rr (not counted): "
+                        "a flame graph DIR/rr-<scenario>.svg per scenario rr ran")
     p.add_argument("--memory", nargs="?", const="1000,10000", metavar="N,N",
                    help="after the matrix, hold N idle keep-alive connections per server (default 1000,10000) "
                         "and report RSS per connection; --scenarios '' skips the matrix")
@@ -1335,7 +1723,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-PROTOS = ("h1", "h2")
+PROTOS = ("h1", "h2", "tls", "grpc", "flask")
 
 
 def _scenario_names(args: argparse.Namespace) -> list[str]:
@@ -1367,12 +1755,20 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
                               "connections": args.connections},
                     started=datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
     t0 = time.monotonic()
+    report.out_dir = str(Path(args.out).resolve().parent) if getattr(args, "out", None) else ""
     report.env = collect_env()
     logdir = Path(tempfile.mkdtemp(prefix="rr-bench-"))
     # One phase per protocol, each with its own server processes (rr and granian serve h2c from
     # another command line). --memory measures the h1 processes.
     phases = [(proto, [SCENARIOS[n] for n in scenarios if SCENARIOS[n].proto == proto]) for proto in PROTOS]
     phases = [(proto, scs) for proto, scs in phases if scs or (proto == "h1" and args.memory)]
+    if any(proto == "tls" for proto, _ in phases):
+        TLS_FILES.update(make_cert(logdir))
+    if any(n in COMPRESSED for n in scenarios):
+        report.compressors = compressor_costs(log=log)
+    flame = Path(args.flame) if args.flame else None
+    if flame:
+        flame.mkdir(parents=True, exist_ok=True)
     started: set[str] = set()
     failed: dict[str, str] = {}
     profiles: list[tuple[str, Path]] = []
@@ -1390,7 +1786,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
                 failed.setdefault(name, why if proto == "h1" else f"{proto}: {why}")
                 log(f"  skipped {name}: {why}")
             run_matrix(report, running, scs, duration=args.duration, rounds=args.rounds, warmup=args.warmup,
-                       connections=args.connections, log=log, skips=skips)
+                       connections=args.connections, log=log, skips=skips, flame=flame)
             if args.memory and proto == "h1":
                 counts = [int(x) for x in args.memory.split(",") if x.strip()]
                 memory_test(report, running, counts, log=log)
@@ -1430,6 +1826,10 @@ def main(argv: list[str] | None = None) -> int:
             if any(SCENARIOS[n].client == tool for n in names) and not shutil.which(tool):
                 print(f"{tool} is not installed (apt-get install -y {package})", file=sys.stderr)
                 return 2
+        if any(SCENARIOS[n].proto == "tls" for n in names) and not shutil.which("openssl"):
+            print("openssl is not installed (apt-get install -y openssl): the tls rows need a certificate",
+                  file=sys.stderr)
+            return 2
     report = run(args, log=lambda s: print(s, flush=True))
     text = render_markdown(report)
     if args.chart and render_chart(report, Path(args.chart)):
@@ -1442,7 +1842,8 @@ def main(argv: list[str] | None = None) -> int:
         raw = {f"{k[0]}/{k[1]}": {"skipped": c.skipped, "check": c.check,
                                   "runs": [r.__dict__ for r in c.runs]} for k, c in report.cells.items()}
         Path(args.json).write_text(json.dumps({"servers_skipped": report.server_skips, "cells": raw,
-                                               "memory": report.memory}, indent=1, default=str))
+                                               "memory": report.memory, "compressors": report.compressors,
+                                               "flames": report.flames}, indent=1, default=str))
     return 0
 
 

@@ -303,3 +303,135 @@ def test_unknown_names_are_refused():
     args = bench.build_parser().parse_args(["--servers", "nginx"])
     with pytest.raises(SystemExit, match="unknown server"):
         bench.run(args)
+
+
+# --------------------------------------------------------------------------- rows of issues 14-17
+
+common = bench.common
+
+
+@pytest.mark.peers("grpcio")
+def test_grpc_bodies_decode_as_the_benchmark_proto(tmp_path):
+    """The bytes h2load sends and the pre-flight expects are the messages benchmark.proto describes."""
+    from rr.contrib.grpc import codegen
+
+    pb2, _ = codegen.generate(ROOT / "tools" / "bench_apps" / "protos" / "benchmark.proto", str(tmp_path))
+
+    def one(data: bytes) -> bytes:
+        assert data[0] == 0 and int.from_bytes(data[1:5], "big") == len(data) - 5
+        return data[5:]
+
+    req = pb2.SumRequest.FromString(one(common.GRPC_SUM_REQUEST))
+    assert (req.a, req.b) == (1, 2)
+    stream = pb2.StreamRequest.FromString(one(common.grpc_stream_request()))
+    assert (stream.a, stream.b, stream.count) == (1, 2, common.GRPC_STREAM_COUNT)
+    assert pb2.StreamRequest.FromString(one(common.grpc_stream_request(5000))).count == 5000
+    assert pb2.SumReply.FromString(one(common.grpc_sum_reply(3))).result == 3
+    assert pb2.SumReply.FromString(one(common.grpc_sum_reply(300))).result == 300
+
+
+def test_grpc_check_wants_status_zero_and_the_replies():
+    check = bench.SCENARIOS["grpc_unary"].check
+    reply = common.grpc_sum_reply(3)
+    assert check(200, {"grpc-status": "0"}, reply) is None
+    assert "grpc-status '13'" in check(200, {"grpc-status": "13", "grpc-message": "boom"}, b"")
+    assert "grpc-status None" in check(200, {}, reply)  # trailers never came
+    assert "reply" in check(200, {"grpc-status": "0"}, common.grpc_sum_reply(4))
+
+
+def _asgi_call(app, method: str, path: str, headers: list[str]) -> tuple[int, dict, bytes]:
+    """One request through an ASGI app in-process: status, headers, body."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in (h.split(": ", 1) for h in headers)],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(msg):
+        sent.append(msg)
+
+    asyncio.run(app(scope, receive, send))
+    start = sent[0]
+    return (start["status"], {k.decode(): v.decode() for k, v in start["headers"]},
+            b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+@pytest.mark.peers("starlette")
+def test_asgi_middleware_routes_pass_the_row_checks():
+    """Starlette's GZipMiddleware and CORSMiddleware answer the rows the way their pre-flights check."""
+    sys.path.insert(0, str(ROOT / "tools" / "bench_apps"))
+    import asgi_app
+
+    gz = bench.SCENARIOS["gzip_middleware"]
+    assert gz.check(*_asgi_call(asgi_app.app, "GET", gz.path, gz.headers)) is None
+    cors = bench.SCENARIOS["cors_preflight"]
+    assert cors.check(*_asgi_call(asgi_app.app, "OPTIONS", cors.path, cors.headers)) is None
+    # Without the Accept-Encoding the row sends, the same route is a failed check.
+    assert "content-encoding None" in gz.check(*_asgi_call(asgi_app.app, "GET", gz.path, []))
+
+
+def test_compressor_lines_take_the_compressor_out():
+    run = bench.RunResult(requests=2000, duration_s=1.0, errors={}, p50_us=1, p99_us=2, cpu_pct=100.0)
+    cells = {("gzip_middleware", "rr"): bench.Cell(runs=[run]), ("gzip_middleware", "floor"): bench.Cell(runs=[run])}
+    report = _report_with(cells, servers=("rr", "floor"), scenarios=("gzip_middleware",))
+    report.compressors = {"source": 13192, "codings": {"gzip": {"us": 200.0, "size": 1813}}}
+    text = bench.render_markdown(report)
+    assert "gzip (zlib level 6): 200 µs per body, 1,813 B" in text
+    assert "| gzip_middleware | 500 − 200 = 300 µs | 500 µs |" in text  # 100 % CPU / 2,000 req/s = 500 µs
+
+
+@pytest.mark.peers("wrk", "py-spy")
+def test_end_to_end_raw_floor_middleware_rows_and_flame(spawned, tmp_path):
+    """rr and the raw floor on the middleware rows, 1 s each, and one py-spy flame graph of rr."""
+    assert bench.rr_unavailable() is None, bench.rr_unavailable()
+    args = bench.build_parser().parse_args(
+        ["--servers", "rr,raw", "--scenarios", "gzip_middleware,cors_preflight", "--duration", "1", "--rounds", "1",
+         "--warmup", "0", "--connections", "4", "--flame", str(tmp_path / "flame"), "--out", str(tmp_path / "r.md")])
+    args.command = "test"
+    report = bench.run(args, log=lambda _line: None)
+
+    assert report.server_skips == {}, report.server_skips
+    for scn in ("gzip_middleware", "cors_preflight"):
+        for server in ("rr", "raw"):
+            cell = report.cells[(scn, server)]
+            assert cell.check == "", (scn, server, cell.check)
+            assert cell.runs and cell.runs[0].requests > 0 and cell.errors == {}, (scn, server, cell.runs)
+    assert report.compressors["codings"]["gzip"]["size"] < len(common.GZIP_SOURCE)
+    svg = tmp_path / "flame" / "rr-gzip_middleware.svg"
+    assert svg.read_text().count("rr/contrib/compress.py") > 0  # rr's compressor shows in its own graph
+    text = bench.render_markdown(report)
+    assert "| scenario | rr | raw |" in text and "−" in text
+    assert "- gzip_middleware: [rr-gzip_middleware.svg](flame/rr-gzip_middleware.svg)" in text
+    assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
+
+
+@pytest.mark.peers("wrk", "h2load", "openssl", "grpcio")
+def test_end_to_end_tls_grpc_and_flask_phases(spawned):
+    """One 1 s row per new phase: TLS (h1 and h2 by ALPN), gRPC (rr and grpcio) and the Flask app."""
+    assert bench.rr_unavailable() is None, bench.rr_unavailable()
+    args = bench.build_parser().parse_args(
+        ["--servers", "rr,grpcio,pywsgi", "--scenarios", "hello_tls,hello_h2_tls,grpc_unary,flask_hello",
+         "--duration", "1", "--rounds", "1", "--warmup", "0", "--connections", "4"])
+    args.command = "test"
+    report = bench.run(args, log=lambda _line: None)
+
+    assert report.server_skips == {}, report.server_skips
+    ran = [("hello_tls", "rr"), ("hello_h2_tls", "rr"), ("grpc_unary", "rr"), ("grpc_unary", "grpcio"),
+           ("flask_hello", "rr"), ("flask_hello", "pywsgi")]
+    for key in ran:
+        cell = report.cells[key]
+        assert cell.check == "", (key, cell.check)
+        assert cell.runs and not cell.runs[0].failure and cell.runs[0].requests > 0, (key, cell.runs)
+        assert cell.errors == {}, (key, cell.errors)
+    assert report.cells[("hello_h2_tls", "rr")].runs[0].proto == "h2"
+    assert report.cells[("grpc_unary", "rr")].runs[0].proto == "h2c"
+    assert report.cells[("hello_tls", "grpcio")].skipped == bench.NOT_SERVED["tls"]
+    text = bench.render_markdown(report)
+    for title in ("## TLS (HTTP/1.1 and HTTP/2)", "## gRPC (h2c)", "## A Flask app (WSGI)"):
+        assert title in text
+    assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]

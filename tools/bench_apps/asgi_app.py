@@ -2,6 +2,12 @@
 
 Run from this directory (``--app-dir`` / ``--working-dir``), as ``asgi_app:app``.
 Same routes and bytes as ``wsgi_app``, ``rr_app`` and ``floor``.
+
+The middleware rows go through Starlette (the bench extra), as an ASGI user
+would write them: ``/gzip_mw`` is the plain payload under ``GZipMiddleware``
+(gzip level ``GZIP_LEVEL``, like rr's ``/gzip_mw``) and ``/cors`` is the hello
+route under ``CORSMiddleware`` (same origin, methods and headers as rr's).
+Without Starlette those two paths answer 404 and the rows show ``✗``.
 """
 
 from __future__ import annotations
@@ -106,6 +112,25 @@ ROUTES = {"/": _hello, "/json": _json, "/echo": _echo, "/large": _large, "/form"
           "/gzip": _gzip, "/sse": _sse, "/streaming": _streaming,
           "/error": _error}
 ROUTES.update({path: _hello for path in c.ROUTES})
+
+
+async def _gzip_payload(scope, receive, send):
+    await _send(send, 200, [(b"content-type", b"application/json")], c.GZIP_SOURCE)
+
+
+def _starlette_routes() -> dict:
+    """``/gzip_mw`` and ``/cors`` wrapped in Starlette's middlewares (empty without Starlette)."""
+    try:
+        from starlette.middleware.cors import CORSMiddleware
+        from starlette.middleware.gzip import GZipMiddleware
+    except ImportError:
+        return {}
+    return {"/gzip_mw": GZipMiddleware(_gzip_payload, minimum_size=500, compresslevel=c.GZIP_LEVEL),
+            "/cors": CORSMiddleware(_hello, allow_origins=[c.CORS_ORIGIN], allow_methods=c.CORS_METHODS,
+                                    allow_headers=c.CORS_HEADERS)}
+
+
+ROUTES.update(_starlette_routes())
 
 
 async def _lifespan(receive, send):

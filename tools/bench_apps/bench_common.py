@@ -38,6 +38,34 @@ GZIP_LEVEL = 6
 CORS_ORIGIN = "https://app.example"
 CORS_PREFLIGHT_HEADERS = [f"Origin: {CORS_ORIGIN}", "Access-Control-Request-Method: PUT",
                           "Access-Control-Request-Headers: content-type"]
+CORS_METHODS = ["GET", "PUT"]
+CORS_HEADERS = ["content-type"]
+# The middleware rows' compressor settings, the same for every server that has the coding
+# (rr.contrib.compress's defaults for brotli and zstd; Starlette's GZipMiddleware has gzip only).
+BROTLI_QUALITY = 4
+ZSTD_LEVEL = 3
+
+# gRPC (benchmark.proto, HttpArena's unary-grpc and stream-grpc): length-prefixed protobuf
+# messages, written out so the harness needs neither grpcio nor protobuf to send or check them.
+GRPC_SUM_REQUEST = b"\x00\x00\x00\x00\x04\x08\x01\x10\x02"  # SumRequest{a: 1, b: 2}
+GRPC_STREAM_COUNT = 100
+
+
+def grpc_message(payload: bytes) -> bytes:
+    """One gRPC message: uncompressed flag, 4-byte big-endian length, the protobuf bytes."""
+    return b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def grpc_stream_request(count: int = GRPC_STREAM_COUNT) -> bytes:
+    """StreamRequest{a: 1, b: 2, count: count} (count < 2**14: a one- or two-byte varint)."""
+    varint = bytes([count]) if count < 0x80 else bytes([0x80 | (count & 0x7F), count >> 7])
+    return grpc_message(b"\x08\x01\x10\x02\x18" + varint)
+
+
+def grpc_sum_reply(result: int) -> bytes:
+    """SumReply{result: result} as one message (result < 2**14)."""
+    varint = bytes([result]) if result < 0x80 else bytes([0x80 | (result & 0x7F), result >> 7])
+    return grpc_message(b"\x08" + varint)
 
 
 def gzip_body() -> bytes:

@@ -1,10 +1,20 @@
-"""The floor: a bare gevent StreamServer that finds each request's end and writes a fixed response.
+"""The floors: gevent servers that find each request's end and write a fixed response.
 
 No HTTP parsing beyond what framing needs: find ``\\r\\n\\r\\n``, read the
 request line's path, skip a ``Content-Length`` body, write bytes prepared at
-start-up. It is the ceiling for a gevent server on this machine, not a server.
+start-up. They are ceilings for a gevent server on this machine, not servers.
 
-    python floor.py PORT
+    python floor.py PORT          # "floor": gevent's StreamServer, recv + sendall
+    python floor.py --raw PORT    # "raw": the socket met directly (below)
+
+The raw floor is still one greenlet per connection on gevent's hub, but meets
+the socket the cheapest way gevent allows: non-blocking sockets with
+``TCP_NODELAY``, ``recv_into`` one reused buffer (shared by every connection:
+a greenlet parses what it read before it can switch), one ``send`` attempt before
+any wait, and the loop's io watchers waited on directly
+(``hub.wait(loop.io(fd, READ))``) only when a call would block; accept the
+same way. It owns nothing but that loop and must not grow features: it is
+the measure of what rr's design could reach (issue 17).
 """
 
 from __future__ import annotations
@@ -35,7 +45,13 @@ RESPONSES = {
     b"/streaming": _response(b"200 OK", b"application/octet-stream", b"".join(c.stream_chunks())),
     b"/error": _response(b"500 Internal Server Error", b"text/plain", b"error"),
 }
+RESPONSES[b"/gzip_mw"] = RESPONSES[b"/gzip"]
 RESPONSES.update({p.encode(): HELLO for p in c.ROUTES})
+# cors_preflight: the answer rr.contrib.cors gives, for any method on /cors.
+RESPONSES[b"/cors"] = (b"HTTP/1.1 204 No Content\r\naccess-control-allow-origin: " + c.CORS_ORIGIN.encode()
+                       + b"\r\naccess-control-allow-methods: " + ", ".join(c.CORS_METHODS).encode()
+                       + b"\r\naccess-control-allow-headers: " + ", ".join(c.CORS_HEADERS).encode()
+                       + b"\r\nvary: origin\r\n\r\n")
 ECHO = {n: _response(b"200 OK", b"application/octet-stream", b"x" * n) for n in (256, 4096)}
 
 
@@ -95,7 +111,119 @@ def length_of(lower_head: bytes) -> int:
     return int(lower_head[i + 15:j if j > 0 else None])
 
 
+READ, WRITE = 1, 2  # libev/libuv io watcher events
+# One receive buffer for every connection: a greenlet parses what it read before anything
+# can switch away, so only an unfinished head (rare) is kept per connection, as bytes.
+BUF = bytearray(65536)
+VIEW = memoryview(BUF)
+
+
+def raw_connection(sock: socket.socket) -> None:
+    """One connection of the raw floor: the same framing as ``handle``, on the bare socket."""
+    hub = gevent.get_hub()
+    loop, wait = hub.loop, hub.wait
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    fd = sock.fileno()
+    readable = loop.io(fd, READ)
+    writable = None
+    buf, view = BUF, VIEW
+    recv_into, send, find = sock.recv_into, sock.send, buf.find
+    pending = b""  # an unfinished request head, put back at the start of buf before each read
+    skip = 0  # body bytes of the last request still to arrive (and be dropped)
+    try:
+        while True:
+            have = len(pending)
+            try:
+                if have:
+                    buf[:have] = pending
+                n = recv_into(view[have:])
+            except BlockingIOError:
+                wait(readable)
+                continue
+            if not n:
+                return
+            end = have + n
+            pos = 0
+            if skip:
+                pos = min(skip, end)
+                skip -= pos
+            out = []
+            close = False
+            while not skip:
+                h = find(b"\r\n\r\n", pos, end)
+                if h < 0:
+                    break
+                lower = buf[pos:h].lower()
+                length = length_of(lower)
+                first = lower.find(b" ")
+                path = bytes(buf[pos + first + 1:pos + lower.find(b" ", first + 1)])
+                pos = h + 4
+                here = min(length, end - pos)
+                pos += here
+                skip = length - here
+                if b"connection: close" in lower:
+                    out.append(CLOSE.get(path, CLOSE[b"/"]))
+                    close = True
+                    break
+                out.append(ECHO.get(length, HELLO) if path == b"/echo" else RESPONSES.get(path, HELLO))
+            if skip or pos >= end:
+                pending = b""
+            else:  # keep the start of the next request
+                if pos == 0 and end == len(buf):
+                    return  # a head larger than the buffer: not a benchmark request
+                pending = bytes(buf[pos:end])
+            if out:
+                data = out[0] if len(out) == 1 else b"".join(out)
+                try:
+                    sent = send(data)
+                except BlockingIOError:
+                    sent = 0
+                while sent < len(data):
+                    if writable is None:
+                        writable = loop.io(fd, WRITE)
+                    wait(writable)
+                    try:
+                        sent += send(memoryview(data)[sent:])
+                    except BlockingIOError:
+                        pass
+            if close:
+                return
+    except OSError:
+        return
+    finally:
+        readable.close()
+        if writable is not None:
+            writable.close()
+        sock.close()
+
+
+def serve_raw(port: int) -> None:
+    """The raw floor's accept loop: a non-blocking listening socket, a greenlet per connection."""
+    hub = gevent.get_hub()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(2048)
+    listener.setblocking(False)
+    acceptable = hub.loop.io(listener.fileno(), READ)
+    accept, wait, spawn = listener.accept, hub.wait, gevent.spawn_raw
+    while True:
+        try:
+            conn, _addr = accept()
+        except BlockingIOError:
+            wait(acceptable)
+            continue
+        except OSError:  # EMFILE, ECONNABORTED: this connection is lost, the floor goes on
+            gevent.sleep(0.001)
+            continue
+        spawn(raw_connection, conn)
+
+
 def main() -> None:
+    if sys.argv[1] == "--raw":
+        serve_raw(int(sys.argv[2]))  # SIGTERM's default action ends it
+        return
     server = StreamServer(("127.0.0.1", int(sys.argv[1])), handle, backlog=2048)
     gevent.signal_handler(signal.SIGTERM, server.stop)
     gevent.signal_handler(signal.SIGINT, server.stop)

@@ -1,4 +1,8 @@
-"""gRPC bench harness (not wired into tools/bench.py yet): HttpArena's BenchmarkService on three servers.
+"""gRPC bench servers: HttpArena's BenchmarkService on rr, grpcio's sync server and grpc.aio.
+
+``tools/bench.py --servers rr,grpcio,grpc-aio --scenarios grpc`` starts these
+``serve`` commands and drives them with h2load (rows ``grpc_unary`` and
+``grpc_stream``); the commands below run them by hand.
 
     python tools/bench_apps/grpc_bench.py serve rr PORT          # rr.contrib.grpc, h2c prior knowledge
     python tools/bench_apps/grpc_bench.py serve grpcio PORT [W]  # grpc.server, a W-thread pool (default 8)
@@ -30,10 +34,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
+sys.path.insert(0, str(HERE))
+
+import bench_common as c  # noqa: E402
+
 from rr.contrib.grpc import codegen  # noqa: E402
 
 PROTO = HERE / "protos" / "benchmark.proto"
-GET_SUM_BODY = b"\x00\x00\x00\x00\x04\x08\x01\x10\x02"
+GET_SUM_BODY = c.GRPC_SUM_REQUEST
 
 
 def modules() -> tuple[Any, Any]:

@@ -1,11 +1,12 @@
-"""The benchmark app for rr: ``python rr_app.py PORT [MANUAL_PORT]`` or ``python rr_app.py --h2 PORT``.
+"""The benchmark app for rr: ``python rr_app.py PORT [MANUAL_PORT]``, ``--h2 PORT`` or ``--tls CERT KEY PORT``.
 
 Listener ``bench`` on PORT buffers bodies (``body_buffering: auto``); listener
 ``bench_manual`` on MANUAL_PORT (when given) serves the same routes with
 ``body_buffering: manual`` for ``large_post_streaming``. With ``--h2`` the one
 listener on PORT speaks HTTP/2 only (``protocols: ["http2"]``: h2c with prior
-knowledge), with rr's default http2 options. Same routes and bytes as the
-ASGI/WSGI apps. SIGTERM drains and exits (``rr.wait`` returns), so
+knowledge), with rr's default http2 options. With ``--tls`` the one listener
+on PORT serves TLS with CERT and KEY, HTTP/1.1 and HTTP/2 by ALPN. Same routes
+and bytes as the ASGI/WSGI apps. SIGTERM drains and exits (``rr.wait`` returns), so
 ``python -m cProfile -o OUT rr_app.py ...`` writes its profile.
 """
 
@@ -59,15 +60,20 @@ def gzip_payload(req):
     return resp.Response(200, [("content-type", "application/json")], c.GZIP_SOURCE)
 
 
-# Middleware rows (not yet in tools/bench.py's matrix): /gzip_mw is gzip_response done by
-# rr.contrib.compress instead of the handler; OPTIONS /cors with c.CORS_PREFLIGHT_HEADERS is a
-# preflight answered by rr.contrib.cors (204) without reaching the handler.
+# The middleware rows: /gzip_mw (gzip_middleware), /br_mw and /zstd_mw are the gzip_response
+# payload coded by rr.contrib.compress instead of the handler, one coding per route; OPTIONS /cors
+# with c.CORS_PREFLIGHT_HEADERS (cors_preflight) is a preflight answered by rr.contrib.cors (204)
+# without reaching the handler.
 MIDDLEWARE_ROUTES = [
     {"path": "/gzip_mw", "handler": gzip_payload,
      "middlewares": [compress.middleware(encodings=["gzip"], gzip_level=c.GZIP_LEVEL)]},
+    {"path": "/br_mw", "handler": gzip_payload,
+     "middlewares": [compress.middleware(encodings=["br"], brotli_quality=c.BROTLI_QUALITY)]},
+    {"path": "/zstd_mw", "handler": gzip_payload,
+     "middlewares": [compress.middleware(encodings=["zstd"], zstd_level=c.ZSTD_LEVEL)]},
     {"path": "/cors", "handler": hello,
-     "middlewares": [cors.middleware(origins=[c.CORS_ORIGIN], allow_methods=["GET", "PUT"],
-                                     allow_headers=["content-type"])]},
+     "middlewares": [cors.middleware(origins=[c.CORS_ORIGIN], allow_methods=c.CORS_METHODS,
+                                     allow_headers=c.CORS_HEADERS)]},
 ]
 
 
@@ -120,9 +126,12 @@ def dispatch(req):
     return TABLE.get(req.path, not_found)(req)
 
 
-def start(name: str, port: int, buffering: str, protocols: tuple[str, ...] = ("http1",)) -> None:
+def start(name: str, port: int, buffering: str, protocols: tuple[str, ...] = ("http1",),
+          tls: dict[str, str] | None = None) -> None:
     opts = {"port": port, "ip": "127.0.0.1", "body_buffering": buffering, "max_clients": 100_000,
             "keep_alive_timeout": 600, "max_keep_alive_requests": 1_000_000_000, "protocols": list(protocols)}
+    if tls:
+        opts["tls"] = tls
     try:
         rr.start_listener(name, {**opts, "routes": [*MIDDLEWARE_ROUTES, *TABLE.items()]})
     except (TypeError, ValueError) as exc:
@@ -134,6 +143,8 @@ def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["--h2"]:
         start("bench_h2", int(args[1]), "auto", ("http2",))
+    elif args[:1] == ["--tls"]:
+        start("bench_tls", int(args[3]), "auto", ("http2", "http1"), {"certfile": args[1], "keyfile": args[2]})
     else:
         start("bench", int(args[0]), "auto")
         if len(args) > 1:
