@@ -296,7 +296,7 @@ class Http3Conn:
         if cap is not None and runtime.live_streams >= cap:
             runtime.throttled += 1
             if telemetry.enabled(_THROTTLED):
-                telemetry.execute(_THROTTLED, {"system_time": time.time_ns()},
+                telemetry.execute(_THROTTLED, {"system_time": time.time()},
                                   {"listener": runtime.name, "reason": "max_concurrent_requests"})
             self.refuse(sid, ErrorCode.H3_REQUEST_REJECTED)
             return
