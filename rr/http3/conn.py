@@ -16,8 +16,11 @@ same on h1, h2 and h3. A worker is monitored: if it dies before its head,
 its stream is answered 500; after, the stream is reset with
 H3_INTERNAL_ERROR; siblings go on.
 
+Sending: all datagrams of a pass leave together, runs of equal size in one
+``sendmsg`` with UDP_SEGMENT (GSO) where the kernel has it (``send_datagrams``).
+
 What it must never do: run application code, block on a worker or on the
-network beyond one ``sendto``, or write to a stream after it was reset or
+network beyond one send, or write to a stream after it was reset or
 the peer asked it to stop (STOP_SENDING): such a stream is closed here and
 its worker told (``CLOSED``), then killed after ``CLOSE_GRACE``.
 
@@ -36,6 +39,10 @@ and eviction end it at once.
 from __future__ import annotations
 
 import collections
+import errno
+import socket
+import struct
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -194,13 +201,9 @@ class Http3Conn:
         """Send what aioquic has to send; re-arm the timer; acknowledge what went out.
         Returns the number of datagrams sent."""
         now = time.monotonic()
-        sock = self.sock
         datagrams = self.quic.datagrams_to_send(now)
-        for data, addr in datagrams:
-            try:
-                sock.sendto(data, addr)
-            except OSError:
-                pass  # a datagram lost here is a datagram lost on the path: QUIC recovers
+        if datagrams:
+            send_datagrams(self.sock, datagrams)
         self.timer = self.quic.get_timer()
         for st in self.streams.values():
             if st.acks and st.alive:
@@ -633,6 +636,51 @@ class Http3Conn:
                 supervisors.send(st.pid, _CLOSED)  # type: ignore[arg-type]
                 pids.append(st.pid)
         return pids  # type: ignore[return-value]
+
+
+# Generic segmentation offload (Linux ≥ 4.18): one sendmsg hands the kernel a run of equal-size
+# datagrams (the last may be shorter) with a UDP_SEGMENT control message, instead of one sendto each.
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+GSO_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS
+GSO_MAX_BYTES = 65000  # what one UDP send may carry
+gso = {"enabled": sys.platform == "linux", "batches": 0}
+
+
+def send_datagrams(sock: Any, datagrams: list[tuple[bytes, Any]]) -> None:
+    """Send ``datagrams`` (what aioquic produced in one pass), batched by GSO where it can.
+
+    A datagram lost here (a full socket buffer, an unreachable peer) is a datagram lost on the
+    path: QUIC recovers, so errors are not raised. If the kernel refuses GSO, rr falls back to
+    one ``sendto`` per datagram for the rest of the process's life.
+    """
+    i, n = 0, len(datagrams)
+    while i < n:
+        data, addr = datagrams[i]
+        size = len(data)
+        j, total = i + 1, size
+        if gso["enabled"]:
+            while (j < n and j - i < GSO_MAX_SEGMENTS and datagrams[j][1] == addr
+                   and total + len(datagrams[j][0]) <= GSO_MAX_BYTES):
+                following = len(datagrams[j][0])
+                if following > size:
+                    break
+                total += following
+                j += 1
+                if following < size:
+                    break  # a shorter datagram can only end a batch
+        try:
+            if j - i == 1:
+                sock.sendto(data, addr)
+            else:
+                sock.sendmsg([d for d, _ in datagrams[i:j]],
+                             [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, addr)
+                gso["batches"] += 1
+        except OSError as exc:
+            if j - i > 1 and exc.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP):
+                gso["enabled"] = False  # no GSO here: send this run again, one datagram each
+                _log.info("UDP GSO unavailable, sending datagrams one by one", error=str(exc))
+                continue
+        i = j
 
 
 def serve_h3(adm: QuicAdmission, peer: Any, runtime: ListenerRuntime) -> None:

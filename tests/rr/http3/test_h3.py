@@ -9,7 +9,9 @@ resources are released whoever ends it. The client is aioquic's
 
 from __future__ import annotations
 
+import errno
 import ssl
+import struct
 import time
 
 import gevent
@@ -351,3 +353,56 @@ def test_drain_sends_goaway_finishes_in_flight_streams_and_admits_no_new_connect
         c.wait_closed(5)
         assert c.closed and c.close_code == 0x100  # H3_NO_ERROR
     assert drainer.get(timeout=10) == {"drained": 1, "killed": 0}
+
+
+# -- sending ---------------------------------------------------------------------------------
+
+
+class _Recorder:
+    def __init__(self, refuse_gso: bool = False) -> None:
+        self.calls: list[tuple] = []
+        self.refuse_gso = refuse_gso
+
+    def sendto(self, data, addr):
+        self.calls.append(("sendto", len(data), addr))
+
+    def sendmsg(self, buffers, ancdata, flags, addr):
+        if self.refuse_gso:
+            raise OSError(errno.EIO, "no GSO")
+        (level, kind, value), = ancdata
+        self.calls.append(("gso", [len(b) for b in buffers], struct.unpack("=H", value)[0], addr))
+
+
+def test_equal_size_runs_leave_in_one_gso_send_the_rest_one_by_one(monkeypatch):
+    from rr.http3 import conn as h3conn
+
+    monkeypatch.setitem(h3conn.gso, "enabled", True)
+    a, b = ("127.0.0.1", 1), ("127.0.0.1", 2)
+    datagrams = [(b"x" * 1200, a)] * 3 + [(b"x" * 500, a), (b"x" * 1200, a), (b"x" * 1200, b), (b"x" * 90, b)]
+    sock = _Recorder()
+    h3conn.send_datagrams(sock, datagrams)
+    assert sock.calls == [("gso", [1200, 1200, 1200, 500], 1200, a), ("sendto", 1200, a),
+                          ("gso", [1200, 90], 1200, b)]
+
+
+def test_a_kernel_without_gso_gets_every_datagram_by_sendto(monkeypatch):
+    from rr.http3 import conn as h3conn
+
+    monkeypatch.setitem(h3conn.gso, "enabled", True)
+    a = ("127.0.0.1", 1)
+    sock = _Recorder(refuse_gso=True)
+    h3conn.send_datagrams(sock, [(b"x" * 1200, a)] * 4)
+    assert sock.calls == [("sendto", 1200, a)] * 4 and h3conn.gso["enabled"] is False
+
+
+def test_a_large_response_is_sent_with_gso(h3):
+    from rr.http3 import conn as h3conn
+
+    assert h3conn.gso["enabled"], "the kernel refused UDP GSO (Linux >= 4.18 has it)"
+    body = b"g" * (1 << 20)
+    srv = h3(lambda req: resp.Response(200, [], body))
+    before = h3conn.gso["batches"]
+    with H3Wire(srv.port) as c:
+        r = c.finish(c.start("GET", "/"))
+    assert r.status == 200 and r.body == body
+    assert h3conn.gso["batches"] > before
