@@ -27,7 +27,8 @@ import supervisors
 from rr import resp, telemetry
 from tests.rr.certs import make_cert
 from tests.rr.conftest import in_thread
-from tests.rr.h3wire import H3_MESSAGE_ERROR, H3_REQUEST_REJECTED, H3Wire
+from tests.rr.h3wire import H3_MESSAGE_ERROR, H3_REQUEST_REJECTED, H3Wire, _varint
+from tests.rr.wire import Reply
 
 pytestmark = pytest.mark.peers("aioquic")
 
@@ -406,3 +407,56 @@ def test_a_large_response_is_sent_with_gso(h3):
         r = c.finish(c.start("GET", "/"))
     assert r.status == 200 and r.body == body
     assert h3conn.gso["batches"] > before
+
+
+# -- tolerance and timers ------------------------------------------------------------------------
+
+
+def test_grease_and_unknown_frames_on_a_request_stream_are_ignored(h3):
+    """RFC 9114 §7.2.8/§9: unknown frame types (GREASE: 0x1f * N + 0x21) are skipped, wherever
+    they stand on a request stream."""
+    srv = h3(lambda req: resp.text(200, req.read_body().decode()))
+    with H3Wire(srv.port) as c:
+        sid = c.quic.get_next_available_stream_id()
+        c.replies[sid] = Reply()
+        c.bufs[sid] = bytearray()
+        grease = bytes([0x21, 3]) + b"abc"  # type 0x21, length 3
+        head = c.h3._encode_headers(sid, [(b":method", b"POST"), (b":scheme", b"https"),
+                                          (b":authority", b"a"), (b":path", b"/")])
+        data = bytes([0x00, 5]) + b"hello"
+        wire = grease + bytes([0x01]) + _varint(len(head)) + head + grease + data + grease
+        c.quic.send_stream_data(sid, wire, end_stream=True)
+        c.flush()
+        r = c.finish(sid)
+    assert r.status == 200 and r.body == b"hello"
+
+
+def test_the_clients_max_field_section_size_is_respected(h3):
+    """A client that can take only 1024 bytes of response fields gets a 500 instead of a
+    field section it would refuse (the exchange sizes the head against it)."""
+
+    import tests.rr.h3wire as wire
+
+    srv = h3(lambda req: resp.Response(200, [("x-big", "v" * 2000)], b"big head"))
+    original = wire._Watcher._get_local_settings
+
+    def small_settings(self):
+        return {**original(self), 0x6: 1024}
+
+    wire._Watcher._get_local_settings = small_settings
+    try:
+        with H3Wire(srv.port) as c:
+            c.wait(lambda: c.server_settings is not None, "the server's SETTINGS")
+            r = c.finish(c.start("GET", "/"))
+    finally:
+        wire._Watcher._get_local_settings = original
+    assert r.status == 500, r.describe()
+
+
+def test_an_idle_connection_closes_after_keep_alive_timeout(h3):
+    srv = h3(hello, keep_alive_timeout=0.5)
+    with H3Wire(srv.port) as c:
+        assert c.finish(c.start("GET", "/")).status == 200
+        c.wait_told_closed(5)
+    info = _wait_released(srv.name)
+    assert info["active_clients"] == 0
