@@ -51,6 +51,10 @@ holds every protocol to them):
 - **Request id** (``request_id_header``, e.g. ``x-request-id``): a trusted
   proxy's id (1-128 of ``A-Za-z0-9._:-``) is reused as the request's id, and
   every response carries the request's id under that header.
+- **Forwarding** (``forwarded_allow_ips``): when the immediate peer is a
+  trusted proxy, ``req.peer``/``scheme``/``host`` are rewritten from
+  ``Forwarded`` / ``X-Forwarded-*`` (``rr.forwarded``) before anything else
+  sees the request — telemetry, the access log, middlewares.
 - **Access log** (``access_log: true``): one ``rr.access`` event per request
   on every protocol with method, path, status, bytes (response body),
   duration, version, user_agent, request_id and peer.
@@ -67,7 +71,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import supervisors
-from rr import dispatch
+from rr import dispatch, forwarded
 from rr import response as resp
 from rr.httpdate import date_field
 from rr.log import get_logger
@@ -271,6 +275,8 @@ class Exchange:
         """
         req = self.req
         config = self.config
+        if config.forwarded_allow_ips is not None:
+            forwarded.apply(req, config.forwarded_allow_ips)
         if config.request_id_header:
             adopt_request_id(req, config.request_id_header)
         self.started = started = dispatch.begin(req)
