@@ -194,6 +194,8 @@ def _split(text: str, sep: str) -> list[str]:
             out.append(text[start:at])
             start = at + 1
     out.append(text[start:])
+    if quoted:  # an unterminated quote must not swallow the elements after it (our proxy's)
+        out = text.split(sep)
     return [piece for piece in out if piece.strip()]
 
 
