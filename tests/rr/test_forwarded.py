@@ -166,3 +166,25 @@ def test_rate_limit_and_access_log_see_the_forwarded_client(serve):
 def test_bad_forwarded_allow_ips_fails_at_start_naming_the_option(value):
     with pytest.raises(ValueError, match="forwarded_allow_ips"):
         rr.start_listener("bad-fwd", {"port": 0, "routes": whoami, "forwarded_allow_ips": value})
+
+
+@pytest.mark.peers("curl", "haproxy")
+def test_haproxy_option_forwardfor_gives_the_real_client_and_a_spoofed_hop_is_ignored(serve, tmp_path):
+    from tests.rr import haproxy
+
+    srv = serve(whoami, protocols=["http1", "http2"], forwarded_allow_ips=["127.0.0.1"])
+    config = f"""
+frontend fe
+    mode http
+    bind {{fe0}}
+    option forwardfor
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Forwarded-Host shop.example
+    default_backend rr
+backend rr
+    mode http
+    server rr 127.0.0.1:{srv.port}
+"""
+    with haproxy.start(config, tmp_path) as lb:
+        got = curl("--interface", "127.0.0.5", "-H", "X-Forwarded-For: 6.6.6.6", f"http://127.0.0.1:{lb.ports[0]}/")
+    assert got == {"peer": ["127.0.0.5", 0], "scheme": "https", "host": "shop.example"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 from gevent import socket as gsocket
@@ -66,12 +67,12 @@ backend rr
 """
 
 
-pytestmark_haproxy = pytest.mark.peers("curl", "haproxy")
+needs_haproxy = pytest.mark.peers("curl", "haproxy")
 
 
 # -- HAProxy in front ------------------------------------------------------------------
 
-@pytestmark_haproxy
+@needs_haproxy
 @pytest.mark.parametrize("send", ["send-proxy", "send-proxy-v2"])
 @pytest.mark.parametrize("http", ["--http1.1", "--http2-prior-knowledge"])
 def test_haproxy_send_proxy_gives_the_real_client_as_peer_on_h1_and_h2(serve, tmp_path, send, http):
@@ -84,7 +85,7 @@ def test_haproxy_send_proxy_gives_the_real_client_as_peer_on_h1_and_h2(serve, tm
     assert got["proxy"]["destination"] == ["127.0.0.1", lb.ports[0]]
 
 
-@pytestmark_haproxy
+@needs_haproxy
 @pytest.mark.parametrize("alpn", ["--http1.1", "--http2"])
 def test_haproxy_tls_passthrough_header_precedes_the_handshake(serve, tmp_path, alpn):
     certfile, keyfile = make_cert(tmp_path)
@@ -98,11 +99,11 @@ def test_haproxy_tls_passthrough_header_precedes_the_handshake(serve, tmp_path, 
     assert got["scheme"] == "https" and got["version"] == ("HTTP/2" if alpn == "--http2" else "HTTP/1.1")
 
 
-@pytestmark_haproxy
+@needs_haproxy
 def test_haproxy_terminating_tls_sends_ssl_authority_alpn_crc_and_unique_id_tlvs(serve, tmp_path):
     certfile, keyfile = make_cert(tmp_path)
     combined = tmp_path / "combined.pem"
-    combined.write_text(open(certfile).read() + open(keyfile).read())
+    combined.write_text(Path(certfile).read_text() + Path(keyfile).read_text())
     srv = serve(whoami, protocols=["http1", "http2"], proxy_protocol=True)
     config = f"""
 frontend fe
@@ -129,7 +130,7 @@ backend rr
     assert 0x03 in proxy["tlv_types"]  # the CRC32C, verified by rr's parser
 
 
-@pytestmark_haproxy
+@needs_haproxy
 def test_haproxy_from_an_untrusted_address_is_closed_without_an_answer(serve, tmp_path):
     served = []
     srv = serve(lambda req: served.append(req) or resp.text(200, "no"),
