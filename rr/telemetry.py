@@ -23,7 +23,7 @@ Events rr emits (measurements / metadata):
 ``("rr", "request", "throttled")``     ``system_time`` / listener, reason (h2 stream over max_concurrent_requests)
 ``("rr", "listener", "accept")``       ``{}`` / listener, peer
 ``("rr", "listener", "conn_rejected")``  ``{}`` / listener, peer, reason
-``("rr", "conn", "close")``            ``duration``, ``requests`` / listener, peer, reason (e.g. ``tls_handshake``, ``first_byte_timeout``, ``drain``)
+``("rr", "conn", "close")``            ``duration``, ``requests`` / listener, peer, reason (e.g. ``proxy_protocol``, ``tls_handshake``, ``first_byte_timeout``, ``drain``)
 ``("rr", "drain", "start")``           ``{}`` / listener, deadline, backlog (connections taken from the accept queue)
 ``("rr", "drain", "stop")``            ``duration``, ``drained``, ``killed`` / listener
 =====================================  =============================================
