@@ -58,11 +58,11 @@ class HAProxy:
 
 
 @contextmanager
-def start(config: str, directory: Path, frontends: int = 1) -> Iterator[HAProxy]:
+def start(config: str, directory: Path, frontends: int = 1, ip: str = "127.0.0.1") -> Iterator[HAProxy]:
     socks = []
     for _ in range(frontends):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((ip, 0))
         sock.listen(128)
         socks.append(sock)
     stats = str(directory / "haproxy.sock")

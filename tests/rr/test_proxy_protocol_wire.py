@@ -86,6 +86,19 @@ def test_haproxy_send_proxy_gives_the_real_client_as_peer_on_h1_and_h2(serve, tm
 
 
 @needs_haproxy
+@pytest.mark.parametrize("send, family", [("send-proxy", "TCP6"), ("send-proxy-v2", "INET6")])
+def test_haproxy_ipv6_client_in_front_of_an_ipv4_backend(serve, tmp_path, send, family):
+    srv = serve(whoami, proxy_protocol=True)  # HAProxy reaches rr over IPv4 (127.0.0.1)
+    with haproxy.start(_backend(srv.port, send), tmp_path, ip="::1") as lb:
+        p = subprocess.run(["curl", "-sS", "--max-time", "10", "-w", "\n%{local_ip} %{local_port}",
+                            f"http://[::1]:{lb.ports[0]}/"], capture_output=True, timeout=20)
+    assert p.returncode == 0, p.stderr.decode()
+    body, _, local = p.stdout.decode().rpartition("\n")
+    got = json.loads(body)
+    assert got["peer"] == ["::1", int(local.split()[1])] and got["proxy"]["family"] == family
+
+
+@needs_haproxy
 @pytest.mark.parametrize("alpn", ["--http1.1", "--http2"])
 def test_haproxy_tls_passthrough_header_precedes_the_handshake(serve, tmp_path, alpn):
     certfile, keyfile = make_cert(tmp_path)
