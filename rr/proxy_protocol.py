@@ -40,7 +40,8 @@ Version 2 (16 fixed bytes, then ``length`` bytes)::
     TLVs          = type(1) length(2) value, to the end of the block
 
 ``LOCAL`` (the proxy's own health check) and ``UNSPEC`` carry no client: the
-connection's addresses stand. TLVs are kept in order and exposed raw
+connection's addresses stand; a ``LOCAL`` header's block is discarded whole,
+TLVs included, as the specification says. TLVs are kept in order and exposed raw
 (``tlvs``) with helpers for the registered types: ``PP2_TYPE_ALPN``,
 ``PP2_TYPE_AUTHORITY`` (the client's SNI), ``PP2_TYPE_UNIQUE_ID``,
 ``PP2_TYPE_NETNS`` and ``PP2_TYPE_SSL`` (client flags, verify result and the

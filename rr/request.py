@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from rr import cookie, multipart, qs
 from rr.log import new_request_id
+from rr.proxy_protocol import ProxyHeader
 
 
 class BodySource(Protocol):
@@ -111,7 +112,7 @@ class Request:
         request_id: str | None = None,
         body: bytes | None = None,
         source: BodySource = NO_BODY,
-        proxy: Any = None,
+        proxy: ProxyHeader | None = None,
         peer_cert: dict[str, Any] | None = None,
     ) -> None:
         self.method = method
