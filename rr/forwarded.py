@@ -36,7 +36,7 @@ the ``X-Forwarded-*`` fields are not read at all.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -47,14 +47,12 @@ _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _HOST_MAX = 255 + 6
 
 
+@dataclass(frozen=True, slots=True)
 class Trusted:
-    """A set of trusted networks (or everyone): ``"10.0.0.0/8" in trusted``-style membership."""
+    """A set of trusted networks (or everyone): ``"10.1.2.3" in trusted``."""
 
-    __slots__ = ("networks", "everyone")
-
-    def __init__(self, networks: Iterable[_Network] = (), everyone: bool = False) -> None:
-        self.networks = tuple(networks)
-        self.everyone = everyone
+    networks: tuple[_Network, ...] = ()
+    everyone: bool = False
 
     @classmethod
     def parse(cls, raw: Any) -> Trusted:
@@ -78,16 +76,13 @@ class Trusted:
                 networks.append(ipaddress.ip_network(text, strict=False))
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
-        return cls(networks, everyone)
+        return cls(tuple(networks), everyone)
 
     def __contains__(self, host: object) -> bool:
         if self.everyone:
             return True
         address = ip(host)
         return address is not None and any(address in net for net in self.networks)
-
-    def __repr__(self) -> str:
-        return "Trusted(*)" if self.everyone else f"Trusted({', '.join(map(str, self.networks))})"
 
 
 def ip(host: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
