@@ -14,11 +14,13 @@ import struct
 from pathlib import Path
 
 import pytest
+import structlog
 from gevent import socket as gsocket
 from gevent import subprocess
 
 import rr
 from rr import resp
+from rr.contrib import rate_limit
 from tests.rr import haproxy
 from tests.rr.certs import make_cert
 from tests.rr.conftest import read_response, read_until_close
@@ -251,3 +253,18 @@ def test_a_silent_connection_is_closed_at_the_timeout_and_reported(serve):
 def test_bad_proxy_protocol_options_fail_at_start_naming_the_option(opts, named):
     with pytest.raises(ValueError, match=named.replace(".", r"\.")):
         rr.start_listener("bad-pp", {"port": 0, "routes": whoami, "proxy_protocol": opts})
+
+
+def test_rate_limit_and_access_log_key_on_the_client_the_header_names(serve):
+    # The access line is written before rr closes the connection: reading to the close orders it.
+    srv = serve(whoami, proxy_protocol=True, access_log=True,
+                middlewares=[rate_limit.middleware(rate=0.001, burst=1)])
+
+    def status(client: str) -> bytes:
+        out = srv.request(f"PROXY TCP4 {client} 127.0.0.1 4000 80\r\n".encode() + GET)
+        return out.split(b" ", 2)[1]
+
+    with structlog.testing.capture_logs() as logs:
+        assert [status("203.0.113.1"), status("203.0.113.1"), status("203.0.113.2")] == [b"200", b"429", b"200"]
+    assert [e["peer"][0] for e in logs if e.get("event") == "request"] == ["203.0.113.1", "203.0.113.1",
+                                                                            "203.0.113.2"]
