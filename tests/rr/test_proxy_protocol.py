@@ -6,9 +6,12 @@ and the HAProxy-built ones are checked end to end in test_proxy_wire.py.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rr import proxy_protocol as pp
 from rr.proxy_protocol import ProxyHeaderError, parse
@@ -216,3 +219,37 @@ def test_v2_over_max_size_is_refused_from_the_fixed_part_alone():
 def test_v2_unknown_tlv_types_are_kept_raw():
     header, _ = parse(v2(body=inet() + tlv(0xE0, b"\x00\x01") + tlv(0xEE, b"azure")))
     assert header.tlvs == ((0xE0, b"\x00\x01"), (0xEE, b"azure"))
+
+
+# -- a property: any header built from the layout parses back to what was put in ---------------
+
+_ports = st.integers(0, 65535)
+_v4 = st.ip_addresses(v=4).map(str)
+_v6 = st.ip_addresses(v=6).map(str)
+_tlvs = st.lists(st.tuples(st.sampled_from([0x01, 0x02, 0x04, 0x30, 0xE0, 0xEA, 0xEE]), st.binary(max_size=40)),
+                 max_size=5)
+
+
+@st.composite
+def headers(draw):
+    """(bytes of a header, what parse must say about it)."""
+    version = draw(st.sampled_from([1, 2]))
+    six = draw(st.booleans())
+    src, dst = draw(_v6 if six else _v4), draw(_v6 if six else _v4)
+    sport, dport = draw(_ports), draw(_ports)
+    if version == 1:
+        raw = f"PROXY TCP{6 if six else 4} {src} {dst} {sport} {dport}\r\n".encode()
+        return raw, ((src, sport), (dst, dport), ())
+    tlvs = draw(_tlvs)
+    body = (ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed + struct.pack("!HH", sport, dport)
+            + b"".join(tlv(kind, value) for kind, value in tlvs))
+    return v2(fam=0x21 if six else 0x11, body=body), ((src, sport), (dst, dport), tuple(tlvs))
+
+
+@given(headers(), st.binary(max_size=20))
+def test_any_well_formed_header_parses_back_exactly_and_its_prefixes_need_more(built, after):
+    raw, (source, destination, tlvs) = built
+    header, used = parse(raw + after)
+    assert used == len(raw)
+    assert (header.source, header.destination, header.tlvs) == (source, destination, tlvs)
+    assert all(parse(raw[:end]) is None for end in range(len(raw)))
