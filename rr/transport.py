@@ -2,12 +2,13 @@
 
 What it is: the body of every connection process (``serve_connection``, started
 by the listener's connection supervisor for each accepted socket). It sets
-the socket up, reads the PROXY protocol header when the listener asks for one
-(``proxy_protocol``: before TLS, bounded by its ``timeout``, from trusted
-sources only; the header's client becomes the connection's peer), runs the TLS handshake (bounded by ``tls_handshake_timeout``),
-picks the protocol — ALPN on TLS; on plain TCP the configured protocols, with
-the h2 preface sniffed and ``Upgrade: h2c`` honoured on a port shared with
-HTTP/1.1 — and runs that protocol's connection loop in this same process. An
+the socket up, reads the PROXY protocol header when the listener asks for
+one (``proxy_protocol``: before TLS, bounded by its ``timeout``, from trusted
+sources only; the header's client becomes the connection's peer), runs the
+TLS handshake (bounded by ``tls_handshake_timeout``), picks the protocol —
+ALPN on TLS; on plain TCP the configured protocols, with the h2 preface
+sniffed and ``Upgrade: h2c`` honoured on a port shared with HTTP/1.1 — and
+runs that protocol's connection loop in this same process. An
 HTTP/1.1 connection that switches to h2c hands back a ``SwitchProtocol`` value
 and the front door continues it as h2: no protocol imports another.
 
@@ -48,6 +49,7 @@ from rr.http2.conn import serve_h2
 from rr.log import get_logger
 
 if TYPE_CHECKING:
+    from rr.config import ProxyProtocolOptions
     from rr.runtime import ListenerRuntime
 
 _log = get_logger("rr.transport")
@@ -79,7 +81,7 @@ class ProxyRefused(Exception):
     """No acceptable PROXY protocol header (the connection is closed silently)."""
 
 
-def read_proxy_header(sock: Any, peer: Any, options: Any) -> proxy_protocol.ProxyHeader:
+def read_proxy_header(sock: Any, peer: Any, options: ProxyProtocolOptions) -> proxy_protocol.ProxyHeader:
     """Take exactly the PROXY header off ``sock`` (nothing after it), within ``options.timeout``.
 
     Peeks, so the bytes after the header (TLS records, the request) stay in the
@@ -148,7 +150,7 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
     conn: Any = None
     config = runtime.config
     header = peer_cert = None
-    close_reason = "proxy_protocol"
+    close_reason = "proxy_protocol" if config.proxy_protocol is not None else "tls_handshake"
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if config.proxy_protocol is not None:
