@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "drain_timeout": 30.0,
     "protocols_tcp": "http1,http2",
     "protocols_tls": "http2,http1",
+    "forwarded_allow_ips": "127.0.0.1,::1",
 }
 
 # Keys of a --config file that are the command's own, not listener options.
@@ -227,6 +228,16 @@ def parser() -> argparse.ArgumentParser:
                         f"{d['protocols_tls']} with TLS)")
     p.add_argument("--certfile", metavar="PEM", help="serve TLS with this certificate (default: plain TCP)")
     p.add_argument("--keyfile", metavar="PEM", help="the certificate's key, when not in --certfile")
+    p.add_argument("--ca-certs", metavar="PEM",
+                   help="verify client certificates against these CAs (tls.cafile; default: no client check)")
+    p.add_argument("--verify-client", choices=["none", "optional", "required"],
+                   help="client certificate check (tls.verify_client; default: required with --ca-certs)")
+    p.add_argument("--proxy-headers", action="store_true",
+                   help="believe Forwarded / X-Forwarded-For/-Proto/-Host from --forwarded-allow-ips "
+                        "(default: off)")
+    p.add_argument("--forwarded-allow-ips", metavar="LIST",
+                   help="comma list of proxy addresses/CIDRs whose forwarding headers are believed, or '*'; "
+                        f"implies --proxy-headers (default: {d['forwarded_allow_ips']})")
     p.add_argument("--log-level", choices=_LOG_LEVELS, help=f"(default: {d['log_level']})")
     p.add_argument("--log-format", choices=["console", "json"],
                    help=f"log lines, rr's and the standard library's, on stderr (default: {d['log_format']})")
@@ -298,10 +309,19 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     for flag, option in _FLAG_OPTIONS.items():
         if flag in given:
             opts[option] = given[flag]
-    if "certfile" in given or "keyfile" in given:
+    if given.keys() & {"certfile", "keyfile", "ca_certs", "verify_client"}:
         tls = dict(opts.get("tls") or {})
         tls.update({k: given[k] for k in ("certfile", "keyfile") if k in given})
+        if "ca_certs" in given:
+            tls["cafile"] = given["ca_certs"]
+            tls.setdefault("verify_client", "required")
+        if "verify_client" in given:
+            tls["verify_client"] = given["verify_client"]
+        if "certfile" not in tls:
+            raise UsageError("--ca-certs / --verify-client need --certfile (client certificates are a TLS matter)")
         opts["tls"] = tls
+    if "forwarded_allow_ips" in given or given.get("proxy_headers"):
+        opts["forwarded_allow_ips"] = given.get("forwarded_allow_ips", DEFAULTS["forwarded_allow_ips"])
     if "protocols" in given:
         opts["protocols"] = [p.strip() for p in given["protocols"].split(",") if p.strip()]
     elif "protocols" not in opts:

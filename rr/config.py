@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rr.forwarded import Trusted
+
 MiB = 1024 * 1024
 
 
@@ -121,6 +123,18 @@ class WsOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyProtocolOptions:
+    """The listener's ``proxy_protocol`` option (``rr.proxy_protocol``, read by ``rr.transport``)."""
+
+    # Who may send the header: a connection from anywhere else is closed unread.
+    trusted: Trusted = field(default_factory=lambda: Trusted.parse(["127.0.0.1", "::1"]))
+    # A proxy sends the header with its first segment: longer is a stalled or hostile peer.
+    timeout: float = 3.0
+    # A v2 header's bytes (16 + addresses + TLVs); HAProxy's with every TLV is a few hundred.
+    max_size: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class SpawnOptions:
     """Spawn options for processes that run handlers (the h1 conn process)."""
 
@@ -171,6 +185,8 @@ class Config:
     max_response_header_size: int
     alt_svc: str | None
     ws: WsOptions
+    proxy_protocol: ProxyProtocolOptions | None
+    forwarded_allow_ips: Trusted | None
     raw: Mapping[str, Any] = field(compare=False, repr=False)
 
     @property
@@ -364,10 +380,23 @@ def _tls(raw: Any, alpn: list[str]) -> ssl.SSLContext | None:
         raw.get("keyfile"),
         password=raw.get("password"),
         cafile=raw.get("cafile"),
-        verify_client=bool(raw.get("verify_client", False)),
+        verify_client=_verify_client(raw),
         ciphers=raw.get("ciphers"),
         alpn=alpn,
     )
+
+
+_VERIFY_MODES = {False: "none", "none": "none", True: "required", "required": "required", "optional": "optional"}
+
+
+def _verify_client(raw: Mapping[str, Any]) -> str:
+    value = raw.get("verify_client", False)
+    mode = _VERIFY_MODES.get(value) if isinstance(value, str | bool) else None
+    if mode is None:
+        raise _fail("tls.verify_client", value, '"none", "optional", "required" (or False / True)')
+    if mode != "none" and not raw.get("cafile"):
+        raise _fail("tls.verify_client", value, "a client certificate check needs tls.cafile (the CAs to trust)")
+    return mode
 
 
 # TLS 1.2 suites with forward secrecy and an AEAD only; TLS 1.3 suites are all AEAD.
@@ -380,11 +409,16 @@ def server_context(
     *,
     password: str | None = None,
     cafile: str | None = None,
-    verify_client: bool = False,
+    verify_client: bool | str = False,
     ciphers: str | None = None,
     alpn: list[str] | None = None,
 ) -> ssl.SSLContext:
-    """rr's hardened default server context: TLS 1.2+, AEAD, no compression/renegotiation."""
+    """rr's hardened default server context: TLS 1.2+, AEAD, no compression/renegotiation.
+
+    ``verify_client``: ``"required"`` (or True) refuses a client without a
+    certificate signed by ``cafile``'s CAs; ``"optional"`` asks for one and
+    checks it if sent; ``"none"`` (or False) does not ask.
+    """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
@@ -395,9 +429,15 @@ def server_context(
     except (OSError, ssl.SSLError) as exc:
         raise _fail("tls", certfile, f"a readable certificate/key pair ({exc})") from None
     if cafile:
-        ctx.load_verify_locations(cafile)
-    if verify_client:
+        try:
+            ctx.load_verify_locations(cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise _fail("tls.cafile", cafile, f"a readable PEM file of CA certificates ({exc})") from None
+    mode = _VERIFY_MODES.get(verify_client, verify_client)
+    if mode == "required":
         ctx.verify_mode = ssl.CERT_REQUIRED
+    elif mode == "optional":
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     if alpn:
         ctx.set_alpn_protocols(alpn)
     return ctx
@@ -457,6 +497,33 @@ def _ws_options(raw: Any) -> WsOptions:
     return WsOptions(frame, message, optional["idle_timeout"], optional["ping_interval"], compress, close_timeout)
 
 
+def _trusted(key: str, raw: Any) -> Trusted:
+    try:
+        return Trusted.parse(raw)
+    except ValueError as exc:
+        raise _fail(key, raw, f"IP addresses or CIDR networks such as '10.0.0.0/8', or '*' ({exc})") from None
+
+
+def _proxy_protocol(raw: Any) -> ProxyProtocolOptions | None:
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return ProxyProtocolOptions()
+    if not isinstance(raw, Mapping):
+        raise _fail("proxy_protocol", raw, "True or a dict with trusted, timeout, max_size")
+    allowed = set(ProxyProtocolOptions.__dataclass_fields__)
+    for key in raw:
+        if key not in allowed:
+            raise _fail(f"proxy_protocol.{key}", raw[key], ", ".join(sorted(allowed)))
+    base = ProxyProtocolOptions()
+    trusted = base.trusted if "trusted" not in raw else _trusted("proxy_protocol.trusted", raw["trusted"])
+    timeout = _seconds({"proxy_protocol.timeout": raw.get("timeout", base.timeout)}, "proxy_protocol.timeout", 0)
+    # 232 = the fixed part and the largest address block (UNIX): every address fits.
+    max_size = _int({"proxy_protocol.max_size": raw.get("max_size", base.max_size)},
+                    "proxy_protocol.max_size", 0, 232, 16 + 65535)
+    return ProxyProtocolOptions(trusted, timeout, max_size)
+
+
 def _spawn_options(raw: Any) -> SpawnOptions:
     if raw is None:
         return SpawnOptions()
@@ -486,6 +553,7 @@ _KEYS = {
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "request_id_header", "not_found", "alt_svc", "ws",
     "max_response_header_size",
+    "proxy_protocol", "forwarded_allow_ips",
 }  # fmt: skip
 
 
@@ -591,5 +659,11 @@ def load(opts: Mapping[str, Any]) -> Config:
         alt_svc=_alt_svc(opts.get("alt_svc")),
         # WebSocket session limits (rr.ws): frame/message sizes, idle and ping timers, deflate.
         ws=_ws_options(opts.get("ws")),
+        # PROXY protocol v1/v2 before TLS (rr.proxy_protocol): the real client from a trusted
+        # load balancer (None: off; every connection is its own client).
+        proxy_protocol=_proxy_protocol(opts.get("proxy_protocol")),
+        # Peers whose Forwarded / X-Forwarded-* fields are believed (rr.forwarded; None: nobody's).
+        forwarded_allow_ips=(None if opts.get("forwarded_allow_ips") is None
+                             else _trusted("forwarded_allow_ips", opts["forwarded_allow_ips"])),
         raw=dict(opts),
     )

@@ -65,6 +65,10 @@ holds every protocol to them):
   before the head, at most ``MAX_EARLY_HINTS`` per request (``RuntimeError``
   otherwise; invalid fields raise ``InvalidResponse``). The sink says whether
   it went out (``interim``): h1 skips it for an HTTP/1.0 client.
+- **Forwarding** (``forwarded_allow_ips``): when the immediate peer is a
+  trusted proxy, ``req.peer``/``scheme``/``host`` are rewritten from
+  ``Forwarded`` / ``X-Forwarded-*`` (``rr.forwarded``) before anything else
+  sees the request — telemetry, the access log, middlewares.
 - **Access log** (``access_log: true``): one ``rr.access`` event per request
   on every protocol with method, path, status, bytes (response body),
   duration, version, user_agent, request_id and peer.
@@ -81,7 +85,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import supervisors
-from rr import dispatch
+from rr import dispatch, forwarded
 from rr import response as resp
 from rr.httpdate import date_field
 from rr.log import get_logger
@@ -329,6 +333,8 @@ class Exchange:
         """
         req = self.req
         config = self.config
+        if config.forwarded_allow_ips is not None:
+            forwarded.apply(req, config.forwarded_allow_ips)
         if config.request_id_header:
             adopt_request_id(req, config.request_id_header)
         self.started = started = dispatch.begin(req)

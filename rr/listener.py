@@ -5,7 +5,7 @@ Process tree (``rest_for_one``, so a crash restarts what depends on it)::
     listener "web" (supervisor, rest_for_one)
     ├── socket owner   (gen_server: binds the port, closes it on exit)
     ├── conns          (supervisor, simple_one_for_one, temporary children)
-    │   ├── conn process, one per TCP connection (rr.transport: TLS, then h1 or h2)
+    │   ├── conn process, one per TCP connection (rr.transport: PROXY header, TLS, then h1 or h2)
     │   └── QUIC conn process, one per HTTP/3 connection (rr.http3.conn)
     ├── acceptor 1..N  (each blocks in accept() on its own dup of the socket)
     └── quic endpoint  (with http3: reads the UDP socket, routes datagrams by

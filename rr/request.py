@@ -21,6 +21,7 @@ from urllib.parse import unquote
 
 from rr import cookie, multipart, qs
 from rr.log import new_request_id
+from rr.proxy_protocol import ProxyHeader
 
 
 class BodySource(Protocol):
@@ -92,7 +93,7 @@ class Request:
     __slots__ = (
         "method", "target", "path", "query_string", "version", "headers", "scheme", "host",
         "peer", "listener", "_request_id", "bindings", "state", "private", "route",
-        "route_name", "_body", "_source", "_decoded_path", "_interim",
+        "route_name", "_body", "_source", "_decoded_path", "_interim", "proxy", "peer_cert",
     )  # fmt: skip
 
     def __init__(
@@ -111,6 +112,8 @@ class Request:
         request_id: str | None = None,
         body: bytes | None = None,
         source: BodySource = NO_BODY,
+        proxy: ProxyHeader | None = None,
+        peer_cert: dict[str, Any] | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -133,6 +136,12 @@ class Request:
         self._source = source
         self._decoded_path: str | None = None
         self._interim: Callable[[Any], bool] | None = None  # set by the exchange serving it
+        # The connection's PROXY protocol header (rr.proxy_protocol.ProxyHeader) when the
+        # listener reads one: v2 TLVs such as the client's SNI (``authority``) and TLS details.
+        self.proxy = proxy
+        # The client's verified TLS certificate (ssl.SSLSocket.getpeercert()) on a listener
+        # with tls.verify_client; None otherwise.
+        self.peer_cert = peer_cert
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target} {self.version} id={self.request_id}>"

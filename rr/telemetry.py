@@ -102,7 +102,7 @@ METADATA: dict[str, str] = {
     "kind": "the exception's class name",
     "reason": "why: an exception (request exception), a short text (rejected, goaway), "
               "or a word (`max_clients`, `max_concurrent_requests`; conn close: `normal`, `drain`, "
-              "`idle_timeout`, `first_byte_timeout`, `tls_handshake`, `peer_closed`, "
+              "`idle_timeout`, `first_byte_timeout`, `tls_handshake`, `proxy_protocol`, `peer_closed`, "
               "`connection_error: ...`; QUIC also `bad_initial`, `protocol_error`)",
     "error": "an HTTP/2 error code's name (`ENHANCE_YOUR_CALM`, `CANCEL`, `REFUSED_STREAM`...)",
     "by": "`peer` or `rr`",

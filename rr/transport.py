@@ -2,10 +2,13 @@
 
 What it is: the body of every connection process (``serve_connection``, started
 by the listener's connection supervisor for each accepted socket). It sets
-the socket up, runs the TLS handshake (bounded by ``tls_handshake_timeout``),
-picks the protocol — ALPN on TLS; on plain TCP the configured protocols, with
-the h2 preface sniffed and ``Upgrade: h2c`` honoured on a port shared with
-HTTP/1.1 — and runs that protocol's connection loop in this same process. An
+the socket up, reads the PROXY protocol header when the listener asks for
+one (``proxy_protocol``: before TLS, bounded by its ``timeout``, from trusted
+sources only; the header's client becomes the connection's peer), runs the
+TLS handshake (bounded by ``tls_handshake_timeout``), picks the protocol —
+ALPN on TLS; on plain TCP the configured protocols, with the h2 preface
+sniffed and ``Upgrade: h2c`` honoured on a port shared with HTTP/1.1 — and
+runs that protocol's connection loop in this same process. An
 HTTP/1.1 connection that switches to h2c hands back a ``SwitchProtocol`` value
 and the front door continues it as h2: no protocol imports another.
 
@@ -21,7 +24,9 @@ What it must never do: parse a request or write a response. A failed
 handshake (a plaintext request to a TLS port, a client rejecting the
 certificate, a load balancer's connect-and-close health check) is a normal
 end: a debug log line and the close event with reason ``tls_handshake``,
-never a crash report.
+never a crash report. So is a refused PROXY header (an untrusted source, a
+malformed, oversized or truncated header, or none within the timeout): the
+connection is closed without a byte written, close reason ``proxy_protocol``.
 
 Drain: an idle HTTP/1.1 connection ended by drain (``exit(pid, "shutdown")``)
 lingers (half-close, discard briefly) so a request that arrived just then sees
@@ -38,12 +43,13 @@ from typing import TYPE_CHECKING, Any
 import gevent.ssl
 
 import supervisors
-from rr import telemetry
+from rr import proxy_protocol, telemetry
 from rr.http1.conn import Http1Conn
 from rr.http2.conn import serve_h2
 from rr.log import get_logger
 
 if TYPE_CHECKING:
+    from rr.config import ProxyProtocolOptions
     from rr.runtime import ListenerRuntime
 
 _log = get_logger("rr.transport")
@@ -71,6 +77,62 @@ def tls_handshake(raw: Any, runtime: ListenerRuntime) -> Any:
         raise HandshakeFailed(f"{type(exc).__name__}: {exc}") from None
 
 
+class ProxyRefused(Exception):
+    """No acceptable PROXY protocol header (the connection is closed silently)."""
+
+
+def read_proxy_header(sock: Any, peer: Any, options: ProxyProtocolOptions) -> proxy_protocol.ProxyHeader:
+    """Take exactly the PROXY header off ``sock`` (nothing after it), within ``options.timeout``.
+
+    Peeks, so the bytes after the header (TLS records, the request) stay in the
+    socket for whoever reads next. While the header is incomplete every byte
+    peeked belongs to it, so those are taken and the next peek waits for more:
+    no busy loop, no over-read. Raises ``ProxyRefused``.
+    """
+    if not peer or peer[0] not in options.trusted:
+        raise ProxyRefused("source not trusted")
+    deadline = _monotonic() + options.timeout
+    buf = b""
+    try:
+        while True:
+            left = deadline - _monotonic()
+            if left <= 0:
+                raise ProxyRefused("timeout")
+            sock.settimeout(left)
+            peeked = sock.recv(options.max_size - len(buf), socket.MSG_PEEK)
+            if not peeked:
+                raise ProxyRefused("closed before a complete header")
+            got = proxy_protocol.parse(buf + peeked, options.max_size)
+            take = len(peeked) if got is None else got[1] - len(buf)
+            while take > 0:
+                sock.settimeout(max(deadline - _monotonic(), 0.001))
+                chunk = sock.recv(take)
+                if not chunk:
+                    raise ProxyRefused("closed before a complete header")
+                buf += chunk
+                take -= len(chunk)
+            if got is not None:
+                return got[0]
+            if len(buf) >= options.max_size:
+                raise ProxyRefused("header over max_size")
+    except proxy_protocol.ProxyHeaderError as exc:
+        raise ProxyRefused(str(exc)) from None
+    except OSError as exc:  # socket.timeout is an OSError
+        raise ProxyRefused(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        try:
+            sock.settimeout(None)
+        except OSError:
+            pass
+
+
+def peer_certificate(tls: Any) -> dict[str, Any] | None:
+    """The client's verified certificate on a listener that asks for one (else None)."""
+    if tls.context.verify_mode == gevent.ssl.CERT_NONE:
+        return None
+    return tls.getpeercert() or None
+
+
 def choose_protocol(sock: Any, runtime: ListenerRuntime, scheme: str) -> str:
     """``"http1"`` or ``"http2"`` for a fresh connection (before any byte is read)."""
     protocols = runtime.config.protocols
@@ -86,22 +148,33 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
     pid = supervisors.self()
     runtime.conns[pid] = None
     conn: Any = None
-    close_reason = "tls_handshake"
+    config = runtime.config
+    header = peer_cert = None
+    close_reason = "proxy_protocol" if config.proxy_protocol is not None else "tls_handshake"
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if config.proxy_protocol is not None:
+            try:
+                header = read_proxy_header(sock, peer, config.proxy_protocol)
+            except ProxyRefused as exc:
+                _log.debug("proxy protocol header refused", peer=peer, reason=str(exc))
+                return
+            peer = header.client or peer
+        close_reason = "tls_handshake"
         scheme = "http"
-        if runtime.config.tls is not None:
+        if config.tls is not None:
             try:
                 sock = tls_handshake(sock, runtime)
             except HandshakeFailed as exc:
                 _log.debug("tls handshake failed", peer=peer, reason=str(exc))
                 return
             scheme = "https"
+            peer_cert = peer_certificate(sock)
         close_reason = "normal"
         if choose_protocol(sock, runtime, scheme) == "http2":
-            conn = serve_h2(sock, peer, runtime, scheme)
+            conn = serve_h2(sock, peer, runtime, scheme, proxy=header, peer_cert=peer_cert)
             return
-        conn = h1 = Http1Conn(sock, peer, runtime, scheme)
+        conn = h1 = Http1Conn(sock, peer, runtime, scheme, proxy=header, peer_cert=peer_cert)
         runtime.conns[pid] = h1
         try:
             switch = h1.serve()
@@ -115,7 +188,7 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
             raise
         if switch is not None:
             runtime.conns[pid] = None
-            conn = serve_h2(sock, peer, runtime, scheme, switch.initial, switch.upgrade)
+            conn = serve_h2(sock, peer, runtime, scheme, switch.initial, switch.upgrade, proxy=header)
     finally:
         if conn is not None:
             close_reason = conn.close_reason

@@ -69,6 +69,8 @@ PEERS = {
         Peer("nghttp", _program("nghttp"), "Debian package 'nghttp2-client' (tools/apt-packages)"),
         Peer("h2load", _program("h2load"), "Debian package 'nghttp2-client' (tools/apt-packages)"),
         Peer("wrk", _program("wrk"), "Debian package 'wrk' (tools/apt-packages)"),
+        Peer("haproxy", lambda: shutil.which("haproxy") is not None or os.access("/usr/sbin/haproxy", os.X_OK),
+             "Debian package 'haproxy' (tools/apt-packages)"),
         Peer("redbot", _modules("redbot", "httplint"), "PyPI 'redbot' (pyproject.toml test extra)"),
         Peer("chromium", _chromium, "Debian package 'chromium' (tools/apt-packages), or RR_CHROMIUM=<path>"),
         Peer("playwright", _modules("playwright"), "PyPI 'playwright' (pyproject.toml test extra)"),

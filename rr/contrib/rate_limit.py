@@ -17,9 +17,12 @@ bucket is the same as no bucket).
 
 What it must never do: read the request body (the decision is made from the
 head, before the handler runs: with ``body_buffering: "manual"`` no body byte
-is read and no ``100 Continue`` is sent to a refused client), or trust a
-header for the key: the default key is the transport peer. Behind a proxy,
-pass ``key`` (e.g. a trusted-forwarding lookup, or an API key).
+is read and no ``100 Continue`` is sent to a refused client), or read a
+header for the key itself: the default key is ``req.peer``, which is the
+real client behind a load balancer when the listener is told to believe it
+(``proxy_protocol``, or ``forwarded_allow_ips`` for trusted forwarding
+headers: both applied before any middleware runs). Pass ``key`` for
+anything else (an API key).
 
 One middleware object is one store: put the same object on several routes
 (or in the listener's ``middlewares``) and they share the budget; build one

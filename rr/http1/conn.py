@@ -139,9 +139,12 @@ class _Reject(Exception):
 
 
 class Http1Conn:
-    def __init__(self, sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str) -> None:
+    def __init__(self, sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, *,
+                 proxy: Any = None, peer_cert: dict[str, Any] | None = None) -> None:
         self.sock = sock
         self.peer = peer
+        self.proxy = proxy
+        self.peer_cert = peer_cert
         self.runtime = runtime
         self.config = runtime.config
         self.scheme = scheme
@@ -345,6 +348,8 @@ class Http1Conn:
             peer=self.peer,
             listener=runtime.name,
             source=body_reader or NO_BODY,
+            proxy=self.proxy,
+            peer_cert=self.peer_cert,
         )
         if self.h2c and head.upgrade is not None and self.requests == 1:
             self.maybe_upgrade(head, req, body_reader)
@@ -408,7 +413,8 @@ class Http1Conn:
                 raise _Reject(exc.status, exc.reason) from None
         fields = [(k, v) for k, v in head.headers if k not in _UPGRADE_FIELDS]
         h2req = Request(head.method, head.target, head.path, head.query, "HTTP/2", Headers(fields),
-                        scheme=self.scheme, host=head.host, peer=self.peer, listener=self.runtime.name)
+                        scheme=self.scheme, host=head.host, peer=self.peer, listener=self.runtime.name,
+                        proxy=self.proxy, peer_cert=self.peer_cert)
         self.runtime.requests_served -= 1  # counted again as stream 1
         self.sendall(_SWITCHING)
         raise _Switch(SwitchProtocol("http2", self.buf, (raw, h2req, body)))

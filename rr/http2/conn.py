@@ -70,12 +70,13 @@ _MORE = ("h2.more",)
 class Http2Conn:
     """One h2 connection's process state; ``serve`` is the loop."""
 
-    def __init__(self, sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str) -> None:
+    def __init__(self, sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, *,
+                 proxy: Any = None, peer_cert: dict[str, Any] | None = None) -> None:
         self.sock = sock
         self.runtime = runtime
         self.config = runtime.config
         self.pid = supervisors.self()
-        self.machine = H2Machine(peer, runtime, scheme)
+        self.machine = H2Machine(peer, runtime, scheme, proxy=proxy, peer_cert=peer_cert)
         self.workers: dict[int, tuple[supervisors.Pid, Any]] = {}  # sid -> (pid, monitor ref)
         self.by_ref: dict[Any, int] = {}
         self.reader: supervisors.Pid | None = None
@@ -276,14 +277,15 @@ def _is_more(msg: Any) -> bool:
 
 
 def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initial: bytes = b"",
-             upgrade: tuple[bytes, Request, bytes] | None = None) -> Http2Conn:
+             upgrade: tuple[bytes, Request, bytes] | None = None, *,
+             proxy: Any = None, peer_cert: dict[str, Any] | None = None) -> Http2Conn:
     """Run an h2 connection in the calling (conn) process until it closes.
 
     Registers the connection in ``runtime.conns`` (so drain sees ``idle``) and
     ends every stream worker still running when the connection goes.
     Returns the connection (for its ``close_reason`` and ``requests``).
     """
-    conn = Http2Conn(sock, peer, runtime, scheme)
+    conn = Http2Conn(sock, peer, runtime, scheme, proxy=proxy, peer_cert=peer_cert)
     runtime.conns[conn.pid] = conn
     try:
         conn.serve(initial, upgrade)

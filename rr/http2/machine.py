@@ -139,8 +139,11 @@ class Stream:
 class H2Machine:
     """The protocol state of one h2 connection: bytes and worker output in, frames and events out."""
 
-    def __init__(self, peer: Any, runtime: ListenerRuntime, scheme: str) -> None:
+    def __init__(self, peer: Any, runtime: ListenerRuntime, scheme: str, *,
+                 proxy: Any = None, peer_cert: dict[str, Any] | None = None) -> None:
         self.peer = peer
+        self.proxy = proxy
+        self.peer_cert = peer_cert
         self.runtime = runtime
         self.config = runtime.config
         self.opts = opts = runtime.config.http2
@@ -467,7 +470,7 @@ class H2Machine:
             method, target, path, query, "HTTP/2", Headers(fields),
             scheme=pseudo.get(":scheme", self.scheme), host=pseudo.get(":authority")
             or next((v for k, v in fields if k == "host"), None), peer=self.peer,
-            listener=runtime.name,
+            listener=runtime.name, proxy=self.proxy, peer_cert=self.peer_cert,
         )
         if protocol is not None:
             req.private["rr.protocol"] = protocol

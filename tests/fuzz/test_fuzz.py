@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "fuzz" / "corpus"
 REGRESSIONS = ROOT / "tests" / "fuzz" / "regressions"
 SHORT_RUNS = {"h1_head": 2000, "h1_chunked": 2000, "h2_machine": 3000, "h2_hpack": 4000,
-              "response_fields": 4000}
+              "response_fields": 4000, "proxy_header": 4000}
 
 
 def _files(folder: Path) -> list[Path]:
@@ -134,3 +134,28 @@ def test_response_fields_target_catches_a_crlf_let_through(monkeypatch):
     seed = (CORPUS / "response_fields" / "crlf_value").read_bytes()
     with pytest.raises(AssertionError):
         TARGETS["response_fields"](seed)
+
+
+def test_proxy_header_target_catches_an_over_read(monkeypatch):
+    from rr import proxy_protocol
+
+    real = proxy_protocol.parse
+
+    def broken(data, max_size=4096):
+        got = real(data, max_size)
+        return got if got is None else (got[0], min(got[1] + 1, len(data)))  # takes a byte too many
+
+    monkeypatch.setattr(proxy_protocol, "parse", broken)
+    seed = (CORPUS / "proxy_header" / "ok_v1_tcp4").read_bytes()
+    with pytest.raises(AssertionError):
+        TARGETS["proxy_header"](seed)
+
+
+def test_proxy_header_target_catches_a_wrong_crc_accepted(monkeypatch):
+    from rr import proxy_protocol
+
+    monkeypatch.setattr(proxy_protocol, "_check_crc", lambda header, tlvs: None)
+    seed = bytearray((CORPUS / "proxy_header" / "ok_v2_crc").read_bytes())
+    seed[-1] ^= 1
+    with pytest.raises(AssertionError):
+        TARGETS["proxy_header"](bytes(seed))

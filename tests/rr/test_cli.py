@@ -63,6 +63,10 @@ async def coro(req):
     pass
 
 NUMBER = 42
+
+def whoami(req):
+    subject = dict(pair for rdn in (req.peer_cert or {}).get("subject", ()) for pair in rdn)
+    return resp.text(200, f"{req.peer[0]} {req.scheme} {req.host} {subject.get('commonName', '-')}")
 '''
 
 
@@ -287,3 +291,46 @@ def test_cli_max_clients_reaches_the_listener(app_dir):
             assert _curl("-o", "/dev/null", "-w", "%{http_code}", f"{url}/second") == "503"
     finally:
         _stop(proc)
+
+
+def test_cli_proxy_headers_and_forwarded_allow_ips(app_dir):
+    headers = ["-H", "X-Forwarded-For: 6.6.6.6, 203.0.113.7", "-H", "X-Forwarded-Proto: https",
+               "-H", "X-Forwarded-Host: shop.example"]
+    cases = [((), "127.0.0.1 http"), (("--proxy-headers",), "203.0.113.7 https shop.example"),
+             (("--forwarded-allow-ips", "10.0.0.0/8"), "127.0.0.1 http"),
+             (("--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.1"), "203.0.113.7 https shop.example"),
+             (("--forwarded-allow-ips", "*"), "6.6.6.6 https shop.example")]  # every hop trusted: the leftmost
+    for flags, expected in cases:
+        proc, [(_, _, url, _)] = _serve(app_dir, "cliapp:whoami", "--port", "0", *flags)
+        try:
+            assert _curl(*headers, f"{url}/").startswith(expected), flags
+        finally:
+            _stop(proc)
+    assert "forwarded_allow_ips" in _one_line_error(
+        _run(app_dir, "cliapp:whoami", "--forwarded-allow-ips", "not-an-ip"))
+
+
+def test_cli_ca_certs_verifies_client_certificates(app_dir):
+    from tests.rr.certs import make_cert
+
+    (app_dir / "server").mkdir()
+    (app_dir / "client").mkdir()
+    certfile, keyfile = make_cert(app_dir / "server")
+    client_cert, client_key = make_cert(app_dir / "client")  # self-signed: its own CA
+    tls = ["--certfile", certfile, "--keyfile", keyfile, "--ca-certs", client_cert]
+    proc, [(_, _, url, _)] = _serve(app_dir, "cliapp:whoami", "--port", "0", *tls)
+    try:
+        port = url.rsplit(":", 1)[1]
+        curl = ["--cacert", certfile, "--resolve", f"localhost:{port}:127.0.0.1", f"https://localhost:{port}/"]
+        assert _curl("--cert", client_cert, "--key", client_key, *curl).endswith(" localhost")  # the client's CN
+        assert _curl(*curl) == ""  # no certificate: the handshake is refused
+    finally:
+        _stop(proc)
+    proc, [(_, _, url, _)] = _serve(app_dir, "cliapp:whoami", "--port", "0", *tls, "--verify-client", "optional")
+    try:
+        port = url.rsplit(":", 1)[1]
+        assert _curl("--cacert", certfile, "--resolve", f"localhost:{port}:127.0.0.1",
+                     f"https://localhost:{port}/").endswith(" -")
+    finally:
+        _stop(proc)
+    assert "--certfile" in _one_line_error(_run(app_dir, "cliapp:whoami", "--ca-certs", client_cert))

@@ -33,6 +33,7 @@ request finished.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -772,6 +773,20 @@ def test_request_telemetry_start_stop_once_each_and_exception_on_a_crash(server,
     assert kinds[by_path["/ok"]] == ["start", "stop"] and statuses[by_path["/ok"]] == 200, kinds
     assert kinds[by_path["/boom"]] == ["start", "exception", "stop"], kinds
     assert statuses[by_path["/boom"]] == 500
+
+
+def test_trusted_forwarding_headers_set_peer_scheme_and_host_untrusted_ones_do_not(server):
+    def app(req):
+        return resp.json(200, {"peer": list(req.peer)[:2], "scheme": req.scheme, "host": req.host})
+
+    headers = [("x-forwarded-for", "6.6.6.6, 203.0.113.9"), ("x-forwarded-proto", "https"),
+               ("x-forwarded-host", "shop.example")]
+    trusted = server(app, forwarded_allow_ips=["127.0.0.1"])
+    assert json.loads(trusted.fetch(headers=headers).body) == {
+        "peer": ["203.0.113.9", 0], "scheme": "https", "host": "shop.example"}
+    untrusted = server(app, forwarded_allow_ips=["10.0.0.0/8"])
+    got = json.loads(untrusted.fetch(headers=headers).body)
+    assert got["peer"][0] == "127.0.0.1" and got["host"] != "shop.example"
 
 
 # -- 16. the wrong protocol on a port (per protocol, not per column) ------------------

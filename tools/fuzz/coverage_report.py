@@ -32,6 +32,8 @@ UNDER_TEST = {
     "h2_machine": ("rr/http2/machine.py", None),
     "h2_hpack": [("rr/http2/codec.py", ["table_neutral", "_skip_int"]), ("rr/fields.py", ["validate_request"])],
     "response_fields": ("rr/exchange.py", ["_check", "response_fields"]),
+    "proxy_header": ("rr/proxy_protocol.py", ["parse", "_parse_v1", "_v1_address", "_v1_port", "_parse_v2",
+                                              "_unix_path", "_tlvs", "_ssl", "_check_crc"]),
 }
 
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 runs=${1:-1000000}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(h2_hpack response_fields h2_machine h1_head h1_chunked)
+[ ${#targets[@]} -gt 0 ] || targets=(h2_hpack response_fields h2_machine h1_head h1_chunked proxy_header)
 python=${PYTHON:-python}
 mkdir -p .fuzz/logs
 for t in "${targets[@]}"; do

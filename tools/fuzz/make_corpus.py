@@ -172,6 +172,28 @@ def response_vectors() -> dict[str, bytes]:
     }
 
 
+def proxy_vectors() -> dict[str, bytes]:
+    from tests.rr import test_proxy_protocol as t
+
+    out = {f"v1_{name}": raw for name, raw in t.V1_HOSTILE.items()}
+    out.update({f"v2_{name}": raw for name, raw in t.V2_HOSTILE.items()})
+    ssl_value = b"\x03" + bytes(4) + t.tlv(0x21, b"TLSv1.3") + t.tlv(0x22, b"cn") + t.tlv(0x23, b"TLS_AES_128_GCM_SHA256")
+    out.update({
+        "ok_v1_tcp4": b"PROXY TCP4 192.0.2.1 198.51.100.2 51000 443\r\nGET / HTTP/1.1\r\n",
+        "ok_v1_tcp6": b"PROXY TCP6 2001:db8::1 ::1 1 65535\r\n",
+        "ok_v1_unknown": b"PROXY UNKNOWN ffff::1 ::2 1 2\r\n",
+        "ok_v2_inet": t.v2(body=t.inet()) + b"\x16\x03\x01",
+        "ok_v2_inet6": t.v2(fam=0x21, body=bytes(31) + b"\x01" + bytes(4)),
+        "ok_v2_unix": t.v2(fam=0x31, body=b"/a".ljust(108, b"\0") + b"/b".ljust(108, b"\0")),
+        "ok_v2_local": t.v2(command=0, body=t.inet()),
+        "ok_v2_unspec_tlv": t.v2(fam=0x00, body=t.tlv(0x02, b"example.com")),
+        "ok_v2_tlvs": t.v2(body=t.inet() + t.tlv(0x01, b"h2") + t.tlv(0x02, b"a.example") + t.tlv(0x05, b"id")
+                           + t.tlv(0x20, ssl_value) + t.tlv(0x30, b"ns") + t.tlv(0xEA, b"vpce")),
+        "ok_v2_crc": t._with_crc(t.inet() + t.tlv(0x02, b"a")),
+    })
+    return out
+
+
 def write(target: str, vectors: dict[str, bytes]) -> int:
     folder = CORPUS / target
     folder.mkdir(parents=True, exist_ok=True)
@@ -192,6 +214,7 @@ def main() -> None:
         "h2_machine": write("h2_machine", h2_vectors()),
         "h2_hpack": write("h2_hpack", hpack_vectors()),
         "response_fields": write("response_fields", response_vectors()),
+        "proxy_header": write("proxy_header", proxy_vectors()),
     }
     for target, n in counts.items():
         print(f"{target}: {n} seeds")

@@ -36,6 +36,14 @@ Targets (``TARGETS`` maps the name to the function):
   accepted requests have the pseudo-headers RFC 9113 §8.3.1 requires, a token
   ``:method`` and clean values (pseudo-headers included); a block ``table_neutral`` says leaves the table alone really
   does decode twice to the same list (the machine's decode cache relies on it).
+- ``proxy_header``: ``rr.proxy_protocol.parse`` on the input as the start of
+  a connection: only ``ProxyHeaderError``; a parsed header took ``consumed``
+  bytes (at most 107 for v1, ``max_size`` for v2), parses the same from
+  exactly those bytes (nothing after them counts), and every proper prefix of
+  them is "need more" — the property ``rr.transport`` relies on to take the
+  header off the socket without over-reading; addresses are well-formed
+  (``client`` an ``(ip, port)`` pair of the header's family or None), and a
+  CRC32C TLV it accepted is right.
 - ``response_fields``: ``rr.exchange.response_fields`` on header lists built
   from the input (pairs of arbitrary str, and non-pairs): only
   ``InvalidResponse``; accepted fields are the handler's own (ASCII names,
@@ -46,6 +54,8 @@ Targets (``TARGETS`` maps the name to the function):
 
 from __future__ import annotations
 
+import ipaddress
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -55,7 +65,7 @@ import hpack.exceptions
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame
 
-from rr import config, exchange
+from rr import config, exchange, proxy_protocol
 from rr import response as resp
 from rr import stream as sw
 from rr.http1 import codec as h1
@@ -481,10 +491,53 @@ def response_fields(data: bytes) -> None:
         h2.encode_headers(fields)
 
 
+# -- PROXY protocol -------------------------------------------------------------------
+
+_PP_MAX = 512  # a small max_size, so the fuzzer reaches the size limit too
+
+
+def _check_proxy_header(header: proxy_protocol.ProxyHeader, used: int, data: bytes) -> None:
+    assert 0 < used <= len(data), used
+    assert used <= (proxy_protocol.V1_MAX if header.version == 1 else _PP_MAX), used
+    client = header.client
+    if client is not None:
+        ip, port = client
+        assert isinstance(port, int) and 0 <= port <= 65535, client
+        version = ipaddress.ip_address(ip).version
+        assert header.family in (("TCP4", "INET") if version == 4 else ("TCP6", "INET6")), (header.family, ip)
+    if header.family in ("UNKNOWN", "UNSPEC") or header.command == "LOCAL":
+        assert client is None, header
+    if header.tlv(proxy_protocol.PP2_TYPE_CRC32C) is not None:
+        # Walk the TLVs again here (after the family's address block) to find the checksum's
+        # place, and recompute it with the value zeroed.
+        at = 16 + {"INET": 12, "INET6": 36, "UNIX": 216}.get(header.family, 0)
+        while data[at] != proxy_protocol.PP2_TYPE_CRC32C:
+            at += 3 + struct.unpack_from("!H", data, at + 1)[0]
+        zeroed = data[:at + 3] + bytes(4) + data[at + 7:used]
+        assert struct.pack("!I", proxy_protocol.crc32c(zeroed)) == data[at + 3:at + 7], "a wrong CRC32C accepted"
+
+
+def proxy_header(data: bytes) -> None:
+    try:
+        got = proxy_protocol.parse(data, _PP_MAX)
+    except proxy_protocol.ProxyHeaderError:
+        return
+    if got is None:
+        limit = proxy_protocol.V1_MAX if data[:1] == b"P" else _PP_MAX
+        assert len(data) < limit, "need more past the size limit"
+        return
+    header, used = got
+    _check_proxy_header(header, used, data)
+    assert proxy_protocol.parse(data[:used], _PP_MAX) == got, "the bytes after the header changed it"
+    for end in range(used):
+        assert proxy_protocol.parse(data[:end], _PP_MAX) is None, f"prefix of {end} bytes is not need-more"
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "h1_head": h1_head,
     "h1_chunked": h1_chunked,
     "h2_machine": h2_machine,
     "h2_hpack": h2_hpack,
     "response_fields": response_fields,
+    "proxy_header": proxy_header,
 }
