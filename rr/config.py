@@ -98,6 +98,9 @@ class Http3Options:
     max_queued_datagrams: int = 256
     # A stream whose response has waited this long on the peer's flow control → reset.
     stall_timeout: float = 30.0
+    # Serve WebTransport sessions (``resp.WebTransport``) and HTTP datagrams (RFC 9297): advertises
+    # SETTINGS_H3_DATAGRAM and ENABLE_WEBTRANSPORT and QUIC's max_datagram_frame_size.
+    webtransport: int = 0
     # Certificate and key for QUIC's TLS 1.3 when ``tls`` is an ``ssl.SSLContext`` (whose files
     # aioquic cannot read back); with a ``tls`` dict its certfile/keyfile are used.
     certfile: str | None = None
@@ -270,6 +273,7 @@ _HTTP3_BOUNDS = {
     "conn_window": (65536, 2**40),
     "stream_window": (1024, 2**40),
     "retry": (0, 1),
+    "webtransport": (0, 1),
     "max_queued_datagrams": (16, 65536),
     "stall_timeout": (0, 86400),
 }
@@ -321,8 +325,9 @@ def _http3_options(raw: Any) -> Http3Options:
                 if not isinstance(value, str) or not value:
                     raise _fail(f"protocols.http3.{key}", value, "a file path")
                 files[key] = value
-        if isinstance(raw.get("retry"), bool):
-            raw["retry"] = int(raw["retry"])
+        for flag in ("retry", "webtransport"):
+            if isinstance(raw.get(flag), bool):
+                raw[flag] = int(raw[flag])
     values = _sub_options("http3", raw, Http3Options, _HTTP3_BOUNDS)
     return Http3Options(**values, **files)
 

@@ -65,8 +65,8 @@ def begin(req: Request) -> float:
     return time.monotonic()
 
 
-_SHAPES = frozenset({resp.Response, resp.Stream, resp.Loop, resp.Sendfile, resp.WebSocket})
-_SHAPE_UNION = resp.Response | resp.Stream | resp.Loop | resp.Sendfile | resp.WebSocket
+_SHAPES = frozenset({resp.Response, resp.Stream, resp.Loop, resp.Sendfile, resp.WebSocket, resp.WebTransport})
+_SHAPE_UNION = resp.Response | resp.Stream | resp.Loop | resp.Sendfile | resp.WebSocket | resp.WebTransport
 
 
 def call(app: App, req: Request, started: float,

@@ -45,9 +45,14 @@ holds every protocol to them):
   source; a manual-mode handler that lets it propagate gets the same answer).
 - **WebSocket**: the handshake is checked here (``rr.ws.handshake``: 400 with a
   reason, 426 naming version 13, a plain request → 426) and the sink's
-  ``websocket`` answers it and runs the session; a sink without one (h3
-  today) → 501. The exchange's status is 101 (h1) or 200 (an extended
-  CONNECT, h2) and it ends with the session.
+  ``websocket`` answers it and runs the session; a sink without one → 501.
+  The exchange's status is 101 (h1) or 200 (an extended CONNECT, h2 and h3)
+  and it ends with the session.
+- **WebTransport** (``resp.WebTransport``): served by a sink with
+  ``webtransport`` (h3 with the ``webtransport`` option) for an extended
+  CONNECT with ``:protocol: webtransport``; a plain request to it → 400, a
+  protocol that cannot carry it (h1, h2) → 501. Status 200; the exchange ends
+  with the session (``rr.webtransport``).
 - **Request id** (``request_id_header``, e.g. ``x-request-id``): a trusted
   proxy's id (1-128 of ``A-Za-z0-9._:-``) is reused as the request's id, and
   every response carries the request's id under that header (``with_request_id``;
@@ -296,8 +301,10 @@ class Sink(Protocol):
     #
     # Optional: ``websocket(accepted, shape, req)`` — send the handshake's answer with
     # ``accepted.fields`` and run the session (``rr.ws.session``) over the protocol's
-    # byte stream until it ends. A sink without it answers the ``WebSocket`` shape 501
-    # (h3 until RFC 9220 lands).
+    # byte stream until it ends. A sink without it answers the ``WebSocket`` shape 501.
+    #
+    # Optional: ``webtransport(shape, req)`` — answer a WebTransport CONNECT and run the
+    # session (``rr.webtransport``). A sink without it answers ``WebTransport`` 501.
 
 
 # -- one exchange -------------------------------------------------------------------------
@@ -412,6 +419,8 @@ class Exchange:
             self.send_loop(result)
         elif isinstance(result, resp.Sendfile):
             self.send_file(result)
+        elif isinstance(result, resp.WebTransport):
+            self.send_webtransport(result)
         else:
             self.send_websocket(result)
 
@@ -568,6 +577,19 @@ class Exchange:
         self.status = 200 if "rr.protocol" in self.req.private else 101  # extended CONNECT: 200
         self.head_sent = True
         serve(answer, result, self.req)
+
+    def send_webtransport(self, result: resp.WebTransport) -> None:
+        serve = getattr(self.sink, "webtransport", None)
+        if serve is None:
+            self.send_response(dispatch.NOT_IMPLEMENTED)
+            return
+        if self.req.private.get("rr.protocol") != "webtransport":
+            self.send_response(resp.bad_request("this resource is a WebTransport endpoint: "
+                                                "open a session with an extended CONNECT\n"))
+            return
+        self.status = 200
+        self.head_sent = True
+        serve(result, self.req)
 
     def send_file(self, result: resp.Sendfile) -> None:
         try:

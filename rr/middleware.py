@@ -87,7 +87,7 @@ def alt_svc(req: Any, nxt: Handler, value: str | Callable[[], str]) -> Any:
     once bound).
     """
     result = nxt(req)
-    if isinstance(result, resp.WebSocket) or resp.get_header(result, "alt-svc") is not None:
+    if isinstance(result, resp.WebSocket | resp.WebTransport) or resp.get_header(result, "alt-svc") is not None:
         return result
     if callable(value):
         if req.version == "HTTP/3":

@@ -101,7 +101,16 @@ class WebSocket:
     state: Any = None
 
 
-Shape = Response | Stream | Loop | Sendfile | WebSocket
+@dataclass(frozen=True, slots=True)
+class WebTransport:
+    """Serve a WebTransport session (HTTP/3 only, listener option ``webtransport``):
+    ``handler`` as ``rr.webtransport`` describes."""
+
+    handler: Any
+    state: Any = None
+
+
+Shape = Response | Stream | Loop | Sendfile | WebSocket | WebTransport
 
 
 def header_list(headers: HeadersLike) -> HeaderList:
@@ -173,9 +182,9 @@ def bad_request(message: str = "Bad Request", headers: HeadersLike = None) -> Re
 
 
 def with_header(response: Shape, name: str, value: str) -> Shape:
-    """A copy of ``response`` with one more header (not for ``WebSocket``)."""
-    if isinstance(response, WebSocket):
-        raise TypeError("a WebSocket upgrade carries no response headers")
+    """A copy of ``response`` with one more header (not for ``WebSocket``/``WebTransport``)."""
+    if isinstance(response, WebSocket | WebTransport):
+        raise TypeError("a WebSocket or WebTransport session carries no response headers")
     return replace(response, headers=[*response.headers, (name.lower(), value)])
 
 
@@ -190,7 +199,7 @@ def set_cookie(response: Shape, name: str, value: str, **attributes: Any) -> Sha
 
 
 def get_header(response: Shape, name: str) -> str | None:
-    if isinstance(response, WebSocket):
+    if isinstance(response, WebSocket | WebTransport):
         return None
     name = name.lower()
     for k, v in response.headers:

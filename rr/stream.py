@@ -313,6 +313,12 @@ class StreamSink:
         ws_session.run(WsStream(self), req, shape.handler, shape.state, self.config_ws,
                        accepted.extensions)
 
+    def webtransport(self, shape: resp.WebTransport, req: Request) -> None:
+        """A WebTransport session (HTTP/3): answer its CONNECT 200 and run it in this worker."""
+        from rr import webtransport
+
+        webtransport.run(self, req, shape)
+
     # -- gathering -----------------------------------------------------------------
 
     def _take(self) -> bytes:

@@ -86,5 +86,5 @@ def without(headers: list[tuple[str, str]], names: frozenset[str]) -> list[tuple
 
 def headers_of(result: resp.Shape) -> list[tuple[str, str]]:
     """The header list of any shape but ``WebSocket`` (which has none)."""
-    assert not isinstance(result, resp.WebSocket)
+    assert not isinstance(result, resp.WebSocket | resp.WebTransport)
     return resp.header_list(result.headers)

@@ -113,7 +113,7 @@ class Cors:
             if requested is not None:
                 return self._preflight(req, origin, requested)
         result = nxt(req)
-        if isinstance(result, resp.WebSocket):
+        if isinstance(result, resp.WebSocket | resp.WebTransport):
             return result
         headers = _fields.headers_of(result)
         if self.varies:

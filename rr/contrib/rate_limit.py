@@ -151,7 +151,7 @@ class RateLimit:
                 *self._fields(tokens),
             ], b"Too Many Requests")
         result = nxt(req)
-        if not self.headers or isinstance(result, resp.WebSocket):
+        if not self.headers or isinstance(result, resp.WebSocket | resp.WebTransport):
             return result
         return replace(result, headers=[*resp.header_list(result.headers), *self._fields(tokens)])
 

@@ -93,7 +93,7 @@ class SecurityHeaders:
 
     def __call__(self, req: Any, nxt: Callable[[Any], Any], state: Any = None) -> Any:
         result = nxt(req)
-        if isinstance(result, resp.WebSocket):
+        if isinstance(result, resp.WebSocket | resp.WebTransport):
             return result
         wanted = self.tls if req.scheme == "https" else self.plain
         headers = _fields.headers_of(result)

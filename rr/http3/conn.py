@@ -57,11 +57,17 @@ from aioquic.h3.connection import (
     Setting,
     encode_frame,
 )
-from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+from aioquic.h3.events import (
+    DatagramReceived,
+    DataReceived,
+    H3Event,
+    HeadersReceived,
+    WebTransportStreamDataReceived,
+)
 from aioquic.quic import events as qe
 
 import supervisors
-from rr import dispatch, exchange, telemetry
+from rr import dispatch, exchange, telemetry, webtransport
 from rr import response as resp
 from rr import stream as sw
 from rr.fields import Malformed, field_list_size, validate_request
@@ -105,10 +111,10 @@ class _H3(H3Connection):
     is dropped, and rr hears of it as ``StreamBroken``.
     """
 
-    def __init__(self, quic: Any, max_field_section_size: int) -> None:
+    def __init__(self, quic: Any, max_field_section_size: int, webtransport: bool = False) -> None:
         self.rr_max_field_section_size = max_field_section_size
         self.rr_broken: set[int] = set()
-        super().__init__(quic)
+        super().__init__(quic, enable_webtransport=webtransport)
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
@@ -172,12 +178,14 @@ class Http3Conn:
         self.pid = supervisors.self()
         configuration = server_configuration(
             options.certfile, options.keyfile, conn_window=options.conn_window,
-            stream_window=options.stream_window, idle_timeout=config.keep_alive_timeout)
+            stream_window=options.stream_window, idle_timeout=config.keep_alive_timeout,
+            datagrams=bool(options.webtransport))
         self.quic = RrQuic(configuration=configuration, max_streams=options.max_concurrent_streams,
                            stream_window=options.stream_window, conn_window=options.conn_window,
                            original_destination_connection_id=adm.original_dcid,
                            retry_source_connection_id=adm.retry_scid)
-        self.h3 = _H3(self.quic, options.max_field_section_size)
+        self.h3 = _H3(self.quic, options.max_field_section_size, bool(options.webtransport))
+        self.wt_streams: dict[int, int] = {}  # WebTransport stream id -> its session's stream id
         self.streams: dict[int, H3Stream] = {}
         self.by_ref: dict[Any, int] = {}
         self.done: set[int] = set()  # request streams refused or finished: later frames ignored
@@ -254,9 +262,14 @@ class Http3Conn:
                         self.on_headers(h3_event)
                     elif type(h3_event) is StreamBroken:
                         self.on_broken(h3_event.stream_id)
-                    # DatagramReceived / WebTransport: not enabled
-                if not event.stream_id & 2:
+                    elif type(h3_event) is WebTransportStreamDataReceived:
+                        self.on_wt_data(h3_event)
+                if not event.stream_id & 2 or event.stream_id in quic.rr_controlled:
                     quic.reopen(event.stream_id)  # frame overhead is given back at once
+            elif isinstance(event, qe.DatagramFrameReceived):
+                for h3_event in self.h3.handle_event(event):
+                    if type(h3_event) is DatagramReceived:
+                        self.on_datagram(h3_event.stream_id, h3_event.data)
             elif isinstance(event, qe.StreamReset | qe.StopSendingReceived):
                 self.h3.handle_event(event)
                 st = self.streams.get(event.stream_id)
@@ -320,7 +333,7 @@ class Http3Conn:
             # RFC 9220 (RFC 8441's extended CONNECT on h3): ``:protocol: websocket`` is routed as a
             # GET of ``:path``; the stream worker runs the WebSocket session over the stream, as on
             # h2. A plain CONNECT (a tunnel) or another protocol: 501.
-            if protocol != "websocket":
+            if protocol != "websocket" and not (protocol == "webtransport" and self.options.webtransport):
                 self.answer_inline(sid, 501, ended)
                 return
             method = "GET"
@@ -354,6 +367,54 @@ class Http3Conn:
         st = self.streams.get(sid)
         if st is not None:
             self.drop(st)
+
+    # -- WebTransport -----------------------------------------------------------------
+
+    def session(self, sid: int) -> H3Stream | None:
+        """The live WebTransport session on stream ``sid`` (its CONNECT's worker runs it)."""
+        st = self.streams.get(sid)
+        if st is None or not st.alive or st.closed or st.req.private.get("rr.protocol") != "webtransport":
+            return None
+        return st
+
+    def on_datagram(self, sid: int, data: bytes) -> None:
+        """An HTTP datagram (RFC 9297) for the session on ``sid``: to its process, or dropped
+        (no session, or too many already waiting: datagrams are unreliable)."""
+        st = self.session(sid)
+        if st is not None and supervisors.mailbox_size(st.pid) < self.options.max_queued_datagrams:
+            supervisors.send(st.pid, (webtransport.DATAGRAM_IN, data))  # type: ignore[arg-type]
+
+    def on_wt_data(self, event: WebTransportStreamDataReceived) -> None:
+        st = self.session(event.session_id)
+        if st is None:
+            self._reset_wire(event.stream_id, ErrorCode.H3_REQUEST_REJECTED, stop=True)
+            return
+        self.wt_streams[event.stream_id] = event.session_id
+        self.quic.rr_controlled.add(event.stream_id)
+        if event.data:
+            self.quic.delivered(event.stream_id, len(event.data))
+        supervisors.send(st.pid, (webtransport.STREAM_IN, event.stream_id, event.data,  # type: ignore[arg-type]
+                                  event.stream_ended))
+
+    def wt_send(self, sid: int, stream_id: int, data: bytes, end: bool) -> None:
+        if self.session(sid) is None or self.wt_streams.get(stream_id) != sid or stream_id & 2:
+            return  # not a bidirectional stream the client opened in this session
+        try:
+            self.quic.send_stream_data(stream_id, data, end)
+        except (ValueError, AssertionError):
+            pass  # the client reset it meanwhile
+        if end:
+            self.wt_streams.pop(stream_id, None)
+
+    def wt_open_uni(self, sid: int, data: bytes, end: bool) -> None:
+        if self.session(sid) is None:
+            return
+        stream_id = self.h3.create_webtransport_stream(sid, is_unidirectional=True)
+        self.quic.send_stream_data(stream_id, data, end)
+
+    def wt_datagram(self, sid: int, data: bytes) -> None:
+        if self.session(sid) is not None:
+            self.h3.send_datagram(sid, data)
 
     def on_data(self, event: DataReceived) -> None:
         st = self.streams.get(event.stream_id)
@@ -618,6 +679,12 @@ class Http3Conn:
             self.on_trailers(msg[1], msg[2])
         elif tag == INTERIM:
             self.on_interim(msg[1], msg[2], msg[3])
+        elif tag == webtransport.DATAGRAM_OUT:
+            self.wt_datagram(msg[1], msg[2])
+        elif tag == webtransport.STREAM_OUT:
+            self.wt_send(msg[1], msg[2], msg[3], msg[4])
+        elif tag == webtransport.OPEN_UNI:
+            self.wt_open_uni(msg[1], msg[2], msg[3])
         elif tag == LOOP:
             st = self.streams.get(msg[1])
             if st is not None:

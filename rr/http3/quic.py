@@ -42,12 +42,18 @@ def load_certificate(certfile: str, keyfile: str | None) -> QuicConfiguration:
     return configuration
 
 
+# The largest QUIC DATAGRAM frame rr accepts (HTTP datagrams for WebTransport): one datagram's worth.
+MAX_DATAGRAM_FRAME = 65536
+
+
 def server_configuration(certfile: str, keyfile: str | None, *, conn_window: int, stream_window: int,
-                         idle_timeout: float) -> QuicConfiguration:
+                         idle_timeout: float, datagrams: bool = False) -> QuicConfiguration:
     configuration = load_certificate(certfile, keyfile)
     configuration.max_data = conn_window
     configuration.max_stream_data = stream_window
     configuration.idle_timeout = idle_timeout
+    if datagrams:
+        configuration.max_datagram_frame_size = MAX_DATAGRAM_FRAME
     return configuration
 
 
@@ -84,6 +90,9 @@ class RrQuic(QuicConnection):
         self.rr_conn_window = conn_window
         self.rr_unconsumed_total = 0
         self.rr_unconsumed: dict[int, int] = {}
+        # Client unidirectional streams whose data goes to a handler (WebTransport): their
+        # windows follow consumption too.
+        self.rr_controlled: set[int] = set()
         streams = self._local_max_streams_bidi
         streams.value = streams.sent = max_streams
         self._local_max_data = _CappedLimit(self._local_max_data, conn_window)
@@ -105,6 +114,7 @@ class RrQuic(QuicConnection):
 
     def forget(self, stream_id: int) -> None:
         """The stream's worker is gone: what it held unconsumed is given back."""
+        self.rr_controlled.discard(stream_id)
         held = self.rr_unconsumed.pop(stream_id, 0)
         self.rr_unconsumed_total -= held
         self.reopen(None)
@@ -126,7 +136,8 @@ class RrQuic(QuicConnection):
                 stream.max_stream_data_local = target
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
-        if stream.stream_id & 2:  # unidirectional (control, QPACK): aioquic's own rule
+        if stream.stream_id & 2 and stream.stream_id not in self.rr_controlled:
+            # unidirectional (control, QPACK): aioquic's own rule
             super()._write_stream_limits(builder, space, stream)
             return
         # A request stream: aioquic would double the window once half of it has arrived,
