@@ -304,7 +304,8 @@ class Sink(Protocol):
     # byte stream until it ends. A sink without it answers the ``WebSocket`` shape 501.
     #
     # Optional: ``webtransport(shape, req)`` — answer a WebTransport CONNECT and run the
-    # session (``rr.webtransport``). A sink without it answers ``WebTransport`` 501.
+    # session (``rr.webtransport``), with ``serves_webtransport`` true where the connection
+    # can carry one. A sink without both answers ``WebTransport`` 501.
 
 
 # -- one exchange -------------------------------------------------------------------------
@@ -580,7 +581,7 @@ class Exchange:
 
     def send_webtransport(self, result: resp.WebTransport) -> None:
         serve = getattr(self.sink, "webtransport", None)
-        if serve is None:
+        if serve is None or not getattr(self.sink, "serves_webtransport", False):
             self.send_response(dispatch.NOT_IMPLEMENTED)
             return
         if self.req.private.get("rr.protocol") != "webtransport":

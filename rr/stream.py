@@ -313,6 +313,9 @@ class StreamSink:
         ws_session.run(WsStream(self), req, shape.handler, shape.state, self.config_ws,
                        accepted.extensions)
 
+    # Set by the conn that can carry WebTransport (h3 with the ``webtransport`` option).
+    serves_webtransport = False
+
     def webtransport(self, shape: resp.WebTransport, req: Request) -> None:
         """A WebTransport session (HTTP/3): answer its CONNECT 200 and run it in this worker."""
         from rr import webtransport
@@ -421,7 +424,7 @@ def reap(pids: list[supervisors.Pid], grace: float = CLOSE_GRACE) -> None:
 
 
 def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerRuntime, ended: bool,
-               window: int = IN_FLIGHT, field_limit: int | None = None) -> None:
+               window: int = IN_FLIGHT, field_limit: int | None = None, webtransport: bool = False) -> None:
     """The stream worker's body (spawned by the conn process); ``field_limit``: the peer's
     limit on a field section, if it set one."""
     config = runtime.config
@@ -429,6 +432,7 @@ def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerR
     if not ended and "rr.protocol" not in req.private:  # an extended CONNECT's DATA is the session's
         req._source = body
     sink = StreamSink(conn, sid, body, config.request_timeout, window, config.ws, field_limit)
+    sink.serves_webtransport = webtransport
     # A declared body over the limit is refused before the application runs (as h1's codec does).
     declared = req.headers.get("content-length") if not ended else None
     answer = exchange.PAYLOAD_TOO_LARGE if declared is not None and declared.isdigit() \

@@ -353,7 +353,7 @@ class Http3Conn:
         peer_settings = self.h3.received_settings or {}
         pid, ref = supervisors.spawn_monitor(
             sw.run_stream, self.pid, sid, req, runtime, ended, self.quic.send_window(sid),
-            peer_settings.get(Setting.MAX_FIELD_SECTION_SIZE),
+            peer_settings.get(Setting.MAX_FIELD_SECTION_SIZE), bool(self.options.webtransport),
             label="rr.h3.stream", **self.config.handler_spawn.as_kwargs(),
         )
         st.pid, st.ref = pid, ref

@@ -26,7 +26,12 @@ from typing import Any
 
 from aioquic.buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection
-from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.h3.events import (
+    DatagramReceived,
+    DataReceived,
+    HeadersReceived,
+    WebTransportStreamDataReceived,
+)
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -72,7 +77,7 @@ class H3Wire:
 
     def __init__(self, port: int, cafile: str | None = None, timeout: float = 10.0,
                  max_stream_data: int | None = None, max_data: int | None = None,
-                 authority: str | None = None) -> None:
+                 authority: str | None = None, webtransport: bool = False) -> None:
         config = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN), server_name="localhost")
         if cafile is not None:
             config.load_verify_locations(cafile)
@@ -82,11 +87,16 @@ class H3Wire:
             config.max_stream_data = max_stream_data
         if max_data is not None:
             config.max_data = max_data
+        if webtransport:
+            config.max_datagram_frame_size = 65536
         self.addr = ("127.0.0.1", port)
         self.authority = authority or f"127.0.0.1:{port}"
         self.timeout = timeout
         self.quic = QuicConnection(configuration=config)
-        self.h3 = _Watcher(self.quic)
+        self.h3 = _Watcher(self.quic, enable_webtransport=webtransport)
+        self.datagrams: list[tuple[int, bytes]] = []  # WebTransport: (session id, payload)
+        self.wt_data: dict[int, bytearray] = {}  # WebTransport stream id -> bytes received
+        self.wt_ended: set[int] = set()
         self.h3.head_streams = set()
         self.sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
         # The server shares this hub: while it sends a window's worth of datagrams this client
@@ -167,6 +177,14 @@ class H3Wire:
                     reply.reset = event.error_code
                     reply.error = f"reset {event.error_code:#x}"
             for h3_event in self.h3.handle_event(event):
+                if isinstance(h3_event, DatagramReceived):
+                    self.datagrams.append((h3_event.stream_id, h3_event.data))
+                    continue
+                if isinstance(h3_event, WebTransportStreamDataReceived):
+                    self.wt_data.setdefault(h3_event.stream_id, bytearray()).extend(h3_event.data)
+                    if h3_event.stream_ended:
+                        self.wt_ended.add(h3_event.stream_id)
+                    continue
                 reply = self.replies.get(getattr(h3_event, "stream_id", -1))
                 if reply is None:
                     continue
@@ -231,6 +249,16 @@ class H3Wire:
         frame = self.h3._encode_headers(sid, fields)
         self.quic.send_stream_data(sid, bytes([FrameType.HEADERS]) + _varint(len(frame)) + frame, end)
         self.flush()
+        return sid
+
+    def open_wt_stream(self, session: int) -> int:
+        """A bidirectional WebTransport stream in ``session``. aioquic's client sends the stream's
+        signal but does not expect the server's raw bytes back on it: the stream is marked here
+        as a WebTransport stream so its incoming data is reported, not parsed as frames."""
+        sid = self.h3.create_webtransport_stream(session)
+        with self.h3._get_or_create_stream(sid) as stream:
+            stream.frame_type = FrameType.WEBTRANSPORT_STREAM
+            stream.session_id = session
         return sid
 
     def send_body(self, sid: int, data: bytes, end: bool = False) -> None:
