@@ -95,6 +95,7 @@ def crashed(req: Request, started: float, exc: BaseException) -> resp.Response:
         method=req.method,
         path=req.path,
         route=req.route,
+        route_name=req.route_name,
         request_id=req.request_id,
         exc_info=exc,
     )

@@ -76,20 +76,12 @@ from rr.config import WsOptions
 from rr.exchange import BodyError, ClientGone
 from rr.request import Request
 
+# Message tags (first element of each tuple), named in rr.streammsg; re-exported for the conns.
+from rr.streammsg import BODY, BODY_END, CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, SENT, TRAILERS  # noqa: F401
+
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
 
-# Message tags (first element of each tuple).
-RESPONSE = "stream.response"
-HEAD = "stream.head"
-INTERIM = "stream.interim"
-DATA = "stream.data"
-TRAILERS = "stream.trailers"
-CREDIT = "stream.credit"
-LOOP = "stream.loop"
-BODY = "stream.body"
-BODY_END = "stream.body_end"
-SENT = "stream.sent"
 
 # Body chunks sent to the conn process are at most this big: with IN_FLIGHT, a stream
 # holds at most 64 KiB + one chunk in the conn's mailbox (counted in the conn's heap budget).

@@ -42,7 +42,7 @@ from typing import Any
 
 import supervisors
 from rr import response as resp
-from rr import stream as sw
+from rr import streammsg as sw
 from rr.exchange import ClientGone
 from rr.request import Request
 

@@ -963,7 +963,7 @@ def test_a_head_over_max_response_header_size_is_500_logged_with_the_route(serve
         assert r.status == 500 and r.complete and r.header("x-big-0") is None, r.describe()
         follow_up_is_clean(c)
     crashes = [e for e in logs if e.get("event") == "handler crashed"]
-    assert len(crashes) == 1 and crashes[0]["route"] == "big_head", logs
+    assert len(crashes) == 1 and crashes[0]["route"] == "/big" and crashes[0]["route_name"] == "big_head", logs
     assert "max_response_header_size 4096" in str(crashes[0]["exc_info"]), crashes
     assert events.of("rr", "request", "exception")
 
