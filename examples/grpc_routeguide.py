@@ -106,10 +106,10 @@ def build(generated_dir: str | Path) -> tuple[rr_grpc.Server, Any, Any]:
 
 
 def options(server: rr_grpc.Server) -> dict[str, Any]:
-    # h2c prior knowledge (gRPC clients' plaintext mode); streaming requests are read as they
-    # arrive (manual body mode), and a long client stream is not cut at the default 10 MiB.
+    # h2c prior knowledge (gRPC clients' plaintext mode); the gRPC routes read request streams as
+    # they arrive (their own body_buffering), and a long client stream is not cut at 10 MiB.
     return {"routes": server.routes(), "not_found": server.not_found, "protocols": ["http2"],
-            "body_buffering": "manual", "max_content_length": 1 << 40}
+            "max_content_length": 1 << 40}
 
 
 def main() -> None:

@@ -38,8 +38,9 @@ holds every protocol to them):
   ``RST_STREAM(INTERNAL_ERROR)``), never a half-truthful end.
 - **Client gone**: ``send`` (``Stream``) and ``push`` (``Loop``) raise
   ``rr.ClientGone`` on every protocol; the handler may catch it to clean up.
-- **Bodies**: in ``auto`` mode the body is read here before the handler
-  runs, charged to the process's ``max_heap``; a body over
+- **Bodies**: in ``auto`` mode (the listener's ``body_buffering``, or the
+  matched route's own: ``app.body_buffering(req)``) the body is read here
+  before the handler runs, charged to the process's ``max_heap``; a body over
   ``max_content_length`` → 413, one that stalls past ``request_timeout`` →
   408, a malformed one → 400 (``BodyError``, raised by the protocol's body
   source; a manual-mode handler that lets it propagate gets the same answer).
@@ -350,8 +351,12 @@ class Exchange:
         outcome = "ok"
         try:
             result: Any = answer
+            buffering = config.body_buffering
+            per_route = getattr(app, "body_buffering", None)
+            if per_route is not None and result is None:
+                buffering = per_route(req) or buffering  # a route's own body_buffering wins
             if result is None and req._source is not NO_BODY and req._body is None \
-                    and config.body_buffering == "auto":
+                    and buffering == "auto":
                 try:
                     charged = self._read_body()
                 except BodyError as exc:

@@ -3,7 +3,7 @@
 Route entries:
 
 - ``(path, handler)`` or ``(path, handler, state)``;
-- ``{"path", "handler", "state", "middlewares", "methods", "name"}``;
+- ``{"path", "handler", "state", "middlewares", "methods", "name", "body_buffering"}``;
 - a group ``{"prefix", "middlewares", "routes"}``, flattened at compile time
   (prefixes concatenated, group middlewares placed outside the route's own).
 
@@ -28,6 +28,13 @@ with the path's depth, not with the number of routes (a linear scan, or a
 regex alternation, grows with the table: measured 25-138 µs for 100
 routes against ~2 µs here). Compiling builds every middleware chain once.
 
+Body buffering per route: a route dict's ``body_buffering`` (``"auto"`` or
+``"manual"``) overrides the listener's for requests it matches (a streaming
+upload or a gRPC stream beside ordinary form posts). The exchange asks the
+app (``Router.body_buffering``) before it reads a body; the match is kept on
+the request so dispatch does not match again. Tables without such a route
+answer without matching.
+
 What it must never do: compile anything per request, or know the protocol.
 """
 
@@ -42,7 +49,8 @@ from rr import middleware, qs, response
 
 Handler = Callable[[Any], Any]
 
-_ROUTE_KEYS = {"path", "handler", "state", "middlewares", "methods", "name"}
+_ROUTE_KEYS = {"path", "handler", "state", "middlewares", "methods", "name", "body_buffering"}
+_MATCH = "rr.match"  # req.private key: the router's match, made early for body_buffering
 _GROUP_KEYS = {"prefix", "middlewares", "routes"}
 
 
@@ -57,15 +65,16 @@ class Route:
     name: str | None
     state: Any
     app: Handler  # the handler wrapped in its middlewares
+    body: str | None = None  # the route's own body_buffering, if it has one
 
 
-def _flatten(entries: Sequence[Any], prefix: str, mws: list[Any], out: list[tuple[str, Any, Any, list[Any], Any, Any]]) -> None:
+def _flatten(entries: Sequence[Any], prefix: str, mws: list[Any], out: list[tuple[Any, ...]]) -> None:
     for entry in entries:
         if isinstance(entry, tuple):
             if len(entry) not in (2, 3) or not isinstance(entry[0], str) or not callable(entry[1]):
                 raise ValueError(f"routes: a tuple route is (path, handler[, state]), got {entry!r}")
             state = entry[2] if len(entry) == 3 else None
-            out.append((prefix + entry[0], entry[1], state, list(mws), None, None))
+            out.append((prefix + entry[0], entry[1], state, list(mws), None, None, None))
         elif isinstance(entry, Mapping) and "routes" in entry:
             unknown = set(entry) - _GROUP_KEYS
             if unknown:
@@ -81,8 +90,12 @@ def _flatten(entries: Sequence[Any], prefix: str, mws: list[Any], out: list[tupl
             if not isinstance(entry.get("path"), str) or not callable(entry.get("handler")):
                 raise ValueError(f"routes: a route needs a str 'path' and a callable 'handler', got {entry!r}")
             methods = entry.get("methods")
+            body = entry.get("body_buffering")
+            if body not in (None, "auto", "manual"):
+                raise ValueError(f"routes: 'body_buffering' of {entry['path']!r} is \"auto\" or \"manual\", "
+                                 f"got {body!r}")
             out.append((prefix + entry["path"], entry["handler"], entry.get("state"),
-                        mws + list(entry.get("middlewares", [])), methods, entry.get("name")))
+                        mws + list(entry.get("middlewares", [])), methods, entry.get("name"), body))
         else:
             raise ValueError(f"routes: an entry is a tuple, a route dict or a group dict, got {entry!r}")
 
@@ -151,12 +164,12 @@ class Router:
         listener_middlewares: Sequence[Any] = (),
         not_found: Handler | None = None,
     ) -> None:
-        flat: list[tuple[str, Any, Any, list[Any], Any, Any]] = []
+        flat: list[tuple[Any, ...]] = []
         _flatten(routes, "", [], flat)
         top = list(listener_middlewares)
         self.routes: list[Route] = []
         self.names: dict[str, Route] = {}
-        for index, (path, handler, state, mws, methods, name) in enumerate(flat):
+        for index, (path, handler, state, mws, methods, name, body) in enumerate(flat):
             segments, params, wildcard = _parse_path(path)
             if methods is not None:
                 if isinstance(methods, str) or not all(isinstance(m, str) for m in methods):
@@ -166,7 +179,7 @@ class Router:
                     allowed.add("HEAD")
                 methods = frozenset(allowed)
             app = middleware.chain(middleware.resolve(top + mws, f"middlewares of {path}"), handler)
-            route = Route(index, path, segments, params, wildcard, methods, name, state, app)
+            route = Route(index, path, segments, params, wildcard, methods, name, state, app, body)
             self.routes.append(route)
             if name is not None:
                 if name in self.names:
@@ -175,6 +188,8 @@ class Router:
         self.trie = _Node()
         for route in self.routes:
             self.trie.insert(route)
+        if not any(route.body is not None for route in self.routes):
+            self.body_buffering = None  # type: ignore[assignment]  # the exchange skips the question
         self.fast = self._fast_paths()
         self.not_found = middleware.chain(middleware.resolve(top), not_found or _not_found)
         self._method_not_allowed = middleware.chain(middleware.resolve(top), self._answer_405)
@@ -241,8 +256,15 @@ class Router:
             refused |= route.methods
         return None, {}, sorted(refused)
 
+    def body_buffering(self, req: Any) -> str | None:
+        """The matched route's own ``body_buffering`` (None: the listener's)."""
+        found = self.match(req.method, req.path)
+        req.private[_MATCH] = found
+        return found[0].body if found[0] is not None else None
+
     def __call__(self, req: Any) -> Any:
-        route, bindings, allowed = self.match(req.method, req.path)
+        early = req.private.pop(_MATCH, None) if req.private else None
+        route, bindings, allowed = early if early is not None else self.match(req.method, req.path)
         if route is not None:
             req.bindings = bindings
             req.state = route.state

@@ -308,3 +308,47 @@ def test_the_request_names_the_matched_route_pattern_and_name():
         router(req)
         seen.append((req.route, req.route_name))
     assert seen == [("/api/users/:id", None), ("/api/files/*rest", "files"), ("/users", None), (None, None)]
+
+
+def test_a_route_can_stream_its_body_while_the_listener_buffers(serve):
+    """``body_buffering`` per route: the manual route reads in pieces (no buffered body), the
+    other route of the same listener gets the body read before it runs."""
+    import rr as _rr
+    from rr import resp as _resp
+
+    seen = {}
+
+    def streaming(req):
+        seen["streaming_buffered"] = req._body is not None
+        parts = []
+        while piece := req.read_body(1000):
+            parts.append(piece)
+        return _resp.text(200, f"{len(parts)} pieces")
+
+    def buffered(req):
+        seen["buffered_buffered"] = req._body is not None
+        return _resp.text(200, f"{len(req.read_body())} bytes")
+
+    srv = serve([{"path": "/stream", "handler": streaming, "body_buffering": "manual"},
+                 ("/buffered", buffered)])
+    import httpx
+
+    from tests.rr.conftest import in_thread
+
+    def client():
+        with httpx.Client() as c:
+            return (c.post(f"http://127.0.0.1:{srv.port}/stream", content=b"x" * 5000).text,
+                    c.post(f"http://127.0.0.1:{srv.port}/buffered", content=b"x" * 5000).text)
+
+    assert in_thread(client) == ("5 pieces", "5000 bytes")
+    assert seen == {"streaming_buffered": False, "buffered_buffered": True}
+    assert _rr.listener_info(srv.name)["requests_served"] == 2
+
+
+def test_a_bad_route_body_buffering_names_it():
+    import pytest as _pytest
+
+    from rr import router
+
+    with _pytest.raises(ValueError, match="body_buffering"):
+        router.Router([{"path": "/x", "handler": lambda r: None, "body_buffering": "sometimes"}])

@@ -86,8 +86,12 @@ class Server:
 
     >>> server = Server()
     >>> route_guide_pb2_grpc.add_RouteGuideServicer_to_server(RouteGuide(), server)
-    >>> rr.start_listener("grpc", {"port": 50051, "protocols": ["http2"], "body_buffering": "manual",
+    >>> rr.start_listener("grpc", {"port": 50051, "protocols": ["http2"],
     ...                            "routes": server.routes(), "not_found": server.not_found})
+
+    The routes read request messages as they arrive (``body_buffering: "manual"`` per
+    route), beside other routes that keep the listener's mode. As the whole listener's
+    handler (``"routes": server``) the listener itself must be in manual mode.
 
     Options (checked here, ``ValueError`` names the bad one):
 
@@ -182,13 +186,16 @@ class Server:
         gRPC call to an unknown service gets UNIMPLEMENTED instead of a 404.
         """
         self._frozen = True
+        # Every gRPC route reads its messages as they arrive (a stream may never end, and
+        # max_receive_message_length is checked per message), whatever the listener's mode.
+        manual = {"methods": ["POST"], "body_buffering": "manual"}
         routes: list[dict[str, Any]] = [
-            {"path": path, "handler": _Route(self, path, handler), "methods": ["POST"]}
+            {"path": path, "handler": _Route(self, path, handler), **manual}
             for path, handler in self._methods.items()
         ]
-        routes += [{"path": f"/{name}/:method", "handler": self, "methods": ["POST"]} for name in self._services]
+        routes += [{"path": f"/{name}/:method", "handler": self, **manual} for name in self._services]
         if any(not callable(getattr(h, "service_name", None)) for h in self._generic):
-            routes.append({"path": "/:service/:method", "handler": self, "methods": ["POST"]})
+            routes.append({"path": "/:service/:method", "handler": self, **manual})
         return routes
 
     def not_found(self, req: rr.Request) -> resp.Response:

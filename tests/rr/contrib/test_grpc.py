@@ -42,7 +42,8 @@ def start(serve, pb, probe, *, tls: dict | None = None, server: rr_grpc.Server |
     pb2, pb2_grpc = pb
     server = server or rr_grpc.Server(**server_opts)
     pb2_grpc.add_EchoServicer_to_server(servicer(pb2, pb2_grpc, probe), server)
-    opts: dict[str, Any] = {"protocols": ["http2"], "body_buffering": "manual", "not_found": server.not_found}
+    # The listener keeps body_buffering "auto": the gRPC routes carry "manual" themselves.
+    opts: dict[str, Any] = {"protocols": ["http2"], "not_found": server.not_found}
     if tls:
         opts["tls"] = tls
     if middlewares:
