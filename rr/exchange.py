@@ -1,8 +1,8 @@
 """The exchange: request → shape → response, written once for every protocol.
 
 What it is: the one place a request's response is decided and driven. The
-h1 conn process and the protocol-neutral stream worker (``rr.stream``, h2
-now, h3 next) each build a ``Request`` and a ``Sink`` and call ``run``; this
+h1 conn process and the protocol-neutral stream worker (``rr.stream``, for h2
+and h3) each build a ``Request`` and a ``Sink`` and call ``run``; this
 module calls the application (through ``rr.dispatch``), checks what came
 back, and drives the sink: ``respond`` for a whole buffered response,
 ``head`` / ``data`` / ``trailers`` / ``sendfile`` / ``abort`` for the others.

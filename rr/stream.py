@@ -1,4 +1,4 @@
-"""The stream worker: one process per request on a multiplexed connection (h2 now, h3 next).
+"""The stream worker: one process per request on a multiplexed connection (h2 and h3).
 
 What it is: the process a multiplexed conn process spawns (``spawn_monitor``,
 the listener's ``handler_spawn`` options) for each request stream. It runs
@@ -10,7 +10,7 @@ owns the framing, the socket and flow control, and encodes what it is sent.
 What it owns: its ``Request``, the request body as it arrives
 (``StreamBody``), and at most ``IN_FLIGHT`` response body bytes queued at the
 conn process that the conn has not acknowledged. For a ``WebSocket`` answer to an
-extended CONNECT (RFC 8441) it is also the session's process: the session
+extended CONNECT (RFC 8441 on h2, RFC 9220 on h3) it is also the session's process: the session
 (``rr.ws.session``) runs here over ``WsStream`` (the BODY messages in, DATA
 messages out, the same back-pressure and credits). Its heap budget covers the
 body it buffers (``supervisors.charge``) and its mailbox.
