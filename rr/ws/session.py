@@ -50,11 +50,15 @@ waits up to ``close_timeout`` for the client's close frame and ends.
 
 Limits (the listener's ``ws`` option): ``max_frame_size`` is checked on each
 frame's header, before its payload is read; ``max_message_size`` on the
-reassembled and inflated message (1009 either way); each data frame counts
-at least ``FRAME_CHARGE`` bytes, so a flood of empty continuations also ends
-in 1009. UTF-8 of text messages is checked incrementally by wsproto (1007 as
-soon as a bad byte arrives, also across fragments). A message being
-reassembled is charged to the process's ``max_heap``. permessage-deflate
+message's (inflated) bytes as they arrive, chunk by chunk, never only once a
+frame is complete, and already at the header of an uncompressed frame whose
+declared length would overrun it (1009 either way); each data frame counts
+its payload but at least ``FRAME_CHARGE`` bytes, so a flood of empty
+continuations also ends in 1009. UTF-8 of text messages is checked
+incrementally by wsproto (1007 as soon as a bad byte arrives, also across
+fragments). A message being reassembled is charged to the process's
+``max_heap`` part by part as the parts arrive, by the memory each holds (a
+str part of 4-byte characters costs 4 bytes a character). permessage-deflate
 inflates at most the remaining message budget per call (``BoundedDeflate``):
 a deflate bomb ends in 1009 without being inflated.
 
@@ -70,6 +74,7 @@ timers.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -89,6 +94,7 @@ from rr.response import DRAIN
 
 _log = get_logger("rr.ws")
 _monotonic = time.monotonic
+_sizeof = sys.getsizeof
 
 READ_SIZE = 65536
 # What every data frame costs against max_message_size at least (continuation floods).
@@ -182,7 +188,14 @@ class BoundedDeflate(PerMessageDeflate):
 
 
 class _Limits(Extension):
-    """Not a negotiated extension: wsproto's per-frame hooks used to enforce the limits."""
+    """Not a negotiated extension: wsproto's per-frame hooks used to enforce the limits.
+
+    ``size`` is the current message's cost so far, counted as its bytes arrive (each
+    payload chunk, after inflation), never once a frame is complete: a data frame costs
+    its payload but at least ``FRAME_CHARGE`` (paid at its header; ``prepaid`` is what is
+    left of that). An uncompressed frame whose declared length would take the message
+    over ``max_message`` is refused at its header.
+    """
 
     name = "rr-limits"
 
@@ -190,7 +203,9 @@ class _Limits(Extension):
         self.max_frame = options.max_frame_size
         self.max_message = options.max_message_size
         self.size = 0
+        self.prepaid = 0
         self.control = False
+        self.compressed = False  # the current message's RSV1: its frames' lengths are not its size
 
     def enabled(self) -> bool:
         return True
@@ -206,14 +221,21 @@ class _Limits(Extension):
         if not self.control:
             if opcode is not Opcode.CONTINUATION:
                 self.size = 0
+                self.compressed = rsv.rsv1
             self.size += FRAME_CHARGE
+            self.prepaid = FRAME_CHARGE
             if self.size > self.max_message:
+                return CloseReason.MESSAGE_TOO_BIG
+            if not self.compressed and self.size + payload_length - FRAME_CHARGE > self.max_message:
                 return CloseReason.MESSAGE_TOO_BIG
         return RsvBits(False, False, False)
 
     def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
         if not self.control:
-            self.size += len(data)
+            n = len(data)
+            paid = min(self.prepaid, n)
+            self.prepaid -= paid
+            self.size += n - paid
             if self.size > self.max_message:
                 return CloseReason.MESSAGE_TOO_BIG
         return data
@@ -372,7 +394,9 @@ class Session:
                 if self.closing_deadline is not None:
                     continue  # after our close frame, data is read and dropped
                 self.parts.append(event.data)
-                size = len(event.data)
+                # What the part holds in memory: a text part's str can take up to 4 bytes
+                # a character (one emoji makes the whole part 4 bytes wide), not len().
+                size = _sizeof(event.data)
                 supervisors.charge(size)
                 self.charged += size
                 if event.message_finished:
