@@ -87,6 +87,10 @@ def serve(n: int, trace: bool) -> None:
         out = [f"traced growth since the baseline: {total} B", "by file of the allocating line:"]
         for stat in snap.compare_to(base[0], "filename")[:12]:
             out.append(f"{stat.size_diff:>12} B {stat.count_diff:>8} blocks  {stat.traceback[0].filename}")
+        out.append("by allocating line:")
+        for stat in snap.compare_to(base[0], "lineno")[:30]:
+            frame = stat.traceback[0]
+            out.append(f"{stat.size_diff:>12} B {stat.count_diff:>8} blocks  {frame.filename}:{frame.lineno}")
         out.append("top sites (traceback, oldest frame first):")
         top = diffs[:25]
         for stat in top:

@@ -9,14 +9,17 @@ HTTP/1.1 the connection process *is* the session; on HTTP/2 the stream's
 worker is). Incoming bytes reach its receive loop as messages, one chunk at a
 time, in one of two ways:
 
-- a plain ``ByteStream`` (h1's socket): a linked helper process reads it and
-  posts each chunk; the next read waits for the session's go-ahead, so a fast
-  client cannot queue more than one chunk ahead of the handler;
-- a ``MessageStream`` (h2's stream, ``rr.stream.WsStream``; h3's later): the
-  transport already delivers the bytes as messages to this process (the h2
-  conn's ``BODY``), so there is no reader: the loop offers each message to
-  ``incoming`` and calls ``consumed`` after the chunk is processed (h2: the
-  flow-control credit, the go-ahead's counterpart).
+- a ``MessageStream`` (h1's socket, ``rr.http1.conn.SocketStream``; h2's
+  stream, ``rr.stream.WsStream``; h3's later): the transport delivers the
+  bytes, or the news that some can be read, as messages to this process (h1:
+  an io watcher's ``(_READABLE, stream)``; h2: the conn's ``BODY``), so there
+  is no reader process: the loop offers each message to ``incoming`` and
+  calls ``consumed`` after the chunk is processed (h1: the watcher is armed
+  again; h2: the flow-control credit), so a fast client cannot queue more
+  than one chunk ahead of the handler;
+- a plain ``ByteStream`` (only blocking reads; no transport of rr's is one
+  today, tests' seams are): a linked helper process reads it and posts each
+  chunk; the next read waits for the session's go-ahead (``_MORE``).
 
 What it must never do: know which protocol carries it. Everything it needs
 from the transport is a ``ByteStream`` (``read``/``write``/``close``) or a
@@ -129,8 +132,8 @@ class MessageStream(ByteStream, Protocol):
     ``handle_info`` gets it), ``True`` (the stream's, nothing to deliver, e.g. an
     acknowledgement) or bytes (``b""``: the client ended the stream); it raises
     ``ConnectionError`` when the client is gone (reset). ``consumed(n)`` follows each
-    delivered chunk once the session processed it (h2: the flow-control credit, the
-    go-ahead that h1's reader gets as ``_MORE``).
+    delivered chunk once the session processed it (h1: the socket's watcher armed again;
+    h2: the flow-control credit; the go-ahead a plain stream's reader gets as ``_MORE``).
     """
 
     def incoming(self, msg: Any) -> bytes | bool: ...
