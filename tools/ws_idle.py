@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Open many idle WebSocket sessions against rr (in a subprocess) and record RSS per session.
 
-    PYTHONPATH=. .venv/bin/python tools/ws_idle.py 10000            # ws://, no extension offered
-    PYTHONPATH=. .venv/bin/python tools/ws_idle.py 10000 --deflate  # the client offers permessage-deflate
-    PYTHONPATH=. .venv/bin/python tools/ws_idle.py 2000 --trace     # + the server's top tracemalloc sites
+    .venv/bin/python tools/ws_idle.py 10000            # ws://, no extension offered
+    .venv/bin/python tools/ws_idle.py 10000 --deflate  # the client offers permessage-deflate
+    .venv/bin/python tools/ws_idle.py 1000 --trace     # + the server's tracemalloc growth, by site
 
 What it does: starts ``tools/ws_idle.py --serve`` (an rr listener on 127.0.0.1,
 ephemeral port, a WebSocket handler that does nothing) as a subprocess, raises
@@ -181,7 +181,8 @@ def measure(n: int, deflate: bool = False, trace: bool = False, deadline_s: floa
     """Start the server, open ``n`` idle sessions, and return the RSS figures (KiB)."""
     deadline = time.monotonic() + deadline_s
     raise_fd_limit(n + 256)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout whose rr is measured
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     args = [sys.executable, os.path.abspath(__file__), "--serve", str(n)] + (["--trace"] if trace else [])
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, env=env, text=True)
     socks: list[socket.socket] = []
