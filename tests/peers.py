@@ -57,6 +57,13 @@ def _modules(*names: str) -> Callable[[], bool]:
     return lambda: all(importlib.util.find_spec(name) is not None for name in names)
 
 
+def _node_ws() -> bool:
+    """node, and the locked ``ws`` package in tools/bench_ws (``npm ci`` by tools/setup.sh)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return shutil.which("node") is not None and \
+        os.path.isfile(os.path.join(root, "tools", "bench_ws", "node_modules", "ws", "package.json"))
+
+
 def _chromium() -> bool:
     path = os.environ.get("RR_CHROMIUM", "/usr/bin/chromium")
     return os.path.isfile(path) or shutil.which(path) is not None
@@ -83,6 +90,8 @@ PEERS = {
         Peer("py-spy", _script("py-spy"), "PyPI 'py-spy' (pyproject.toml test and bench extras)"),
         Peer("grpcio", _modules("grpc", "grpc_tools"), "PyPI 'grpcio' and 'grpcio-tools' (pyproject.toml grpc extra)"),
         Peer("starlette", _modules("starlette"), "PyPI 'starlette' (pyproject.toml test and bench extras)"),
+        Peer("node-ws", _node_ws, "Debian package 'nodejs' (tools/apt-packages) and npm's 'ws' "
+                                  "(tools/bench_ws, `npm ci` by tools/setup.sh)"),
     )
 }
 

@@ -21,8 +21,10 @@ RSS and the CPU% of the server's process tree during the measured runs.
 Load generators: ``wrk -t1`` for HTTP/1.1 (Lua scripts in tools/bench_lua; a
 ``done()`` hook prints JSON), ``h2load -t1`` for HTTP/2 over cleartext with
 prior knowledge (h2c; ``-c``/``-m`` per scenario, bodies with ``-d``, p50/p99
-from its ``--log-file``), and this file's own gevent client for WebSocket and
-SSE (``--client``). Load goes to 127.0.0.1 only. Every wait is bounded, and
+from its ``--log-file``), node's ``ws`` package for WebSocket
+(``tools/bench_ws/client.js``; its ``node_modules`` is installed from the
+lockfile with ``npm ci`` the first time a WebSocket row runs), and this file's
+own gevent client for SSE (``--client``). Load goes to 127.0.0.1 only. Every wait is bounded, and
 every process started here is killed on exit, Ctrl-C included.
 
 Scenarios run in phases, one per ``Scenario.proto``, each with its own server
@@ -76,6 +78,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "tools" / "bench_apps"
 LUA = ROOT / "tools" / "bench_lua"
+BENCH_WS = ROOT / "tools" / "bench_ws"
 _VENV_PY = ROOT / ".venv" / "bin" / "python"
 PY = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
 BIN = Path(PY).parent
@@ -256,7 +259,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("gzip_response", "/gzip", headers=["Accept-Encoding: gzip"], check=_check_gzip,
                  headline=True, note="16 KB JSON gzipped per request"),
         Scenario("websocket_msg_throughput", common.WS_PATH, client="ws", check=None, unit="msg/s",
-                 note="1 KiB masked text echo, own gevent client"),
+                 note="1 KiB text echo, one in flight per connection, node `ws` client"),
         Scenario("server_sent_events", "/sse", client="sse", check=None, unit="events/s",
                  note="100 events per session, own gevent client; latency per session"),
         Scenario("connection_storm", headers=["Connection: close"], check=_check_body(200, common.HELLO),
@@ -452,7 +455,6 @@ SERVERS: dict[str, ServerSpec] = {
                    launchers={"h2": _rr_h2_argv, "tls": _rr_tls_argv, "grpc": _grpc_argv("rr"),
                               "flask": _rr_flask_argv}),
         ServerSpec("rr-base", "rr at $RR_BASE (before/after)", _rr_base_argv, ports=("main", "manual"),
-                   unsupported={"websocket_msg_throughput": "rr does not serve WebSocket yet"},
                    launchers={"h2": _rr_base_h2_argv}, env=_rr_base_env),
         ServerSpec("floor", "floor (bare gevent StreamServer)",
                    lambda p: [PY, str(APPS / "floor.py"), str(p["main"])], unsupported=FLOOR_SKIPS),
@@ -771,6 +773,11 @@ def run_load(sc: Scenario, port: int, *, duration: int, connections: int) -> Run
         parse = parse_wrk_output
     elif sc.client == "h2load":
         return run_h2load(sc, port, duration=duration, connections=connections, env=env)
+    elif sc.client == "ws":
+        argv = ["node", str(BENCH_WS / "client.js"), "--url", f"ws://{HOST}:{port}{sc.path}",
+                "--connections", str(connections), "--duration", str(duration), "--size", "1024"]
+        rc, text = _run_client(argv, BENCH_WS, env, limit)
+        parse = parse_wrk_output
     else:
         argv = [PY, str(Path(__file__).resolve()), "--client", sc.client, "--port", str(port), "--path", sc.path,
                 "--connections", str(connections), "--duration", str(duration)]
@@ -817,13 +824,31 @@ def run_h2load(sc: Scenario, port: int, *, duration: int, connections: int, env:
         return res
 
 
-# --------------------------------------------------------------------------- own client (WebSocket, SSE)
+# --------------------------------------------------------------------------- WebSocket client (node ws)
+
+
+def node_ws_unavailable() -> str | None:
+    """Why tools/bench_ws/client.js cannot run (None when it can): installs its locked
+    ``ws`` package with ``npm ci`` when ``node_modules`` is missing (once, bounded)."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        return "node/npm are not installed (apt-get install -y nodejs npm)"
+    if (BENCH_WS / "node_modules" / "ws" / "package.json").exists():
+        return None
+    try:
+        out = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BENCH_WS, capture_output=True,
+                             text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return "npm ci in tools/bench_ws took over 300 s"
+    if out.returncode:
+        return "npm ci in tools/bench_ws failed: " + ((out.stderr or out.stdout).strip().splitlines() or ["?"])[-1]
+    return None
+
+
+# --------------------------------------------------------------------------- own client (SSE)
 
 
 def own_client(kind: str, port: int, path: str, connections: int, duration: float) -> dict:
     """Closed-loop gevent client: ``connections`` greenlets, each on its own connection."""
-    import base64
-
     import gevent
     from gevent import socket as gsocket
 
@@ -843,50 +868,11 @@ def own_client(kind: str, port: int, path: str, connections: int, duration: floa
                 raise ConnectionResetError("closed by server")
             self.buf += data
 
-        def read(self, n: int) -> bytes:
-            while len(self.buf) < n:
-                self.fill()
-            out, self.buf = self.buf[:n], self.buf[n:]
-            return out
-
         def head(self) -> bytes:
             while b"\r\n\r\n" not in self.buf:
                 self.fill()
             head, self.buf = self.buf.split(b"\r\n\r\n", 1)
             return head
-
-    payload = b"x" * 1024
-    pint = int.from_bytes(payload, "big")
-
-    def ws_worker() -> None:
-        conn = Conn()
-        key = base64.b64encode(os.urandom(16)).decode()
-        conn.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-                          f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                          "Sec-WebSocket-Version: 13\r\n\r\n".encode())
-        if not conn.head().startswith(b"HTTP/1.1 101"):
-            errors["status"] += 1
-            return
-        header = b"\x81\xfe" + len(payload).to_bytes(2, "big")
-        while time.monotonic() < deadline:
-            mask = os.urandom(4)
-            masked = (pint ^ int.from_bytes(mask * 256, "big")).to_bytes(1024, "big")
-            t0 = time.perf_counter()
-            conn.sock.sendall(header + mask + masked)
-            b0, b1 = conn.read(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = int.from_bytes(conn.read(2), "big")
-            elif n == 127:
-                n = int.from_bytes(conn.read(8), "big")
-            data = conn.read(n)
-            if b0 & 0x0F != 1 or data != payload:
-                errors["status"] += 1
-                return
-            lat.append(time.perf_counter() - t0)
-            count[0] += 1
-        conn.sock.sendall(b"\x88\x82" + b"\0\0\0\0" + b"\x03\xe8")
-        conn.sock.close()
 
     def sse_worker() -> None:
         request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
@@ -917,7 +903,7 @@ def own_client(kind: str, port: int, path: str, connections: int, duration: floa
         except OSError:
             errors["read"] += 1
 
-    worker = ws_worker if kind == "ws" else sse_worker
+    worker = sse_worker
     t0 = time.monotonic()
     jobs = [gevent.spawn(guard, worker) for _ in range(connections)]
     gevent.joinall(jobs, timeout=duration + 15)
@@ -1353,6 +1339,12 @@ def collect_env() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired, IndexError):
             env[tool] = "absent"
     try:
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        lock = json.loads((BENCH_WS / "package-lock.json").read_text())
+        env["node_ws"] = f"node {node}, ws {lock['packages']['node_modules/ws']['version']}"
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError):
+        env["node_ws"] = "absent"
+    try:
         env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True, timeout=10).stdout.strip()
         # Others edit rr/ while benchmarks run: say when the numbers are not exactly the commit's.
@@ -1400,9 +1392,10 @@ def render_markdown(report: Report) -> str:
               f"Python {report.env.get('python', '?')}",
               f"- packages: {report.env.get('packages', '?')}",
               f"- load: {report.env.get('wrk', 'wrk ?')} `-t1 -c{s.get('connections')}`; h2load "
-              f"({report.env.get('h2load', '?')}) for h2; WebSocket and SSE use this harness's own gevent client "
-              f"(one greenlet per connection, {s.get('connections')} connections), which is slower than wrk and "
-              "may be the bottleneck for those rows",
+              f"({report.env.get('h2load', '?')}) for h2; WebSocket: node's `ws` package "
+              f"({report.env.get('node_ws', '?')}; tools/bench_ws/client.js, {s.get('connections')} connections, "
+              "one 1 KiB message in flight each); SSE: this harness's own gevent client (one greenlet per "
+              "connection), which is slower than wrk and may be the bottleneck for that row",
               f"- method: each server one OS process with one worker, pinned to CPU {SERVER_CPU} (`taskset`); the "
               f"load generator pinned to CPU {CLIENT_CPU}; {s.get('warmup')} s warm-up per server and scenario, "
               f"then {s.get('rounds')} interleaved rounds of {s.get('duration')} s; medians shown; errors summed "
@@ -1716,8 +1709,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", nargs="?", const="1000,10000", metavar="N,N",
                    help="after the matrix, hold N idle keep-alive connections per server (default 1000,10000) "
                         "and report RSS per connection; --scenarios '' skips the matrix")
-    # Internal: the WebSocket/SSE load client, run as a child process on the client CPU.
-    p.add_argument("--client", choices=["ws", "sse"], help=argparse.SUPPRESS)
+    # Internal: the SSE load client, run as a child process on the client CPU.
+    p.add_argument("--client", choices=["sse"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--path", default="/", help=argparse.SUPPRESS)
     return p
@@ -1830,6 +1823,11 @@ def main(argv: list[str] | None = None) -> int:
             print("openssl is not installed (apt-get install -y openssl): the tls rows need a certificate",
                   file=sys.stderr)
             return 2
+        if any(SCENARIOS[n].client == "ws" for n in names):
+            why = node_ws_unavailable()
+            if why:
+                print(f"websocket_msg_throughput: {why}", file=sys.stderr)
+                return 2
     report = run(args, log=lambda s: print(s, flush=True))
     text = render_markdown(report)
     if args.chart and render_chart(report, Path(args.chart)):

@@ -6,7 +6,8 @@
 #   when pyproject.toml or the extras changed;
 # - unless RR_APT=0, installs the Debian tools the suite drives
 #   (tools/apt-packages), each guarded by `dpkg -s` so apt runs at most once
-#   per missing package.
+#   per missing package;
+# - installs tools/bench_ws's locked node packages (`npm ci`) if they are missing.
 set -euo pipefail
 
 RR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +44,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
         echo "tools/setup.sh: missing Debian packages: ${missing[*]} (install them as root)" >&2
         exit 1
     fi
+fi
+
+# node's `ws` package for tools/bench.py's WebSocket row and its test (locked in
+# tools/bench_ws/package-lock.json): installed once, when npm is there.
+if [ ! -f "$RR_ROOT/tools/bench_ws/node_modules/ws/package.json" ] && command -v npm >/dev/null; then
+    (cd "$RR_ROOT/tools/bench_ws" && npm ci --no-audit --no-fund --silent) \
+        || echo "tools/setup.sh: npm ci in tools/bench_ws failed" >&2
 fi
 
 export PATH="$VENV/bin:$PATH"

@@ -52,6 +52,7 @@ import base64
 import binascii
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -685,19 +686,83 @@ class BodyReader:
         return False
 
 
-class SocketStream:
-    """The h1 socket after a 101, as the WebSocket session's ``ByteStream``.
+_READABLE = "rr.ws.readable"
 
-    Reads run in the session's reader process, writes in the session's: one
-    reader and one writer, which gevent sockets allow. Leftover bytes of the
-    connection's buffer come first.
+
+class SocketStream:
+    """The h1 socket after a 101, as the WebSocket session's ``MessageStream``.
+
+    No reader process (an idle session is one process, not two): an io
+    watcher on the socket posts ``(_READABLE, stream)`` to the session's
+    process (this connection process) once bytes can be read, and the
+    session's loop reads one chunk without blocking (``incoming``). The
+    watcher is armed again only in ``consumed``, after the session processed
+    the chunk, so a client that sends faster than the session works fills
+    the kernel's buffers and TCP's window, not the server's memory. A TLS
+    socket can hold decrypted bytes that no readiness reports (``pending``):
+    those are read before the watcher is armed again. Writes are the
+    session's own (the same process). Leftover bytes of the connection's
+    buffer come first.
     """
 
     def __init__(self, conn: Http1Conn) -> None:
         self.conn = conn
         self.pending, conn.buf = conn.buf, b""
+        self.owner = supervisors.self()
+        sock = conn.sock
+        raw = getattr(sock, "_sock", None)
+        # The non-blocking OS socket under gevent's wrapper; TLS reads go through gevent's.
+        self.raw_recv = raw.recv if raw is not None and not conn.is_tls else None
+        self.watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        self.closed = False
+        supervisors.send(self.owner, (_READABLE, self))  # the first chunk: leftover bytes or a read
+
+    def _readable(self) -> None:
+        """The watcher's callback (in the hub): one message, then quiet until ``consumed``."""
+        self.watcher.stop()
+        supervisors.send(self.owner, (_READABLE, self))
+
+    def incoming(self, msg: Any) -> bytes | bool:
+        if type(msg) is not tuple or len(msg) != 2 or msg[0] != _READABLE or msg[1] is not self:
+            return False
+        if self.closed:
+            return True
+        if self.pending:
+            data, self.pending = self.pending, b""
+            return data
+        try:
+            if self.raw_recv is not None:
+                return self.raw_recv(ws_session.READ_SIZE)
+            sock = self.conn.sock
+            timeout = sock.timeout
+            sock.settimeout(0.0)
+            try:
+                return sock.recv(ws_session.READ_SIZE)
+            finally:
+                sock.settimeout(timeout)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            self.watcher.start(self._readable)
+            return True
+        except ssl.SSLWantWriteError:  # TLS wants to write before it can read: wait, then retry
+            try:
+                wait_write(self.conn.sock.fileno(), timeout=self.conn.config.request_timeout)
+            except TimeoutError:
+                return b""
+            supervisors.send(self.owner, (_READABLE, self))
+            return True
+        except OSError:
+            return b""
+
+    def consumed(self, n: int) -> None:
+        if self.closed:
+            return
+        if self.conn.is_tls and self.conn.sock.pending():
+            supervisors.send(self.owner, (_READABLE, self))
+        else:
+            self.watcher.start(self._readable)
 
     def read(self, max_bytes: int) -> bytes:
+        """A blocking read (the ``ByteStream`` side; the session uses ``incoming``)."""
         if self.pending:
             data, self.pending = self.pending, b""
             return data
@@ -705,7 +770,7 @@ class SocketStream:
         while True:
             try:
                 return sock.recv(max_bytes)
-            except TimeoutError:  # the writer's timeout applies to the socket; reads just wait on
+            except TimeoutError:
                 continue
             except OSError:
                 return b""
@@ -714,6 +779,10 @@ class SocketStream:
         self.conn.sendall(data)
 
     def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.watcher.stop()
+            self.watcher.close()
         self.conn.linger()
 
 

@@ -9,19 +9,22 @@ HTTP/1.1 the connection process *is* the session; on HTTP/2 the stream's
 worker is). Incoming bytes reach its receive loop as messages, one chunk at a
 time, in one of two ways:
 
-- a plain ``ByteStream`` (h1's socket): a linked helper process reads it and
-  posts each chunk; the next read waits for the session's go-ahead, so a fast
-  client cannot queue more than one chunk ahead of the handler;
-- a ``MessageStream`` (h2's stream, ``rr.stream.WsStream``; h3's later): the
-  transport already delivers the bytes as messages to this process (the h2
-  conn's ``BODY``), so there is no reader: the loop offers each message to
-  ``incoming`` and calls ``consumed`` after the chunk is processed (h2: the
-  flow-control credit, the go-ahead's counterpart).
+- a ``MessageStream`` (h1's socket, ``rr.http1.conn.SocketStream``; h2's
+  stream, ``rr.stream.WsStream``; h3's too): the transport delivers the
+  bytes, or the news that some can be read, as messages to this process (h1:
+  an io watcher's ``(_READABLE, stream)``; h2: the conn's ``BODY``), so there
+  is no reader process: the loop offers each message to ``incoming`` and
+  calls ``consumed`` after the chunk is processed (h1: the watcher is armed
+  again; h2: the flow-control credit), so a fast client cannot queue more
+  than one chunk ahead of the handler;
+- a plain ``ByteStream`` (only blocking reads; no transport of rr's is one
+  today, tests' seams are): a linked helper process reads it and posts each
+  chunk; the next read waits for the session's go-ahead (``_MORE``).
 
 What it must never do: know which protocol carries it. Everything it needs
 from the transport is a ``ByteStream`` (``read``/``write``/``close``) or a
 ``MessageStream``: the h1 socket after the 101, an h2 stream's DATA after the
-200 to an extended CONNECT (RFC 8441), an h3 stream's later (RFC 9220).
+200 to an extended CONNECT (RFC 8441), an h3 stream's (RFC 9220).
 
 Handler API (``resp.WebSocket(handler, state)``): ``handler`` is any object
 (or module) with some of these callables; an absent one is skipped.
@@ -50,11 +53,15 @@ waits up to ``close_timeout`` for the client's close frame and ends.
 
 Limits (the listener's ``ws`` option): ``max_frame_size`` is checked on each
 frame's header, before its payload is read; ``max_message_size`` on the
-reassembled and inflated message (1009 either way); each data frame counts
-at least ``FRAME_CHARGE`` bytes, so a flood of empty continuations also ends
-in 1009. UTF-8 of text messages is checked incrementally by wsproto (1007 as
-soon as a bad byte arrives, also across fragments). A message being
-reassembled is charged to the process's ``max_heap``. permessage-deflate
+message's (inflated) bytes as they arrive, chunk by chunk, never only once a
+frame is complete, and already at the header of an uncompressed frame whose
+declared length would overrun it (1009 either way); each data frame counts
+its payload but at least ``FRAME_CHARGE`` bytes, so a flood of empty
+continuations also ends in 1009. UTF-8 of text messages is checked
+incrementally by wsproto (1007 as soon as a bad byte arrives, also across
+fragments). A message being reassembled is charged to the process's
+``max_heap`` part by part as the parts arrive, by the memory each holds (a
+str part of 4-byte characters costs 4 bytes a character). permessage-deflate
 inflates at most the remaining message budget per call (``BoundedDeflate``):
 a deflate bomb ends in 1009 without being inflated.
 
@@ -70,6 +77,7 @@ timers.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -89,6 +97,7 @@ from rr.response import DRAIN
 
 _log = get_logger("rr.ws")
 _monotonic = time.monotonic
+_sizeof = sys.getsizeof
 
 READ_SIZE = 65536
 # What every data frame costs against max_message_size at least (continuation floods).
@@ -123,8 +132,8 @@ class MessageStream(ByteStream, Protocol):
     ``handle_info`` gets it), ``True`` (the stream's, nothing to deliver, e.g. an
     acknowledgement) or bytes (``b""``: the client ended the stream); it raises
     ``ConnectionError`` when the client is gone (reset). ``consumed(n)`` follows each
-    delivered chunk once the session processed it (h2: the flow-control credit, the
-    go-ahead that h1's reader gets as ``_MORE``).
+    delivered chunk once the session processed it (h1: the socket's watcher armed again;
+    h2: the flow-control credit; the go-ahead a plain stream's reader gets as ``_MORE``).
     """
 
     def incoming(self, msg: Any) -> bytes | bool: ...
@@ -182,7 +191,14 @@ class BoundedDeflate(PerMessageDeflate):
 
 
 class _Limits(Extension):
-    """Not a negotiated extension: wsproto's per-frame hooks used to enforce the limits."""
+    """Not a negotiated extension: wsproto's per-frame hooks used to enforce the limits.
+
+    ``size`` is the current message's cost so far, counted as its bytes arrive (each
+    payload chunk, after inflation), never once a frame is complete: a data frame costs
+    its payload but at least ``FRAME_CHARGE`` (paid at its header; ``prepaid`` is what is
+    left of that). An uncompressed frame whose declared length would take the message
+    over ``max_message`` is refused at its header.
+    """
 
     name = "rr-limits"
 
@@ -190,7 +206,9 @@ class _Limits(Extension):
         self.max_frame = options.max_frame_size
         self.max_message = options.max_message_size
         self.size = 0
+        self.prepaid = 0
         self.control = False
+        self.compressed = False  # the current message's RSV1: its frames' lengths are not its size
 
     def enabled(self) -> bool:
         return True
@@ -206,14 +224,21 @@ class _Limits(Extension):
         if not self.control:
             if opcode is not Opcode.CONTINUATION:
                 self.size = 0
+                self.compressed = rsv.rsv1
             self.size += FRAME_CHARGE
+            self.prepaid = FRAME_CHARGE
             if self.size > self.max_message:
+                return CloseReason.MESSAGE_TOO_BIG
+            if not self.compressed and self.size + payload_length - FRAME_CHARGE > self.max_message:
                 return CloseReason.MESSAGE_TOO_BIG
         return RsvBits(False, False, False)
 
     def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
         if not self.control:
-            self.size += len(data)
+            n = len(data)
+            paid = min(self.prepaid, n)
+            self.prepaid -= paid
+            self.size += n - paid
             if self.size > self.max_message:
                 return CloseReason.MESSAGE_TOO_BIG
         return data
@@ -372,7 +397,9 @@ class Session:
                 if self.closing_deadline is not None:
                     continue  # after our close frame, data is read and dropped
                 self.parts.append(event.data)
-                size = len(event.data)
+                # What the part holds in memory: a text part's str can take up to 4 bytes
+                # a character (one emoji makes the whole part 4 bytes wide), not len().
+                size = _sizeof(event.data)
                 supervisors.charge(size)
                 self.charged += size
                 if event.message_finished:

@@ -435,3 +435,55 @@ def test_end_to_end_tls_grpc_and_flask_phases(spawned):
     for title in ("## TLS (HTTP/1.1 and HTTP/2)", "## gRPC (h2c)", "## A Flask app (WSGI)"):
         assert title in text
     assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
+@pytest.mark.peers("node-ws")
+def test_end_to_end_websocket_row_with_the_node_client(spawned):
+    """websocket_msg_throughput against rr for 1 s, driven by node's ``ws`` (tools/bench_ws):
+    echoes counted, none wrong, the client process gone afterwards."""
+    assert bench.rr_unavailable() is None, bench.rr_unavailable()
+    args = bench.build_parser().parse_args(["--servers", "rr", "--scenarios", "websocket_msg_throughput",
+                                            "--duration", "1", "--rounds", "1", "--warmup", "0",
+                                            "--connections", "4"])
+    args.command = "test"
+    report = bench.run(args, log=lambda _line: None)
+
+    cell = report.cells[("websocket_msg_throughput", "rr")]
+    assert len(cell.runs) == 1 and not cell.runs[0].failure, cell.runs
+    assert cell.runs[0].requests > 0 and cell.errors == {}, cell.runs
+    assert cell.runs[0].p50_us and cell.runs[0].p50_us <= cell.runs[0].p99_us
+    assert "node's `ws` package" in bench.render_markdown(report)
+    assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
+
+
+@pytest.mark.peers("node-ws")
+def test_the_node_client_counts_a_wrong_echo_as_an_error():
+    """A server that answers every message with other bytes: no message counts, each
+    connection reports one ``status`` error."""
+    import base64
+    import hashlib
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key"))
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            conn.recv(65536)  # the first message
+            conn.sendall(b"\x81\x05wrong")  # an unmasked text frame that is not the echo
+            conn.recv(65536)  # the client ends the connection
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    out = subprocess.run(["node", str(bench.BENCH_WS / "client.js"), "--url", f"ws://127.0.0.1:{port}/ws",
+                          "--connections", "1", "--duration", "1"], capture_output=True, text=True, timeout=30)
+    t.join(10)
+    listener.close()
+    result = bench.parse_wrk_output(out.stdout)
+    assert result.requests == 0 and result.errors["status"] == 1, out.stdout

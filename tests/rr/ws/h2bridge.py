@@ -27,9 +27,9 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class Bridge:
-    def __init__(self, rr_port: int) -> None:
+    def __init__(self, rr_port: int, port: int = 0) -> None:
         self.rr_port = rr_port
-        self.server = gevent.server.StreamServer(("127.0.0.1", 0), self.handle)
+        self.server = gevent.server.StreamServer(("127.0.0.1", port), self.handle)
         self.server.start()
         self.port = self.server.server_port
 

@@ -200,7 +200,7 @@ def test_the_idle_timeout_closes_1001(ws):
 
 @pytest.mark.parametrize("protocols", [["http1"], ["http2", "http1"]])
 def test_wss_on_a_tls_listener(serve, tmp_path, protocols):
-    """Over TLS the session's reader and writer share one SSL socket (one reads, one writes).
+    """Over TLS the session reads and writes one SSL socket (reads when it is readable).
     A listener preferring h2 still serves a client that asks for no ALPN over HTTP/1.1."""
     import ssl
 
@@ -222,3 +222,27 @@ def test_wss_on_a_tls_listener(serve, tmp_path, protocols):
 
     assert client(f"wss://127.0.0.1:{srv.port}/", talk, ssl=ctx, max_size=None) == (200_000, "done")
     assert rec.ended.get(timeout=10)[0] == "remote"
+
+
+def test_wss_reads_decrypted_bytes_no_readiness_reports(serve, tmp_path, monkeypatch):
+    """With reads smaller than a TLS record, a read leaves decrypted bytes inside the SSL
+    object that the socket's readiness never reports: the session must take them before it
+    waits for the socket again, or it stalls with the message half read."""
+    import ssl
+
+    from rr.ws import session as ws_session
+    from tests.rr.certs import make_cert
+
+    monkeypatch.setattr(ws_session, "READ_SIZE", 1000)
+    certfile, keyfile = make_cert(tmp_path)
+    rec = Recorder()
+    srv = serve(lambda req: resp.WebSocket(rec), tls={"certfile": certfile, "keyfile": keyfile},
+                protocols=["http1"])
+    ctx = ssl.create_default_context(cafile=certfile)
+    ctx.check_hostname = False
+
+    def talk(c):
+        c.send(bytes(range(256)) * 40)  # 10,240 bytes: one TLS record, eleven reads
+        return len(c.recv(timeout=10))
+
+    assert client(f"wss://127.0.0.1:{srv.port}/", talk, ssl=ctx, compression=None) == 10_240

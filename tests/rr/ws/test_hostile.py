@@ -232,3 +232,77 @@ def test_a_message_being_reassembled_is_charged_to_max_heap(serve):
             c.send(frame(CONT, b"b" * 60000, fin=False))
         c.read_frame()
     wait_processes_gone("rr.ws.reader")
+
+
+# -- sizes are counted as the bytes arrive, not once a frame is complete ------------------
+
+
+def test_a_frame_whose_length_alone_overruns_the_message_budget_closes_1009_from_its_header(serve):
+    """Under ``max_frame_size`` but over ``max_message_size``: the declared length already
+    says the message is too big, so rr answers before any of the 1 MB payload arrives."""
+    port = serve(echo_app, ws={"max_frame_size": 16 * 1024 * 1024, "max_message_size": 100_000}).port
+    c = opened(port, timeout=5)
+    c.send(frame(BINARY, b"", length=1_000_000)[:14])  # the header and mask key only
+    assert c.read_close()[0] == 1009
+    c = opened(port, timeout=5)  # the same in a continuation: 60 KB so far + 60 KB declared
+    c.send(frame(BINARY, b"a" * 60_000, fin=False) + frame(CONT, b"", length=60_000)[:8])
+    assert c.read_close()[0] == 1009
+
+
+def test_a_message_of_exactly_max_message_size_is_served(serve):
+    """A frame costs its payload but at least 64 bytes: the 64 are not added on top."""
+    port = serve(echo_app, ws={"max_message_size": 1000}).port
+    c = opened(port)
+    c.send(frame(BINARY, b"m" * 1000))
+    assert c.read_frame() == (BINARY, True, b"m" * 1000)
+    c.send(frame(BINARY, b"m" * 900, fin=False) + frame(CONT, b"n" * 100))
+    assert c.read_frame() == (BINARY, True, b"m" * 900 + b"n" * 100)
+    c.send(frame(BINARY, b"m" * 1001))
+    assert c.read_close()[0] == 1009
+
+
+def test_a_compressed_message_over_the_limit_stops_while_its_one_frame_streams(serve):
+    """A compressed frame's length says nothing of its inflated size, so the budget is
+    counted chunk by chunk as it inflates: 1009 arrives while most of the frame is unsent."""
+    import os
+
+    port = serve(echo_app, ws={"max_frame_size": 16 * 1024 * 1024, "max_message_size": 100_000}).port
+    c = opened(port, timeout=5,
+               request=handshake_request(extra=["Sec-WebSocket-Extensions: permessage-deflate"]))
+    assert b"permessage-deflate" in c.head.lower()
+    payload = _deflate(os.urandom(2_000_000))  # incompressible: ~2 MB in, ~2 MB out
+    whole = frame(BINARY, payload, rsv1=True)
+    c.send(whole[: 14 + 150_000])  # the header and the first 150 KB: over the budget, far from done
+    assert c.read_close()[0] == 1009
+
+
+def test_one_frame_over_max_heap_ends_the_process_before_the_frame_completes(serve):
+    """The part of a frame received so far is charged as it arrives: a 3 MB frame (under
+    the size limits) ends the process once ~256 KiB of it are held, not at its end."""
+    from tests.rr.conftest import wait_processes_gone
+
+    port = serve(echo_app, handler_spawn={"max_heap": 256 * 1024},
+                 ws={"max_frame_size": 4 * 1024 * 1024, "max_message_size": 4 * 1024 * 1024}).port
+    c = opened(port, timeout=5)
+    whole = frame(BINARY, b"z" * 3_000_000)
+    with pytest.raises((ConnectionError, OSError)):
+        c.send(whole[: 14 + 600_000])
+        c.read_frame()  # the server ends the connection: EOF or a reset, never a timeout
+    wait_processes_gone("rr.ws.reader")
+
+
+def test_a_text_message_is_charged_what_its_parts_hold_not_their_length(serve):
+    """480 KB of 4-byte characters are 120,000 characters but ~480 KB of str: over a
+    256 KiB ``max_heap`` the process ends before the message completes."""
+    from tests.rr.conftest import wait_processes_gone
+
+    port = serve(echo_app, handler_spawn={"max_heap": 256 * 1024},
+                 ws={"max_frame_size": 65536, "max_message_size": 4 * 1024 * 1024}).port
+    c = opened(port, timeout=5)
+    part = "\U0001f600".encode() * 15_000  # 60,000 bytes
+    with pytest.raises((ConnectionError, OSError)):
+        c.send(frame(TEXT, part, fin=False))
+        for i in range(7):
+            c.send(frame(CONT, part, fin=i == 6))
+        c.read_frame()  # the 480 KB echo never comes: EOF or a reset
+    wait_processes_gone("rr.ws.reader")
