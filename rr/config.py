@@ -9,6 +9,12 @@ a default).
 What it must never do: open sockets or start processes. Validation is pure,
 so ``rr.child_spec`` can fail early, before any supervisor is involved.
 
+Addresses: each listener has exactly one of ``port`` (TCP, on ``ip`` or on
+every address), ``unix`` (a Unix domain socket path; the file is created at
+start and removed on stop) or ``socket`` (a listening socket someone else
+bound, which rr dups and never closes: how ``rr.workers`` shares the
+master's socket with its workers).
+
 Protocols: ``protocols`` is a list of names or ``(name, {sub-options})``
 pairs (on TLS, h2 is preferred by ALPN whenever it is listed). Known names are ``http1``, ``http2`` and
 ``http3``; each has its own nested options. This version serves ``http1`` and
@@ -22,6 +28,8 @@ loudly rather than half-work.
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -114,6 +122,8 @@ class SpawnOptions:
 class Config:
     port: int
     ip: str | None
+    unix: str | None
+    socket: socket.socket | None
     handler: Callable[..., Any] | None
     routes: Any
     middlewares: tuple[Any, ...]
@@ -401,11 +411,46 @@ def _spawn_options(raw: Any) -> SpawnOptions:
 
 
 _KEYS = {
-    "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
+    "port", "ip", "unix", "socket", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "request_id_header", "not_found", "alt_svc", "ws",
 }  # fmt: skip
+
+
+# sun_path is 108 bytes on Linux (104 on the BSDs), its terminating NUL included.
+_UNIX_PATH_MAX = 107
+
+
+def _address(opts: Mapping[str, Any]) -> tuple[int, str | None, str | None, socket.socket | None]:
+    """(port, ip, unix path, inherited socket): exactly one of port, unix and socket says where."""
+    given = [key for key in ("port", "unix", "socket") if key in opts]
+    if not given:
+        raise ValueError("listener option 'port' is required (0 picks a free port), "
+                         "or 'unix' (a socket path), or 'socket' (a listening socket)")
+    if len(given) > 1:
+        raise _fail(given[1], opts[given[1]], f"one of port, unix and socket per listener, not with {given[0]!r}")
+    if "ip" in opts and "port" not in opts:
+        raise _fail("ip", opts["ip"], "an address for a TCP 'port'; a unix or socket listener has none")
+    if "unix" in opts:
+        path = opts["unix"]
+        if not isinstance(path, str) or not path or "\0" in path or len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            raise _fail("unix", path, f"a filesystem path of 1..{_UNIX_PATH_MAX} bytes for a Unix domain socket")
+        return 0, None, path, None
+    if "socket" in opts:
+        sock = opts["socket"]
+        if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM or sock.fileno() < 0:
+            raise _fail("socket", sock, "an open, bound and listening SOCK_STREAM socket.socket")
+        name = sock.getsockname()
+        return (name[1] if isinstance(name, tuple) else 0), None, None, sock
+    port = _int(opts, "port", 0, 0, 65535)
+    ip = opts.get("ip")
+    if ip is not None:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except (ValueError, TypeError):
+            raise _fail("ip", ip, 'an IPv4 or IPv6 address such as "127.0.0.1" or "::1"') from None
+    return port, ip, None, None
 
 
 def load(opts: Mapping[str, Any]) -> Config:
@@ -415,16 +460,7 @@ def load(opts: Mapping[str, Any]) -> Config:
     for key in opts:
         if key not in _KEYS:
             raise ValueError(f"unknown listener option {key!r} (known: {', '.join(sorted(_KEYS))})")
-    if "port" not in opts:
-        raise ValueError("listener option 'port' is required (0 picks a free port)")
-    port = _int(opts, "port", 0, 0, 65535)
-
-    ip = opts.get("ip")
-    if ip is not None:
-        try:
-            ip = str(ipaddress.ip_address(ip))
-        except (ValueError, TypeError):
-            raise _fail("ip", ip, 'an IPv4 or IPv6 address such as "127.0.0.1" or "::1"') from None
+    port, ip, unix, sock = _address(opts)
 
     routes = opts.get("routes")
     handler: Callable[..., Any] | None = None
@@ -451,6 +487,8 @@ def load(opts: Mapping[str, Any]) -> Config:
     return Config(
         port=port,
         ip=ip,
+        unix=unix,
+        socket=sock,
         handler=handler,
         routes=routes if isinstance(routes, list) else None,
         middlewares=tuple(middlewares),

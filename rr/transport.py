@@ -88,7 +88,8 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
     conn: Any = None
     close_reason = "tls_handshake"
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         scheme = "http"
         if runtime.config.tls is not None:
             try:
