@@ -199,11 +199,24 @@ def listeners() -> list[str]:
     return sorted(_runtimes)
 
 
-def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
+def draining_message(connections: int, deadline: float) -> str:
+    """What a server says when a stop signal starts its drain."""
+    plural = "" if connections == 1 else "s"
+    return (f"draining {connections} connection{plural} (deadline {deadline:g} s; "
+            f"send the signal again to force)")
+
+
+def wait(drain_timeout: float = 30.0, *, signalled: gevent.event.Event | None = None) -> dict[str, dict[str, int]]:
     """Block until SIGTERM or SIGINT, then drain every listener; returns what each drained.
 
-    A second SIGTERM/SIGINT during the drain forces the exit (a log line says so):
-    every listener is stopped at once, in-flight requests cut.
+    The drain starts with a log line ``draining N connections (deadline D s;
+    send the signal again to force)``. A second SIGTERM/SIGINT during the
+    drain forces the exit (a log line says so): every listener is stopped at
+    once, in-flight requests cut.
+
+    ``signalled``: an event the caller's own signal handlers set before
+    ``wait`` took over (the ``rr`` command catches the stop signals before its
+    first listener starts): already set, the drain starts at once.
 
     Raises ``ServerDown`` (after a log line saying why) if rr's root supervisor
     gives up meanwhile: its listeners crashed more often than it may restart them.
@@ -232,6 +245,8 @@ def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
     watcher = supervisors.spawn(watch_root, label="rr.wait")
     # One handler for both phases, so no signal ever meets the default action meanwhile.
     handlers = [gevent.signal_handler(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)]
+    if signalled is not None and signalled.is_set():
+        stop.set()
     try:
         stop.wait()
         supervisors.exit(watcher, "kill")
@@ -243,8 +258,8 @@ def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
                              "listeners crashed past its restart intensity")
         draining[0] = True
         names = listeners()
-        _log.info("draining", listeners=names, deadline_seconds=drain_timeout,
-                  hint="send the signal again to force the exit")
+        connections = sum(_runtimes[name].active for name in names)
+        _log.info(draining_message(connections, drain_timeout), listeners=names)
         results: dict[str, dict[str, int]] = {}
         for name in names:
             if name in _runtimes:

@@ -27,6 +27,9 @@ Events rr emits (measurements / metadata):
 ``("rr", "drain", "start")``           ``{}`` / listener, deadline, backlog (connections taken from the accept queue)
 ``("rr", "drain", "stop")``            ``duration``, ``drained``, ``killed`` / listener
 =====================================  =============================================
+
+Under ``rr.workers`` every event's metadata also carries ``worker``, the
+worker process's id (1..N).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+
+from rr import log as _log_mod
 
 Event = tuple[str, ...]
 HandlerFn = Callable[[Event, Mapping[str, Any], Mapping[str, Any], Any], None]
@@ -98,6 +103,8 @@ def execute(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str
     entries = _table.get(event)
     if not entries:
         return
+    if _log_mod.worker_id() is not None and "worker" not in metadata:
+        metadata = {**metadata, "worker": _log_mod.worker_id()}
     for handler_id, fn, config in entries:
         try:
             fn(event, measurements, metadata, config)

@@ -200,8 +200,7 @@ def test_cli_binds_several_addresses_and_names_its_listeners(app_dir):
         assert [_curl(f"{line[2]}/{line[0]}") for line in lines] == ["HTTP/1.1 /web", "HTTP/1.1 /web-2"]
     finally:
         _stop(proc)
-    assert "unix sockets are not served yet" in _one_line_error(_run(app_dir, "cliapp:handler", "--bind",
-                                                                      "unix:/tmp/rr.sock"))
+    assert "give the socket's path" in _one_line_error(_run(app_dir, "cliapp:handler", "--bind", "unix:"))
     assert "HOST:PORT" in _one_line_error(_run(app_dir, "cliapp:handler", "--bind", "localhost"))
 
 
