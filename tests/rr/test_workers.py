@@ -262,7 +262,9 @@ def test_a_rolling_restart_under_load_fails_no_request_and_ends_with_new_workers
         load.finish()
     assert load.failures == []
     assert not new & set(old.values())
-    assert set(load.served[mark:]) <= new and set(load.served[mark:]) & new
+    # Each client thread may append one response it read just before the old workers exited.
+    after = load.served[mark + len(load.clients):]
+    assert set(after) <= new and set(after) & new
 
 
 def test_sigterm_drains_an_in_flight_request_in_a_worker_then_the_master_exits_0(servers, app_dir):
