@@ -62,7 +62,8 @@ def _root() -> supervisors.Pid:
 def _compile_app(config: _config.Config) -> Any:
     routes = config.routes if config.routes is not None else config.handler or _default_handler
     try:
-        return _router.compile_app(routes, _middleware.listener_chain(config), config.not_found)
+        return _router.compile_app(routes, _middleware.listener_chain(config), config.not_found,
+                                   config.redirect_slashes)
     except ValueError as exc:
         raise ValueError(f"invalid listener option 'routes': {exc}") from None
 
@@ -172,7 +173,8 @@ def reload_routes(name: str, routes: Any) -> None:
     if not isinstance(routes, list) and not callable(routes):
         raise ValueError("invalid listener option 'routes': a handler callable or a list of routes")
     try:
-        app = _router.compile_app(routes, _middleware.listener_chain(config), config.not_found)
+        app = _router.compile_app(routes, _middleware.listener_chain(config), config.not_found,
+                                  config.redirect_slashes)
     except ValueError as exc:
         raise ValueError(f"invalid listener option 'routes': {exc}") from None
     runtime.app = app

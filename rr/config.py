@@ -128,6 +128,7 @@ class Config:
     routes: Any
     middlewares: tuple[Any, ...]
     not_found: Callable[..., Any] | None
+    redirect_slashes: bool
     tls: ssl.SSLContext | None
     tls_handshake_timeout: float
     protocols: tuple[str, ...]
@@ -415,6 +416,7 @@ _KEYS = {
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "request_id_header", "not_found", "alt_svc", "ws",
+    "redirect_slashes",
 }  # fmt: skip
 
 
@@ -493,6 +495,8 @@ def load(opts: Mapping[str, Any]) -> Config:
         routes=routes if isinstance(routes, list) else None,
         middlewares=tuple(middlewares),
         not_found=not_found,
+        # /books/ → 308 → /books (and back) when only the other spelling has a route.
+        redirect_slashes=_bool(opts, "redirect_slashes", False),
         tls=tls,
         # A TLS handshake that has not finished in 10 s is a stalled or hostile peer.
         tls_handshake_timeout=_seconds(opts, "tls_handshake_timeout", 10.0),
