@@ -425,13 +425,14 @@ def serve_workers(own: dict[str, Any], opts: dict[str, Any]) -> int:
     """``--workers``/``--reload``: a master (this process) forks workers that each import the app."""
     from rr import workers
 
+    before = set(sys.modules)
     listeners, _, kind = plan(own, opts)  # imported here only to fail early with one line
     root = _app_root(own["app"])
 
     def fresh_routes() -> Any:
         # A worker forks from this master; it imports the app's modules again, as they are
         # on disk now, so a rolling restart (SIGHUP, --reload) serves the new code.
-        workers.forget_modules_under(root)
+        workers.forget_modules_under(root, keep=before)
         return routes_for(load_app(own["app"]), own["app"], own["interface"], own.get("script_name"))[0]
 
     try:

@@ -72,7 +72,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -529,14 +529,16 @@ def _poll_sources(m: _Master) -> None:
         _rolling_restart(m, f"{shown} changed")
 
 
-def forget_modules_under(root: str) -> None:
-    """Drop from ``sys.modules`` every module loaded from a file under ``root``, so the next
-    import reads the files as they are now (what a fresh worker does for ``--reload``)."""
+def forget_modules_under(root: str, keep: Collection[str] = ()) -> None:
+    """Drop from ``sys.modules`` every module loaded from a file under ``root`` except those
+    named in ``keep``, so the next import reads the files as they are now (what a fresh
+    worker does for ``--reload``). ``keep`` is what was imported before the app: rr itself,
+    when the app lives in rr's own checkout, must stay the one module it is."""
     import importlib
 
     root = os.path.join(os.path.realpath(root), "")
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
-        if path and os.path.realpath(path).startswith(root):
+        if name not in keep and path and os.path.realpath(path).startswith(root):
             del sys.modules[name]
     importlib.invalidate_caches()
