@@ -10,7 +10,8 @@ dies, replaces them one by one on SIGHUP, and drains them all on SIGTERM or
 SIGINT. It also watches source files for ``rr --reload``.
 
 What it must never do: serve a request, or leave a worker behind. The
-master imports no app code of its own and runs no listener; a worker that
+master runs no listener and calls no handler (the ``rr`` command has it
+import the app once, only to fail early); a worker that
 loses its master (killed with -9, say) sees its end of the master's
 socketpair close and drains itself.
 
