@@ -306,6 +306,7 @@ def test_a_second_sigterm_forces_the_workers_to_exit(servers, app_dir):
 
 SCRIPT = '''
 import os, sys
+import rr.telemetry
 import rr.workers
 from rr import resp
 
@@ -315,6 +316,9 @@ def handler(req):
 def broken_routes():
     raise RuntimeError("the app cannot start")
 
+rr.telemetry.attach("t", ("rr", "request", "stop"),  # attached in the master, inherited by every worker
+                    lambda event, measurements, metadata, config:
+                        print("telemetry request stop worker", metadata.get("worker"), flush=True))
 listeners = {"web": {"ip": "127.0.0.1", "port": 0, "routes": handler}}
 if sys.argv[1] == "unix":
     listeners["local"] = {"unix": sys.argv[2], "routes": handler, "protocols": ["http1", "http2"]}
@@ -360,7 +364,9 @@ def test_workers_serve_a_unix_socket_too_and_log_and_answer_their_worker_id(serv
     for http2 in ([], ["--http2-prior-knowledge"]):
         out = subprocess.run(["curl", "-s", "--max-time", "10", *http2, "--unix-socket", str(path),
                               "http://localhost/"], capture_output=True, timeout=20).stdout.decode()
-        assert re.fullmatch(r"\d+ worker [12]", out), out
+        worker = re.fullmatch(r"\d+ worker ([12])", out)
+        assert worker, out
+        server.expect(rf"telemetry request stop worker {worker.group(1)}$")
     server.signal(signal.SIGTERM)
     assert server.wait() == 0
     assert re.search(r"draining 0 connections .* worker=1", server.log)
