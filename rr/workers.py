@@ -43,7 +43,9 @@ drain.
 Restarts: a worker that exits while the master did not ask it to is
 replaced at once, unless more than ``max_restarts`` such exits happened in
 ``max_seconds``: then the master logs why, drains the rest and returns 1
-(as a supervisor past its restart intensity gives up). A worker failing
+(as a supervisor past its restart intensity gives up). The defaults, 5 in
+60 s, give up within seconds on a worker that crashes as soon as it starts,
+and never on one crash now and then. A worker failing
 before any worker ever accepted (an app that cannot be imported, say) ends
 the master at once with status 2: that is a user error, not a crash.
 
@@ -113,6 +115,7 @@ class _Listener:
     sock: socket.socket
     unix_path: str | None = None  # a Unix socket file the master created ...
     unix_file: tuple[int, int] | None = None  # ... and its (st_dev, st_ino), removed at exit if unchanged
+    owned: bool = True  # False for a ``socket`` option's socket: its giver closes it
 
 
 @dataclass
@@ -150,7 +153,7 @@ def _bind(name: str, opts: Mapping[str, Any]) -> _Listener:
     config = listener_config.load({k: v for k, v in opts.items() if k != "routes"})
     worker_opts = {k: v for k, v in opts.items() if k not in ("port", "ip", "unix", "socket")}
     if config.socket is not None:
-        return _Listener(name, worker_opts, config.socket)
+        return _Listener(name, worker_opts, config.socket, owned=False)
     if config.unix is not None:
         sock = bind_unix(config.unix, config.socket_backlog, socket.socket)
         info = os.stat(config.unix)
@@ -209,7 +212,8 @@ def run(
 
 
 def _close(listener: _Listener) -> None:
-    listener.sock.close()
+    if listener.owned:
+        listener.sock.close()
     if listener.unix_path is not None:
         try:
             info = os.stat(listener.unix_path)
