@@ -387,3 +387,18 @@ def test_reload_serves_an_edited_module_on_the_next_request(servers, tmp_path):
     server.expect(r"source changed: restarting the workers\s+file=live.py")
     server.expect(r"rolling restart done")
     assert _get(url) == "v2"
+
+
+@pytest.mark.parametrize(("args", "kwargs", "named"), [
+    (({"web": {"port": 0}}, 0), {}, "'workers'"),
+    (({"web": {"port": 0}}, True), {}, "'workers'"),
+    (({},), {}, "'listeners'"),
+    (({"web": {"port": 0, "max_clientz": 5}},), {}, "max_clientz"),
+    (({"web": {"port": 0}},), {"max_restarts": -1}, "'max_restarts'"),
+    (({"web": {"port": 0}},), {"drain_timeout": 0}, "'drain_timeout'"),
+])
+def test_bad_worker_options_fail_before_any_fork_naming_the_option(args, kwargs, named):
+    import rr.workers
+
+    with pytest.raises(ValueError, match=named):
+        rr.workers.run(*args, **kwargs)
