@@ -281,7 +281,7 @@ def test_sigterm_drains_an_in_flight_request_in_a_worker_then_the_master_exits_0
         server.expect(r"draining 1 connection \(deadline 30 s; send the signal again to force\).* worker=\d")
         sock.sendall(b"cde")
         answer = read_until_close(sock)  # draining: the answer says connection: close
-    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"got abcde from " + answer[-4:].split()[-1])
+    assert re.match(rb"HTTP/1.1 200 .*\r\n\r\ngot abcde from \d+$", answer, re.DOTALL), answer
     assert b"connection: close" in answer.lower(), answer
     assert server.wait() == 0, server.log
     with pytest.raises(OSError):
@@ -402,3 +402,21 @@ def test_bad_worker_options_fail_before_any_fork_naming_the_option(args, kwargs,
 
     with pytest.raises(ValueError, match=named):
         rr.workers.run(*args, **kwargs)
+
+
+def test_workers_and_a_unix_bind_come_from_the_config_file_too(servers, app_dir):
+    path = app_dir / "conf.sock"
+    (app_dir / "rr.toml").write_text(f'app = "wapp:ROUTES"\nworkers = 2\nbind = ["unix:{path}"]\n')
+    server = servers(app_dir, sys.executable, "-m", "rr", "--config", "rr.toml")
+    server.expect(rf"listening on unix:{re.escape(str(path))} \(http1, http2\)")
+    pids = {server.accepting()[1], server.accepting()[1]}
+    out = subprocess.run(["curl", "-s", "--max-time", "10", "--unix-socket", str(path), "http://localhost/"],
+                         capture_output=True, timeout=20).stdout.decode()
+    assert int(out) in pids
+    server.signal(signal.SIGINT)  # Ctrl-C: the master alone gets it and drains the workers once
+    assert server.wait() == 0
+    assert "second signal" not in server.log and not path.exists()
+    (app_dir / "bad.toml").write_text('app = "wapp:ROUTES"\nworkers = 0\n')
+    bad = subprocess.run([sys.executable, "-m", "rr", "-c", "bad.toml"], cwd=app_dir, env=ENV, capture_output=True,
+                         timeout=30)
+    assert bad.returncode == 2 and bad.stderr.decode() == "rr: workers must be a number of processes in 1..1024, got 0\n"
