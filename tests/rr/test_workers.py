@@ -51,7 +51,15 @@ def handler(req):
 def upload(req):
     return resp.text(200, f"got {req.read_body().decode()} from {os.getpid()}")
 
-ROUTES = [("/", handler), {"path": "/upload", "handler": upload, "methods": ["POST"]}]
+served = [0]
+
+def counted(req):
+    served[0] += 1
+    if served[0] == 500:
+        print(f"worker {rr.workers.worker_id()} served 500 requests", flush=True)
+    return resp.text(200, "ok")
+
+ROUTES = [("/", handler), {"path": "/upload", "handler": upload, "methods": ["POST"]}, ("/counted", counted)]
 '''
 
 
@@ -265,6 +273,27 @@ def test_a_rolling_restart_under_load_fails_no_request_and_ends_with_new_workers
     # Each client thread may append one response it read just before the old workers exited.
     after = load.served[mark + len(load.clients):]
     assert set(after) <= new and set(after) & new
+
+
+@pytest.mark.peers("wrk")
+def test_a_rolling_restart_under_wrk_has_no_socket_error_and_no_failed_response(servers, app_dir):
+    server, url = _cli(servers, app_dir, "--workers", "2")
+    server.accepting(), server.accepting()
+    wrk = subprocess.Popen(["wrk", "-t1", "-c8", "-d4s", f"{url}/counted"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    try:
+        server.expect(r"worker \d served 500 requests")  # the load is flowing
+        server.signal(signal.SIGHUP)
+        server.expect(r"rolling restart done")
+        out, _ = wrk.communicate(timeout=DEADLINE)
+    finally:
+        if wrk.poll() is None:
+            wrk.kill()
+    text = out.decode()
+    requests = re.search(r"(\d+) requests in", text)
+    assert requests and int(requests.group(1)) > 500, text
+    assert "Socket errors" not in text and "Non-2xx" not in text, text
+    assert server.expect(r"worker \d served 500 requests")  # a new worker served under wrk too
 
 
 def test_sigterm_drains_an_in_flight_request_in_a_worker_then_the_master_exits_0(servers, app_dir):
