@@ -6,7 +6,8 @@ OS threads (blocking clients, while this process's hub reads the server's
 log), curl and raw sockets where a request must stop half-way. What they
 hold: a worker killed with -9 under load is replaced and the other worker's
 connections see no error; a rolling restart (SIGHUP) under load fails no
-request and ends with only new workers serving; SIGTERM drains an in-flight
+request and ends with only new workers serving, and under wrk sees no socket
+error; SIGTERM drains an in-flight
 request and says so, a second one forces; crashes past the restart intensity
 end the master with status 1; a worker that cannot start ends it with 2;
 ``--reload`` serves an edited module; the worker id reaches log lines.
@@ -275,6 +276,7 @@ def test_a_rolling_restart_under_load_fails_no_request_and_ends_with_new_workers
     assert set(after) <= new and set(after) & new
 
 
+@pytest.mark.slow
 @pytest.mark.peers("wrk")
 def test_a_rolling_restart_under_wrk_has_no_socket_error_and_no_failed_response(servers, app_dir):
     server, url = _cli(servers, app_dir, "--workers", "2")
