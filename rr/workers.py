@@ -56,7 +56,9 @@ back, and the queue they come back to is the shared one). A new worker
 forks from the master, so with ``routes`` given as a function (what the
 ``rr`` command does) it imports the app's modules as they are on disk then:
 replace the files, send SIGHUP, and the new code serves without one refused
-connection.
+connection. A new worker that exits before it accepts (code that does not
+import) stops the rolling restart: the old workers keep serving, and it is
+not counted as a crash; the next SIGHUP (or changed file) tries again.
 
 Stop: the first SIGTERM/SIGINT sends SIGTERM to every worker (each drains,
 ``rr.wait`` in the worker) and says ``stopping N workers: each drains its
@@ -397,6 +399,14 @@ def _on_exit(m: _Master, w: _Worker, status: int) -> None:
         _log.error("the first worker failed to start: stopping", worker=w.slot, pid=w.pid, how=_describe(status))
         _stop(m, 2, reason="first worker failed")
         return
+    if w.state == "starting" and w.replaces is not None and w.replaces in m.workers:
+        # New code that does not start (a typo under --reload, a broken deploy): the old
+        # workers keep serving the old code; the next SIGHUP or change tries again.
+        _log.error("a new worker failed to start: the rolling restart stops, the old workers keep serving",
+                   worker=w.slot, pid=w.pid, how=_describe(status))
+        m.rolling.clear()
+        m.rolling_active = False
+        return
     now = time.monotonic()
     m.crashes.append(now)
     while m.crashes and m.crashes[0] < now - m.max_seconds:
@@ -408,8 +418,7 @@ def _on_exit(m: _Master, w: _Worker, status: int) -> None:
         _stop(m, 1, reason="restart intensity")
         return
     _log.warning("worker exited unexpectedly: restarting it", worker=w.slot, pid=w.pid, how=_describe(status))
-    replaced = w.state == "starting" and w.replaces is not None
-    _spawn(m, w.slot, replaces=w.replaces if replaced else None)
+    _spawn(m, w.slot)
 
 
 def _kill(pid: int, sig: int) -> None:

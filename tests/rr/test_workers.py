@@ -451,3 +451,24 @@ def test_workers_and_a_unix_bind_come_from_the_config_file_too(servers, app_dir)
     bad = subprocess.run([sys.executable, "-m", "rr", "-c", "bad.toml"], cwd=app_dir, env=ENV, capture_output=True,
                          timeout=30)
     assert bad.returncode == 2 and bad.stderr.decode() == "rr: workers must be a number of processes in 1..1024, got 0\n"
+
+
+def test_reload_of_code_that_does_not_import_keeps_the_old_worker_serving(servers, tmp_path):
+    module = tmp_path / "live.py"
+    module.write_text("from rr import resp\n\ndef handler(req):\n    return resp.text(200, 'v1')\n")
+    server = servers(tmp_path, sys.executable, "-m", "rr", "live:handler", "--port", "0", "--reload")
+    url = server.expect(r"listening on (http://\S+?)/ ").group(1)
+    server.accepting()
+
+    def edit(text: str) -> None:
+        module.write_text(text)
+        stat = module.stat()
+        os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+    edit("from rr import resp\n\ndef handler(req)\n    return resp.text(200, 'typo')\n")
+    server.expect(r"a new worker failed to start: the rolling restart stops, the old workers keep serving")
+    assert _get(url) == "v1"
+    edit("from rr import resp\n\ndef handler(req):\n    return resp.text(200, 'v3')\n")
+    server.expect(r"rolling restart done")
+    assert _get(url) == "v3"
+    assert "restart intensity" not in server.log
