@@ -354,19 +354,19 @@ def configure_logging(level_name: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s [%(levelname)s] %(name)s: %(message)s")
 
 
-def _address(opts: dict[str, Any], sock: Any = None) -> str:
+def _address(opts: dict[str, Any], port: int) -> str:
     """What the start-up line says a listener listens on: a URL, or ``unix:PATH``."""
     if "unix" in opts:
         return f"unix:{opts['unix']}"
     host = opts.get("ip") or "0.0.0.0"
     if ":" in host:
         host = f"[{host}]"
-    port = sock.getsockname()[1] if sock is not None else opts["port"]
     return f"{'https' if opts.get('tls') else 'http'}://{host}:{port}/"
 
 
-def _announce(name: str, kind: str, own: dict[str, Any], opts: dict[str, Any], sock: Any) -> None:
-    print(f"rr: listener {name!r} ({kind} {own['app']}) listening on {_address(opts, sock)} "
+def _announce(name: str, kind: str, own: dict[str, Any], opts: dict[str, Any], port: int) -> None:
+    """The start-up line: the listener's name, what it serves, where, and its protocols."""
+    print(f"rr: listener {name!r} ({kind} {own['app']}) listening on {_address(opts, port)} "
           f"({', '.join(map(str, _names(opts)))})", flush=True)
 
 
@@ -409,7 +409,7 @@ def start(own: dict[str, Any], opts: dict[str, Any]) -> list[str]:
             except (ValueError, OSError) as exc:
                 raise UsageError(f"listener {name!r} on {_where(listener_opts)}: {exc}") from None
             names.append(name)
-            _announce(name, kind, own, listener_opts, rr._runtimes[name].sock)
+            _announce(name, kind, own, listener_opts, rr.listener_port(name))
     except BaseException:
         for name in names:
             rr.stop_listener(name)
@@ -439,10 +439,15 @@ def serve_workers(own: dict[str, Any], opts: dict[str, Any]) -> int:
         return workers.run(
             listeners, own.get("workers") or 1, routes=fresh_routes, drain_timeout=float(own["drain_timeout"]),
             reload_dir=root if own.get("reload") else None,
-            on_bound=lambda name, sock: _announce(name, kind, own, listeners[name], sock),
+            on_bound=lambda name, sock: _announce(name, kind, own, listeners[name], _port(sock)),
         )
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _port(sock: Any) -> int:
+    address = sock.getsockname()
+    return address[1] if isinstance(address, tuple) else 0
 
 
 def _names(opts: dict[str, Any]) -> list[str]:
