@@ -8,6 +8,8 @@ The public API. Everything else under ``rr/`` may move; these names stay.
 - ``wait()``: block; SIGTERM/SIGINT drain every listener, then return
   (``ServerDown`` if rr's root supervisor gave up meanwhile)
 - ``Request``, ``resp`` (response shapes and builders), ``telemetry``, ``ClientGone``
+- ``rr.workers.run(listeners, workers)``: the same listeners served from N
+  forked worker processes under a master (module ``rr.workers``)
 
 Listeners started with ``start_listener`` live under rr's root supervisor
 (``one_for_one``, 10 restarts in 10 s, registered as ``"rr.sup"``), started

@@ -5,6 +5,11 @@ persistent_term for one listener. Connection processes (every protocol)
 update its counters directly: greenlets are cooperative, so a ``+= 1``
 between two switches is atomic, and no counter needs a mailbox round trip.
 
+It also opens the listening socket: ``bind_tcp`` and ``bind_unix`` (a
+stale Unix socket file replaced, a live one refused, the file removed on
+close only while it is still the one this listener made), which
+``rr.workers``' master uses too, or a dup of an inherited ``socket``.
+
 What it must never do: import a protocol or the listener's processes. Every
 layer may read it (its type, at least); it depends only on the config and
 the h1 codec's ``Limits``.
