@@ -307,11 +307,14 @@ def _on_message(m: _Master, w: _Worker) -> None:
         if old is not None:
             old.state = "stopping"
             _kill(old.pid, signal.SIGTERM)  # it drains; the shared queue keeps every new connection
-        _next_rolling(m)
     elif w.slot == 1 and len(m.workers) < m.count:
         for slot in range(2, m.count + 1):
             if not any(x.slot == slot for x in m.workers.values()):
                 _spawn(m, slot)
+    # A rolling restart goes on once nobody is starting: after this replacement, or after a
+    # worker (a crash's replacement, the first ones) that was starting when SIGHUP came.
+    if m.rolling_active and not any(x.state == "starting" for x in m.workers.values()):
+        _next_rolling(m)
 
 
 def _next_rolling(m: _Master) -> None:
@@ -360,7 +363,8 @@ def _stop(m: _Master, status: int, reason: str) -> None:
 
 
 def _rolling_restart(m: _Master, reason: str) -> None:
-    slots = sorted({w.slot for w in m.workers.values() if w.state == "accepting"})
+    # A worker still starting may have imported the code before the signal: it is replaced too.
+    slots = sorted({w.slot for w in m.workers.values() if w.state in ("accepting", "starting")})
     _log.info("rolling restart", reason=reason, workers=len(slots))
     m.rolling = slots
     m.rolling_active = True
