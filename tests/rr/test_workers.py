@@ -309,7 +309,8 @@ def test_sigterm_drains_an_in_flight_request_in_a_worker_then_the_master_exits_0
         server.expect(r"stopping 2 workers: each drains its connections "
                       r"\(deadline 30 s; send the signal again to force\)")
         server.seen = 0
-        server.expect(r"draining 1 connection \(deadline 30 s; send the signal again to force\).* worker=\d")
+        # the in-flight request's worker; curl's finished connection may not be seen closed yet
+        server.expect(r"draining [12] connections? \(deadline 30 s; send the signal again to force\).* worker=\d")
         sock.sendall(b"cde")
         answer = read_until_close(sock)  # draining: the answer says connection: close
     assert re.match(rb"HTTP/1.1 200 .*\r\n\r\ngot abcde from \d+$", answer, re.DOTALL), answer
@@ -327,7 +328,7 @@ def test_a_second_sigterm_forces_the_workers_to_exit(servers, app_dir):
         sock.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab")
         assert _get(url).isdigit()
         server.signal(signal.SIGTERM)
-        server.expect(r"draining 1 connection \(deadline 60 s")
+        server.expect(r"draining [12] connections? \(deadline 60 s")
         started = time.monotonic()
         server.signal(signal.SIGTERM)
         assert server.wait() == 0, server.log
