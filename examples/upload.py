@@ -23,12 +23,12 @@ def form(req: rr.Request) -> resp.Response:
 
 
 def upload(req: rr.Request) -> resp.Response:
+    if not (req.header("content-type") or "").lower().startswith("multipart/form-data"):
+        return resp.json(415, {"error": "send multipart/form-data"})
     try:
         data = req.read_form()
     except multipart.MultipartError as exc:
         return resp.json(exc.status, {"error": str(exc)})
-    if not isinstance(data, multipart.FormData):
-        return resp.json(415, {"error": "send multipart/form-data"})
     with data:
         files = [
             {"field": name, "filename": f.safe_filename, "size": f.size,

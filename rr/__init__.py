@@ -8,6 +8,8 @@ The public API. Everything else under ``rr/`` may move; these names stay.
 - ``wait()``: block; SIGTERM/SIGINT drain every listener, then return
   (``ServerDown`` if rr's root supervisor gave up meanwhile)
 - ``Request``, ``resp`` (response shapes and builders), ``telemetry``, ``ClientGone``
+- ``rr.workers.run(listeners, workers)``: the same listeners served from N
+  forked worker processes under a master (module ``rr.workers``)
 
 Listeners started with ``start_listener`` live under rr's root supervisor
 (``one_for_one``, 10 restarts in 10 s, registered as ``"rr.sup"``), started
@@ -63,7 +65,8 @@ def _compile_app(config: _config.Config, runtime: ListenerRuntime) -> Any:
     routes = config.routes if config.routes is not None else config.handler or _default_handler
     try:
         return _router.compile_app(routes, _middleware.listener_chain(config, lambda: runtime.port),
-                                   config.not_found)
+                                   config.not_found,
+                                   config.redirect_slashes)
     except ValueError as exc:
         raise ValueError(f"invalid listener option 'routes': {exc}") from None
 
@@ -176,7 +179,8 @@ def reload_routes(name: str, routes: Any) -> None:
         raise ValueError("invalid listener option 'routes': a handler callable or a list of routes")
     try:
         app = _router.compile_app(routes, _middleware.listener_chain(config, lambda: runtime.port),
-                                  config.not_found)
+                                  config.not_found,
+                                  config.redirect_slashes)
     except ValueError as exc:
         raise ValueError(f"invalid listener option 'routes': {exc}") from None
     runtime.app = app
@@ -203,11 +207,24 @@ def listeners() -> list[str]:
     return sorted(_runtimes)
 
 
-def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
+def draining_message(connections: int, deadline: float) -> str:
+    """What a server says when a stop signal starts its drain."""
+    plural = "" if connections == 1 else "s"
+    return (f"draining {connections} connection{plural} (deadline {deadline:g} s; "
+            f"send the signal again to force)")
+
+
+def wait(drain_timeout: float = 30.0, *, signalled: gevent.event.Event | None = None) -> dict[str, dict[str, int]]:
     """Block until SIGTERM or SIGINT, then drain every listener; returns what each drained.
 
-    A second SIGTERM/SIGINT during the drain forces the exit (a log line says so):
-    every listener is stopped at once, in-flight requests cut.
+    The drain starts with a log line ``draining N connections (deadline D s;
+    send the signal again to force)``. A second SIGTERM/SIGINT during the
+    drain forces the exit (a log line says so): every listener is stopped at
+    once, in-flight requests cut.
+
+    ``signalled``: an event the caller's own signal handlers set before
+    ``wait`` took over (the ``rr`` command catches the stop signals before its
+    first listener starts): already set, the drain starts at once.
 
     Raises ``ServerDown`` (after a log line saying why) if rr's root supervisor
     gives up meanwhile: its listeners crashed more often than it may restart them.
@@ -236,6 +253,8 @@ def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
     watcher = supervisors.spawn(watch_root, label="rr.wait")
     # One handler for both phases, so no signal ever meets the default action meanwhile.
     handlers = [gevent.signal_handler(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)]
+    if signalled is not None and signalled.is_set():
+        stop.set()
     try:
         stop.wait()
         supervisors.exit(watcher, "kill")
@@ -247,8 +266,8 @@ def wait(drain_timeout: float = 30.0) -> dict[str, dict[str, int]]:
                              "listeners crashed past its restart intensity")
         draining[0] = True
         names = listeners()
-        _log.info("draining", listeners=names, deadline_seconds=drain_timeout,
-                  hint="send the signal again to force the exit")
+        connections = sum(_runtimes[name].active for name in names)
+        _log.info(draining_message(connections, drain_timeout), listeners=names)
         results: dict[str, dict[str, int]] = {}
         for name in names:
             if name in _runtimes:

@@ -5,6 +5,9 @@
     rr mysite.wsgi:application             # a WSGI app (Django, Flask...): app(environ, start_response)
     rr myapp:app --bind 127.0.0.1:8080 --bind [::1]:8080 --certfile c.pem --keyfile k.pem
     rr myapp:app --config rr.toml          # options from a TOML file, named as start_listener's
+    rr myapp:app --bind unix:/run/rr.sock  # a Unix domain socket (repeatable, with TCP binds too)
+    rr myapp:app --workers 4               # a master and 4 worker processes (rr.workers)
+    rr myapp:app --reload                  # development: new code served when a .py file changes
 
 What it owns: reading the command line and the config file, importing the
 app, deciding what kind of app it is, and turning all of it into
@@ -16,6 +19,16 @@ What it must never do: serve anything itself, or let a user mistake surface
 as a traceback. A bad ``module:attr``, a module that cannot be imported, an
 app rr does not serve, a bad option or an address that cannot be bound is one
 line on stderr and exit status 2.
+
+With ``--workers N`` (or ``--reload``) this process becomes the master of
+``rr.workers``: it imports the app once to fail early, binds the sockets,
+prints the start-up lines, and each forked worker imports the app's modules
+again (those under the app's directory), so a rolling restart (SIGHUP, or a
+changed file under ``--reload``) serves the code as it is on disk then.
+
+Start-up says, per listener, its name, what is served, the address (a URL or
+``unix:PATH``) and the protocols; a stop signal says ``draining N
+connections (deadline D s; send the signal again to force)``.
 
 What the app is (``--interface auto``, the default), from its signature:
 
@@ -35,7 +48,7 @@ Precedence: defaults, then the ``--config`` file, then flags. The file's
 keys are ``start_listener`` option names (``port``, ``ip``, ``protocols``,
 ``[tls]``, ``max_clients``, ...) plus the command's own (``app``,
 ``interface``, ``bind``, ``name``, ``script_name``, ``chdir``,
-``log_level``, ``log_format``, ``drain_timeout``).
+``log_level``, ``log_format``, ``drain_timeout``, ``workers``, ``reload``).
 """
 
 from __future__ import annotations
@@ -71,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
 
 # Keys of a --config file that are the command's own, not listener options.
 _CLI_KEYS = {"app", "interface", "bind", "name", "script_name", "chdir", "log_level", "log_format",
-             "drain_timeout"}
+             "drain_timeout", "workers", "reload"}
 # Listener options a file cannot give: they are Python objects.
 _CODE_KEYS = {"routes", "middlewares", "not_found"}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -219,9 +232,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chdir", metavar="DIR", help="change to DIR before importing APP (default: stay)")
     p.add_argument("--host", metavar="ADDR", help=f"IP address to listen on (default: {d['host']})")
     p.add_argument("--port", type=int, help=f"TCP port, 0 picks a free one (default: {d['port']})")
-    p.add_argument("-b", "--bind", action="append", metavar="HOST:PORT",
-                   help="listen here, repeatable ([::1]:8080 for IPv6); replaces --host/--port "
-                        "(default: --host:--port)")
+    p.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
+                   help="listen here, repeatable: HOST:PORT, [::1]:8080 for IPv6, unix:/path/to.sock; "
+                        "replaces --host/--port (default: --host:--port)")
+    p.add_argument("-w", "--workers", type=int, metavar="N",
+                   help="serve from N worker processes under a master that restarts them "
+                        "(SIGHUP: rolling restart) (default: none, one process)")
+    p.add_argument("--reload", action="store_true",
+                   help="development only: restart the workers when a .py file under the app's "
+                        "directory changes (default: off)")
     p.add_argument("--name", help=f"listener name; the 2nd, 3rd --bind get -2, -3 (default: {d['name']})")
     p.add_argument("--protocols", metavar="LIST",
                    help=f"comma list in preference order (default: {d['protocols_tcp']}; "
@@ -277,16 +296,18 @@ def read_config(path: str) -> dict[str, Any]:
     return data
 
 
-def parse_bind(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT`` → (host, port)."""
+def parse_bind(value: str) -> dict[str, Any]:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``unix:PATH`` → the listener's address options."""
     if value.startswith("unix:"):
-        raise UsageError(f"--bind {value}: unix sockets are not served yet; bind a HOST:PORT")
+        if not value[5:]:
+            raise UsageError(f"--bind {value}: give the socket's path, as in unix:/run/rr.sock")
+        return {"unix": value[5:]}
     host, sep, port = value.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port.isdigit():
-        raise UsageError(f"--bind must look like HOST:PORT or [IPv6]:PORT, got {value!r}")
-    return host, int(port)
+        raise UsageError(f"--bind must look like HOST:PORT, [IPv6]:PORT or unix:PATH, got {value!r}")
+    return {"ip": host, "port": int(port)}
 
 
 _FLAG_OPTIONS = {  # flag dest -> start_listener option
@@ -340,7 +361,12 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
             raise UsageError(f"{key} must be a string, got {own[key]!r}")
     bind = own.get("bind", [])
     if not isinstance(bind, list) or not all(isinstance(b, str) for b in bind):
-        raise UsageError(f"bind must be a list of \"HOST:PORT\" strings, got {bind!r}")
+        raise UsageError(f"bind must be a list of \"HOST:PORT\" or \"unix:PATH\" strings, got {bind!r}")
+    workers = own.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024):
+        raise UsageError(f"workers must be a number of processes in 1..1024, got {workers!r}")
+    if not isinstance(own.get("reload", False), bool):
+        raise UsageError(f"reload must be true or false, got {own['reload']!r}")
     if isinstance(own["drain_timeout"], bool) or not isinstance(own["drain_timeout"], int | float):
         raise UsageError(f"drain_timeout must be a number of seconds, got {own['drain_timeout']!r}")
     return own, opts
@@ -351,40 +377,100 @@ def configure_logging(level_name: str, log_format: str = "console") -> None:
     rr.log.configure(json=log_format == "json", level=level_name)
 
 
-def _url(opts: dict[str, Any], port: int) -> str:
+def _address(opts: dict[str, Any], port: int) -> str:
+    """What the start-up line says a listener listens on: a URL, or ``unix:PATH``."""
+    if "unix" in opts:
+        return f"unix:{opts['unix']}"
     host = opts.get("ip") or "0.0.0.0"
     if ":" in host:
         host = f"[{host}]"
     return f"{'https' if opts.get('tls') else 'http'}://{host}:{port}/"
 
 
-def start(own: dict[str, Any], opts: dict[str, Any]) -> list[str]:
-    """Import the app and start one listener per address; returns the listener names."""
+def _announce(name: str, kind: str, own: dict[str, Any], opts: dict[str, Any], port: int) -> None:
+    """The start-up line: the listener's name, what it serves, where, and its protocols."""
+    print(f"rr: listener {name!r} ({kind} {own['app']}) listening on {_address(opts, port)} "
+          f"({', '.join(map(str, _names(opts)))})", flush=True)
+
+
+def _app_root(spec: str) -> str:
+    """The directory the app's top-level module or package was imported from."""
+    top = sys.modules.get(spec.partition(":")[0].split(".")[0])
+    path = getattr(top, "__file__", None)
+    if path is None:
+        return os.getcwd()
+    path = os.path.dirname(os.path.abspath(path))
+    return os.path.dirname(path) if os.path.basename(getattr(top, "__file__", "")) == "__init__.py" else path
+
+
+def plan(own: dict[str, Any], opts: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], Any, str]:
+    """Import the app (in this process) and decide the listeners: (name -> options, routes, kind)."""
     if own.get("chdir"):
         os.chdir(own["chdir"])
     obj = load_app(own["app"])
     routes, kind = routes_for(obj, own["app"], own["interface"], own.get("script_name"))
     if kind == "WSGI app" and "body_buffering" not in opts:
         opts = {**opts, "body_buffering": "manual"}  # wsgi.input streams the body as the app reads it
-    binds = [parse_bind(b) for b in own.get("bind") or []] or [(opts["ip"], opts["port"])]
+    default = {"unix": opts["unix"]} if "unix" in opts else {"ip": opts["ip"], "port": opts["port"]}
+    binds = [parse_bind(b) for b in own.get("bind") or []] or [default]
+    base = {k: v for k, v in opts.items() if k not in ("ip", "port", "unix")}
+    listeners = {}
+    for i, address in enumerate(binds):
+        name = own["name"] if i == 0 else f"{own['name']}-{i + 1}"
+        listeners[name] = {**base, **address}
+    return listeners, routes, kind
+
+
+def start(own: dict[str, Any], opts: dict[str, Any]) -> list[str]:
+    """Import the app and start one listener per address in this process; returns their names."""
+    listeners, routes, kind = plan(own, opts)
     names: list[str] = []
     try:
-        for i, (host, port) in enumerate(binds):
-            name = own["name"] if i == 0 else f"{own['name']}-{i + 1}"
-            listener_opts = {**opts, "ip": host, "port": port, "routes": routes}
+        for name, listener_opts in listeners.items():
             try:
-                rr.start_listener(name, listener_opts)
+                rr.start_listener(name, {**listener_opts, "routes": routes})
             except (ValueError, OSError) as exc:
-                raise UsageError(f"listener {name!r} on {host}:{port}: {exc}") from None
+                raise UsageError(f"listener {name!r} on {_where(listener_opts)}: {exc}") from None
             names.append(name)
-            print(f"rr: listener {name!r} ({kind} {own['app']}) listening on "
-                  f"{_url(listener_opts, rr.listener_port(name))} ({', '.join(map(str, _names(opts)))})",
-                  flush=True)
+            _announce(name, kind, own, listener_opts, rr.listener_port(name))
     except BaseException:
         for name in names:
             rr.stop_listener(name)
         raise
     return names
+
+
+def _where(opts: dict[str, Any]) -> str:
+    return f"unix:{opts['unix']}" if "unix" in opts else f"{opts['ip']}:{opts['port']}"
+
+
+def serve_workers(own: dict[str, Any], opts: dict[str, Any]) -> int:
+    """``--workers``/``--reload``: a master (this process) forks workers that each import the app."""
+    from rr import workers
+
+    before = set(sys.modules)
+    listeners, _, kind = plan(own, opts)  # imported here only to fail early with one line
+    root = _app_root(own["app"])
+
+    def fresh_routes() -> Any:
+        # A worker forks from this master; it imports the app's modules again, as they are
+        # on disk now, so a rolling restart (SIGHUP, --reload) serves the new code.
+        workers.forget_modules_under(root, keep=before)
+        return routes_for(load_app(own["app"]), own["app"], own["interface"], own.get("script_name"))[0]
+
+    try:
+        return workers.run(
+            listeners, own.get("workers") or 1, routes=fresh_routes, drain_timeout=float(own["drain_timeout"]),
+            reload_dir=root if own.get("reload") else None,
+            on_bound=lambda name, sock: _announce(name, kind, own, listeners[name], _port(sock)),
+        )
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _port(sock: Any) -> int:
+    address = sock.getsockname()
+    return address[1] if isinstance(address, tuple) else 0
 
 
 def _names(opts: dict[str, Any]) -> list[str]:
@@ -401,16 +487,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             own, opts = settings(args)
             configure_logging(own["log_level"], own["log_format"])
-            names = start(own, opts)
+            if own.get("workers") or own.get("reload"):
+                for handler in handlers:  # the master catches its signals itself
+                    handler.cancel()
+                return serve_workers(own, opts)
+            start(own, opts)
         except UsageError as exc:
             print(f"rr: {exc}", file=sys.stderr)
             return 2
-        stop.wait()
+        rr.wait(float(own["drain_timeout"]), signalled=stop)
     finally:
         for handler in handlers:
             handler.cancel()
-    for name in names:
-        rr.drain(name, float(own["drain_timeout"]))
     return 0
 
 

@@ -9,6 +9,12 @@ a default).
 What it must never do: open sockets or start processes. Validation is pure,
 so ``rr.child_spec`` can fail early, before any supervisor is involved.
 
+Addresses: each listener has exactly one of ``port`` (TCP, on ``ip`` or on
+every address), ``unix`` (a Unix domain socket path; the file is created at
+start and removed on stop) or ``socket`` (a listening socket someone else
+bound, which rr dups and never closes: how ``rr.workers`` shares the
+master's socket with its workers).
+
 Protocols: ``protocols`` is a list of names or ``(name, {sub-options})``
 pairs (on TLS, h2 is preferred by ALPN whenever it is listed). Known names are ``http1``, ``http2`` and
 ``http3``; each has its own nested options. ``http1`` and ``http2`` are
@@ -24,6 +30,8 @@ client finds it through the ``alt-svc`` header the TCP protocols send.
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -159,10 +167,13 @@ class SpawnOptions:
 class Config:
     port: int
     ip: str | None
+    unix: str | None
+    socket: socket.socket | None
     handler: Callable[..., Any] | None
     routes: Any
     middlewares: tuple[Any, ...]
     not_found: Callable[..., Any] | None
+    redirect_slashes: bool
     tls: ssl.SSLContext | None
     tls_handshake_timeout: float
     protocols: tuple[str, ...]
@@ -553,13 +564,49 @@ def _spawn_options(raw: Any) -> SpawnOptions:
 
 
 _KEYS = {
-    "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
+    "port", "ip", "unix", "socket", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
     "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "request_id_header", "not_found", "alt_svc", "ws",
     "max_response_header_size",
     "proxy_protocol", "forwarded_allow_ips",
+    "redirect_slashes",
 }  # fmt: skip
+
+
+# sun_path is 108 bytes on Linux (104 on the BSDs), its terminating NUL included.
+_UNIX_PATH_MAX = 107
+
+
+def _address(opts: Mapping[str, Any]) -> tuple[int, str | None, str | None, socket.socket | None]:
+    """(port, ip, unix path, inherited socket): exactly one of port, unix and socket says where."""
+    given = [key for key in ("port", "unix", "socket") if key in opts]
+    if not given:
+        raise ValueError("listener option 'port' is required (0 picks a free port), "
+                         "or 'unix' (a socket path), or 'socket' (a listening socket)")
+    if len(given) > 1:
+        raise _fail(given[1], opts[given[1]], f"one of port, unix and socket per listener, not with {given[0]!r}")
+    if "ip" in opts and "port" not in opts:
+        raise _fail("ip", opts["ip"], "an address for a TCP 'port'; a unix or socket listener has none")
+    if "unix" in opts:
+        path = opts["unix"]
+        if not isinstance(path, str) or not path or "\0" in path or len(os.fsencode(path)) > _UNIX_PATH_MAX:
+            raise _fail("unix", path, f"a filesystem path of 1..{_UNIX_PATH_MAX} bytes for a Unix domain socket")
+        return 0, None, path, None
+    if "socket" in opts:
+        sock = opts["socket"]
+        if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM or sock.fileno() < 0:
+            raise _fail("socket", sock, "an open, bound and listening SOCK_STREAM socket.socket")
+        name = sock.getsockname()
+        return (name[1] if isinstance(name, tuple) else 0), None, None, sock
+    port = _int(opts, "port", 0, 0, 65535)
+    ip = opts.get("ip")
+    if ip is not None:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except (ValueError, TypeError):
+            raise _fail("ip", ip, 'an IPv4 or IPv6 address such as "127.0.0.1" or "::1"') from None
+    return port, ip, None, None
 
 
 def load(opts: Mapping[str, Any]) -> Config:
@@ -569,16 +616,7 @@ def load(opts: Mapping[str, Any]) -> Config:
     for key in opts:
         if key not in _KEYS:
             raise ValueError(f"unknown listener option {key!r} (known: {', '.join(sorted(_KEYS))})")
-    if "port" not in opts:
-        raise ValueError("listener option 'port' is required (0 picks a free port)")
-    port = _int(opts, "port", 0, 0, 65535)
-
-    ip = opts.get("ip")
-    if ip is not None:
-        try:
-            ip = str(ipaddress.ip_address(ip))
-        except (ValueError, TypeError):
-            raise _fail("ip", ip, 'an IPv4 or IPv6 address such as "127.0.0.1" or "::1"') from None
+    port, ip, unix, sock = _address(opts)
 
     routes = opts.get("routes")
     handler: Callable[..., Any] | None = None
@@ -599,6 +637,8 @@ def load(opts: Mapping[str, Any]) -> Config:
     tls = _tls(opts.get("tls"), alpn_protocols(protocols))
     if http3 is not None:
         http3 = _http3_tls(http3, opts.get("tls"))
+        if "unix" in opts:
+            raise _fail("protocols", "http3", "http3 on a TCP port (QUIC runs over UDP), not on a unix socket")
 
     body_buffering = opts.get("body_buffering", "auto")
     if body_buffering not in ("auto", "manual"):
@@ -607,10 +647,14 @@ def load(opts: Mapping[str, Any]) -> Config:
     return Config(
         port=port,
         ip=ip,
+        unix=unix,
+        socket=sock,
         handler=handler,
         routes=routes if isinstance(routes, list) else None,
         middlewares=tuple(middlewares),
         not_found=not_found,
+        # /books/ → 308 → /books (and back) when only the other spelling has a route.
+        redirect_slashes=_bool(opts, "redirect_slashes", False),
         tls=tls,
         # A TLS handshake that has not finished in 10 s is a stalled or hostile peer.
         tls_handshake_timeout=_seconds(opts, "tls_handshake_timeout", 10.0),

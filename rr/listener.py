@@ -91,7 +91,7 @@ def acceptor(runtime: ListenerRuntime) -> None:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
                 raise
-            _admit(runtime, sock, peer)
+            _admit(runtime, sock, peer or None)  # a Unix socket's client has no address: None
     finally:
         lsock.close()
 
@@ -291,7 +291,7 @@ def _take_backlog(runtime: ListenerRuntime) -> int:
                 break
             except OSError:
                 break
-            _admit(runtime, conn, peer)
+            _admit(runtime, conn, peer or None)
             taken += 1
     finally:
         try:

@@ -17,6 +17,11 @@ What it must never do: cost anything per request when no log call is made.
 Binding is one ``ContextVar.set`` of the request itself; the id is only
 generated when something (a log line, telemetry, the handler) asks for it.
 
+Under ``rr.workers`` each worker process has an id (1..N, its slot: a
+replacement takes the id of the worker it replaces); ``add_worker`` adds it
+as ``worker`` to every event of that process (``worker_id()`` says it, None
+outside workers).
+
 ``configure_default()`` is what ``rr.start_listener`` calls: it configures
 structlog (console lines on stdout) only when nothing has (neither the
 application nor ``configure``), and leaves the standard library alone, so an
@@ -43,6 +48,27 @@ _getrandbits = random.SystemRandom().getrandbits
 _rng = random.Random(_getrandbits(64))
 
 
+_worker: int | None = None
+
+
+def set_worker(worker: int | None) -> None:
+    """Mark this OS process as worker ``worker`` (rr.workers does, right after the fork)."""
+    global _worker
+    _worker = worker
+
+
+def worker_id() -> int | None:
+    """This process's worker id under ``rr.workers``; None in a single-process server."""
+    return _worker
+
+
+def add_worker(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: add ``worker`` (the worker id) in a worker process."""
+    if _worker is not None:
+        event_dict.setdefault("worker", _worker)
+    return event_dict
+
+
 def new_request_id() -> str:
     """A 16-hex-character id, unique per request with overwhelming probability."""
     return f"{_rng.getrandbits(64):016x}"
@@ -66,6 +92,7 @@ def configure_default(level: int = logging.INFO) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             add_request_id,
+            add_worker,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             structlog.processors.format_exc_info,
@@ -124,6 +151,7 @@ def configure(json: bool = False, level: int | str = "info", *, stream: TextIO |
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         add_request_id,
+        add_worker,
         _add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

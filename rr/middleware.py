@@ -2,8 +2,9 @@
 
 What it is: the chain builder. A middleware entry is a callable, or a
 ``(callable, config)`` pair. When the callable has an ``init`` attribute,
-``state = mw.init(config)`` runs once when the chain is compiled (and again on
-``rr.reload_routes``); otherwise the config itself is the state.
+``state = mw.init(config)`` runs once per entry when the routes compile (and
+again on ``rr.reload_routes``): a listener-wide or group entry wraps many
+routes with one state. Otherwise the config itself is the state.
 
 A middleware may pass the request on (``return next(req)``), rewrite it
 first, short-circuit (return its own response without calling ``next``), or

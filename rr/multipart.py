@@ -547,10 +547,18 @@ class UploadedFile:
 
 @dataclass
 class FormData:
-    """A parsed form: text fields and uploaded files by field name, values in wire order."""
+    """A parsed form: text fields and uploaded files by field name, values in wire order.
+
+    What ``Request.read_form()`` returns for urlencoded and multipart bodies alike.
+    """
 
     fields: dict[str, list[str]]
     files: dict[str, list[UploadedFile]]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of text field ``name``, or ``default``."""
+        values = self.fields.get(name)
+        return values[0] if values else default
 
     def close(self) -> None:
         """Close every file (removing spooled temporary files)."""

@@ -237,14 +237,15 @@ class Request:
         """The body parsed as JSON (``ValueError`` when it is not valid JSON)."""
         return _json.loads(self.read_body())
 
-    def read_form(self) -> Any:
-        """Parse an urlencoded or multipart/form-data body.
+    def read_form(self) -> multipart.FormData:
+        """Parse an urlencoded or multipart/form-data body into one type, ``rr.multipart.FormData``.
 
-        Urlencoded bodies give ``dict[str, list[str]]``; multipart bodies give a
-        ``rr.multipart.FormData`` (fields and spooled files; close it).
+        ``fields`` maps names to their values in wire order (``form.get("a")``
+        is the first one); ``files`` maps names to uploads (always empty for an
+        urlencoded body). Close it (or use ``with``) to remove spooled files.
         """
         ctype = (self.headers.get("content-type") or "").lower()
         if ctype.startswith("multipart/form-data"):
             boundary = multipart.parse_boundary(self.headers.get("content-type") or "")
             return multipart.parse_form(self.iter_body(), boundary)
-        return qs.parse_dict(self.read_body().decode("utf-8", "replace"))
+        return multipart.FormData(qs.parse_dict(self.read_body().decode("utf-8", "replace")), {})

@@ -17,6 +17,22 @@ next matching route is tried. A path that matches only routes refusing the
 method gets 405 with a sorted ``allow`` header; no match at all gets the
 ``not_found`` handler (404 by default). ``GET`` routes also answer ``HEAD``.
 
+Bindings: a ``:param`` binding is its segment percent-decoded; a ``*rest``
+binding is the rest of the path exactly as it came on the wire (still
+percent-encoded). That difference is deliberate: decoded, ``a%2Fb/c`` and
+``a/b/c`` would be one value, and what a wildcard feeds usually needs the
+original — ``rr.contrib.static`` decodes it once itself (decoding twice is
+the classic ``..%252F`` traversal), a mounted WSGI app or a proxy passes it
+on. Decode it with ``urllib.parse.unquote`` for text, or split on ``/``
+first and unquote each part to keep an encoded slash inside its segment.
+
+Trailing slashes (``redirect_slashes=True``, the listener option of that
+name; off by default): a request that no route matches, whose path with the
+trailing slash added or removed matches a route accepting its method, gets
+``308 Permanent Redirect`` there (the query string kept; 308 so a POST stays
+a POST). ``/`` is never shortened. The redirect goes through the listener
+middlewares, as the 404 and 405 answers do.
+
 Speed: a literal route declared before every route that could compete
 with it is found by one dict lookup. Everything else goes through a segment
 trie: each node maps literal segments to children by dict lookup and has at
@@ -26,7 +42,10 @@ collects every route that matches (a handful at most); the lowest
 declaration index wins, which is exactly "first declared". The cost grows
 with the path's depth, not with the number of routes (a linear scan, or a
 regex alternation, grows with the table: measured 25-138 µs for 100
-routes against ~2 µs here). Compiling builds every middleware chain once.
+routes against ~2 µs here). Compiling builds every middleware chain once,
+and runs each middleware entry's ``init`` once: a listener-wide or group
+``(mw, config)`` has one state shared by every route it wraps (a rate
+limiter's counters, a cache), not one per route.
 
 Body buffering per route: a route dict's ``body_buffering`` (``"auto"`` or
 ``"manual"``) overrides the listener's for requests it matches (a streaming
@@ -82,7 +101,8 @@ def _flatten(entries: Sequence[Any], prefix: str, mws: list[Any], out: list[tupl
             group_prefix = entry.get("prefix", "")
             if group_prefix and (not group_prefix.startswith("/") or group_prefix.endswith("/")):
                 raise ValueError(f"routes: a group prefix starts with '/' and does not end with one, got {group_prefix!r}")
-            _flatten(entry["routes"], prefix + group_prefix, mws + list(entry.get("middlewares", [])), out)
+            group_mws = middleware.resolve(entry.get("middlewares", []), f"middlewares of group {group_prefix!r}")
+            _flatten(entry["routes"], prefix + group_prefix, mws + group_mws, out)
         elif isinstance(entry, Mapping):
             unknown = set(entry) - _ROUTE_KEYS
             if unknown:
@@ -94,8 +114,9 @@ def _flatten(entries: Sequence[Any], prefix: str, mws: list[Any], out: list[tupl
             if body not in (None, "auto", "manual"):
                 raise ValueError(f"routes: 'body_buffering' of {entry['path']!r} is \"auto\" or \"manual\", "
                                  f"got {body!r}")
+            own = middleware.resolve(entry.get("middlewares", []), f"middlewares of {prefix + entry['path']}")
             out.append((prefix + entry["path"], entry["handler"], entry.get("state"),
-                        mws + list(entry.get("middlewares", [])), methods, entry.get("name"), body))
+                        mws + own, methods, entry.get("name"), body))
         else:
             raise ValueError(f"routes: an entry is a tuple, a route dict or a group dict, got {entry!r}")
 
@@ -163,10 +184,13 @@ class Router:
         routes: Sequence[Any],
         listener_middlewares: Sequence[Any] = (),
         not_found: Handler | None = None,
+        redirect_slashes: bool = False,
     ) -> None:
+        # Every middleware entry is resolved (its init run) once: the listener's here, a
+        # group's when the group is flattened, a route's for that route; chains share them.
+        top = middleware.resolve(listener_middlewares)
         flat: list[tuple[Any, ...]] = []
         _flatten(routes, "", [], flat)
-        top = list(listener_middlewares)
         self.routes: list[Route] = []
         self.names: dict[str, Route] = {}
         for index, (path, handler, state, mws, methods, name, body) in enumerate(flat):
@@ -178,7 +202,7 @@ class Router:
                 if "GET" in allowed:
                     allowed.add("HEAD")
                 methods = frozenset(allowed)
-            app = middleware.chain(middleware.resolve(top + mws, f"middlewares of {path}"), handler)
+            app = middleware.chain(top + mws, handler)
             route = Route(index, path, segments, params, wildcard, methods, name, state, app, body)
             self.routes.append(route)
             if name is not None:
@@ -191,8 +215,10 @@ class Router:
         if not any(route.body is not None for route in self.routes):
             self.body_buffering = None  # type: ignore[assignment]  # the exchange skips the question
         self.fast = self._fast_paths()
-        self.not_found = middleware.chain(middleware.resolve(top), not_found or _not_found)
-        self._method_not_allowed = middleware.chain(middleware.resolve(top), self._answer_405)
+        self.not_found = middleware.chain(top, not_found or _not_found)
+        self._method_not_allowed = middleware.chain(top, self._answer_405)
+        self.redirect_slashes = redirect_slashes
+        self._redirect = middleware.chain(top, self._answer_308)
 
     def _fast_paths(self) -> dict[str, Route]:
         """Literal paths answered by one dict lookup: the first literal route for a
@@ -274,7 +300,16 @@ class Router:
         if allowed:
             req.private["rr.allow"] = allowed
             return self._method_not_allowed(req)
+        if self.redirect_slashes:
+            other = _toggle_slash(req.path)
+            if other is not None and self.match(req.method, other)[0] is not None:
+                req.private["rr.location"] = other + ("?" + req.query_string if req.query_string else "")
+                return self._redirect(req)
         return self.not_found(req)
+
+    @staticmethod
+    def _answer_308(req: Any) -> response.Response:
+        return response.text(308, "Permanent Redirect", [("location", req.private["rr.location"])])
 
     @staticmethod
     def _answer_405(req: Any) -> response.Response:
@@ -310,11 +345,19 @@ class Router:
         return path
 
 
+def _toggle_slash(path: str) -> str | None:
+    """``path`` with its trailing slash removed, or added; None for ``/`` and non-paths."""
+    if not path.startswith("/") or path == "/" or path.startswith("//"):
+        return None  # "//x" would be a scheme-relative Location: another host
+    return path[:-1] if path.endswith("/") else path + "/"
+
+
 def compile_app(
-    routes: Any, listener_middlewares: Sequence[Any] = (), not_found: Handler | None = None
+    routes: Any, listener_middlewares: Sequence[Any] = (), not_found: Handler | None = None,
+    redirect_slashes: bool = False,
 ) -> Handler:
     """A listener's application: a ``Router`` for a route list, else the single handler
     wrapped in the listener middlewares."""
     if isinstance(routes, list):
-        return Router(routes, listener_middlewares, not_found)
+        return Router(routes, listener_middlewares, not_found, redirect_slashes)
     return middleware.chain(middleware.resolve(listener_middlewares), routes)

@@ -5,6 +5,11 @@ persistent_term for one listener. Connection processes (every protocol)
 update its counters directly: greenlets are cooperative, so a ``+= 1``
 between two switches is atomic, and no counter needs a mailbox round trip.
 
+It also opens the listening socket: ``bind_tcp`` and ``bind_unix`` (a
+stale Unix socket file replaced, a live one refused, the file removed on
+close only while it is still the one this listener made), which
+``rr.workers``' master uses too, or a dup of an inherited ``socket``.
+
 What it must never do: import a protocol or the listener's processes. Every
 layer may read it (its type, at least); it depends only on the config and
 the h1 codec's ``Limits``.
@@ -12,7 +17,9 @@ the h1 codec's ``Limits``.
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 from typing import Any
 
 from gevent import socket as gsocket
@@ -43,6 +50,9 @@ class ListenerRuntime:
         self.quic_routes: dict[bytes, supervisors.Pid] = {}
         self.quic_dropped = 0  # datagrams dropped at a connection whose mailbox was full
         self.port = config.port
+        # (st_dev, st_ino) of the Unix socket file this listener created: removed on close
+        # only while it is still that file (a successor may have bound the path meanwhile).
+        self.unix_file: tuple[int, int] | None = None
         self.active = 0
         self.requests_served = 0
         self.rejected = 0
@@ -73,6 +83,7 @@ class ListenerRuntime:
         return {
             "name": self.name,
             "port": self.port,
+            "address": self.address(),
             "active_clients": self.active,
             "max_clients": self.config.max_clients,
             "max_concurrent_requests": self.config.max_concurrent_requests,
@@ -90,30 +101,66 @@ class ListenerRuntime:
 
     # -- the socket ------------------------------------------------------------
 
+    def address(self) -> str:
+        """Where the listener listens: ``unix:/path``, ``127.0.0.1:8080``, ``[::1]:8080``."""
+        config = self.config
+        if config.unix is not None:
+            return f"unix:{config.unix}"
+        if config.socket is not None:
+            name = config.socket.getsockname()
+            if not isinstance(name, tuple):
+                return f"unix:{name}"
+            host = name[0]
+        else:
+            host = config.ip or "::"
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
     def bind(self) -> None:
-        """Open the listening socket (dual-stack by default); keeps the port across restarts.
+        """Open the listening socket: a Unix socket at ``unix``, a dup of an inherited
+        ``socket``, or a TCP port (dual-stack by default); keeps the port across restarts.
 
         With ``http3``, also the UDP socket on the same port number (for port 0: a port
-        free for both, tried a few times)."""
+        free for both, tried a few times). On an inherited socket (``rr.workers``) each
+        worker binds its own UDP socket with SO_REUSEPORT: the kernel hashes a client's
+        datagrams (by address and port) to one of them, so a QUIC connection stays with the
+        worker that accepted it while the set of workers is stable."""
+        config = self.config
+        if config.socket is not None:
+            # A dup: closing it (drain, stop, a restart) leaves the giver's socket, and the
+            # accept queue every holder shares, open (rr.workers relies on that).
+            self.sock = gsocket.socket(fileno=os.dup(config.socket.fileno()))
+            name = self.sock.getsockname()
+            if isinstance(name, tuple):
+                self.port = name[1]
+            if config.http3 is not None:
+                self._bind_udp(reuseport=True)
+            return
+        if config.unix is not None:
+            self.sock = bind_unix(config.unix, config.socket_backlog)
+            info = os.stat(config.unix)
+            self.unix_file = (info.st_dev, info.st_ino)
+            return
         for attempt in range(20):
-            self._bind_tcp()
-            if self.config.http3 is None:
+            self.sock = bind_tcp(config.ip, self.port, config.socket_backlog, gsocket.socket)
+            self.port = self.sock.getsockname()[1]
+            if config.http3 is None:
                 return
             try:
                 self._bind_udp()
                 return
             except OSError:
-                if self.config.port != 0 or attempt == 19:
-                    self.close_socket()
-                    raise
                 self.close_socket()
+                if config.port != 0 or attempt == 19:
+                    raise
                 self.port = 0
 
-    def _bind_udp(self) -> None:
+    def _bind_udp(self, reuseport: bool = False) -> None:
         family = self.sock.family
         sock = gsocket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and self.config.ip is None:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
             sock.bind((self.sock.getsockname()[0], self.port))
@@ -124,32 +171,19 @@ class ListenerRuntime:
             raise
         self.udp_sock = sock
 
-    def _bind_tcp(self) -> None:
-        config = self.config
-        ip = config.ip
-        if ip is None:
-            family, ip = (socket.AF_INET6, "::") if socket.has_ipv6 and _ipv6_usable() else (socket.AF_INET, "0.0.0.0")
-        else:
-            family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        sock = gsocket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6 and config.ip is None:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((ip, self.port))
-            sock.listen(config.socket_backlog)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-        self.port = sock.getsockname()[1]
-
     def close_socket(self) -> None:
         """Close the TCP listening socket (drain; QUIC connections still need the UDP one)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        if self.unix_file is not None and self.config.unix is not None:
+            path, ours, self.unix_file = self.config.unix, self.unix_file, None
+            try:
+                info = os.stat(path)
+            except OSError:
+                return
+            if (info.st_dev, info.st_ino) == ours:
+                os.unlink(path)
 
     def close_sockets(self) -> None:
         """Close every socket of the listener (its end)."""
@@ -157,6 +191,58 @@ class ListenerRuntime:
         if self.udp_sock is not None:
             self.udp_sock.close()
             self.udp_sock = None
+
+
+def bind_tcp(ip: str | None, port: int, backlog: int, cls: Any = socket.socket) -> Any:
+    """A listening TCP socket of class ``cls`` on ``ip`` (None: every address, dual-stack)."""
+    if ip is None:
+        family, host = (socket.AF_INET6, "::") if socket.has_ipv6 and _ipv6_usable() else (socket.AF_INET, "0.0.0.0")
+    else:
+        family, host = (socket.AF_INET6 if ":" in ip else socket.AF_INET), ip
+    sock = cls(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and ip is None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_unix(path: str, backlog: int, cls: Any = gsocket.socket) -> Any:
+    """A listening Unix domain socket at ``path``.
+
+    A socket file left by a server that died is replaced; one a live server
+    answers on is not (``EADDRINUSE``), nor is any other kind of file.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(info.st_mode):
+            raise OSError(f"{path} exists and is not a socket")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except ConnectionRefusedError:
+                os.unlink(path)  # nobody listens: a stale file from a server that died
+            except OSError:
+                pass
+            else:
+                raise OSError(f"{path}: a server is already listening there")
+    sock = cls(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _ipv6_usable() -> bool:

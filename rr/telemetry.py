@@ -20,6 +20,9 @@ and what a run over h1 and h2 really emits to it. Add an event or a key here
 first. During the request events, ``rr.log.current_request.get()`` is the
 ``Request`` itself (headers included) for a handler that needs more than the
 metadata (``rr.contrib.otel`` reads ``traceparent`` that way).
+
+Under ``rr.workers`` every event's metadata also carries ``worker``, the
+worker process's id (1..N).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from rr import log as _log_mod
 
 Event = tuple[str, ...]
 HandlerFn = Callable[[Event, Mapping[str, Any], Mapping[str, Any], Any], None]
@@ -179,6 +184,8 @@ def execute(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str
     entries = _table.get(event)
     if not entries:
         return
+    if _log_mod.worker_id() is not None and "worker" not in metadata:
+        metadata = {**metadata, "worker": _log_mod.worker_id()}
     for handler_id, fn, config in entries:
         try:
             fn(event, measurements, metadata, config)

@@ -152,7 +152,8 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
     header = peer_cert = None
     close_reason = "proxy_protocol" if config.proxy_protocol is not None else "tls_handshake"
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if config.proxy_protocol is not None:
             try:
                 header = read_proxy_header(sock, peer, config.proxy_protocol)

@@ -7,12 +7,13 @@ import json
 
 import gevent
 import gevent.event
+import httpx
 import pytest
 
 import rr
 import supervisors
 from rr import resp
-from tests.rr.conftest import read_response
+from tests.rr.conftest import in_thread, read_response
 
 
 def request(srv, raw: bytes):
@@ -68,13 +69,25 @@ def test_read_form_urlencoded_and_json_body(serve):
     def form(req):
         if req.header("content-type") == "application/json":
             return resp.json(200, req.json())
-        return resp.json(200, req.read_form())
+        with req.read_form() as data:
+            files = {name: [(f.filename, f.read().decode()) for f in uploads] for name, uploads in data.files.items()}
+            return resp.json(200, {"type": type(data).__name__, "fields": data.fields, "first_a": data.get("a"),
+                                   "files": files})
 
     srv = serve(form)
     body = b"a=1&b=x+y&a=2"
     _, out = request(srv, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    assert json.loads(out) == {"a": ["1", "2"], "b": ["x y"]}
+    assert json.loads(out) == {"type": "FormData", "fields": {"a": ["1", "2"], "b": ["x y"]}, "first_a": "1",
+                               "files": {}}
+
+    def post_multipart() -> bytes:  # the same fields, and a file, as multipart/form-data from httpx
+        with httpx.Client() as client:
+            return client.post(srv.url + "/", data={"a": ["1", "2"], "b": "x y"}, files={"f": ("n.txt", b"hi")}).content
+
+    out = in_thread(post_multipart)
+    assert json.loads(out) == {"type": "FormData", "fields": {"a": ["1", "2"], "b": ["x y"]}, "first_a": "1",
+                               "files": {"f": [["n.txt", "hi"]]}}
     _, out = request(srv, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n[1,2,3 ]")
     assert json.loads(out) == [1, 2, 3]
 

@@ -205,8 +205,7 @@ def test_cli_binds_several_addresses_and_names_its_listeners(app_dir):
         assert [_curl(f"{line[2]}/{line[0]}") for line in lines] == ["HTTP/1.1 /web", "HTTP/1.1 /web-2"]
     finally:
         _stop(proc)
-    assert "unix sockets are not served yet" in _one_line_error(_run(app_dir, "cliapp:handler", "--bind",
-                                                                      "unix:/tmp/rr.sock"))
+    assert "give the socket's path" in _one_line_error(_run(app_dir, "cliapp:handler", "--bind", "unix:"))
     assert "HOST:PORT" in _one_line_error(_run(app_dir, "cliapp:handler", "--bind", "localhost"))
 
 
@@ -334,3 +333,29 @@ def test_cli_ca_certs_verifies_client_certificates(app_dir):
     finally:
         _stop(proc)
     assert "--certfile" in _one_line_error(_run(app_dir, "cliapp:whoami", "--ca-certs", client_cert))
+
+
+def test_cli_binds_a_unix_socket_beside_tcp_and_removes_it_on_stop(app_dir):
+    path = app_dir / "cli.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "rr", "cliapp:handler", "--bind", f"unix:{path}",
+                             "--bind", "127.0.0.1:0", "--protocols", "http1,http2"],
+                            cwd=app_dir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first, second = proc.stdout.readline().decode(), proc.stdout.readline().decode()
+        assert first == f"rr: listener 'rr' (rr handler cliapp:handler) listening on unix:{path} (http1, http2)\n"
+        assert re.fullmatch(r"rr: listener 'rr-2' .* listening on http://127\.0\.0\.1:\d+/ \(http1, http2\)\n", second)
+        assert _curl("--unix-socket", str(path), "http://localhost/u") == "HTTP/1.1 /u"
+        assert _curl("--http2-prior-knowledge", "--unix-socket", str(path), "http://localhost/v") == "HTTP/2 /v"
+    finally:
+        _stop(proc)
+    assert not path.exists()
+
+
+def test_cli_sigterm_says_how_many_connections_it_drains_and_by_when(app_dir):
+    proc, [(_, _, url, _)] = _serve(app_dir, "cliapp:handler", "--port", "0", "--drain-timeout", "7")
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as idle:  # a kept-alive connection
+        idle.sendall(b"GET /kept HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+        output = _stop(proc)
+    assert "draining 1 connection (deadline 7 s; send the signal again to force)" in output, output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from gevent import subprocess
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -61,6 +62,7 @@ ROUTES = [
         ("PUT", "/only-put", 200, "put", {}),
         ("GET", "/files/", 200, "files", {"rest": ""}),
         ("GET", "/files/a/b/c.txt", 200, "files", {"rest": "a/b/c.txt"}),
+        ("GET", "/files/a%20b/c%2Fd", 200, "files", {"rest": "a%20b/c%2Fd"}),  # *rest: as on the wire
         ("GET", "/a/literal", 200, "a_param", {"x": "literal"}),  # first declared wins
         ("GET", "/nope", 404, None, None),
     ],
@@ -352,3 +354,50 @@ def test_a_bad_route_body_buffering_names_it():
 
     with _pytest.raises(ValueError, match="body_buffering"):
         router.Router([{"path": "/x", "handler": lambda r: None, "body_buffering": "sometimes"}])
+
+
+def test_each_middleware_entry_inits_once_however_many_routes_it_wraps():
+    calls = []
+
+    def counting(label):
+        def mw(req, nxt, state):
+            state["hits"] += 1
+            return resp.text(200, f"{label} {state['hits']}")
+
+        mw.init = lambda config: calls.append(label) or {"hits": 0}
+        return mw
+
+    router = Router(
+        [("/a", tag("a")), ("/b", tag("b")),
+         {"prefix": "/g", "middlewares": [(counting("group"), None)], "routes": [("/x", tag("x")), ("/y", tag("y"))]},
+         {"path": "/own", "handler": tag("own"), "middlewares": [(counting("route"), None)]}],
+        [(counting("listener"), None)],
+    )
+    assert sorted(calls) == ["group", "listener", "route"]
+    answers = [call(router, "GET", path).body for path in ("/a", "/b", "/g/x", "/nope")]
+    assert answers == [b"listener 1", b"listener 2", b"listener 3", b"listener 4"]  # one state for all
+
+
+def _curl(*args: str) -> str:
+    out = subprocess.run(["curl", "-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+                          *args], capture_output=True, timeout=20)
+    return out.stdout.decode()
+
+
+@pytest.mark.peers("curl")
+def test_redirect_slashes_sends_308_to_the_other_spelling_keeping_query_and_method(serve):
+    routes = [("/books", tag("books")), ("/shelf/", tag("shelf")), ("/", tag("root")),
+              {"path": "/post-only", "handler": tag("post"), "methods": ["POST"]}]
+    on = serve(routes, redirect_slashes=True)
+    assert _curl(f"{on.url}/books/?q=1") == f"308 {on.url}/books?q=1"
+    assert _curl(f"{on.url}/shelf") == f"308 {on.url}/shelf/"
+    assert _curl("-L", "-X", "POST", "-w", "%{http_code} %{method}", f"{on.url}/books/") == "200 POST"
+    assert _curl(f"{on.url}/post-only/") == "404 "  # the other spelling refuses GET: no redirect
+    assert _curl(f"{on.url}/nothing/") == "404 "
+    off = serve(routes)
+    assert _curl(f"{off.url}/books/") == "404 "
+
+
+def test_redirect_slashes_never_makes_a_scheme_relative_location():
+    router = Router([("//evil.example", tag("x")), ("/", tag("root"))], redirect_slashes=True)
+    assert call(router, "GET", "//evil.example/").status == 404

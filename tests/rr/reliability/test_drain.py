@@ -93,6 +93,6 @@ def test_a_second_signal_during_drain_forces_the_exit_and_says_so(tmp_path):
         if proc.poll() is None:
             proc.kill()
     text = b"".join(lines) + out
-    assert b"send the signal again to force the exit" in text, text
+    assert b"draining 1 connection (deadline 60 s; send the signal again to force)" in text, text
     assert b"second signal: forcing the exit" in text, text
     assert proc.returncode == 0 and elapsed < 15, (elapsed, text)
