@@ -106,7 +106,7 @@ class Server:
 
     def accepting(self) -> tuple[int, int]:
         """(worker id, pid) of the next worker that says it accepts."""
-        match = self.expect(r"worker accepting\s+pid=(\d+) worker=(\d+)")
+        match = self.expect(r"worker accepting\s+(?:\[[\w.]+\]\s+)?pid=(\d+) worker=(\d+)")
         return int(match.group(2)), int(match.group(1))
 
     def signal(self, sig: int) -> None:
@@ -123,7 +123,7 @@ class Server:
             self.proc.wait(timeout=DEADLINE)
         self._reader.join(timeout=DEADLINE)
         for line in self.lines:  # a worker left behind would still hold the port
-            match = re.search(r"worker started\s+pid=(\d+)", line)
+            match = re.search(r"worker started\s+(?:\[[\w.]+\]\s+)?pid=(\d+)", line)
             if match:
                 try:
                     os.kill(int(match.group(1)), signal.SIGKILL)
@@ -236,7 +236,7 @@ def test_a_worker_killed_with_sigkill_under_load_is_replaced_and_the_other_worke
     try:
         load.reach(200)
         os.kill(victim, signal.SIGKILL)
-        server.expect(rf"worker exited unexpectedly: restarting it\s+how='killed by SIGKILL' pid={victim} worker=1")
+        server.expect(rf"worker exited unexpectedly: restarting it\s+(?:\[[\w.]+\]\s+)?how='killed by SIGKILL' pid={victim} worker=1")
         slot, replacement = server.accepting()
         load.reach(200)
     finally:
@@ -260,11 +260,11 @@ def test_a_rolling_restart_under_load_fails_no_request_and_ends_with_new_workers
     try:
         load.reach(200)
         server.signal(signal.SIGHUP)
-        done = server.expect(r"rolling restart done\s+workers=\[\(1, (\d+)\), \(2, (\d+)\)\]")
+        done = server.expect(r"rolling restart done\s+(?:\[[\w.]+\]\s+)?workers=\[\(1, (\d+)\), \(2, (\d+)\)\]")
         new = {int(done.group(1)), int(done.group(2))}
         for pid in old.values():
             server.seen = 0
-            server.expect(rf"worker exited\s+how='exit status 0' pid={pid} ")
+            server.expect(rf"worker exited\s+(?:\[[\w.]+\]\s+)?how='exit status 0' pid={pid} ")
         mark = load.reach(0)
         load.reach(200)
     finally:
@@ -423,7 +423,7 @@ def test_reload_serves_an_edited_module_on_the_next_request(servers, tmp_path):
     module.write_text("from rr import resp\n\ndef handler(req):\n    return resp.text(200, 'v2')\n")
     stat = module.stat()
     os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # whatever the clock's grain
-    server.expect(r"source changed: restarting the workers\s+file=live.py")
+    server.expect(r"source changed: restarting the workers\s+(?:\[[\w.]+\]\s+)?file=live.py")
     server.expect(r"rolling restart done")
     assert _get(url) == "v2"
 
@@ -487,12 +487,37 @@ def test_a_sighup_while_a_replacement_is_starting_waits_for_it_then_replaces_eve
     workers = dict([server.accepting(), server.accepting()])
     (tmp_path / "hold").touch()
     os.kill(workers[1], signal.SIGKILL)
-    server.expect(r"worker started\s+pid=\d+ worker=1")  # the replacement, held in its start
+    server.expect(r"worker started\s+(?:\[[\w.]+\]\s+)?pid=\d+ worker=1")  # the replacement, held in its start
     server.signal(signal.SIGHUP)
-    server.expect(r"rolling restart\s+reason=SIGHUP workers=2")
+    server.expect(r"rolling restart\s+(?:\[[\w.]+\]\s+)?reason=SIGHUP workers=2")
     (tmp_path / "hold").unlink()  # the replacement accepts: the rolling restart goes on
     _, replacement = server.accepting()
-    done = server.expect(r"rolling restart done\s+workers=\[\(1, (\d+)\), \(2, (\d+)\)\]")
+    done = server.expect(r"rolling restart done\s+(?:\[[\w.]+\]\s+)?workers=\[\(1, (\d+)\), \(2, (\d+)\)\]")
     # The replacement started before the SIGHUP (it may run older code): it is replaced too.
     final = {int(done.group(1)), int(done.group(2))}
     assert not final & {replacement, *workers.values()}
+
+
+@pytest.mark.peers("aioquic")
+def test_http3_under_workers_each_connection_stays_with_one_worker(servers, tmp_path, app_dir):
+    """Each worker binds its own UDP socket with SO_REUSEPORT on the listener's port: the
+    kernel hashes a client's datagrams (by address and port) to one worker, so every QUIC
+    connection is served whole by one worker, and connections spread over both."""
+    from tests.rr.certs import make_cert
+    from tests.rr.h3wire import H3Wire
+
+    certfile, keyfile = make_cert(tmp_path)
+    server = servers(app_dir, sys.executable, "-m", "rr", "wapp:ROUTES", "--port", "0", "--workers", "2",
+                     "--certfile", certfile, "--keyfile", keyfile, "--protocols", "http1,http2,http3")
+    port = int(server.expect(r"listening on https://\S+?:(\d+)/ ").group(1))
+    server.accepting(), server.accepting()
+    by_connection = []
+    for _ in range(16):
+        with H3Wire(port, certfile) as c:
+            replies = [c.finish(c.start("GET", "/")) for _ in range(5)]
+        assert [r.status for r in replies] == [200] * 5
+        by_connection.append({r.body for r in replies})
+    assert all(len(pids) == 1 for pids in by_connection), by_connection  # one worker per connection
+    assert len(set.union(*by_connection)) == 2, by_connection  # and both workers serve
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
