@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Server CPU time per request, for A/B comparisons of rr against itself.
 #
-#   tools/bench_cpu.sh LABEL PORT PATH APP.py [APP ARGS...]
+#   [PYTHON=...] tools/bench_cpu.sh LABEL PORT PATH APP.py [APP ARGS...]
 #
 # Starts tools/bench_apps/APP.py (pinned to core 0), warms it with 5000
 # requests, then sends 40000 with `h2load --h1 -c 50` (pinned to core 1) and
@@ -12,7 +12,7 @@ set -euo pipefail
 label=$1; port=$2; path=$3; app=$4; shift 4
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root/tools/bench_apps"
-taskset -c 0 "$root/.venv/bin/python" "$app" "$port" "$@" > "/tmp/bench_cpu_$label.log" 2>&1 &
+taskset -c 0 "${PYTHON:-$root/.venv/bin/python}" "$app" "$port" "$@" > "/tmp/bench_cpu_$label.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.1; done
