@@ -103,6 +103,8 @@ def crashed(req: Request, started: float, exc: BaseException) -> resp.Response:
 
 def finish(req: Request, status: int, started: float) -> None:
     """Emit the stop event once the response has been written."""
+    # Unbind: an idle keep-alive connection must not keep its last request alive.
+    current_request.set(None)
     if watchdog.tracking:
         getcurrent().rr_request = None
     if telemetry.enabled(_STOP):

@@ -207,10 +207,12 @@ class Http1Conn:
         try:
             data = raw.recv(RECV_SIZE)
         except BlockingIOError:
-            data = self.recv_waiting(wait, slow, now)
+            data = None  # wait outside the handler: an idle wait must not hold the exception
         except OSError:
             self.close_reason = "peer_error"
             raise _Close() from None
+        if data is None:
+            data = self.recv_waiting(wait, slow, now)
         if not data:
             self.close_reason = "peer_closed"
             raise _Close()
