@@ -14,9 +14,10 @@ but the stdlib treats otherwise (subclasses of str/int/dict/list such as
 bits; on input, a body with a run of 19 or more digits, which orjson could
 read as a float) fall back, and so does any output containing ``null``, because orjson
 writes ``null`` for ``NaN`` where the rule is to refuse it. Known remaining
-differences under orjson, all valid JSON decoding to the same values: a float
-exponent is spelled ``1e-7`` where the stdlib writes ``1e-07``; and orjson
-also encodes ``enum.Enum``, ``uuid.UUID`` members the stdlib refuses.
+differences under orjson: some floats are written in another notation that
+decodes to the same number (``1e-7`` for the stdlib's ``1e-07``, ``0.00001``
+for ``1e-05``); and orjson also encodes ``enum.Enum`` members and
+``uuid.UUID`` values, which the stdlib refuses (``TypeError``).
 
 What it must never do: emit bytes that differ in meaning between the two
 paths, or import orjson anywhere else.
