@@ -10,6 +10,11 @@ or chunked framing (close-delimited for HTTP/1.0), trailers in the last chunk,
 upgrade, after which this process runs the session (``rr.ws.session``) over
 the socket (``SocketStream``) until it ends and the connection closes.
 
+On plain TCP it meets the non-blocking OS socket under gevent's wrapper
+directly: one ``recv``/``send`` attempt first and, only when that would block,
+a wait on the wrapper's io watcher with one loop timer for that wait (the
+deadline). TLS goes through gevent's ``SSLSocket`` with a socket timeout.
+
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
 every buffer has a cap from the listener's limits. It knows no other protocol:
