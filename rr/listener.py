@@ -77,9 +77,22 @@ class SocketOwner(supervisors.Server):
         self.runtime.close_sockets()
 
 
+# Connections one acceptor takes from the kernel's queue before handing them over together.
+ACCEPT_BATCH = 32
+
+
 def acceptor(runtime: ListenerRuntime) -> None:
-    """Accept connections forever, enforcing ``max_clients`` at the door."""
+    """Accept connections forever, enforcing ``max_clients`` at the door.
+
+    After a (cooperatively) blocking ``accept``, what else already waits in the
+    kernel's queue is taken without waiting (up to ``ACCEPT_BATCH``) and the
+    admitted connections are handed to the connection supervisor in one call.
+    """
     lsock = runtime.sock.dup()
+    # For the non-blocking accepts after the first: the OS socket and what wraps an fd.
+    raw_accept = lsock._sock._accept
+    wrap = type(lsock)
+    family, kind, proto = lsock.family, lsock.type, lsock.proto
     try:
         while True:
             try:
@@ -91,7 +104,14 @@ def acceptor(runtime: ListenerRuntime) -> None:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
                     continue
                 raise
-            _admit(runtime, sock, peer or None)  # a Unix socket's client has no address: None
+            batch = [(sock, peer or None)]  # a Unix socket's client has no address: None
+            while len(batch) < ACCEPT_BATCH:
+                try:
+                    fd, peer = raw_accept()
+                except OSError:  # nothing more queued (or an error the blocking accept will see)
+                    break
+                batch.append((wrap(family, kind, proto, fileno=fd), peer or None))
+            _admit_batch(runtime, batch)
     finally:
         lsock.close()
 
@@ -157,6 +177,11 @@ def _linger_refused(runtime: ListenerRuntime, sock: Any) -> None:
 
 def _admit(runtime: ListenerRuntime, sock: Any, peer: Any) -> None:
     """One accepted connection: a slot and a connection process, or a refusal at the cap."""
+    _admit_batch(runtime, [(sock, peer)])
+
+
+def _take_slot(runtime: ListenerRuntime, sock: Any, peer: Any) -> bool:
+    """A slot for one accepted connection (evicting an idle one at the cap), or a refusal."""
     config = runtime.config
     if runtime.active >= config.max_clients and _evict_idle(runtime):
         pass  # an idle keep-alive connection makes room for this one
@@ -165,21 +190,42 @@ def _admit(runtime: ListenerRuntime, sock: Any, peer: Any) -> None:
         _refuse(runtime, sock)
         if telemetry.enabled(_CONN_REJECTED):
             telemetry.execute(_CONN_REJECTED, {}, {"listener": runtime.name, "peer": peer, "reason": "max_clients"})
-        return
+        return False
     runtime.active += 1
     runtime.accepted += 1
     if telemetry.enabled(_ACCEPT):
         telemetry.execute(_ACCEPT, {}, {"listener": runtime.name, "peer": peer})
+    return True
+
+
+def _admit_batch(runtime: ListenerRuntime, accepted: list[tuple[Any, Any]]) -> None:
+    """Accepted connections: a slot each (or a refusal), then one process each, started by
+    the connection supervisor in one call. A connection whose start failed gives its slot
+    back; the first such error is raised after the others are handled."""
+    batch = [(sock, peer) for sock, peer in accepted if _take_slot(runtime, sock, peer)]
+    if not batch:
+        return
+    assert runtime.conn_sup is not None, "acceptors start after the conn supervisor"
     try:
-        assert runtime.conn_sup is not None, "acceptors start after the conn supervisor"
-        pid = supervisors.start_child(runtime.conn_sup, sock, peer)
-        if pid is not None and pid.is_alive:
-            # Known to drain from now on, even before the process first runs.
-            runtime.conns.setdefault(pid, None)
+        started = supervisors.start_children(runtime.conn_sup, batch)
     except Exception:
-        runtime.active -= 1
-        sock.close()
+        for sock, _ in batch:
+            runtime.active -= 1
+            sock.close()
         raise
+    error: BaseException | None = None
+    for (sock, _), pid in zip(batch, started, strict=True):
+        if isinstance(pid, supervisors.Pid):
+            if pid.is_alive:
+                # Known to drain from now on, even before the process first runs.
+                runtime.conns.setdefault(pid, None)
+            continue
+        runtime.active -= 1  # no process: no exit will give the slot back
+        sock.close()
+        if error is None and isinstance(pid, BaseException):
+            error = pid
+    if error is not None:
+        raise error
 
 
 def _start_conn(runtime: ListenerRuntime, sock: Any, peer: Any) -> supervisors.Pid:

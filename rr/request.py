@@ -14,12 +14,12 @@ protocol delivers them so), lookups are case-insensitive.
 
 from __future__ import annotations
 
-import json as _json
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 from rr import cookie, multipart, qs
+from rr.jsoncodec import loads as _json_loads
 from rr.log import new_request_id
 from rr.proxy_protocol import ProxyHeader
 
@@ -235,7 +235,7 @@ class Request:
 
     def json(self) -> Any:
         """The body parsed as JSON (``ValueError`` when it is not valid JSON)."""
-        return _json.loads(self.read_body())
+        return _json_loads(self.read_body())
 
     def read_form(self) -> multipart.FormData:
         """Parse an urlencoded or multipart/form-data body into one type, ``rr.multipart.FormData``.

@@ -185,6 +185,11 @@ class Ref:
         return f"<Ref {self._id}>"
 
 
+# The mailbox of every process that has not received a message yet: never appended to
+# (``_deliver`` replaces it with the process's own deque first).
+_NO_MAIL: deque[Any] = deque()
+
+
 class Process:
     """The runtime record of one process. Private to the package: hand out its ``pid``."""
 
@@ -224,7 +229,8 @@ class Process:
         self.greenlet: Any = None
         self.switch: Callable[..., Any] = _noop
         self.resume = self._resume
-        self.mailbox: deque[Any] = deque()
+        # Shared and empty until the first message arrives (_deliver gives it its own).
+        self.mailbox: deque[Any] = _NO_MAIL
         self.sizes: deque[int] | None = None
         self.heap = 0
         self.charged = 0
@@ -569,7 +575,10 @@ def _deliver(proc: Process, msg: Any) -> None:
         return
     if (proc.mailbox_limit is not None or proc.sizes is not None) and not _admit(proc, msg):
         return
-    proc.mailbox.append(msg)
+    mailbox = proc.mailbox
+    if mailbox is _NO_MAIL:  # the first message: a process that never gets one never pays for a deque
+        mailbox = proc.mailbox = deque()
+    mailbox.append(msg)
     if proc.waiting:
         proc.waiting = False
         get_hub().loop.run_callback(proc.resume)
@@ -611,6 +620,7 @@ def receive(match: Callable[[Any], Any] | None = None, timeout: float | None = N
             finally:
                 proc.blocked = False
                 proc.waiting = False
+            mailbox = proc.mailbox  # its own deque now if this wake brought the first message
             if match is None:
                 if mailbox:
                     return _take_first(proc)

@@ -435,6 +435,17 @@ class Supervisor(Server):
         self.children.append(child)
         return child.pid
 
+    def _op_start_children(self, batch: list[tuple[Any, ...]]) -> list[Pid | BaseException | None]:
+        if self.template is None:
+            raise TypeError(f"start_children needs a simple_one_for_one supervisor, not {self.strategy}")
+        started: list[Pid | BaseException | None] = []
+        for args in batch:
+            try:
+                started.append(self._op_start_child(*args))
+            except Exception as exc:
+                started.append(exc)
+        return started
+
     def _op_terminate_child(self, key: Any) -> None:
         if self.template is not None:
             if key not in self.dynamic:
@@ -524,6 +535,15 @@ def _sup_call(sup: Pid | str, op: str, *args: Any, timeout: float | None = None)
 def start_child(sup: Pid | str, *args: Any) -> Pid | None:
     """Add a child: ``start_child(sup, spec)``, or ``start_child(sup, *extra_args)`` for simple_one_for_one."""
     return _sup_call(sup, "start_child", *args)
+
+
+def start_children(sup: Pid | str, batch: list[tuple[Any, ...]]) -> list[Pid | BaseException | None]:
+    """``start_child(sup, *args)`` for each ``args`` in ``batch``, in one call (simple_one_for_one).
+
+    One result per entry, in order: the pid (or ``None``), or the exception that
+    entry's start raised (the others still start).
+    """
+    return _sup_call(sup, "start_children", batch)
 
 
 def terminate_child(sup: Pid | str, id_or_pid: Any) -> None:

@@ -11,6 +11,11 @@ interim 1xx heads (103 Early Hints; none to an HTTP/1.0 client),
 upgrade, after which this process runs the session (``rr.ws.session``) over
 the socket (``SocketStream``) until it ends and the connection closes.
 
+On plain TCP it meets the non-blocking OS socket under gevent's wrapper
+directly: one ``recv``/``send`` attempt first and, only when that would block,
+a wait on the wrapper's io watcher with one loop timer for that wait (the
+deadline). TLS goes through gevent's ``SSLSocket`` with a socket timeout.
+
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
 every buffer has a cap from the listener's limits. It knows no other protocol:
@@ -58,6 +63,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import gevent.hub
+from gevent.hub import Waiter
 from gevent.socket import wait_write
 
 import supervisors
@@ -150,9 +157,10 @@ class Http1Conn:
         self.config = runtime.config
         self.scheme = scheme
         self.is_tls = scheme == "https"
-        # The non-blocking OS socket under gevent's wrapper, for the first send attempt.
-        raw = getattr(sock, "_sock", None)
-        self.raw_send = raw.send if raw is not None and not self.is_tls else None
+        # Plain TCP: the non-blocking OS socket under gevent's wrapper, met directly (one
+        # attempt first, gevent's io watchers only when it would block); TLS keeps SSLSocket.
+        raw = getattr(sock, "_sock", None) if not self.is_tls else None
+        self.raw: Any = raw if raw is not None and hasattr(sock, "_read_event") else None
         self.buf = b""
         # Responses held back while more pipelined requests are already buffered: written
         # with the next write, before any read, or at 64 KiB (one write for a whole batch).
@@ -185,6 +193,8 @@ class Http1Conn:
         """One ``recv`` bounded by ``deadline`` and the slowloris rule.
 
         Raises ``_Close`` on EOF or slowloris, ``socket.timeout`` at the deadline.
+        On plain TCP the OS socket is tried first; only when it would block does the
+        process wait on the socket's read watcher, with one timer for the wait.
         """
         if self.held:
             self.sendall(b"")  # never wait for the peer while its answers sit here
@@ -200,8 +210,49 @@ class Http1Conn:
                 self.close_reason = "slow_client"
                 raise _Close()
             raise TimeoutError()
-        self.sock.settimeout(wait)
         self.unpolled = 0
+        raw = self.raw
+        if raw is None:
+            return self.recv_wrapped(wait, slow, now)
+        try:
+            data = raw.recv(RECV_SIZE)
+        except BlockingIOError:
+            data = None  # wait outside the handler: an idle wait must not hold the exception
+        except OSError:
+            self.close_reason = "peer_error"
+            raise _Close() from None
+        if data is None:
+            data = self.recv_waiting(wait, slow, now)
+        if not data:
+            self.close_reason = "peer_closed"
+            raise _Close()
+        self.rate_bytes += len(data)
+        return data
+
+    def recv_waiting(self, wait: float, slow: bool, now: float) -> bytes:
+        """Plain TCP, nothing to read yet: wait (at most ``wait`` s) on the read watcher."""
+        raw = self.raw
+        end = now + wait
+        try:
+            while True:
+                if wait <= 0 or not _wait_io(self.sock, self.sock._read_event, wait):
+                    if slow:
+                        self.close_reason = "slow_client"
+                        raise _Close()
+                    raise TimeoutError()
+                try:
+                    return raw.recv(RECV_SIZE)
+                except BlockingIOError:  # woken without data: wait for what is left
+                    wait = end - _monotonic()
+                except OSError:
+                    self.close_reason = "peer_error"
+                    raise _Close() from None
+        finally:
+            self.rate_waited += _monotonic() - now
+
+    def recv_wrapped(self, wait: float, slow: bool, now: float) -> bytes:
+        """TLS (or any wrapped socket): gevent's cooperative ``recv`` with a socket timeout."""
+        self.sock.settimeout(wait)
         try:
             data = self.sock.recv(RECV_SIZE)
         except TimeoutError:
@@ -222,26 +273,42 @@ class Http1Conn:
 
     def sendall(self, data: bytes) -> None:
         """Write all of ``data``: one non-blocking send first (almost always enough),
-        then a cooperative ``sendall`` bounded by ``request_timeout`` for the rest."""
+        then waits on the socket's write watcher, all bounded by ``request_timeout``."""
         if self.held:
             self.held.append(data)
             data = b"".join(self.held)
             self.held.clear()
             self.held_len = 0
-        sent = 0
+        raw = self.raw
         try:
-            if self.raw_send is not None:
-                try:
-                    sent = self.raw_send(data)
-                except BlockingIOError:
-                    sent = 0
-                if sent == len(data):
-                    return
-            self.sock.settimeout(self.config.request_timeout)
-            self.sock.sendall(memoryview(data)[sent:] if sent else data)
+            if raw is None:  # TLS
+                self.sock.settimeout(self.config.request_timeout)
+                self.sock.sendall(data)
+                return
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            self.send_waiting(memoryview(data), sent)
         except OSError:
             self.close_reason = "peer_error"
             raise ClientGone() from None
+
+    def send_waiting(self, view: memoryview, sent: int) -> None:
+        """Plain TCP, the send buffer is full: wait on the write watcher and send the rest."""
+        raw = self.raw
+        end = _monotonic() + self.config.request_timeout
+        total = len(view)
+        while sent < total:
+            left = end - _monotonic()
+            if left <= 0 or not _wait_io(self.sock, self.sock._write_event, left):
+                raise TimeoutError()
+            try:
+                sent += raw.send(view[sent:])
+            except BlockingIOError:
+                continue
 
     # -- the loop: receive, decode, dispatch, encode, send -------------------
 
@@ -590,6 +657,23 @@ class Http1Conn:
                 seen += len(data)
         except OSError:
             pass
+
+
+def _wait_io(sock: Any, watcher: Any, timeout: float) -> bool:
+    """Park this process until ``watcher`` (a socket's read or write io watcher) fires or
+    ``timeout`` s pass (one loop timer, only for this wait); False on timeout."""
+    if watcher.callback is not None:  # same rule as gevent's own socket waits
+        raise gevent.hub.ConcurrentObjectUseError("socket already waited on by another process")
+    hub = sock.hub
+    waiter = Waiter(hub)
+    timer = hub.loop.timer(timeout)
+    watcher.start(waiter.switch, True)
+    timer.start(waiter.switch, False)
+    try:
+        return bool(waiter.get())
+    finally:
+        watcher.stop()
+        timer.close()
 
 
 def _head_parts(status: int, fields: list[tuple[str, str]], length: int | None) -> list[bytes]:

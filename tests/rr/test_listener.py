@@ -418,3 +418,36 @@ def test_a_listener_without_routes_answers_404_saying_it_has_no_routes_yet():
             assert body == b"rr is running, but this listener has no routes yet.\n"
     finally:
         rr.stop_listener("no-routes")
+
+
+def _burst(port: int, n: int) -> list[gsocket.socket]:
+    """``n`` connections completed by the kernel before the acceptor runs again (blocking
+    stdlib connects on loopback do not yield), then handed to gevent for reading."""
+    socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    return [gsocket.socket(fileno=s.detach()) for s in socks]
+
+
+@pytest.mark.parametrize("max_clients, n", [(100, 20), (5, 8)])
+def test_a_burst_of_connections_is_taken_in_batches_and_each_gets_a_slot_or_a_503(serve, monkeypatch,
+                                                                                   max_clients, n):
+    batches: list[int] = []
+    start_children = supervisors.start_children
+
+    def spy(sup, batch):
+        batches.append(len(batch))
+        return start_children(sup, batch)
+
+    monkeypatch.setattr(supervisors, "start_children", spy)
+    srv = serve(lambda req: resp.text(200, "ok"), max_clients=max_clients)
+    socks = _burst(srv.port, n)
+    statuses = []
+    for s in socks:
+        s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        head, body = read_response(s)
+        statuses.append(int(head.split(b" ", 2)[1]))
+    assert statuses == [200] * min(n, max_clients) + [503] * max(0, n - max_clients)
+    assert max(batches) > 1 and sum(batches) == min(n, max_clients)
+    info = srv.info()
+    assert info["active_clients"] == min(n, max_clients) and info["rejected"] == max(0, n - max_clients)
+    for s in socks:
+        s.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gevent
 import pytest
 
 import supervisors
@@ -113,3 +114,17 @@ def test_ping_pong_between_two_processes() -> None:
         n = recv()
     supervisors.send(pid, "stop")
     assert n == 1000
+
+
+def test_a_process_pays_for_a_mailbox_only_once_a_message_arrives() -> None:
+    from supervisors.process import _NO_MAIL
+
+    me = supervisors.self()
+    quiet = supervisors.spawn(lambda: supervisors.receive(), label="quiet")
+    waiter = supervisors.spawn(lambda: supervisors.send(me, ("got", supervisors.receive(timeout=10))), label="w")
+    gevent.sleep(0)  # both are now parked in receive with nothing queued
+    assert quiet._proc.mailbox is _NO_MAIL and waiter._proc.mailbox is _NO_MAIL  # type: ignore[union-attr]
+    supervisors.send(waiter, "first")  # arrives while it waits: it must see it in its new deque
+    assert supervisors.receive(lambda m: m[0] == "got", 5) == ("got", "first")
+    assert len(_NO_MAIL) == 0
+    supervisors.exit(quiet, "kill")

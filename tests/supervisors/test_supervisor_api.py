@@ -90,6 +90,27 @@ def test_terminate_child_of_simple_one_for_one_by_pid() -> None:
     supervisors.stop_supervisor(sup)
 
 
+def test_start_children_starts_a_batch_in_one_call_and_reports_each_failure() -> None:
+    me = supervisors.self()
+
+    def start(tag, fail):
+        if fail:
+            raise RuntimeError(f"no {tag}")
+        return start_worker(tag, me)
+
+    sup = supervisors.start_supervisor([ChildSpec("c", start, restart="temporary")], strategy="simple_one_for_one")
+    a, bad, b = supervisors.start_children(sup, [("a", False), ("bad", True), ("b", False)])
+    assert isinstance(a, supervisors.Pid) and isinstance(b, supervisors.Pid) and a is not b
+    assert isinstance(bad, RuntimeError) and str(bad) == "no bad"
+    assert started("a") is a and started("b") is b  # each started with its own args
+    assert supervisors.count_children(sup)["active"] == 2
+    static = supervisors.start_supervisor([])
+    with pytest.raises(TypeError, match="simple_one_for_one"):
+        supervisors.start_children(static, [()])
+    supervisors.stop_supervisor(static)
+    supervisors.stop_supervisor(sup)
+
+
 def test_bad_arguments_fail_with_clear_errors() -> None:
     with pytest.raises(ValueError, match="restart must be one of"):
         ChildSpec("x", start_worker, restart="sometimes")  # type: ignore[arg-type]

@@ -652,3 +652,34 @@ def test_an_h2_preface_on_an_http1_only_port_gets_505_and_the_close(serve):
     data = srv.request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + settings, timeout=5)
     assert data.startswith(b"HTTP/1.1 505 "), data
     assert b"\r\nconnection: close\r\n" in data.lower()
+
+
+def _waiting_frames(pid: supervisors.Pid) -> list[str]:
+    frame = pid._proc.greenlet.gr_frame  # type: ignore[union-attr]
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+
+
+def test_an_idle_keep_alive_connection_holds_neither_its_last_request_nor_an_exception(serve):
+    import gc
+
+    from rr.log import current_request
+
+    srv = serve(hello)
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert read_response(sock)[1] == b"hello"
+        (pid,) = rr._runtimes[srv.name].conns
+        deadline = time.monotonic() + 10  # safety net: the conn parks on its read watcher at once
+        while "_wait_io" not in _waiting_frames(pid):
+            assert time.monotonic() < deadline
+            gevent.sleep(0)
+        context = pid._proc.greenlet.gr_context  # type: ignore[union-attr]
+        assert context is None or context.get(current_request) is None
+        held = [e for e in gc.get_objects() if isinstance(e, BlockingIOError)
+                and any(f.name == "recv" and f.filename.endswith("conn.py")
+                        for f in __import__("traceback").extract_tb(e.__traceback__))]
+        assert held == []
