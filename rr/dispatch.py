@@ -117,6 +117,4 @@ def finish(req: Request, status: int, started: float, sent: int = 0, outcome: st
             _STOP, {"duration": time.monotonic() - started, "bytes": sent},
             {**_metadata(req), "status": status, "outcome": outcome},
         )
-    # Unbind (after the stop event, whose handlers may read it): an idle keep-alive connection
-    # must not keep its last request alive.
-    current_request.set(None)
+

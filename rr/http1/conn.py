@@ -74,7 +74,7 @@ from rr.exchange import BodyError, ClientGone
 from rr.http1 import codec
 from rr.http2.codec import PREFACE as _H2_PREFACE
 from rr.httpdate import http_date
-from rr.log import get_logger
+from rr.log import current_request, get_logger
 from rr.request import NO_BODY, Headers, Request
 from rr.ws import session as ws_session
 
@@ -334,6 +334,10 @@ class Http1Conn:
             # the drain after its grace; one that answers a request during it says
             # ``connection: close`` and ends (``handle`` returns False).
             self.idle = not self.buf
+            if self.requests:
+                # The last request stays bound for logging until here (a crash report of its
+                # process carries its id); an idle keep-alive connection must not keep it alive.
+                current_request.set(None)
             self.rate_bytes = len(self.buf)
             self.rate_waited = 0.0
             timeout = config.request_timeout if self.requests == 0 else config.keep_alive_timeout
