@@ -127,6 +127,7 @@ class Config:
     socket_backlog: int
     max_clients: int
     max_concurrent_requests: int | None
+    shed_concurrent_requests: int | None
     request_timeout: float
     keep_alive_timeout: float
     first_byte_timeout: float
@@ -402,7 +403,7 @@ def _spawn_options(raw: Any) -> SpawnOptions:
 
 _KEYS = {
     "port", "ip", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
-    "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
+    "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "shed_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "request_id_header", "not_found", "alt_svc", "ws",
 }  # fmt: skip
@@ -473,6 +474,11 @@ def load(opts: Mapping[str, Any]) -> Config:
         max_concurrent_requests=(4096 if "max_concurrent_requests" not in opts
                                  else None if opts["max_concurrent_requests"] is None
                                  else _int(opts, "max_concurrent_requests", 0, 1)),
+        # Load shedding: a request that finds this many exchanges running on the listener (h1
+        # and h2 alike) is answered 503 + retry-after: 1 without the application (None: off;
+        # the right number depends on what a handler costs, so rr cannot pick one).
+        shed_concurrent_requests=(None if opts.get("shed_concurrent_requests") is None
+                                  else _int(opts, "shed_concurrent_requests", 0, 1)),
         # The first request's head and body must arrive within this (→ 408).
         request_timeout=_seconds(opts, "request_timeout", 30.0),
         # An idle keep-alive connection is closed silently after this.

@@ -67,7 +67,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import supervisors
-from rr import dispatch
+from rr import dispatch, telemetry
 from rr import response as resp
 from rr.httpdate import date_field
 from rr.log import get_logger
@@ -87,6 +87,9 @@ _TEXT = [("content-type", "text/plain; charset=utf-8")]
 BAD_REQUEST = resp.Response(400, _TEXT, b"Bad Request")
 REQUEST_TIMEOUT = resp.Response(408, _TEXT, b"Request Timeout")
 PAYLOAD_TOO_LARGE = resp.Response(413, _TEXT, b"Payload Too Large")
+# Load shedding (``shed_concurrent_requests``): the answer to a request admitted over the threshold.
+SERVICE_UNAVAILABLE = resp.Response(503, [*_TEXT, ("retry-after", "1")], b"Service Unavailable")
+_SHED = ("rr", "request", "shed")
 _BY_STATUS = {400: BAD_REQUEST, 408: REQUEST_TIMEOUT, 413: PAYLOAD_TOO_LARGE}
 
 
@@ -250,12 +253,13 @@ class Sink(Protocol):
 class Exchange:
     """One request's response on one sink: counts what it sent, for the access log."""
 
-    __slots__ = ("req", "sink", "config", "started", "status", "sent", "head_sent")
+    __slots__ = ("req", "sink", "config", "runtime", "started", "status", "sent", "head_sent")
 
-    def __init__(self, req: Request, sink: Sink, config: Any) -> None:
+    def __init__(self, req: Request, sink: Sink, config: Any, runtime: Any = None) -> None:
         self.req = req
         self.sink = sink
         self.config = config
+        self.runtime = runtime  # the listener's ListenerRuntime: in-flight count, shedding
         self.started = 0.0
         self.status = 0
         self.sent = 0
@@ -268,13 +272,24 @@ class Exchange:
         could run (e.g. 413 for a declared body over ``max_content_length``).
         Raises ``ClientGone`` when the peer went away mid-response, ``Aborted``
         when the response had to be cut short (the sink already knows both).
+
+        Admission: with ``shed_concurrent_requests`` set, a request that finds
+        that many exchanges already running on the listener is answered
+        ``503`` + ``retry-after: 1`` without the application (counted in the
+        runtime's ``shed``).
         """
         req = self.req
         config = self.config
+        runtime = self.runtime
         if config.request_id_header:
             adopt_request_id(req, config.request_id_header)
         self.started = started = dispatch.begin(req)
         charged = 0
+        if runtime is not None:
+            soft = config.shed_concurrent_requests
+            if answer is None and soft is not None and runtime.in_flight >= soft:
+                answer = self._shed(runtime)
+            runtime.in_flight += 1
         try:
             result: Any = answer
             if result is None and req._source is not NO_BODY and req._body is None \
@@ -293,11 +308,20 @@ class Exchange:
             else:
                 self._send(result)
         finally:
+            if runtime is not None:
+                runtime.in_flight -= 1
             if charged:
                 supervisors.release(charged)
             dispatch.finish(req, self.status, started)
             if config.access_log:
                 self._log_access()
+
+    def _shed(self, runtime: Any) -> resp.Response:
+        runtime.shed += 1
+        if telemetry.enabled(_SHED):
+            telemetry.execute(_SHED, {"system_time": time.time_ns(), "in_flight": runtime.in_flight},
+                              {"listener": runtime.name, "request_id": self.req.request_id})
+        return SERVICE_UNAVAILABLE
 
     def _read_body(self) -> int:
         """The whole body into ``req._body``, charged to this process's heap budget."""

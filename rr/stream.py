@@ -392,6 +392,6 @@ def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerR
     answer = exchange.PAYLOAD_TOO_LARGE if declared is not None and declared.isdigit() \
         and int(declared) > config.max_content_length else None
     try:
-        exchange.Exchange(req, sink, config).run(runtime.app, answer)
+        exchange.Exchange(req, sink, config, runtime).run(runtime.app, answer)
     except (exchange.Aborted, ClientGone):
         raise supervisors.Exit("abandoned") from None

@@ -21,6 +21,7 @@ Events rr emits (measurements / metadata):
 ``("rr", "request", "exception")``     ``duration`` / ... plus ``kind``, ``reason``
 ``("rr", "request", "rejected")``      ``{}`` / listener, peer, status, reason
 ``("rr", "request", "throttled")``     ``system_time`` / listener, reason (h2 stream over max_concurrent_requests)
+``("rr", "request", "shed")``          ``system_time``, ``in_flight`` / listener, request_id (503 over shed_concurrent_requests)
 ``("rr", "listener", "accept")``       ``{}`` / listener, peer
 ``("rr", "listener", "conn_rejected")``  ``{}`` / listener, peer, reason
 ``("rr", "conn", "close")``            ``duration``, ``requests`` / listener, peer, reason (e.g. ``tls_handshake``, ``first_byte_timeout``, ``drain``)
