@@ -269,6 +269,18 @@ class RequestHead:
 # -- the request head -----------------------------------------------------------
 
 
+def valid_host(host: str) -> bool:
+    """Whether ``host`` is a Host value: ``uri-host [":" port]`` (RFC 9110 §7.2, RFC 3986
+    §3.2.2-3), no userinfo. h2's ``:authority`` is held to the same rule."""
+    if host in _valid_hosts:
+        return True
+    if _HOST_RE.fullmatch(host) is None:
+        return False
+    if len(_valid_hosts) < _CACHE_MAX:
+        _valid_hosts.add(host)
+    return True
+
+
 def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[RequestHead, int] | None:
     """Parse one request head at the start of ``buf``.
 
@@ -359,11 +371,8 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[RequestHead, int
         if len(hosts) > 1:
             raise ParseError(400, "duplicate_host")
         host = hosts[0]
-        if host not in _valid_hosts:
-            if _HOST_RE.fullmatch(host) is None:
-                raise ParseError(400, "bad_host")
-            if len(_valid_hosts) < _CACHE_MAX:
-                _valid_hosts.add(host)
+        if not valid_host(host):
+            raise ParseError(400, "bad_host")
     elif is_11:
         raise ParseError(400, "missing_host")
     if authority is not None:
