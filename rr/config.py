@@ -72,6 +72,12 @@ class Http2Options:
     flood_window: float = 10.0
     # A stream whose response data has waited this long for flow-control window → RST_STREAM(CANCEL).
     stall_timeout: float = 30.0
+    # Response bytes one connection's stream workers may have queued at it, not yet framed (all
+    # streams together; each also keeps to its window + 16 KiB, at most 64 KiB). Past it workers
+    # wait. 1 MiB keeps 16 streams at their full 64 KiB ahead of a reading peer (bytes within
+    # the windows go to the socket at once: queueing more adds no speed) and bounds a peer that
+    # opens no window to 1 MiB per connection (150 MiB at the default max_clients).
+    send_budget: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +225,7 @@ _HTTP2_BOUNDS = {
     "max_empty_data": (1, _INT_MAX),
     "flood_window": (0, 3600),
     "stall_timeout": (0, 86400),
+    "send_budget": (16384, _INT_MAX),  # one chunk (rr.stream.CHUNK) must fit
 }
 # Sub-options given in seconds (a number > lowest bound) rather than an integer.
 _SECONDS = {"flood_window", "stall_timeout"}

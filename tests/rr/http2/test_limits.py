@@ -395,3 +395,53 @@ def test_a_stalled_stream_queues_at_most_its_window_plus_a_chunk(h2, window):
             assert time.monotonic() < deadline, queued
             gevent.sleep(0.02)
     assert max(queued) <= window + 2 * CHUNK, queued  # 80 KiB each before the fix
+
+
+# -- send_budget: what one connection's workers may queue, all streams together (issue 13) -----
+
+
+def _machines(srv) -> list:
+    runtime = rr._runtimes[srv.name]
+    return [m for m in (getattr(c, "machine", None) for c in runtime.conns.values()) if m is not None]
+
+
+def test_send_budget_bounds_what_all_streams_of_a_zero_window_connection_queue(h2):
+    """40 streams of 64 KiB to a peer that opens no window: each worker alone may queue 16 KiB
+    (640 KiB together, what every stream held before); the connection holds at most
+    ``send_budget``, the other workers wait for credit, and once the peer opens its windows
+    every stream is answered in full (the waiting workers get their credit back)."""
+    from rr.stream import CHUNK
+
+    budget = 4 * CHUNK
+    srv = h2(send_budget=budget)
+    streams = 40
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 0))) as p:
+        for i in range(streams):
+            p.request(2 * i + 1, "/bytes/65536")
+        deadline = time.monotonic() + 10
+        peak = 0
+        while True:  # the budget fills; sample it all the while
+            queued = _queued_per_stream(srv)
+            (machine,) = _machines(srv)
+            peak = max(peak, sum(queued), machine.credited)
+            if sum(queued) >= budget and srv.info()["live_streams"] == streams:
+                break
+            assert time.monotonic() < deadline, (queued, machine.credited)
+            gevent.sleep(0.02)
+        for _ in range(10):  # workers with room left would use it now; none has any
+            gevent.sleep(0.02)
+            peak = max(peak, sum(_queued_per_stream(srv)), machine.credited)
+        assert peak <= budget, f"{peak} bytes queued on one connection, budget {budget}"
+        assert sum(1 for q in _queued_per_stream(srv) if q) == budget // CHUNK
+        # The peer opens its windows: every stream completes, none waits forever.
+        p.send(fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20)), fr.window_update(0, streams * 65536))
+        for i in range(streams):
+            res = p.response(2 * i + 1, timeout=20)
+            assert res.status == 200 and len(res.body) == 65536, (i, res.status, res.reset)
+        assert machine.credited == 0
+
+
+def test_send_budget_is_validated(h2):
+    for bad in (0, 16383, "1M"):
+        with pytest.raises(ValueError, match="send_budget"):
+            h2(send_budget=bad)
