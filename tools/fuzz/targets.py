@@ -302,9 +302,13 @@ def _check_machine(m: H2Machine, runtime: ListenerRuntime) -> None:
     assert m.open <= opts.max_concurrent_streams
     assert len(m.streams) <= 2 * opts.max_concurrent_streams + len(m.dying)
     assert runtime.live_streams == sum(1 for st in m.streams.values() if st.alive), "live_streams drifted"
+    # the outbound budget: credit given and not yet framed, per stream and in all
+    assert 0 <= m.credited <= opts.send_budget, m.credited
+    assert m.credited == sum(st.credit_out for st in m.streams.values()), "credited drifted"
     for st in m.streams.values():
         assert st.send_window <= h2.MAX_WINDOW and st.recv_window >= 0 - h2.MAX_WINDOW
         assert st.outstanding >= 0
+        assert st.credit_out >= 0
 
 
 def h2_machine(data: bytes) -> None:
