@@ -241,6 +241,10 @@ class Sink(Protocol):
     def loop_exit(self) -> None:
         """The ``Loop`` ended."""
 
+    # Optional: ``loop_own(msg) -> bool`` — while a ``Loop`` runs, ``match`` may select
+    # messages of the sink's own protocol too; the exchange hands each to ``loop_own``
+    # first, and a message it takes never reaches the loop's ``on_info``.
+
     # Optional: ``websocket(accepted, shape, req)`` — send the handshake's answer with
     # ``accepted.fields`` and run the session (``rr.ws.session``) over the protocol's
     # byte stream until it ends. A sink without it answers the ``WebSocket`` shape 501
@@ -470,7 +474,8 @@ class Exchange:
 
         match = sink.loop_enter()
         try:
-            outcome = run_loop(self.req, self.started, result, push, match)
+            outcome = run_loop(self.req, self.started, result, push, match,
+                               getattr(sink, "loop_own", None))
         finally:
             sink.loop_exit()
         if outcome == "crashed":
@@ -527,11 +532,13 @@ class Exchange:
 
 
 def run_loop(req: Request, started: float, loop: resp.Loop, push: Callable[[bytes], None],
-             match: Callable[[Any], bool] | None = None) -> str:
+             match: Callable[[Any], bool] | None = None,
+             own: Callable[[Any], bool] | None = None) -> str:
     """Drive a ``Loop`` in the calling process.
 
     Each message (``match`` selects which; default: all) goes to
-    ``loop.on_info(msg, push, state)``. Returns ``"stop"`` when it returns
+    ``loop.on_info(msg, push, state)``, except those ``own`` takes (the sink's
+    own protocol, e.g. h2 credit that lets gathered bytes go out). Returns ``"stop"`` when it returns
     ``rr.resp.STOP``, ``"closed"`` after it has seen ``(rr.resp.CLOSED,)``
     (the client is gone), ``"crashed"`` when it raised (already logged).
     ``ClientGone`` from ``push`` propagates unless ``on_info`` catches it.
@@ -540,6 +547,8 @@ def run_loop(req: Request, started: float, loop: resp.Loop, push: Callable[[byte
     receive = supervisors.receive
     while True:
         msg = receive(match) if match is not None else receive()
+        if own is not None and own(msg):
+            continue
         closed = isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,)
         try:
             state = loop.on_info(msg, push, state)

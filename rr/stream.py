@@ -117,6 +117,11 @@ def _for_loop(msg: Any) -> bool:
     return not (isinstance(msg, tuple) and msg and isinstance(msg[0], str) and msg[0].startswith("stream."))
 
 
+def _for_loop_or_credit(msg: Any) -> bool:
+    """What a Loop's process takes: its own messages, and credit (``StreamSink.loop_own``)."""
+    return _is_ack(msg) or _for_loop(msg)
+
+
 class StreamBody:
     """The request body of one stream, fed by the conn process's messages.
 
@@ -277,7 +282,18 @@ class StreamSink:
 
     def loop_enter(self) -> Callable[[Any], bool] | None:
         supervisors.send(self.conn, (LOOP, self.sid))
-        return _for_loop
+        return _for_loop_or_credit
+
+    def loop_own(self, msg: Any) -> bool:
+        """Credit that comes while a Loop waits lets bytes gathered without it go out."""
+        if not _is_ack(msg):
+            return False
+        self._acked(msg)
+        if self.buf and not self.ended and self.buf_len <= self.credit:
+            data = self._take()
+            self.credit -= len(data)
+            supervisors.send(self.conn, (DATA, self.sid, data, False))
+        return True
 
     def loop_exit(self) -> None:
         pass

@@ -68,6 +68,14 @@ def make_app(gate: Gate):
         elif req.path.startswith("/bytes/"):
             return resp.Response(200, [("content-type", "application/octet-stream")],
                                  b"x" * int(req.path[7:]))
+        elif req.path == "/loop":  # two 10 KiB pushes at once, then it waits for messages
+            supervisors.send(supervisors.self(), "go")
+            def on_info(msg, push, state):
+                if msg == "go":
+                    push(b"a" * 10240)
+                    push(b"b" * 10240)
+                return state
+            return resp.Loop(200, [("content-type", "text/event-stream")], None, on_info)
         elif req.path == "/empty":
             return resp.Response(204, [], b"")
         elif req.path == "/endless":
@@ -445,3 +453,19 @@ def test_send_budget_is_validated(h2):
     for bad in (0, 16383, "1M"):
         with pytest.raises(ValueError, match="send_budget"):
             h2(send_budget=bad)
+
+
+def test_a_loop_out_of_credit_sends_what_it_gathered_when_credit_comes(h2):
+    """A Loop's second push is gathered (one chunk is 16 KiB) and finds only 6 KiB of credit
+    against a zero window; the Loop then waits for messages. When the peer opens its window,
+    the credit that comes back must let those bytes go out, not wait for another push."""
+    srv = h2()
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 0))) as p:
+        p.request(1, "/loop")
+        deadline = time.monotonic() + 10
+        while _queued_per_stream(srv) != [10240]:  # the first push is queued, the second held
+            assert time.monotonic() < deadline, _queued_per_stream(srv)
+            gevent.sleep(0.02)
+        p.send(fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20)))
+        p.wait(lambda: 1 in p.responses and len(p.responses[1].body) >= 20480, timeout=10, what="both pushes")
+        assert p.responses[1].body == b"a" * 10240 + b"b" * 10240
