@@ -476,8 +476,9 @@ def load(opts: Mapping[str, Any]) -> Config:
         # Each connection holds a socket and a process; cap them so memory stays bounded.
         max_clients=_int(opts, "max_clients", 150, 1),
         # Listener-wide cap on live h2 stream workers (None: no cap) → REFUSED_STREAM + throttled.
-        # Each stalled stream may queue min(64 KiB, its window + 16 KiB) + 16 KiB of response at
-        # its conn, so 4096 bounds that to 320 MiB at most (128 MiB against zero-window peers).
+        # Each stalled stream may queue min(64 KiB, its window + 16 KiB) of response at its conn
+        # (and a conn http2.send_budget in all), so 4096 bounds that to 256 MiB at most (64 MiB
+        # against zero-window peers).
         max_concurrent_requests=(4096 if "max_concurrent_requests" not in opts
                                  else None if opts["max_concurrent_requests"] is None
                                  else _int(opts, "max_concurrent_requests", 0, 1)),
