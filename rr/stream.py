@@ -26,11 +26,12 @@ Mailbox protocol (conn → worker):
   client ended the request.
 - ``(SENT, n)`` — ``n`` more bytes of credit. Back-pressure: every body byte
   a worker sends the conn (``RESPONSE`` and ``DATA``, the last one too) is
-  paid from its credit, and a worker without enough waits for ``SENT``. The
-  conn gives credit as it frames what was queued: up to the peer's window
-  plus one chunk (``queue_limit``: never 64 KiB for a peer that opened none),
-  and never more across the connection's streams than its ``send_budget``
-  (the first credit comes with the worker's arguments).
+  paid from its credit, and a worker without enough says so (``WANT``) and
+  waits for ``SENT``. Unasked, the conn gives a fair share of its
+  ``send_budget`` (with the worker's arguments, and back as its bytes are
+  framed); asked, up to the peer's window plus one chunk (``queue_limit``:
+  never 64 KiB for a peer that opened none); never more across the
+  connection's streams than its ``send_budget``.
 - ``(rr.resp.CLOSED,)`` — the client reset the stream or the connection
   ended: the next body read, ``send`` or ``push`` raises ``rr.ClientGone``
   (a ``Loop``'s ``on_info`` may see the message itself). The conn kills a
@@ -46,6 +47,7 @@ Messages this worker sends the conn process (``sid`` names the stream):
 - ``(TRAILERS, sid, fields)`` — trailers; ends the stream.
 - ``(CREDIT, sid, n)`` — n body bytes were consumed: the conn may give them
   back to the peer's flow-control windows.
+- ``(WANT, sid)`` — the worker waits for more send credit than it has.
 - ``(LOOP, sid)`` — a ``Loop`` runs from now on: on drain the conn sends it
   ``(DRAIN, deadline)``.
 
@@ -81,6 +83,7 @@ LOOP = "stream.loop"
 BODY = "stream.body"
 BODY_END = "stream.body_end"
 SENT = "stream.sent"
+WANT = "stream.want"
 
 # Body chunks sent to the conn process are at most this big.
 CHUNK = 16384
@@ -186,6 +189,7 @@ class StreamSink:
         self.body = body
         self.timeout = timeout
         self.credit = credit
+        self.asked = False  # a WANT is out, no SENT since
         self.ended = False
         self.buf: list[bytes] = []
         self.buf_len = 0
@@ -208,8 +212,15 @@ class StreamSink:
                 self.body.gone = True
                 raise ClientGone()
 
-    def _room(self, size: int) -> None:
-        while size > self.credit:
+    def _ask(self) -> None:
+        if not self.asked:
+            self.asked = True
+            supervisors.send(self.conn, (WANT, self.sid))
+
+    def _more_credit(self) -> None:
+        """Ask for credit (once) and wait for some."""
+        self._ask()
+        while True:
             try:
                 msg = supervisors.receive(_is_ack_or_closed, timeout=self.timeout)
             except supervisors.Timeout:
@@ -218,10 +229,13 @@ class StreamSink:
                 self.body.gone = True
                 raise ClientGone()
             self._acked(msg)
+            if self.credit > 0:
+                return
 
     def _acked(self, ack: tuple[str, int]) -> None:
         """The conn gave ``ack[1]`` more bytes of credit."""
         self.credit += ack[1]
+        self.asked = False
 
     # -- the sink ------------------------------------------------------------------
 
@@ -289,10 +303,7 @@ class StreamSink:
         if not _is_ack(msg):
             return False
         self._acked(msg)
-        if self.buf and not self.ended and self.buf_len <= self.credit:
-            data = self._take()
-            self.credit -= len(data)
-            supervisors.send(self.conn, (DATA, self.sid, data, False))
+        self._flush_credited()
         return True
 
     def loop_exit(self) -> None:
@@ -327,13 +338,33 @@ class StreamSink:
         # Hub callback: this process yielded. No waiting here (not in the process): without
         # the credit the bytes stay gathered for the next data() or the end, which wait.
         self.scheduled = False
-        if self.buf and not self.ended and self.buf_len <= self.credit:
+        self._flush_credited()
+
+    def _flush_credited(self) -> None:
+        """Hand over as much of the gathered bytes as the credit pays for (no waiting); ask
+        for the rest."""
+        if not self.buf or self.ended:
+            return
+        if self.buf_len > self.credit:
+            self._ask()
+        n = min(self.buf_len, self.credit)
+        if n:
             data = self._take()
-            self.credit -= len(data)
+            if n < len(data):
+                self.buf = [data[n:]]
+                self.buf_len = len(data) - n
+                data = data[:n]
+            self.credit -= n
             supervisors.send(self.conn, (DATA, self.sid, data, False))
 
     def _send(self, piece: bytes, final: bool) -> None:
-        self._room(len(piece))
+        """Send ``piece``, in parts as credit comes (each part paid for before it goes)."""
+        while len(piece) > self.credit:
+            if self.credit > 0:
+                part, piece = piece[:self.credit], piece[self.credit:]
+                self.credit = 0
+                supervisors.send(self.conn, (DATA, self.sid, part, False))
+            self._more_credit()
         self.credit -= len(piece)
         supervisors.send(self.conn, (DATA, self.sid, piece, final))
 

@@ -27,8 +27,10 @@ padding, are returned at once. Outbound, see ``rr.http2.flow``; a stream that
 waits longer than ``stall_timeout`` is reset with ``CANCEL``. What the workers
 may queue here is paid from credit (``rr.stream``): a stream's worker holds at
 most the peer's window plus a chunk (``queue_limit``, at most 64 KiB), and all
-of them together at most ``send_budget`` bytes; credit comes back to a worker
-as its bytes are framed, and to waiting workers when budget frees (``regrant``).
+of them together at most ``send_budget`` bytes. Unasked, a worker gets a fair
+share (``send_budget / max_concurrent_streams``) at its start and back as its
+bytes are framed; a worker that waits for more says so (``WANT``) and gets up
+to its limit, now or when budget frees (``regrant``).
 
 Flood guards: per ``flood_window`` the connection may receive ``max_resets``
 client resets (refused streams count too: Rapid Reset; so do the resets rr
@@ -108,7 +110,7 @@ class StreamError(Exception):
 class Stream:
     __slots__ = ("sid", "head_sent", "ended_local", "ended_remote", "closed", "pending",
                  "unreturned", "alive", "is_head", "outstanding", "req", "send_window", "recv_window",
-                 "expected", "received", "loop", "stalled_since", "start", "credit_out")
+                 "expected", "received", "loop", "stalled_since", "start", "credit_out", "wanting")
 
     def __init__(self, sid: int, send_window: int, recv_window: int) -> None:
         self.sid = sid
@@ -124,6 +126,7 @@ class Stream:
         # Response bytes its worker may have queued here: credit given and not yet framed
         # (held by the worker, in our mailbox, or in ``pending``); counts in ``H2Machine.credited``.
         self.credit_out = 0
+        self.wanting = False  # its worker waits for more credit than it has (WANT)
         self.is_head = False
         self.req: Request | None = None
         self.send_window = send_window
@@ -183,6 +186,9 @@ class H2Machine:
         # framed; ``starved`` when a worker got less than it wants because of the budget.
         self.credited = 0
         self.starved = False
+        # Credit a stream gets unasked (at its start, and back as its bytes are framed): a fair
+        # share, so the budget is never all reserved by workers that are not sending.
+        self.share = max(1, opts.send_budget // opts.max_concurrent_streams)
 
     @property
     def idle(self) -> bool:
@@ -489,7 +495,7 @@ class H2Machine:
         st.alive = True
         # Handed to the shell only with take_events: a stream reset before then (in the same
         # read: MadeYouReset) never gets a process at all (see ``drop``).
-        st.start = (START, sid, req, ended, self.grant(st))
+        st.start = (START, sid, req, ended, self.grant(st, False))
         self.events.append(st.start)
         self.runtime.live_streams += 1
         self.streams[sid] = st
@@ -771,26 +777,40 @@ class H2Machine:
         if framed:
             self.release(st, framed)
             if st.alive and not st.closed:
-                more = self.grant(st)
-                if more:
-                    self.events.append((TELL, st.sid, (sw.SENT, more)))
+                self.give(st)
         if ended:
             self.local_end(st)
 
     # -- the outbound budget: credit for stream workers ------------------------------------
 
-    def grant(self, st: Stream) -> int:
-        """More credit for ``st``'s worker: up to what the peer lets it send now plus a chunk
-        (``rr.stream.queue_limit``), within what ``send_budget`` has left; 0 when there is too
-        little left to be of use (then ``regrant`` comes back to it)."""
-        want = sw.queue_limit(min(st.send_window, self.flow.window)) - st.credit_out
+    def want(self, sid: int) -> None:
+        """The worker of ``sid`` waits for more credit than it has (``WANT``)."""
+        st = self.streams.get(sid)
+        if st is not None and st.alive and not st.closed:
+            st.wanting = True
+            self.give(st)
+
+    def give(self, st: Stream) -> None:
+        """Credit for ``st``'s worker, if it is owed any: told with ``SENT``."""
+        more = self.grant(st, st.wanting)
+        if more:
+            st.wanting = False
+            self.events.append((TELL, st.sid, (sw.SENT, more)))
+
+    def grant(self, st: Stream, asked: bool) -> int:
+        """More credit for ``st``'s worker: for a worker that asked, up to what the peer lets
+        it send now plus a chunk (``rr.stream.queue_limit``); unasked, up to ``share``; within
+        what ``send_budget`` has left (a worker sends what its credit pays for, in parts, so
+        any credit is of use; one that asked and got less is come back to by ``regrant``)."""
+        cap = sw.queue_limit(min(st.send_window, self.flow.window))
+        want = (cap if asked else min(cap, self.share)) - st.credit_out
         if want <= 0:
             return 0
         add = min(want, self.opts.send_budget - self.credited)
-        if add < want:
-            self.starved = True
-            if add < min(want, sw.CHUNK):
-                return 0
+        if add < want and asked:
+            self.starved = True  # regrant comes back to it
+        if add <= 0:
+            return 0
         st.credit_out += add
         self.credited += add
         return add
@@ -802,16 +822,15 @@ class H2Machine:
         self.credited -= n
 
     def regrant(self) -> None:
-        """Budget came back while some worker waited for it: hand it out, lowest stream first."""
+        """Budget came back while some worker waited for it: hand it out to the workers that
+        asked, lowest stream first."""
         self.starved = False
         for st in list(self.streams.values()):
             if self.credited >= self.opts.send_budget:
                 self.starved = True
                 return
-            if st.alive and not st.closed:
-                more = self.grant(st)
-                if more:
-                    self.events.append((TELL, st.sid, (sw.SENT, more)))
+            if st.alive and not st.closed and st.wanting:
+                self.give(st)
 
     def tick(self, now: float) -> None:
         """Time-driven work: streams stalled past ``stall_timeout``, told workers past their grace."""

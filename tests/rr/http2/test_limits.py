@@ -416,8 +416,9 @@ def _machines(srv) -> list:
 def test_send_budget_bounds_what_all_streams_of_a_zero_window_connection_queue(h2):
     """40 streams of 64 KiB to a peer that opens no window: each worker alone may queue 16 KiB
     (640 KiB together, what every stream held before); the connection holds at most
-    ``send_budget``, the other workers wait for credit, and once the peer opens its windows
-    every stream is answered in full (the waiting workers get their credit back)."""
+    ``send_budget`` (each worker a share of it unasked, more when it asks, while budget
+    lasts), the other workers wait for credit, and once the peer opens its windows every
+    stream is answered in full (the waiting workers get their credit)."""
     from rr.stream import CHUNK
 
     budget = 4 * CHUNK
@@ -432,7 +433,7 @@ def test_send_budget_bounds_what_all_streams_of_a_zero_window_connection_queue(h
             queued = _queued_per_stream(srv)
             (machine,) = _machines(srv)
             peak = max(peak, sum(queued), machine.credited)
-            if sum(queued) >= budget and srv.info()["live_streams"] == streams:
+            if machine.credited > budget - CHUNK and srv.info()["live_streams"] == streams:
                 break
             assert time.monotonic() < deadline, (queued, machine.credited)
             gevent.sleep(0.02)
@@ -440,7 +441,7 @@ def test_send_budget_bounds_what_all_streams_of_a_zero_window_connection_queue(h
             gevent.sleep(0.02)
             peak = max(peak, sum(_queued_per_stream(srv)), machine.credited)
         assert peak <= budget, f"{peak} bytes queued on one connection, budget {budget}"
-        assert sum(1 for q in _queued_per_stream(srv) if q) == budget // CHUNK
+        assert sum(_queued_per_stream(srv)) > budget // 2  # the budget is what binds
         # The peer opens its windows: every stream completes, none waits forever.
         p.send(fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20)), fr.window_update(0, streams * 65536))
         for i in range(streams):
@@ -456,14 +457,15 @@ def test_send_budget_is_validated(h2):
 
 
 def test_a_loop_out_of_credit_sends_what_it_gathered_when_credit_comes(h2):
-    """A Loop's second push is gathered (one chunk is 16 KiB) and finds only 6 KiB of credit
-    against a zero window; the Loop then waits for messages. When the peer opens its window,
+    """A Loop's second push is gathered and finds too little credit against a zero window
+    (16 KiB in all); the Loop then waits for messages. When the peer opens its window,
     the credit that comes back must let those bytes go out, not wait for another push."""
     srv = h2()
     with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 0))) as p:
         p.request(1, "/loop")
         deadline = time.monotonic() + 10
-        while _queued_per_stream(srv) != [10240]:  # the first push is queued, the second held
+        # what a zero window allows is queued (a window's worth plus a chunk); the rest is held
+        while _queued_per_stream(srv) != [16384]:
             assert time.monotonic() < deadline, _queued_per_stream(srv)
             gevent.sleep(0.02)
         p.send(fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20)))
