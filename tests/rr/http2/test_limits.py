@@ -471,3 +471,22 @@ def test_a_loop_out_of_credit_sends_what_it_gathered_when_credit_comes(h2):
         p.send(fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20)))
         p.wait(lambda: 1 in p.responses and len(p.responses[1].body) >= 20480, timeout=10, what="both pushes")
         assert p.responses[1].body == b"a" * 10240 + b"b" * 10240
+
+
+def test_streams_that_send_nothing_do_not_hold_the_send_budget_from_one_that_sends(h2, gate):
+    """30 handlers waiting (a slow backend, a long poll) hold only a share of the budget each,
+    so a stream that sends 256 KiB on the same connection is served meanwhile."""
+    from rr.stream import CHUNK
+
+    srv = h2(send_budget=4 * CHUNK)
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20))) as p:
+        for i in range(30):
+            p.request(2 * i + 1, "/hold")
+        gate.wait_entered(30)
+        p.send(fr.window_update(0, 1 << 20))
+        p.request(61, "/bytes/262144")
+        res = p.response(61, timeout=10)
+        assert res.status == 200 and len(res.body) == 262144
+        gate.event.set()
+        for i in range(30):
+            assert p.response(2 * i + 1).status == 200
