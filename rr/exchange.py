@@ -51,6 +51,10 @@ holds every protocol to them):
 - **Request id** (``request_id_header``, e.g. ``x-request-id``): a trusted
   proxy's id (1-128 of ``A-Za-z0-9._:-``) is reused as the request's id, and
   every response carries the request's id under that header.
+- **Load shedding** (``shed_concurrent_requests``): a request that finds that
+  many exchanges running on the listener (every protocol; the runtime's
+  ``in_flight``) is answered ``503`` + ``retry-after: 1`` without the
+  application, counted in ``shed`` (``rr.listener_info``).
 - **Access log** (``access_log: true``): one ``rr.access`` event per request
   on every protocol with method, path, status, bytes (response body),
   duration, version, user_agent, request_id and peer.
