@@ -84,6 +84,12 @@ class Http2Options:
     flood_window: float = 10.0
     # A stream whose response data has waited this long for flow-control window → RST_STREAM(CANCEL).
     stall_timeout: float = 30.0
+    # Response bytes one connection's stream workers may have queued at it, not yet framed (all
+    # streams together; each also keeps to its window + 16 KiB, at most 64 KiB). Past it workers
+    # wait. 1 MiB keeps 16 streams at their full 64 KiB ahead of a reading peer (bytes within
+    # the windows go to the socket at once: queueing more adds no speed) and bounds a peer that
+    # opens no window to 1 MiB per connection (150 MiB at the default max_clients).
+    send_budget: int = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,9 @@ class Http3Options:
     max_queued_datagrams: int = 256
     # A stream whose response has waited this long on the peer's flow control → reset.
     stall_timeout: float = 30.0
+    # Response bytes all streams of a connection together may have queued at it and unsent
+    # (rr.stream's send credit), as http2.send_budget: what a client that reads nothing pins.
+    send_budget: int = 1024 * 1024
     # Serve WebTransport sessions (``resp.WebTransport``) and HTTP datagrams (RFC 9297): advertises
     # SETTINGS_H3_DATAGRAM and ENABLE_WEBTRANSPORT and QUIC's max_datagram_frame_size.
     webtransport: int = 0
@@ -184,6 +193,7 @@ class Config:
     socket_backlog: int
     max_clients: int
     max_concurrent_requests: int | None
+    shed_concurrent_requests: int | None
     request_timeout: float
     keep_alive_timeout: float
     first_byte_timeout: float
@@ -277,6 +287,7 @@ _HTTP2_BOUNDS = {
     "max_empty_data": (1, _INT_MAX),
     "flood_window": (0, 3600),
     "stall_timeout": (0, 86400),
+    "send_budget": (16384, _INT_MAX),  # one chunk (rr.stream.CHUNK) must fit
 }
 _HTTP3_BOUNDS = {
     "max_field_section_size": (1024, _INT_MAX),
@@ -286,6 +297,7 @@ _HTTP3_BOUNDS = {
     "retry": (0, 1),
     "webtransport": (0, 1),
     "max_queued_datagrams": (16, 65536),
+    "send_budget": (65536, 2**31 - 1),
     "stall_timeout": (0, 86400),
 }
 # Sub-options given in seconds (a number > lowest bound) rather than an integer.
@@ -565,7 +577,7 @@ def _spawn_options(raw: Any) -> SpawnOptions:
 
 _KEYS = {
     "port", "ip", "unix", "socket", "routes", "middlewares", "tls", "tls_handshake_timeout", "protocols",
-    "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "request_timeout",
+    "num_acceptors", "socket_backlog", "max_clients", "max_concurrent_requests", "shed_concurrent_requests", "request_timeout",
     "keep_alive_timeout", "first_byte_timeout", "max_keep_alive_requests", "min_bytes_per_second", "max_content_length", "body_buffering",
     "handler_spawn", "graceful_drain", "access_log", "blocking_monitor", "request_id_header", "not_found", "alt_svc", "ws",
     "max_response_header_size",
@@ -669,11 +681,17 @@ def load(opts: Mapping[str, Any]) -> Config:
         # Each connection holds a socket and a process; cap them so memory stays bounded.
         max_clients=_int(opts, "max_clients", 150, 1),
         # Listener-wide cap on live h2 stream workers (None: no cap) → REFUSED_STREAM + throttled.
-        # Each stalled stream may queue min(64 KiB, its window + 16 KiB) + 16 KiB of response at
-        # its conn, so 4096 bounds that to 320 MiB at most (128 MiB against zero-window peers).
+        # Each stalled stream may queue min(64 KiB, its window + 16 KiB) of response at its conn
+        # (and a conn http2.send_budget in all), so 4096 bounds that to 256 MiB at most (64 MiB
+        # against zero-window peers).
         max_concurrent_requests=(4096 if "max_concurrent_requests" not in opts
                                  else None if opts["max_concurrent_requests"] is None
                                  else _int(opts, "max_concurrent_requests", 0, 1)),
+        # Load shedding: a request that finds this many exchanges running on the listener (h1
+        # and h2 alike) is answered 503 + retry-after: 1 without the application (None: off;
+        # the right number depends on what a handler costs, so rr cannot pick one).
+        shed_concurrent_requests=(None if opts.get("shed_concurrent_requests") is None
+                                  else _int(opts, "shed_concurrent_requests", 0, 1)),
         # The first request's head and body must arrive within this (→ 408).
         request_timeout=_seconds(opts, "request_timeout", 30.0),
         # An idle keep-alive connection is closed silently after this.

@@ -75,6 +75,10 @@ holds every protocol to them):
   trusted proxy, ``req.peer``/``scheme``/``host`` are rewritten from
   ``Forwarded`` / ``X-Forwarded-*`` (``rr.forwarded``) before anything else
   sees the request — telemetry, the access log, middlewares.
+- **Load shedding** (``shed_concurrent_requests``): a request that finds that
+  many exchanges running on the listener (every protocol; the runtime's
+  ``in_flight``) is answered ``503`` + ``retry-after: 1`` without the
+  application, counted in ``shed`` (``rr.listener_info``).
 - **Access log** (``access_log: true``): one ``rr.access`` event per request
   on every protocol with method, path, status, bytes (response body),
   duration, version, user_agent, request_id and peer.
@@ -91,7 +95,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import supervisors
-from rr import dispatch, forwarded
+from rr import dispatch, forwarded, telemetry
 from rr import response as resp
 from rr.httpdate import date_field
 from rr.log import get_logger
@@ -119,6 +123,9 @@ _TEXT = [("content-type", "text/plain; charset=utf-8")]
 BAD_REQUEST = resp.Response(400, _TEXT, b"Bad Request")
 REQUEST_TIMEOUT = resp.Response(408, _TEXT, b"Request Timeout")
 PAYLOAD_TOO_LARGE = resp.Response(413, _TEXT, b"Payload Too Large")
+# Load shedding (``shed_concurrent_requests``): the answer to a request admitted over the threshold.
+SERVICE_UNAVAILABLE = resp.Response(503, [*_TEXT, ("retry-after", "1")], b"Service Unavailable")
+_SHED = ("rr", "request", "shed")
 _BY_STATUS = {400: BAD_REQUEST, 408: REQUEST_TIMEOUT, 413: PAYLOAD_TOO_LARGE}
 
 
@@ -300,6 +307,10 @@ class Sink(Protocol):
     # §6.5.2 sizing), e.g. h2's SETTINGS_MAX_HEADER_LIST_SIZE; absent or None: no limit
     # beyond the listener's ``max_response_header_size``.
     #
+    # Optional: ``loop_own(msg) -> bool`` — while a ``Loop`` runs, ``match`` may select
+    # messages of the sink's own protocol too; the exchange hands each to ``loop_own``
+    # first, and a message it takes never reaches the loop's ``on_info``.
+
     # Optional: ``websocket(accepted, shape, req)`` — send the handshake's answer with
     # ``accepted.fields`` and run the session (``rr.ws.session``) over the protocol's
     # byte stream until it ends. A sink without it answers the ``WebSocket`` shape 501.
@@ -315,13 +326,14 @@ class Sink(Protocol):
 class Exchange:
     """One request's response on one sink: counts what it sent, for the access log."""
 
-    __slots__ = ("req", "sink", "config", "started", "status", "sent", "head_sent", "hints", "field_limit",
-                 "peer_limit")
+    __slots__ = ("req", "sink", "config", "runtime", "started", "status", "sent", "head_sent", "hints",
+                 "field_limit", "peer_limit")
 
-    def __init__(self, req: Request, sink: Sink, config: Any) -> None:
+    def __init__(self, req: Request, sink: Sink, config: Any, runtime: Any = None) -> None:
         self.req = req
         self.sink = sink
         self.config = config
+        self.runtime = runtime  # the listener's ListenerRuntime: in-flight count, shedding
         self.started = 0.0
         self.status = 0
         self.sent = 0
@@ -339,16 +351,27 @@ class Exchange:
         could run (e.g. 413 for a declared body over ``max_content_length``).
         Raises ``ClientGone`` when the peer went away mid-response, ``Aborted``
         when the response had to be cut short (the sink already knows both).
+
+        Admission: with ``shed_concurrent_requests`` set, a request that finds
+        that many exchanges already running on the listener is answered
+        ``503`` + ``retry-after: 1`` without the application (counted in the
+        runtime's ``shed``).
         """
         req = self.req
         config = self.config
         if config.forwarded_allow_ips is not None:
             forwarded.apply(req, config.forwarded_allow_ips)
+        runtime = self.runtime
         if config.request_id_header:
             adopt_request_id(req, config.request_id_header)
         self.started = started = dispatch.begin(req)
         charged = 0
         outcome = "ok"
+        if runtime is not None:
+            soft = config.shed_concurrent_requests
+            if answer is None and soft is not None and runtime.in_flight >= soft:
+                answer = self._shed(runtime)
+            runtime.in_flight += 1
         try:
             result: Any = answer
             buffering = config.body_buffering
@@ -380,11 +403,20 @@ class Exchange:
             outcome = "error"
             raise
         finally:
+            if runtime is not None:
+                runtime.in_flight -= 1
             if charged:
                 supervisors.release(charged)
             dispatch.finish(req, self.status, started, self.sent, outcome)
             if config.access_log:
                 self._log_access()
+
+    def _shed(self, runtime: Any) -> resp.Response:
+        runtime.shed += 1
+        if telemetry.enabled(_SHED):
+            telemetry.execute(_SHED, {"system_time": time.time(), "in_flight": runtime.in_flight},
+                              {"listener": runtime.name, "request_id": self.req.request_id})
+        return SERVICE_UNAVAILABLE
 
     def _read_body(self) -> int:
         """The whole body into ``req._body``, charged to this process's heap budget."""
@@ -559,7 +591,8 @@ class Exchange:
 
         match = sink.loop_enter()
         try:
-            outcome = run_loop(self.req, self.started, result, push, match)
+            outcome = run_loop(self.req, self.started, result, push, match,
+                               getattr(sink, "loop_own", None))
         finally:
             sink.loop_exit()
         if outcome == "crashed":
@@ -629,11 +662,13 @@ class Exchange:
 
 
 def run_loop(req: Request, started: float, loop: resp.Loop, push: Callable[[bytes], None],
-             match: Callable[[Any], bool] | None = None) -> str:
+             match: Callable[[Any], bool] | None = None,
+             own: Callable[[Any], bool] | None = None) -> str:
     """Drive a ``Loop`` in the calling process.
 
     Each message (``match`` selects which; default: all) goes to
-    ``loop.on_info(msg, push, state)``. Returns ``"stop"`` when it returns
+    ``loop.on_info(msg, push, state)``, except those ``own`` takes (the sink's
+    own protocol, e.g. h2 credit that lets gathered bytes go out). Returns ``"stop"`` when it returns
     ``rr.resp.STOP``, ``"closed"`` after it has seen ``(rr.resp.CLOSED,)``
     (the client is gone), ``"crashed"`` when it raised (already logged).
     ``ClientGone`` from ``push`` propagates unless ``on_info`` catches it.
@@ -642,6 +677,8 @@ def run_loop(req: Request, started: float, loop: resp.Loop, push: Callable[[byte
     receive = supervisors.receive
     while True:
         msg = receive(match) if match is not None else receive()
+        if own is not None and own(msg):
+            continue
         closed = isinstance(msg, tuple) and msg[:1] == (resp.CLOSED,)
         try:
             state = loop.on_info(msg, push, state)

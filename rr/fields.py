@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rr.http1.codec import valid_host
+
 
 class Malformed(Exception):
     """A malformed request (RFC 9113 §8.1.1, RFC 9114 §4.1.2): a stream error (h2 PROTOCOL_ERROR,
@@ -100,11 +102,19 @@ def validate_request(decoded: list[Any], connect_protocol: bool = False
             raise Malformed("invalid :path")
     authority = pseudo.get(":authority")
     if authority is not None:
+        # The request's host on every protocol: the Host grammar h1 holds Host to (RFC 9113
+        # §8.3.1: no userinfo; RFC 3986 §3.2.2 reg-name / IP-literal, §3.2.3 port).
+        if not valid_host(authority):
+            raise Malformed("invalid :authority")
         host = next((v for n, v in fields if n == "host"), None)
         if host is None:
             fields.insert(0, ("host", authority))
         elif host != authority:
             raise Malformed("host differs from :authority")
+    else:
+        host = next((v for n, v in fields if n == "host"), None)
+        if host is not None and not valid_host(host):
+            raise Malformed("invalid host")  # without :authority, host is the request's host
     if cookies:
         fields.append(("cookie", "; ".join(cookies)))
     return pseudo, fields, length

@@ -69,6 +69,10 @@ class ListenerRuntime:
         # h2 stream workers alive across the listener (for max_concurrent_requests).
         self.live_streams = 0
         self.throttled = 0
+        # Exchanges running across the listener (every protocol), and requests answered 503
+        # because ``shed_concurrent_requests`` of them were running (rr.exchange).
+        self.in_flight = 0
+        self.shed = 0
         # When a drain started: its deadline (monotonic), passed to Loop handlers.
         self.drain_deadline = 0.0
 
@@ -89,6 +93,9 @@ class ListenerRuntime:
             "max_concurrent_requests": self.config.max_concurrent_requests,
             "live_streams": self.live_streams,
             "throttled": self.throttled,
+            "in_flight": self.in_flight,
+            "shed_concurrent_requests": self.config.shed_concurrent_requests,
+            "shed": self.shed,
             "requests_served": self.requests_served,
             "accepted": self.accepted,
             "rejected": self.rejected,

@@ -8,8 +8,9 @@ conn process's messages. Nothing here knows a protocol: the conn process
 owns the framing, the socket and flow control, and encodes what it is sent.
 
 What it owns: its ``Request``, the request body as it arrives
-(``StreamBody``), and at most ``IN_FLIGHT`` response body bytes queued at the
-conn process that the conn has not acknowledged. For a ``WebSocket`` answer to an
+(``StreamBody``), and the response body bytes the conn process lets it queue
+there (its credit: at most ``IN_FLIGHT``, within the connection's
+``send_budget``). For a ``WebSocket`` answer to an
 extended CONNECT (RFC 8441 on h2, RFC 9220 on h3) it is also the session's process: the session
 (``rr.ws.session``) runs here over ``WsStream`` (the BODY messages in, DATA
 messages out, the same back-pressure and credits). Its heap budget covers the
@@ -23,12 +24,14 @@ Mailbox protocol (conn → worker):
 
 - ``(BODY, data)`` — request body bytes, in order; ``(BODY_END,)`` — the
   client ended the request.
-- ``(SENT, window)`` — one earlier ``DATA`` message (not the one ending the
-  stream) was framed in full; ``window`` is what the peer lets the stream
-  send now. Back-pressure: a worker keeps at most ``limit`` unacknowledged
-  body bytes queued at the conn, ``min(IN_FLIGHT, window + CHUNK)`` — the
-  peer's window plus one chunk, never 64 KiB for a peer that opened none
-  (the window at the start comes with the worker's arguments).
+- ``(SENT, n)`` — ``n`` more bytes of credit. Back-pressure: every body byte
+  a worker sends the conn (``RESPONSE`` and ``DATA``, the last one too) is
+  paid from its credit, and a worker without enough says so (``WANT``) and
+  waits for ``SENT``. Unasked, the conn gives a fair share of its
+  ``send_budget`` (with the worker's arguments, and back as its bytes are
+  framed); asked, up to the peer's window plus one chunk (``queue_limit``:
+  never 64 KiB for a peer that opened none); never more across the
+  connection's streams than its ``send_budget``.
 - ``(rr.resp.CLOSED,)`` — the client reset the stream or the connection
   ended: the next body read, ``send`` or ``push`` raises ``rr.ClientGone``
   (a ``Loop``'s ``on_info`` may see the message itself). The conn kills a
@@ -38,14 +41,15 @@ Mailbox protocol (conn → worker):
 Messages this worker sends the conn process (``sid`` names the stream):
 
 - ``(RESPONSE, sid, status, fields, length, body)`` — a whole response whose
-  body is at most ``2 * CHUNK`` (HEAD/204/304: ``b""``); not acknowledged.
+  body is at most ``2 * CHUNK`` and within the worker's credit (HEAD/204/304: ``b""``).
 - ``(INTERIM, sid, status, fields)`` — an informational (1xx) head before the
-  final one (103 Early Hints); the stream stays open; not acknowledged.
+  final one (103 Early Hints); the stream stays open.
 - ``(HEAD, sid, status, fields, length, end)`` — the head of a longer response.
-- ``(DATA, sid, data, end)`` — body bytes (acknowledged by ``SENT`` unless ``end``).
+- ``(DATA, sid, data, end)`` — body bytes, within the worker's credit.
 - ``(TRAILERS, sid, fields)`` — trailers; ends the stream.
 - ``(CREDIT, sid, n)`` — n body bytes were consumed: the conn may give them
   back to the peer's flow-control windows.
+- ``(WANT, sid)`` — the worker waits for more send credit than it has.
 - ``(LOOP, sid)`` — a ``Loop`` runs from now on: on drain the conn sends it
   ``(DRAIN, deadline)``.
 
@@ -62,7 +66,6 @@ conn answer 500 for it.
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -77,16 +80,28 @@ from rr.exchange import BodyError, ClientGone
 from rr.request import Request
 
 # Message tags (first element of each tuple), named in rr.streammsg; re-exported for the conns.
-from rr.streammsg import BODY, BODY_END, CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, SENT, TRAILERS  # noqa: F401
+from rr.streammsg import (  # noqa: F401
+    BODY,
+    BODY_END,
+    CREDIT,
+    DATA,
+    HEAD,
+    INTERIM,
+    LOOP,
+    RESPONSE,
+    SENT,
+    TRAILERS,
+    WANT,
+)
 
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
 
 
-# Body chunks sent to the conn process are at most this big: with IN_FLIGHT, a stream
-# holds at most 64 KiB + one chunk in the conn's mailbox (counted in the conn's heap budget).
+# Body chunks sent to the conn process are at most this big.
 CHUNK = 16384
-# Unacknowledged body bytes a worker may have queued at the conn process (plus one final chunk).
+# Credit one worker may hold (bytes queued at the conn process and not yet framed, or still
+# to send): with the connection's send_budget, what a peer that reads nothing can pin.
 IN_FLIGHT = 65536
 # A worker told its stream is gone (CLOSED) is killed if it has not ended within this.
 CLOSE_GRACE = 1.0
@@ -107,7 +122,7 @@ def _is_ack_or_closed(msg: Any) -> bool:
 
 
 def queue_limit(window: int) -> int:
-    """Unacknowledged body bytes a worker may queue at the conn: the peer's window plus a chunk."""
+    """Credit a worker may hold (bytes queued at the conn, unframed): the peer's window plus a chunk."""
     return min(IN_FLIGHT, max(0, window) + CHUNK)
 
 
@@ -118,6 +133,11 @@ def _is_closed(msg: Any) -> bool:
 def _for_loop(msg: Any) -> bool:
     """Messages a Loop's ``on_info`` sees: all but the conn's own stream protocol."""
     return not (isinstance(msg, tuple) and msg and isinstance(msg[0], str) and msg[0].startswith("stream."))
+
+
+def _for_loop_or_credit(msg: Any) -> bool:
+    """What a Loop's process takes: its own messages, and credit (``StreamSink.loop_own``)."""
+    return _is_ack(msg) or _for_loop(msg)
 
 
 class StreamBody:
@@ -168,8 +188,8 @@ class StreamBody:
 class StreamSink:
     """The exchange's sink for a stream: messages to the conn, with back-pressure.
 
-    The conn acknowledges (``SENT``) every body message but the one that ends
-    the stream, in order, once it is framed; the stream's end needs no wait.
+    Every body byte is paid from the credit the conn gives (``SENT``); without
+    enough for the next message the sink waits for more (bounded by ``timeout``).
     Body chunks written without yielding in between go out as one message
     (gathered up to ``CHUNK``, handed over when this process next yields, the
     stream ends, or the chunk is full): the conn cannot run before this
@@ -177,16 +197,15 @@ class StreamSink:
     """
 
     def __init__(self, conn: supervisors.Pid, sid: int, body: StreamBody, timeout: float,
-                 window: int = IN_FLIGHT, ws: WsOptions | None = None, field_limit: int | None = None) -> None:
+                 credit: int = IN_FLIGHT, ws: WsOptions | None = None, field_limit: int | None = None) -> None:
         self.config_ws = ws if ws is not None else WsOptions()
         self.field_limit = field_limit
         self.conn = conn
         self.sid = sid
         self.body = body
         self.timeout = timeout
-        self.limit = queue_limit(window)
-        self.sizes: collections.deque[int] = collections.deque()
-        self.in_flight = 0
+        self.credit = credit
+        self.asked = False  # a WANT is out, no SENT since
         self.ended = False
         self.buf: list[bytes] = []
         self.buf_len = 0
@@ -209,8 +228,15 @@ class StreamSink:
                 self.body.gone = True
                 raise ClientGone()
 
-    def _room(self, size: int) -> None:
-        while self.sizes and self.in_flight + size > self.limit:
+    def _ask(self) -> None:
+        if not self.asked:
+            self.asked = True
+            supervisors.send(self.conn, (WANT, self.sid))
+
+    def _more_credit(self) -> None:
+        """Ask for credit (once) and wait for some."""
+        self._ask()
+        while True:
             try:
                 msg = supervisors.receive(_is_ack_or_closed, timeout=self.timeout)
             except supervisors.Timeout:
@@ -219,18 +245,20 @@ class StreamSink:
                 self.body.gone = True
                 raise ClientGone()
             self._acked(msg)
+            if self.credit > 0:
+                return
 
     def _acked(self, ack: tuple[str, int]) -> None:
-        """The conn framed our oldest unacknowledged message; ``ack[1]`` is the window now."""
-        if self.sizes:
-            self.in_flight -= self.sizes.popleft()
-        self.limit = queue_limit(ack[1])
+        """The conn gave ``ack[1]`` more bytes of credit."""
+        self.credit += ack[1]
+        self.asked = False
 
     # -- the sink ------------------------------------------------------------------
 
     def respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
                 close: bool) -> None:
-        if len(body) <= 2 * CHUNK:
+        if len(body) <= 2 * CHUNK and len(body) <= self.credit:
+            self.credit -= len(body)
             self.ended = True
             supervisors.send(self.conn, (RESPONSE, self.sid, status, fields, length, body))
             return
@@ -288,7 +316,15 @@ class StreamSink:
 
     def loop_enter(self) -> Callable[[Any], bool] | None:
         supervisors.send(self.conn, (LOOP, self.sid))
-        return _for_loop
+        return _for_loop_or_credit
+
+    def loop_own(self, msg: Any) -> bool:
+        """Credit that comes while a Loop waits lets bytes gathered without it go out."""
+        if not _is_ack(msg):
+            return False
+        self._acked(msg)
+        self._flush_credited()
+        return True
 
     def loop_exit(self) -> None:
         pass
@@ -328,21 +364,38 @@ class StreamSink:
             self._send(self._take(), end)
 
     def _flush_soon(self) -> None:
-        # Hub callback: this process yielded. No waiting here (not in the process); the
-        # next data() waits for room, so the overshoot is at most one CHUNK.
+        # Hub callback: this process yielded. No waiting here (not in the process): without
+        # the credit the bytes stay gathered for the next data() or the end, which wait.
         self.scheduled = False
-        if self.buf and not self.ended:
+        self._flush_credited()
+
+    def _flush_credited(self) -> None:
+        """Hand over as much of the gathered bytes as the credit pays for (no waiting); ask
+        for the rest."""
+        if not self.buf or self.ended:
+            return
+        if self.buf_len > self.credit:
+            self._ask()
+        n = min(self.buf_len, self.credit)
+        if n:
             data = self._take()
+            if n < len(data):
+                self.buf = [data[n:]]
+                self.buf_len = len(data) - n
+                data = data[:n]
+            self.credit -= n
             supervisors.send(self.conn, (DATA, self.sid, data, False))
-            self.sizes.append(len(data))
-            self.in_flight += len(data)
 
     def _send(self, piece: bytes, final: bool) -> None:
-        self._room(len(piece))
+        """Send ``piece``, in parts as credit comes (each part paid for before it goes)."""
+        while len(piece) > self.credit:
+            if self.credit > 0:
+                part, piece = piece[:self.credit], piece[self.credit:]
+                self.credit = 0
+                supervisors.send(self.conn, (DATA, self.sid, part, False))
+            self._more_credit()
+        self.credit -= len(piece)
         supervisors.send(self.conn, (DATA, self.sid, piece, final))
-        if not final:
-            self.sizes.append(len(piece))
-            self.in_flight += len(piece)
 
 
 class WsStream:
@@ -416,20 +469,20 @@ def reap(pids: list[supervisors.Pid], grace: float = CLOSE_GRACE) -> None:
 
 
 def run_stream(conn: supervisors.Pid, sid: int, req: Request, runtime: ListenerRuntime, ended: bool,
-               window: int = IN_FLIGHT, field_limit: int | None = None, webtransport: bool = False) -> None:
-    """The stream worker's body (spawned by the conn process); ``field_limit``: the peer's
-    limit on a field section, if it set one."""
+               credit: int = IN_FLIGHT, field_limit: int | None = None, webtransport: bool = False) -> None:
+    """The stream worker's body (spawned by the conn process); ``credit``: its first send credit;
+    ``field_limit``: the peer's limit on a field section, if it set one."""
     config = runtime.config
     body = StreamBody(conn, sid, ended, config.max_content_length, config.request_timeout)
     if not ended and "rr.protocol" not in req.private:  # an extended CONNECT's DATA is the session's
         req._source = body
-    sink = StreamSink(conn, sid, body, config.request_timeout, window, config.ws, field_limit)
+    sink = StreamSink(conn, sid, body, config.request_timeout, credit, config.ws, field_limit)
     sink.serves_webtransport = webtransport
     # A declared body over the limit is refused before the application runs (as h1's codec does).
     declared = req.headers.get("content-length") if not ended else None
     answer = exchange.PAYLOAD_TOO_LARGE if declared is not None and declared.isdigit() \
         and int(declared) > config.max_content_length else None
     try:
-        exchange.Exchange(req, sink, config).run(runtime.app, answer)
+        exchange.Exchange(req, sink, config, runtime).run(runtime.app, answer)
     except (exchange.Aborted, ClientGone):
         raise supervisors.Exit("abandoned") from None

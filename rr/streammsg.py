@@ -17,6 +17,7 @@ DATA = "stream.data"
 TRAILERS = "stream.trailers"
 CREDIT = "stream.credit"
 LOOP = "stream.loop"
+WANT = "stream.want"
 # conn → worker
 BODY = "stream.body"
 BODY_END = "stream.body_end"

@@ -70,7 +70,11 @@ EVENTS: tuple[EventSpec, ...] = (
               "HTTP/1.1: a request rr could not parse (or that timed out) was answered and the "
               "connection closed"),
     EventSpec(("rr", "request", "throttled"), (_SYSTEM_TIME,), ("listener", "reason"),
-              "HTTP/2: a stream refused (REFUSED_STREAM) over `max_concurrent_requests`"),
+              "HTTP/2 and HTTP/3: a stream refused (REFUSED_STREAM, H3_REQUEST_REJECTED) over "
+              "`max_concurrent_requests`"),
+    EventSpec(("rr", "request", "shed"), (_SYSTEM_TIME, ("in_flight", "count")), ("listener", "request_id"),
+              "a request answered 503 + retry-after: 1 because `shed_concurrent_requests` exchanges "
+              "were already running (every protocol)"),
     EventSpec(("rr", "listener", "accept"), (), ("listener", "peer"),
               "a connection was accepted and given a slot"),
     EventSpec(("rr", "listener", "conn_rejected"), (), ("listener", "peer", "reason"),

@@ -22,7 +22,11 @@ bytes present already prove (limits, a bare LF, a malformed request line), so
 the caller can bound its buffer. Once found, one precompiled regex validates the
 request line and every field line at once (``_HEAD_RE``); only when that fails
 does a slower diagnosis run to name the exact reason. The head is decoded
-from latin-1 once and split once. Framing headers are then judged.
+from latin-1 once and split once. Framing headers are then judged. A request
+that breaks several rules gets the error of its shortest bad prefix (found by
+a binary search over prefixes, on the error path only), which is what it gets
+fed byte by byte: the status never depends on how the bytes arrived. The
+trailer section of a chunked body is judged the same way.
 
 Decisions (each one has a test named after it; docs/http1_codec.md has the
 table):
@@ -69,7 +73,7 @@ table):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -269,12 +273,57 @@ class RequestHead:
 # -- the request head -----------------------------------------------------------
 
 
+def valid_host(host: str) -> bool:
+    """Whether ``host`` is a Host value: ``uri-host [":" port]`` (RFC 9110 §7.2, RFC 3986
+    §3.2.2-3), no userinfo. h2's ``:authority`` is held to the same rule."""
+    if host in _valid_hosts:
+        return True
+    if _HOST_RE.fullmatch(host) is None:
+        return False
+    if len(_valid_hosts) < _CACHE_MAX:
+        _valid_hosts.add(host)
+    return True
+
+
 def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[RequestHead, int] | None:
     """Parse one request head at the start of ``buf``.
 
     Returns ``(head, bytes_consumed)``, or ``None`` when more bytes are needed.
-    Raises ``ParseError`` as soon as the bytes present prove the request bad.
+    Raises ``ParseError`` as soon as the bytes present prove the request bad:
+    the error of the shortest prefix of ``buf`` that is bad, so a request that
+    breaks two rules gets the same status however its bytes arrive (fed byte
+    by byte, the shortest bad prefix is the one that fails first).
     """
+    try:
+        return _parse_head(buf, limits)
+    except ParseError as exc:
+        raise _earliest(lambda n: _parse_head(buf[:n], limits), len(buf), exc) from None
+
+
+def _earliest(check: Callable[[int], object], size: int, error: ParseError) -> ParseError:
+    """The error ``check(n)`` raises for the smallest ``n`` ≤ ``size`` that fails (``error``
+    is ``check(size)``'s). A prefix of a bad request is bad or needs more bytes, never good,
+    so failing is monotone in ``n``: a binary search, ~15 checks for the largest head; only
+    on the error path."""
+    lo, hi = 1, size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        try:
+            check(mid)
+        except ParseError:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo == size:
+        return error
+    try:
+        check(lo)
+    except ParseError as exc:
+        return exc
+    return error
+
+
+def _parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[RequestHead, int] | None:
     start = 0
     if buf[:2] == b"\r\n":
         # RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the
@@ -359,11 +408,8 @@ def parse_head(buf: bytes | bytearray, limits: Limits) -> tuple[RequestHead, int
         if len(hosts) > 1:
             raise ParseError(400, "duplicate_host")
         host = hosts[0]
-        if host not in _valid_hosts:
-            if _HOST_RE.fullmatch(host) is None:
-                raise ParseError(400, "bad_host")
-            if len(_valid_hosts) < _CACHE_MAX:
-                _valid_hosts.add(host)
+        if not valid_host(host):
+            raise ParseError(400, "bad_host")
     elif is_11:
         raise ParseError(400, "missing_host")
     if authority is not None:
@@ -466,6 +512,19 @@ def _check_partial_head(buf: bytes | bytearray, start: int, limits: Limits) -> N
     _check_line_lengths(fields, limits.max_header_line)
     if fields.count(b"\n") != fields.count(b"\r\n") or fields.count(b"\r") != fields.count(b"\n"):
         raise ParseError(400, "bare_cr_or_lf")
+
+
+def _check_partial_trailers(partial: bytes, limits: Limits) -> None:
+    """A trailer section without its end: raise if the bytes present already prove it bad."""
+    if partial[-1:] == b"\r":
+        partial = partial[:-1]
+    if partial.count(b"\n") != partial.count(b"\r\n") or partial.count(b"\r") != partial.count(b"\n"):
+        raise ParseError(400, "bare_cr_or_lf")  # RFC 9112 §2.2
+    if len(partial) > limits.max_header_block:
+        raise ParseError(431, "header_block_too_long")
+    if partial.count(b"\r\n") > limits.max_header_count:
+        raise ParseError(431, "too_many_headers")
+    _check_line_lengths(partial, limits.max_header_line)
 
 
 def _check_line_lengths(block: bytes | bytearray, max_line: int) -> None:
@@ -775,19 +834,16 @@ class ChunkedDecoder:
             return pos + 2
         end = buf.find(b"\r\n\r\n", pos)
         limits = self.limits
-        if end < 0:
-            partial = buf[pos:]
-            if partial[-1:] == b"\r":
-                partial = partial[:-1]
-            if partial.count(b"\n") != partial.count(b"\r\n") or partial.count(b"\r") != partial.count(b"\n"):
-                raise ParseError(400, "bare_cr_or_lf")  # RFC 9112 §2.2
-            if len(partial) > limits.max_header_block:
-                raise ParseError(431, "header_block_too_long")
-            if partial.count(b"\r\n") > limits.max_header_count:
-                raise ParseError(431, "too_many_headers")
-            _check_line_lengths(partial, limits.max_header_line)
-            return pos
-        self.trailers = _parse_fields(buf[pos : end + 2], limits)
+        try:
+            if end < 0:
+                _check_partial_trailers(buf[pos:], limits)
+                return pos
+            self.trailers = _parse_fields(buf[pos : end + 2], limits)
+        except ParseError as exc:
+            # The error of the shortest bad prefix, as fed in pieces (see ``parse_head``).
+            section = buf[pos : end + 4] if end >= 0 else buf[pos:]
+            raise _earliest(lambda n: _check_partial_trailers(section[:n], limits),
+                            len(section), exc) from None
         self._state = _DONE
         self.done = True
         return end + 4

@@ -434,7 +434,7 @@ class Http1Conn:
         self.chunked = False
         self.body_reader = body_reader
         try:
-            exchange.Exchange(req, self, config).run(runtime.app)
+            exchange.Exchange(req, self, config, runtime).run(runtime.app)
         except ClientGone:
             if self.close_reason == "normal":
                 self.close_reason = "peer_error"

@@ -20,8 +20,8 @@ message                                                meaning
 =====================================================  =========================================
 ``("h2.data", bytes)`` / ``("h2.closed",)``            from the reader: socket bytes / EOF
 ``rr.stream`` messages (``RESPONSE``, ``INTERIM``,     from a worker: its response, body credit,
-``HEAD``, ``DATA``, ``TRAILERS``, ``CREDIT``,          and "a Loop runs" (see ``rr.stream``)
-``LOOP``)
+``HEAD``, ``DATA``, ``TRAILERS``, ``CREDIT``,          "it waits for send credit" and "a Loop
+``WANT``, ``LOOP``)                                    runs" (see ``rr.stream``)
 ``("DOWN", ref, pid, reason)``                         a worker ended
 =====================================================  =========================================
 
@@ -50,7 +50,7 @@ from rr import stream as sw
 from rr.http2 import codec
 from rr.http2.machine import KILL, START, TELL, ConnectionEnded, H2Machine
 from rr.request import Request
-from rr.stream import CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, TRAILERS
+from rr.stream import CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, TRAILERS, WANT
 
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
@@ -233,6 +233,8 @@ class Http2Conn:
             machine.on_worker_data(msg[1], msg[2], msg[3])
         elif tag == CREDIT:
             machine.credit(msg[1], msg[2])
+        elif tag == WANT:
+            machine.want(msg[1])
         elif tag == HEAD:
             machine.on_worker_headers(msg[1], msg[2], msg[3], msg[4], msg[5])
         elif tag == TRAILERS:

@@ -14,8 +14,8 @@ count of DATA frames sent in the current flood window (the WINDOW_UPDATE
 budget allows two updates per DATA frame sent).
 
 What it must never do: decide anything about a stream's life. It reports
-what it finished (acknowledgements owed to the worker, whether the stream's
-end went out) and the machine acts on it. Pure: no sockets, no processes.
+what it finished (body bytes framed, which the machine credits back to the
+worker; whether the stream's end went out) and the machine acts on it. Pure: no sockets, no processes.
 """
 
 from __future__ import annotations
@@ -39,12 +39,11 @@ class Scheduler:
     def pump(self, st: Any, out: list[bytes]) -> tuple[int, bool]:
         """Frame what the windows allow from ``st.pending`` into ``out``.
 
-        Returns (acknowledgements owed to the stream's worker, whether the
-        stream's end went out).
+        Returns (body bytes framed, whether the stream's end went out).
         """
         pending = st.pending
         sid = st.sid
-        acks = 0
+        framed = 0
         while pending:
             kind, payload, end, ack = pending[0]
             if kind == "trailers":
@@ -55,7 +54,7 @@ class Scheduler:
                     if st.stalled_since is None:
                         st.stalled_since = time.monotonic()
                         self.stalled = True
-                    return acks, False
+                    return framed, False
                 n = min(len(payload), window, self.max_frame)
                 rest = payload[n:] if n < len(payload) else b""
                 chunk = payload[:n] if rest else payload
@@ -63,6 +62,7 @@ class Scheduler:
                 out.append(chunk)
                 self.data_frames += 1
                 self.window -= n
+                framed += n
                 st.send_window -= n
                 st.stalled_since = None
                 if rest:
@@ -71,12 +71,10 @@ class Scheduler:
             elif end:
                 out.append(codec.frame(codec.DATA, codec.END_STREAM, sid))
             pending.popleft()
-            if ack:
-                acks += 1
             if end:
-                return acks, True
+                return framed, True
         st.stalled_since = None
-        return acks, False
+        return framed, False
 
     def header_frames(self, out: list[bytes], sid: int, block: bytes, end: bool) -> None:
         """HEADERS (+ CONTINUATIONs) for ``block``, split at the peer's frame size."""

@@ -7,7 +7,7 @@ an object with no socket and no process. Bytes from the peer go in
 ``on_trailers_from_worker``, ``credit``, ``loop_started``, ``worker_down``)
 and the passing of time
 (``tick``). Out come frames (``data_to_send``) and events for the process
-shell (``take_events``): ``(START, sid, request, ended, window, field_limit)`` to start a worker,
+shell (``take_events``): ``(START, sid, request, ended, credit, field_limit)`` to start a worker,
 ``(TELL, sid, message)`` to send one a message, ``(KILL, sid)`` to end one.
 ``rr.http2.conn`` is the shell; tests drive this class directly.
 
@@ -25,7 +25,13 @@ Flow control: inbound, bytes are returned to the peer (``WINDOW_UPDATE``) only
 once the worker *consumed* them (``credit``), in increments of at least
 ``window_refill_threshold``; bytes for a stream without a live worker, and
 padding, are returned at once. Outbound, see ``rr.http2.flow``; a stream that
-waits longer than ``stall_timeout`` is reset with ``CANCEL``.
+waits longer than ``stall_timeout`` is reset with ``CANCEL``. What the workers
+may queue here is paid from credit (``rr.stream``): a stream's worker holds at
+most the peer's window plus a chunk (``queue_limit``, at most 64 KiB), and all
+of them together at most ``send_budget`` bytes. Unasked, a worker gets a fair
+share (``send_budget / max_concurrent_streams``) at its start and back as its
+bytes are framed; a worker that waits for more says so (``WANT``) and gets up
+to its limit, now or when budget frees (``regrant``).
 
 Flood guards: per ``flood_window`` the connection may receive ``max_resets``
 client resets (refused streams count too: Rapid Reset; so do the resets rr
@@ -82,8 +88,8 @@ _GOAWAY = ("rr", "http2", "goaway")
 _RESET = ("rr", "http2", "reset")
 
 # Events for the shell (``take_events``): start a worker, send it a message, kill it.
-# (START, sid, request, ended, window, field_limit): window = what the peer lets us send now,
-# field_limit = the peer's SETTINGS_MAX_HEADER_LIST_SIZE (None: it set none).
+# (START, sid, request, ended, credit, field_limit): credit = response bytes the worker may
+# queue now; field_limit = the peer's SETTINGS_MAX_HEADER_LIST_SIZE (None: it set none).
 START = "start"
 TELL = "tell"  # (TELL, sid, message)
 KILL = "kill"  # (KILL, sid): the machine already counts the worker gone
@@ -112,7 +118,7 @@ class StreamError(Exception):
 class Stream:
     __slots__ = ("sid", "head_sent", "ended_local", "ended_remote", "closed", "pending",
                  "unreturned", "alive", "is_head", "outstanding", "req", "send_window", "recv_window",
-                 "expected", "received", "loop", "stalled_since", "start")
+                 "expected", "received", "loop", "stalled_since", "start", "credit_out", "wanting")
 
     def __init__(self, sid: int, send_window: int, recv_window: int) -> None:
         self.sid = sid
@@ -125,6 +131,10 @@ class Stream:
         self.unreturned = 0
         self.outstanding = 0  # body bytes forwarded to the worker and not yet credited back
         self.alive = False  # a worker runs for it
+        # Response bytes its worker may have queued here: credit given and not yet framed
+        # (held by the worker, in our mailbox, or in ``pending``); counts in ``H2Machine.credited``.
+        self.credit_out = 0
+        self.wanting = False  # its worker waits for more credit than it has (WANT)
         self.is_head = False
         self.req: Request | None = None
         self.send_window = send_window
@@ -184,6 +194,13 @@ class H2Machine:
         self.flood = [0, 0, 0, 0, 0, 0]  # resets, pings, settings, priority, window updates, empty data
         # sid -> when its worker, told the client is gone, is killed if still alive.
         self.dying: dict[int, float] = {}
+        # Outbound budget (``send_budget``): the credit given to all stream workers and not yet
+        # framed; ``starved`` when a worker got less than it wants because of the budget.
+        self.credited = 0
+        self.starved = False
+        # Credit a stream gets unasked (at its start, and back as its bytes are framed): a fair
+        # share, so the budget is never all reserved by workers that are not sending.
+        self.share = max(1, opts.send_budget // opts.max_concurrent_streams)
 
     @property
     def idle(self) -> bool:
@@ -200,6 +217,8 @@ class H2Machine:
         return data
 
     def take_events(self) -> list[tuple[Any, ...]]:
+        if self.starved and self.credited < self.opts.send_budget:
+            self.regrant()
         events, self.events = self.events, []
         for event in events:
             if event[0] == START:
@@ -491,7 +510,7 @@ class H2Machine:
         st.alive = True
         # Handed to the shell only with take_events: a stream reset before then (in the same
         # read: MadeYouReset) never gets a process at all (see ``drop``).
-        st.start = (START, sid, req, ended, min(st.send_window, self.flow.window), self.peer_max_header_list)
+        st.start = (START, sid, req, ended, self.grant(st, False), self.peer_max_header_list)
         self.events.append(st.start)
         self.runtime.live_streams += 1
         self.streams[sid] = st
@@ -783,14 +802,64 @@ class H2Machine:
 
     def pump(self, st: Stream) -> None:
         """Send what the flow-control windows allow from the stream's queue."""
-        acks, ended = self.flow.pump(st, self.out)
-        if acks and st.alive:
-            # Each acknowledgement says how much the peer lets us send now: the worker keeps
-            # no more than that (plus a chunk) queued here (rr.stream.StreamSink.limit).
-            ack = (TELL, st.sid, (sw.SENT, max(0, min(st.send_window, self.flow.window))))
-            self.events.extend([ack] * acks)
+        framed, ended = self.flow.pump(st, self.out)
+        if framed:
+            self.release(st, framed)
+            if st.alive and not st.closed:
+                self.give(st)
         if ended:
             self.local_end(st)
+
+    # -- the outbound budget: credit for stream workers ------------------------------------
+
+    def want(self, sid: int) -> None:
+        """The worker of ``sid`` waits for more credit than it has (``WANT``)."""
+        st = self.streams.get(sid)
+        if st is not None and st.alive and not st.closed:
+            st.wanting = True
+            self.give(st)
+
+    def give(self, st: Stream) -> None:
+        """Credit for ``st``'s worker, if it is owed any: told with ``SENT``."""
+        more = self.grant(st, st.wanting)
+        if more:
+            st.wanting = False
+            self.events.append((TELL, st.sid, (sw.SENT, more)))
+
+    def grant(self, st: Stream, asked: bool) -> int:
+        """More credit for ``st``'s worker: for a worker that asked, up to what the peer lets
+        it send now plus a chunk (``rr.stream.queue_limit``); unasked, up to ``share``; within
+        what ``send_budget`` has left (a worker sends what its credit pays for, in parts, so
+        any credit is of use; one that asked and got less is come back to by ``regrant``)."""
+        cap = sw.queue_limit(min(st.send_window, self.flow.window))
+        want = (cap if asked else min(cap, self.share)) - st.credit_out
+        if want <= 0:
+            return 0
+        add = min(want, self.opts.send_budget - self.credited)
+        if add < want and asked:
+            self.starved = True  # regrant comes back to it
+        if add <= 0:
+            return 0
+        st.credit_out += add
+        self.credited += add
+        return add
+
+    def release(self, st: Stream, n: int) -> None:
+        """``n`` of ``st``'s credited bytes are framed or will never come: back to the budget."""
+        n = min(n, st.credit_out)  # the conn's own 500 body was never credited
+        st.credit_out -= n
+        self.credited -= n
+
+    def regrant(self) -> None:
+        """Budget came back while some worker waited for it: hand it out to the workers that
+        asked, lowest stream first."""
+        self.starved = False
+        for st in list(self.streams.values()):
+            if self.credited >= self.opts.send_budget:
+                self.starved = True
+                return
+            if st.alive and not st.closed and st.wanting:
+                self.give(st)
 
     def tick(self, now: float) -> None:
         """Time-driven work: streams stalled past ``stall_timeout``, told workers past their grace."""
@@ -829,6 +898,7 @@ class H2Machine:
             self.open -= 1
             st.pending.clear()
             st.stalled_since = None
+            self.release(st, st.credit_out)
             self.remember_closed(st.sid, how)
             if st.outstanding > 0:
                 self.return_window(None, st.outstanding)
@@ -868,6 +938,9 @@ class H2Machine:
         st.alive = False
         self.dying.pop(st.sid, None)
         self.runtime.live_streams -= 1
+        if st.credit_out:  # credit it never used: only what is queued stays counted
+            queued = sum(len(item[1]) for item in st.pending if item[0] == "data")
+            self.release(st, st.credit_out - queued)
         if st.outstanding > 0:  # never to be consumed: back to the connection window now
             self.return_window(None, st.outstanding)
             st.outstanding = 0

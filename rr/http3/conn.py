@@ -10,7 +10,7 @@ has to send after each batch, with one timer re-armed from ``get_timer()``.
 
 Each request stream runs in a worker process (``rr.stream.run_stream``),
 exactly as on h2: the same mailbox protocol (``RESPONSE``, ``INTERIM``, ``HEAD``,
-``DATA``, ``TRAILERS``, ``CREDIT``, ``LOOP``; ``BODY``, ``BODY_END``,
+``DATA``, ``TRAILERS``, ``CREDIT``, ``WANT``, ``LOOP``; ``BODY``, ``BODY_END``,
 ``SENT``, ``CLOSED``, ``DRAIN``), the same exchange, so a request means the
 same on h1, h2 and h3. A worker is monitored: if it dies before its head,
 its stream is answered 500; after, the stream is reset with
@@ -26,9 +26,11 @@ its worker told (``CLOSED``), then killed after ``CLOSE_GRACE``.
 
 Flow control and memory: request bodies flow to a worker as fast as it
 reads them (``RrQuic`` reopens the client's windows only as the worker
-consumes); a worker keeps at most the peer's window plus a chunk of
-response queued here (its ``DATA`` is acknowledged with ``SENT`` once
-aioquic has sent it), so a client that never reads pins at most that.
+consumes); response bytes are paid from send credit (``SENT``): a fair share
+of ``send_budget`` unasked, up to the peer's window plus a chunk when the
+worker asks (``WANT``), never more across the connection than
+``send_budget``, and given back as aioquic sends them — a client that never
+reads pins at most that.
 
 Drain: when ``runtime.draining`` becomes true, a GOAWAY on the control
 stream says which requests will still be served; in-flight streams finish;
@@ -75,7 +77,7 @@ from rr.http3.quic import RrQuic, server_configuration
 from rr.httpdate import http_date
 from rr.log import get_logger
 from rr.request import Headers, Request
-from rr.stream import CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, TRAILERS
+from rr.stream import CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, TRAILERS, WANT
 
 if TYPE_CHECKING:
     from rr.http3.endpoint import QuicAdmission
@@ -144,7 +146,7 @@ class H3Stream:
     """One request stream's state at the conn."""
 
     __slots__ = ("sid", "pid", "ref", "req", "is_head", "head_sent", "ended_local", "ended_remote",
-                 "closed", "alive", "loop", "acks", "dying", "stalled_since")
+                 "closed", "alive", "loop", "queued", "granted", "wants", "dying", "stalled_since")
 
     def __init__(self, sid: int, req: Request, ended: bool) -> None:
         self.sid = sid
@@ -158,7 +160,11 @@ class H3Stream:
         self.closed = False  # no more writes (ended, reset, or the peer stopped it)
         self.alive = True  # its worker runs
         self.loop = False
-        self.acks: collections.deque[int] = collections.deque()  # stream offsets owed a SENT
+        # (stream offset just past them, byte count) of body bytes handed to aioquic and not
+        # yet sent: their credit comes back (SENT) once aioquic has sent them.
+        self.queued: collections.deque[tuple[int, int]] = collections.deque()
+        self.granted = 0  # send credit held by the worker or queued here (rr.stream's protocol)
+        self.wants = False  # the worker asked for more (WANT) and has not been given any since
         self.dying = 0.0  # when a told worker is killed (0: not told)
         self.stalled_since = 0.0  # since when its queued response has not moved (0: it moves)
 
@@ -188,6 +194,11 @@ class Http3Conn:
         self.wt_streams: dict[int, int] = {}  # WebTransport stream id -> its session's stream id
         self.streams: dict[int, H3Stream] = {}
         self.by_ref: dict[Any, int] = {}
+        # Send credit (rr.stream): what all workers together may have queued here, unsent.
+        self.budget = options.send_budget
+        self.fair = max(1024, options.send_budget // options.max_concurrent_streams)
+        self.outstanding = 0
+        self.waiting: set[int] = set()  # streams whose worker asked for credit and waits
         self.done: set[int] = set()  # request streams refused or finished: later frames ignored
         self.sock: Any = None
         self.requests = 0
@@ -213,23 +224,79 @@ class Http3Conn:
         if datagrams:
             send_datagrams(self.sock, datagrams)
         self.timer = self.quic.get_timer()
+        freed = False
         for st in self.streams.values():
-            if st.acks and st.alive:
-                self.acknowledge(st)
+            if st.queued:
+                freed = self.sent(st) or freed
+        if freed and self.waiting:
+            self.regrant()
         return len(datagrams)
 
-    def acknowledge(self, st: H3Stream) -> None:
+    # -- send credit (rr.stream's protocol: every body byte a worker queues is paid for) ------
+
+    def grant(self, st: H3Stream, asked: bool) -> int:
+        """Credit for ``st`` up to its target — a fair share of ``send_budget`` unasked, the
+        peer's window plus a chunk when asked — within what the budget has left."""
+        target = sw.queue_limit(self.quic.send_window(st.sid)) if asked else self.fair
+        give = min(target - st.granted, self.budget - self.outstanding)
+        if give <= 0:
+            return 0
+        st.granted += give
+        self.outstanding += give
+        return give
+
+    def give(self, st: H3Stream, asked: bool) -> None:
+        given = self.grant(st, asked)
+        if given:
+            st.wants = False
+            self.waiting.discard(st.sid)
+            supervisors.send(st.pid, (sw.SENT, given))  # type: ignore[arg-type]
+        elif asked:
+            st.wants = True
+            self.waiting.add(st.sid)
+
+    def queue(self, st: H3Stream, n: int) -> None:
+        """``n`` body bytes of ``st`` went to aioquic (paid from the worker's credit)."""
+        if n:
+            st.queued.append((self.quic.buffered_end(st.sid), n))
+
+    def sent(self, st: H3Stream) -> bool:
+        """Credit back for what aioquic has sent of ``st``; True when some was freed."""
         sent = self.quic.sent_offset(st.sid)
-        window = -1
-        while st.acks and sent >= st.acks[0]:
-            st.acks.popleft()
-            if window < 0:
-                window = self.quic.send_window(st.sid)
-            supervisors.send(st.pid, (sw.SENT, window))  # type: ignore[arg-type]
-        if window >= 0 or not st.acks:
-            st.stalled_since = 0.0
-        elif not st.stalled_since:
-            st.stalled_since = time.monotonic()
+        freed = 0
+        while st.queued and sent >= st.queued[0][0]:
+            freed += st.queued.popleft()[1]
+        if not freed:
+            if st.queued and not st.stalled_since:
+                st.stalled_since = time.monotonic()
+            return False
+        st.stalled_since = 0.0
+        st.granted -= freed
+        self.outstanding -= freed
+        if st.alive and not st.closed:
+            self.give(st, st.wants)  # back as its bytes are sent: a fair share, or what it asked
+        return True
+
+    def release(self, st: H3Stream) -> None:
+        """``st`` is over: every byte of credit it held goes back to the budget."""
+        st.queued.clear()
+        st.stalled_since = 0.0
+        self.outstanding -= st.granted
+        st.granted = 0
+        self.waiting.discard(st.sid)
+        if self.waiting:
+            self.regrant()
+
+    def regrant(self) -> None:
+        """Freed budget goes to the workers that asked for credit and wait."""
+        for sid in list(self.waiting):
+            st = self.streams.get(sid)
+            if st is None or not st.alive or st.closed:
+                self.waiting.discard(sid)
+                continue
+            self.give(st, True)
+            if self.outstanding >= self.budget:
+                break
 
     def overdue(self, now: float) -> None:
         """Time-driven work: streams stalled on the peer's flow control past ``stall_timeout``
@@ -352,7 +419,7 @@ class Http3Conn:
         st = H3Stream(sid, req, ended)
         peer_settings = self.h3.received_settings or {}
         pid, ref = supervisors.spawn_monitor(
-            sw.run_stream, self.pid, sid, req, runtime, ended, self.quic.send_window(sid),
+            sw.run_stream, self.pid, sid, req, runtime, ended, self.grant(st, False),
             peer_settings.get(Setting.MAX_FIELD_SECTION_SIZE), bool(self.options.webtransport),
             label="rr.h3.stream", **self.config.handler_spawn.as_kwargs(),
         )
@@ -468,6 +535,7 @@ class Http3Conn:
         self.send_head(st, status, fields, length, not body)
         if body:
             self.h3.send_data(sid, body, True)
+            self.queue(st, len(body))
             self.local_end(st)
 
     def on_head(self, sid: int, status: int, fields: list[tuple[str, str]], length: int | None,
@@ -489,10 +557,9 @@ class Http3Conn:
         if st is None or st.closed:
             return  # reset meanwhile: the worker is told or being killed
         self.h3.send_data(sid, data, end)
+        self.queue(st, len(data))
         if end:
             self.local_end(st)
-        else:
-            st.acks.append(self.quic.buffered_end(sid))
 
     def on_trailers(self, sid: int, fields: list[tuple[str, str]]) -> None:
         st = self.streams.get(sid)
@@ -535,7 +602,7 @@ class Http3Conn:
         """The stream is over on the wire (reset either way): tell its worker, kill it later."""
         st.closed = True
         st.ended_remote = True
-        st.acks.clear()
+        self.release(st)
         if st.alive and not st.dying:
             supervisors.send(st.pid, _CLOSED)  # type: ignore[arg-type]
             st.dying = time.monotonic() + sw.CLOSE_GRACE
@@ -543,6 +610,7 @@ class Http3Conn:
 
     def maybe_forget(self, st: H3Stream) -> None:
         if st.closed and st.ended_remote and not st.alive:
+            self.release(st)  # its last bytes may still be in aioquic's buffer: bounded by its credit
             self.streams.pop(st.sid, None)
             self.done.add(st.sid)
             self.quic.forget(st.sid)
@@ -679,6 +747,10 @@ class Http3Conn:
             self.on_trailers(msg[1], msg[2])
         elif tag == INTERIM:
             self.on_interim(msg[1], msg[2], msg[3])
+        elif tag == WANT:
+            st = self.streams.get(msg[1])
+            if st is not None and st.alive and not st.closed:
+                self.give(st, True)
         elif tag == webtransport.DATAGRAM_OUT:
             self.wt_datagram(msg[1], msg[2])
         elif tag == webtransport.STREAM_OUT:

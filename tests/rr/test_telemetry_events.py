@@ -111,6 +111,16 @@ def test_a_run_over_h1_and_h2_emits_every_documented_event_with_exactly_its_keys
         p.expect_goaway(fr.ENHANCE_YOUR_CALM)
     rr.drain(srv.name, timeout=5)
 
+    # Load shedding: with one exchange running, the next request is shed (503).
+    release = gevent.event.Event()
+    shed = serve([("/hold", lambda req: (held.put("shed"), release.wait(20), resp.text(200, "ok"))[2])],
+                 shed_concurrent_requests=1)
+    with shed.connect() as busy:
+        busy.sendall(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert held.get(timeout=10) == "shed"
+        assert shed.request(b"GET /hold HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").startswith(b"HTTP/1.1 503")
+        release.set()
+
     specs = {spec.event: spec for spec in telemetry.EVENTS}
     for event, meas, meta in seen:
         spec = specs[event]

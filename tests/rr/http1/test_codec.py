@@ -366,7 +366,8 @@ def test_header_line_over_limit_is_431_before_the_head_ends():
 
 
 def test_header_block_over_limit_is_431_before_the_head_ends():
-    partial = b"GET / HTTP/1.1\r\n" + b"X-A: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n" * 300
+    # 100 lines (within max_header_count) of 128 bytes: the block passes 10240 bytes first
+    partial = b"GET / HTTP/1.1\r\n" + (b"X-A: " + b"a" * 121 + b"\r\n") * 100
     with pytest.raises(ParseError) as info:
         parse_head(partial, Limits())
     assert (info.value.status, info.value.reason) == (431, "header_block_too_long")
@@ -684,3 +685,42 @@ def test_a_repeated_head_is_served_from_the_cache_only_under_the_same_limits():
         parse_head(raw, Limits(max_header_count=2))
     assert few.value.status == 431
     assert parse_head(raw, generous)[0] is first
+
+
+# -- two rules broken at once: the status must not depend on segmentation (issue 13) ---------
+
+TWO_RULES = [
+    # (id, bytes, status): the shortest bad prefix decides, whole or in pieces
+    ("bare_lf_then_request_line_too_long", b"\nGET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("bare_cr_in_target_then_too_long", b"GET /a\rb" + b"c" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("request_line_too_long_then_bare_lf", b"GET /" + b"a" * 9000 + b"\n HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("bare_lf_in_a_field_then_header_line_too_long",
+     b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: " + b"b" * 9000 + b"\r\n\r\n", 400),
+    ("header_line_too_long_then_bare_lf",
+     b"GET / HTTP/1.1\r\nHost: x\r\nX-B: " + b"b" * 9000 + b"\r\nX-A: 1\n\r\n\r\n", 431),
+    ("too_many_headers_then_bare_cr",
+     b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: 1\r\n" * 120 + b"Y: \r1\r\n\r\n", 431),
+    ("bare_cr_then_too_many_headers",
+     b"GET / HTTP/1.1\r\nHost: x\r\nY: \r1\r\n" + b"X: 1\r\n" * 120 + b"\r\n", 400),
+    ("chunked_trailer_bare_cr_then_line_too_long",
+     post(b"Transfer-Encoding: chunked\r\n", body=b"0\r\nX-T: 1\re" + b"e" * 9000 + b"\r\n\r\n"), 400),
+    ("chunked_too_many_trailers_then_bare_cr",
+     post(b"Transfer-Encoding: chunked\r\n", body=b"0\r\n" + b"X: 1\r\n" * 120 + b"Y: \r1\r\n\r\n"), 431),
+]
+
+
+def _status_fed(raw: bytes, pieces: list[bytes]) -> int:
+    parser = Parser(Limits())
+    with pytest.raises(ParseError) as info:
+        for piece in pieces:
+            parser.feed(piece)
+    return info.value.status
+
+
+@pytest.mark.parametrize(("raw", "status"), [row[1:] for row in TWO_RULES], ids=[row[0] for row in TWO_RULES])
+def test_a_request_breaking_two_rules_gets_one_status_whole_byte_by_byte_or_in_pieces(raw, status):
+    """Found by the h1_head and h1_chunked fuzz targets: fed whole the sizes were measured
+    first (414/431), byte by byte a bare CR or LF was seen first (400)."""
+    assert _status_fed(raw, [raw]) == status
+    assert _status_fed(raw, [raw[i:i + 1] for i in range(len(raw))]) == status
+    assert _status_fed(raw, [raw[i:i + 37] for i in range(0, len(raw), 37)]) == status

@@ -139,3 +139,47 @@ def test_every_hostile_connection_released_its_slot(serve):
         srv.request(raw)
     wait_processes_gone("rr.conn")  # each conn process frees its slot before it exits
     assert srv.info()["active_clients"] == 0
+
+
+# -- two rules at once: whole or one byte per write, the same status (issue 13) ----------------
+
+SMALL_LIMITS = {"max_request_line": 64, "max_header_line": 64, "max_header_count": 5}
+TWO_RULES: list[tuple[str, bytes, int]] = [
+    ("bare_lf_then_request_line_too_long", b"\nGET /" + b"a" * 80 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("request_line_too_long_then_bare_lf", b"GET /" + b"a" * 80 + b"\n HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ("bare_lf_in_a_field_then_header_line_too_long",
+     b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\nX-B: " + b"b" * 80 + b"\r\n\r\n", 400),
+    ("too_many_headers_then_bare_cr", b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: 1\r\n" * 6 + b"Y: \r1\r\n\r\n", 431),
+    ("bare_cr_then_too_many_headers", b"GET / HTTP/1.1\r\nHost: x\r\nY: \r1\r\n" + b"X: 1\r\n" * 6 + b"\r\n", 400),
+]
+
+
+def _byte_by_byte(srv, raw: bytes) -> bytes:
+    """One write per byte (TCP_NODELAY, a loop turn between writes), then read to the close."""
+    import socket
+
+    import gevent
+
+    sock = srv.connect()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for i in range(len(raw)):
+            try:
+                sock.sendall(raw[i:i + 1])
+            except OSError:  # answered and closed before the rest was sent
+                break
+            gevent.sleep(0)
+        data = b""
+        sock.settimeout(10)
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(("raw", "status"), [v[1:] for v in TWO_RULES], ids=[v[0] for v in TWO_RULES])
+def test_a_request_breaking_two_rules_gets_the_same_status_whole_or_one_byte_per_write(serve, raw, status):
+    srv = serve(_body_length, protocols=[("http1", SMALL_LIMITS)])
+    assert _status(srv.request(raw)) == status
+    assert _status(_byte_by_byte(srv, raw)) == status

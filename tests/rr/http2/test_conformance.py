@@ -646,6 +646,30 @@ def test_rfc9113_8_2_1_pseudo_header_value_with_cr_lf_or_nul_is_malformed(peer, 
     expect_malformed(peer, 1)
 
 
+@pytest.mark.parametrize("value", ["user@example.com", "exa mple.com", "example.com:8o",
+                                   "[::1", "ex/ample.com", "example.com\\x", "ex\u00e9mple.com",
+                                   "ex<ample>.com", "exa\"mple.com"])
+@pytest.mark.parametrize("field", [":authority", "host"])
+def test_rfc9113_8_3_1_authority_outside_the_host_grammar_is_malformed(peer, field, value):
+    """``:authority`` (and ``host`` standing in for it) is held to the Host rule h1 applies
+    (RFC 3986 reg-name / IP-literal, port digits, no userinfo): a stream error, as for other
+    malformed pseudo-headers."""
+    fields = base(peer)
+    if field == "host":
+        fields = [(k, v) for k, v in fields if k != ":authority"] + [("host", value)]
+    else:
+        fields = [(k, value if k == ":authority" else v) for k, v in fields]
+    send_request(peer, 1, fields)
+    expect_malformed(peer, 1)
+
+
+@pytest.mark.parametrize("value", ["example.com", "example.com:8443", "127.0.0.1:80", "[::1]:443",
+                                   "xn--exmple-cua.com", "a-b_c~d!$&'()*+,;=%20"])
+def test_rfc9113_8_3_1_authority_in_the_host_grammar_is_served(peer, value):
+    send_request(peer, 1, [(k, value if k == ":authority" else v) for k, v in base(peer)])
+    assert peer.response(1).status == 200
+
+
 def test_rfc9110_9_1_method_that_is_not_a_token_is_malformed(peer):
     send_request(peer, 1, [(k, "G ET" if k == ":method" else v) for k, v in base(peer)])
     expect_malformed(peer, 1)

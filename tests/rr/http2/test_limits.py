@@ -68,6 +68,14 @@ def make_app(gate: Gate):
         elif req.path.startswith("/bytes/"):
             return resp.Response(200, [("content-type", "application/octet-stream")],
                                  b"x" * int(req.path[7:]))
+        elif req.path == "/loop":  # two 10 KiB pushes at once, then it waits for messages
+            supervisors.send(supervisors.self(), "go")
+            def on_info(msg, push, state):
+                if msg == "go":
+                    push(b"a" * 10240)
+                    push(b"b" * 10240)
+                return state
+            return resp.Loop(200, [("content-type", "text/event-stream")], None, on_info)
         elif req.path == "/empty":
             return resp.Response(204, [], b"")
         elif req.path == "/endless":
@@ -395,3 +403,90 @@ def test_a_stalled_stream_queues_at_most_its_window_plus_a_chunk(h2, window):
             assert time.monotonic() < deadline, queued
             gevent.sleep(0.02)
     assert max(queued) <= window + 2 * CHUNK, queued  # 80 KiB each before the fix
+
+
+# -- send_budget: what one connection's workers may queue, all streams together (issue 13) -----
+
+
+def _machines(srv) -> list:
+    runtime = rr._runtimes[srv.name]
+    return [m for m in (getattr(c, "machine", None) for c in runtime.conns.values()) if m is not None]
+
+
+def test_send_budget_bounds_what_all_streams_of_a_zero_window_connection_queue(h2):
+    """40 streams of 64 KiB to a peer that opens no window: each worker alone may queue 16 KiB
+    (640 KiB together, what every stream held before); the connection holds at most
+    ``send_budget`` (each worker a share of it unasked, more when it asks, while budget
+    lasts), the other workers wait for credit, and once the peer opens its windows every
+    stream is answered in full (the waiting workers get their credit)."""
+    from rr.stream import CHUNK
+
+    budget = 4 * CHUNK
+    srv = h2(send_budget=budget)
+    streams = 40
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 0))) as p:
+        for i in range(streams):
+            p.request(2 * i + 1, "/bytes/65536")
+        deadline = time.monotonic() + 10
+        peak = 0
+        while True:  # the budget fills; sample it all the while
+            queued = _queued_per_stream(srv)
+            (machine,) = _machines(srv)
+            peak = max(peak, sum(queued), machine.credited)
+            if machine.credited > budget - CHUNK and srv.info()["live_streams"] == streams:
+                break
+            assert time.monotonic() < deadline, (queued, machine.credited)
+            gevent.sleep(0.02)
+        for _ in range(10):  # workers with room left would use it now; none has any
+            gevent.sleep(0.02)
+            peak = max(peak, sum(_queued_per_stream(srv)), machine.credited)
+        assert peak <= budget, f"{peak} bytes queued on one connection, budget {budget}"
+        assert sum(_queued_per_stream(srv)) > budget // 2  # the budget is what binds
+        # The peer opens its windows: every stream completes, none waits forever.
+        p.send(fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20)), fr.window_update(0, streams * 65536))
+        for i in range(streams):
+            res = p.response(2 * i + 1, timeout=20)
+            assert res.status == 200 and len(res.body) == 65536, (i, res.status, res.reset)
+        assert machine.credited == 0
+
+
+def test_send_budget_is_validated(h2):
+    for bad in (0, 16383, "1M"):
+        with pytest.raises(ValueError, match="send_budget"):
+            h2(send_budget=bad)
+
+
+def test_a_loop_out_of_credit_sends_what_it_gathered_when_credit_comes(h2):
+    """A Loop's second push is gathered and finds too little credit against a zero window
+    (16 KiB in all); the Loop then waits for messages. When the peer opens its window,
+    the credit that comes back must let those bytes go out, not wait for another push."""
+    srv = h2()
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 0))) as p:
+        p.request(1, "/loop")
+        deadline = time.monotonic() + 10
+        # what a zero window allows is queued (a window's worth plus a chunk); the rest is held
+        while _queued_per_stream(srv) != [16384]:
+            assert time.monotonic() < deadline, _queued_per_stream(srv)
+            gevent.sleep(0.02)
+        p.send(fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20)))
+        p.wait(lambda: 1 in p.responses and len(p.responses[1].body) >= 20480, timeout=10, what="both pushes")
+        assert p.responses[1].body == b"a" * 10240 + b"b" * 10240
+
+
+def test_streams_that_send_nothing_do_not_hold_the_send_budget_from_one_that_sends(h2, gate):
+    """30 handlers waiting (a slow backend, a long poll) hold only a share of the budget each,
+    so a stream that sends 256 KiB on the same connection is served meanwhile."""
+    from rr.stream import CHUNK
+
+    srv = h2(send_budget=4 * CHUNK)
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20))) as p:
+        for i in range(30):
+            p.request(2 * i + 1, "/hold")
+        gate.wait_entered(30)
+        p.send(fr.window_update(0, 1 << 20))
+        p.request(61, "/bytes/262144")
+        res = p.response(61, timeout=10)
+        assert res.status == 200 and len(res.body) == 262144
+        gate.event.set()
+        for i in range(30):
+            assert p.response(2 * i + 1).status == 200

@@ -460,3 +460,24 @@ def test_an_idle_connection_closes_after_keep_alive_timeout(h3):
         c.wait_told_closed(5)
     info = _wait_released(srv.name)
     assert info["active_clients"] == 0
+
+
+def test_send_budget_bounds_what_all_streams_of_a_non_reading_connection_queue(h3):
+    """40 streams each answering 64 KiB to a client whose windows let almost nothing through:
+    the workers together never hold more send credit than ``send_budget`` (rr.stream's
+    protocol: every queued byte is paid for), and each worker stays within its share."""
+    body = b"z" * 65536
+    srv = h3(lambda req: resp.Response(200, [], body),
+             protocols=[("http3", {"send_budget": 131072, "max_concurrent_streams": 40}), "http2"])
+    with H3Wire(srv.port, max_data=4096, max_stream_data=1024) as c:
+        sids = [c.start("GET", f"/{i}") for i in range(40)]
+        conn = next(v for v in rr.listener_info.__globals__["_runtimes"][srv.name].conns.values()
+                    if v is not None and type(v).__name__ == "Http3Conn")
+        most = 0
+        for _ in range(40):
+            c.read_on(0.02)  # services the connection (acks) but the windows stay tiny
+            most = max(most, conn.outstanding)
+            assert conn.outstanding == sum(st.granted for st in conn.streams.values())
+        assert 0 < most <= 131072, most
+        assert all(st.granted <= 65536 + 16384 for st in conn.streams.values())
+        assert sids
