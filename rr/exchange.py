@@ -407,6 +407,7 @@ class Exchange:
                 runtime.in_flight -= 1
             if charged:
                 supervisors.release(charged)
+            req._interim = None  # the request no longer holds this exchange: no cycle for the GC
             dispatch.finish(req, self.status, started, self.sent, outcome)
             if config.access_log:
                 self._log_access()
