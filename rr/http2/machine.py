@@ -805,7 +805,7 @@ class H2Machine:
         framed, ended = self.flow.pump(st, self.out)
         if framed:
             self.release(st, framed)
-            if st.alive and not st.closed:
+            if st.alive and not st.closed and not ended:  # a complete response needs no more credit
                 self.give(st)
         if ended:
             self.local_end(st)
