@@ -50,6 +50,7 @@ SCENARIOS = {s.name: s for s in [
     Scenario("echo", "/echo", method="POST", body_size=256),
     Scenario("large_response", "/large"),
     Scenario("multiplex_100", "/", concurrency=100),
+    Scenario("echo_100", "/echo", concurrency=100, method="POST", body_size=256),
 ]}
 
 
