@@ -34,7 +34,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rr.forwarded import Trusted
@@ -308,9 +308,7 @@ def _sub_options(protocol: str, raw: Any, cls: type, bounds: Mapping[str, tuple[
     """Validate one protocol's nested options against ``cls``'s fields and ``bounds``."""
     if not isinstance(raw, Mapping):
         raise _fail("protocols", raw, f"{protocol} sub-options as a dict")
-    for key in raw:
-        if key not in bounds:
-            raise _fail(f"protocols.{protocol}.{key}", raw[key], ", ".join(sorted(bounds)))
+    _known_keys(f"protocols.{protocol}", raw, bounds)
     base = cls()
     values: dict[str, Any] = {}
     for key, (lo, hi) in bounds.items():
@@ -398,9 +396,7 @@ def _tls(raw: Any, alpn: list[str]) -> ssl.SSLContext | None:
     if not isinstance(raw, Mapping):
         raise _fail("tls", raw, "an ssl.SSLContext or a dict with certfile and keyfile")
     allowed = {"certfile", "keyfile", "password", "cafile", "verify_client", "ciphers"}
-    for key in raw:
-        if key not in allowed:
-            raise _fail(f"tls.{key}", raw[key], ", ".join(sorted(allowed)))
+    _known_keys("tls", raw, allowed)
     if "certfile" not in raw:
         raise _fail("tls", raw, "a dict with at least certfile (and keyfile unless the cert file holds it)")
     return server_context(
@@ -489,8 +485,7 @@ def _http3_tls(http3: Http3Options, raw: Any) -> Http3Options:
         raise _fail("protocols", "http3", "http3 with aioquic installed (pip install 'rr[http3]')") from None
     except (OSError, ValueError) as exc:
         raise _fail("protocols.http3.certfile", certfile, f"a readable certificate/key pair ({exc})") from None
-    return Http3Options(**{**{f: getattr(http3, f) for f in Http3Options.__dataclass_fields__},
-                           "certfile": certfile, "keyfile": keyfile})
+    return replace(http3, certfile=certfile, keyfile=keyfile)
 
 
 def _alt_svc(raw: Any) -> str | None:
@@ -501,15 +496,19 @@ def _alt_svc(raw: Any) -> str | None:
     return raw
 
 
+def _known_keys(prefix: str, raw: Mapping[str, Any], allowed: Any) -> None:
+    """A key of ``raw`` outside ``allowed`` fails, named as ``prefix.key``."""
+    for key in raw:
+        if key not in allowed:
+            raise _fail(f"{prefix}.{key}", raw[key], ", ".join(sorted(allowed)))
+
+
 def _ws_options(raw: Any) -> WsOptions:
     if raw is None:
         return WsOptions()
     if not isinstance(raw, Mapping):
         raise _fail("ws", raw, "a dict of WebSocket options")
-    allowed = set(WsOptions.__dataclass_fields__)
-    for key in raw:
-        if key not in allowed:
-            raise _fail(f"ws.{key}", raw[key], ", ".join(sorted(allowed)))
+    _known_keys("ws", raw, WsOptions.__dataclass_fields__)
     base = WsOptions()
     frame = _int({"ws.max_frame_size": raw.get("max_frame_size", base.max_frame_size)},
                  "ws.max_frame_size", 0, 125, 2**62)
@@ -539,10 +538,7 @@ def _proxy_protocol(raw: Any) -> ProxyProtocolOptions | None:
         return ProxyProtocolOptions()
     if not isinstance(raw, Mapping):
         raise _fail("proxy_protocol", raw, "True or a dict with trusted, timeout, max_size")
-    allowed = set(ProxyProtocolOptions.__dataclass_fields__)
-    for key in raw:
-        if key not in allowed:
-            raise _fail(f"proxy_protocol.{key}", raw[key], ", ".join(sorted(allowed)))
+    _known_keys("proxy_protocol", raw, ProxyProtocolOptions.__dataclass_fields__)
     base = ProxyProtocolOptions()
     trusted = base.trusted if "trusted" not in raw else _trusted("proxy_protocol.trusted", raw["trusted"])
     timeout = _seconds({"proxy_protocol.timeout": raw.get("timeout", base.timeout)}, "proxy_protocol.timeout", 0)

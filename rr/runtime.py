@@ -49,6 +49,7 @@ class ListenerRuntime:
         self.udp_sock: Any = None
         self.quic_routes: dict[bytes, supervisors.Pid] = {}
         self.quic_dropped = 0  # datagrams dropped at a connection whose mailbox was full
+        self.quic_configuration: Any = None  # built by the first QUIC connection (rr.http3.conn)
         self.port = config.port
         # (st_dev, st_ino) of the Unix socket file this listener created: removed on close
         # only while it is still that file (a successor may have bound the path meanwhile).

@@ -142,6 +142,11 @@ class _H3(H3Connection):
             return [StreamBroken(sid)]
 
 
+def _wire(fields: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """The exchange's checked fields as the bytes aioquic's QPACK encoder takes."""
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
+
+
 class H3Stream:
     """One request stream's state at the conn."""
 
@@ -182,10 +187,14 @@ class Http3Conn:
         self.config = config
         self.options = options
         self.pid = supervisors.self()
-        configuration = server_configuration(
-            options.certfile, options.keyfile, conn_window=options.conn_window,
-            stream_window=options.stream_window, idle_timeout=config.keep_alive_timeout,
-            datagrams=bool(options.webtransport))
+        configuration = runtime.quic_configuration
+        if configuration is None:
+            # Once per listener (aioquic only reads it; its own server shares one as well), not
+            # a read and parse of the certificate files for every new connection.
+            configuration = runtime.quic_configuration = server_configuration(
+                options.certfile, options.keyfile, conn_window=options.conn_window,
+                stream_window=options.stream_window, idle_timeout=config.keep_alive_timeout,
+                datagrams=bool(options.webtransport))
         self.quic = RrQuic(configuration=configuration, max_streams=options.max_concurrent_streams,
                            stream_window=options.stream_window, conn_window=options.conn_window,
                            original_destination_connection_id=adm.original_dcid,
@@ -518,8 +527,7 @@ class Http3Conn:
 
     def send_head(self, st: H3Stream, status: int, fields: list[tuple[str, str]], length: int | None,
                   end: bool) -> None:
-        block = [(b":status", str(status).encode())]
-        block += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
+        block = [(b":status", str(status).encode()), *_wire(fields)]
         if length is not None:
             block.append((b"content-length", str(length).encode()))
         self.h3.send_headers(st.sid, block, end_stream=end)
@@ -548,9 +556,7 @@ class Http3Conn:
         """An informational head (103 Early Hints) before the final one: a HEADERS frame."""
         st = self.streams.get(sid)
         if st is not None and not st.closed and not st.head_sent:
-            block = [(b":status", str(status).encode())]
-            block += [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields]
-            self.h3.send_headers(sid, block)
+            self.h3.send_headers(sid, [(b":status", str(status).encode()), *_wire(fields)])
 
     def on_worker_data(self, sid: int, data: bytes, end: bool) -> None:
         st = self.streams.get(sid)
@@ -565,8 +571,7 @@ class Http3Conn:
         st = self.streams.get(sid)
         if st is None or st.closed:
             return
-        self.h3.send_headers(sid, [(n.encode("latin-1"), v.encode("latin-1")) for n, v in fields],
-                             end_stream=True)
+        self.h3.send_headers(sid, _wire(fields), end_stream=True)
         self.local_end(st)
 
     def local_end(self, st: H3Stream) -> None:
