@@ -40,7 +40,9 @@ floors (``floor``: gevent's StreamServer; ``raw``: non-blocking sockets met
 through gevent's io watchers directly) send bytes prepared at start-up.
 
 Compression rows also time the compressor alone (a child process pinned to the
-server CPU) so the report can show each server's CPU per request without it;
+server CPU) so the report can show each server's CPU per request without it
+(rr's gzip middleware codes with zlib-ng when the ``speed`` extra is installed,
+the peers' with the standard ``zlib``: each server's own coder is taken out);
 ``--flame DIR`` adds one uncounted run per scenario with ``py-spy record``
 sampling rr, written as ``DIR/rr-<scenario>.svg``. An h2 server counts as up once it answers the h2 preface with a
 SETTINGS frame, and each h2 row's pre-flight is one full h2 request (the ``h2``
@@ -1193,10 +1195,15 @@ import json, sys, time, zlib
 sys.path.insert(0, sys.argv[1])
 import bench_common as c
 data = c.GZIP_SOURCE
-def gz():
-    z = zlib.compressobj(c.GZIP_LEVEL, zlib.DEFLATED, 31)
+def gz(mod=zlib):
+    z = mod.compressobj(c.GZIP_LEVEL, mod.DEFLATED, 31)
     return z.compress(data) + z.flush()
 coders = {"gzip": gz}
+try:
+    from zlib_ng import zlib_ng
+    coders["gzip-ng"] = lambda: gz(zlib_ng)
+except ImportError:
+    pass
 try:
     import brotli
     coders["br"] = lambda: brotli.compress(data, quality=c.BROTLI_QUALITY)
@@ -1215,6 +1222,15 @@ for name, fn in coders.items():
     while time.process_time() - t0 < 0.5:
         fn(); n += 1
     out[name] = {"us": (time.process_time() - t0) / n * 1e6, "size": size}
+    # the fastest of 5 slices of 0.2 s: a busy neighbour only ever adds time
+    best = None
+    for _ in range(5):
+        n, t0 = 0, time.process_time()
+        while time.process_time() - t0 < 0.2:
+            fn(); n += 1
+        us = (time.process_time() - t0) / n * 1e6
+        best = us if best is None else min(best, us)
+    out[name]["us"] = best
 print(json.dumps({"source": len(data), "codings": out}))
 """
 
@@ -1580,9 +1596,9 @@ def compressor_lines(report: Report, rows: list[Scenario], shown: list[str]) -> 
     lines.append("| scenario | " + " | ".join(shown) + " |")
     lines.append("|---|" + "---:|" * len(shown))
     for sc in rows:
-        us = costs[COMPRESSED[sc.name]]["us"]
         vals = []
         for n in shown:
+            us = costs[_coder(sc.name, n, costs)]["us"]
             cell = report.cells.get((sc.name, n), Cell())
             rate, cpu = cell.median("rate"), cell.median("cpu_pct")
             if not rate or cpu is None:
@@ -1595,8 +1611,20 @@ def compressor_lines(report: Report, rows: list[Scenario], shown: list[str]) -> 
     return lines
 
 
-_LEVELS = {"gzip": f"zlib level {common.GZIP_LEVEL}", "br": f"quality {common.BROTLI_QUALITY}",
-           "zstd": f"level {common.ZSTD_LEVEL}"}
+_LEVELS = {"gzip": f"zlib level {common.GZIP_LEVEL}", "gzip-ng": f"zlib-ng level {common.GZIP_LEVEL}",
+           "br": f"quality {common.BROTLI_QUALITY}", "zstd": f"level {common.ZSTD_LEVEL}"}
+
+
+def _coder(scenario: str, server: str, costs: dict) -> str:
+    """The coder ``server`` runs on ``scenario``: rr's middleware uses zlib-ng when it is installed
+    (rr.contrib.compress.ZLIB); gzip_response's handler and every peer use the standard zlib."""
+    coding = COMPRESSED[scenario]
+    if coding == "gzip" and scenario != "gzip_response" and server.startswith("rr") and "gzip-ng" in costs:
+        from rr.contrib import compress
+
+        if compress.ZLIB == "zlib-ng":
+            return "gzip-ng"
+    return coding
 
 
 def render_chart(report: Report, path: Path) -> bool:

@@ -18,6 +18,16 @@ TEXT = ("hello compressible world " * 200).encode()
 JSON = [("content-type", "application/json")]
 
 
+@pytest.fixture(autouse=True, params=["zlib-ng", "zlib"])
+def zlib_backend(request, monkeypatch):
+    """Every test runs on both gzip/deflate coders: zlib-ng (the speed extra) and the standard module."""
+    if request.param == "zlib":
+        monkeypatch.setattr(compress, "_zlib", zlib)
+    else:
+        assert compress.ZLIB == "zlib-ng"  # the test extra installs it: the fast path is what runs
+    return request.param
+
+
 def get(accept: str | None = "gzip", method: str = "GET", **options):
     hdrs = [("accept-encoding", accept)] if accept is not None else []
     return compress.middleware(**options), request(method, "/", hdrs)
@@ -104,6 +114,21 @@ def test_levels_are_used():
     z1 = run(*get("zstd", zstd_level=1), resp.text(200, varied)).body
     z19 = run(*get("zstd", zstd_level=19), resp.text(200, varied)).body
     assert z1 != z19  # the level reached the coder (19 is not always smaller on noise)
+
+
+def test_the_zlib_backend_is_zlib_ng_when_installed_else_the_standard_module():
+    import sys
+
+    assert compress._optional("zlib_ng.zlib_ng", "zlib").__name__ == "zlib_ng.zlib_ng"
+    saved = sys.modules.get("zlib_ng.zlib_ng")
+    sys.modules["zlib_ng.zlib_ng"] = None  # type: ignore[assignment]  # an import of it fails
+    try:
+        assert compress._optional("zlib_ng.zlib_ng", "zlib") is zlib
+    finally:
+        if saved is not None:
+            sys.modules["zlib_ng.zlib_ng"] = saved
+        else:
+            del sys.modules["zlib_ng.zlib_ng"]
 
 
 def test_missing_packages_fall_back_cleanly(monkeypatch):
