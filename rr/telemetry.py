@@ -79,7 +79,7 @@ EVENTS: tuple[EventSpec, ...] = (
               "a connection was accepted and given a slot"),
     EventSpec(("rr", "listener", "conn_rejected"), (), ("listener", "peer", "reason"),
               "a connection was refused at `max_clients`"),
-    EventSpec(("rr", "conn", "close"), (_DURATION, ("requests", "count")), ("listener", "peer", "reason"),
+    EventSpec(("rr", "conn", "close"), (_DURATION, ("requests", "count")), ("listener", "peer", "reason", "protocol"),
               "a connection ended (every protocol)"),
     EventSpec(("rr", "http2", "goaway"), (), ("listener", "peer", "error", "reason"),
               "rr ended an HTTP/2 connection for a connection error: GOAWAY with `error` "
@@ -102,7 +102,8 @@ METADATA: dict[str, str] = {
     "route": "the matched route's pattern, e.g. `/users/:id` (group prefixes included); None before "
              "routing, on a 404/405, and on a listener serving a single handler",
     "route_name": "the matched route's `name`, or None",
-    "protocol": "`HTTP/1.1`, `HTTP/1.0` or `HTTP/2` (`HTTP/3` once rr serves it)",
+    "protocol": "`HTTP/1.1`, `HTTP/1.0`, `HTTP/2` or `HTTP/3`: the request's version; on conn close the "
+                "connection's (`HTTP/1.1` for HTTP/1.x), None when it ended before one was chosen",
     "scheme": "`http` or `https`",
     "peer": "the client's (address, port)",
     "status": "the response status sent (0 when none was)",

@@ -151,6 +151,7 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
     config = runtime.config
     header = peer_cert = None
     close_reason = "proxy_protocol" if config.proxy_protocol is not None else "tls_handshake"
+    protocol = None  # known once TLS (ALPN) or the first bytes chose it
     try:
         if sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -173,8 +174,10 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
             peer_cert = peer_certificate(sock)
         close_reason = "normal"
         if choose_protocol(sock, runtime, scheme) == "http2":
+            protocol = "HTTP/2"
             conn = serve_h2(sock, peer, runtime, scheme, proxy=header, peer_cert=peer_cert)
             return
+        protocol = "HTTP/1.1"
         conn = h1 = Http1Conn(sock, peer, runtime, scheme, proxy=header, peer_cert=peer_cert)
         runtime.conns[pid] = h1
         try:
@@ -189,6 +192,7 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
             raise
         if switch is not None:
             runtime.conns[pid] = None
+            protocol = "HTTP/2"
             conn = serve_h2(sock, peer, runtime, scheme, switch.initial, switch.upgrade, proxy=header)
     finally:
         if conn is not None:
@@ -204,5 +208,5 @@ def serve_connection(sock: Any, peer: Any, runtime: ListenerRuntime) -> None:
             telemetry.execute(
                 _CONN_CLOSE,
                 {"duration": _monotonic() - started, "requests": conn.requests if conn is not None else 0},
-                {"listener": runtime.name, "peer": peer, "reason": close_reason},
+                {"listener": runtime.name, "peer": peer, "reason": close_reason, "protocol": protocol},
             )

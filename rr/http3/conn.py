@@ -361,6 +361,10 @@ class Http3Conn:
                     code = event.error_code
                     self.close_reason = ("idle_timeout" if code == 0 and not event.reason_phrase
                                          else "peer_closed" if code in (0, ErrorCode.H3_NO_ERROR)
+                                         # CRYPTO_ERROR (RFC 9001 §4.8: 0x100 + a TLS alert) before the
+                                         # handshake completed: a failed handshake, as on TCP
+                                         else "tls_handshake" if 0x100 <= code <= 0x1FF
+                                         and not self.quic._handshake_complete
                                          else "protocol_error")
             else:
                 self.h3.handle_event(event)
@@ -853,4 +857,5 @@ def serve_h3(adm: QuicAdmission, peer: Any, runtime: ListenerRuntime) -> None:
             conn.sock.close()
         if telemetry.enabled(_CONN_CLOSE):
             telemetry.execute(_CONN_CLOSE, {"duration": time.monotonic() - started, "requests": conn.requests},
-                              {"listener": runtime.name, "peer": peer, "reason": conn.close_reason})
+                              {"listener": runtime.name, "peer": peer, "reason": conn.close_reason,
+                               "protocol": "HTTP/3"})
