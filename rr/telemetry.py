@@ -105,7 +105,8 @@ METADATA: dict[str, str] = {
     "protocol": "`HTTP/1.1`, `HTTP/1.0`, `HTTP/2` or `HTTP/3`: the request's version; on conn close the "
                 "connection's (`HTTP/1.1` for HTTP/1.x), None when it ended before one was chosen",
     "scheme": "`http` or `https`",
-    "peer": "the client's (address, port)",
+    "peer": "the client's (address, port) — the PROXY header's client or a trusted forwarder's once read; "
+            "on `listener` events, which come before any of that is read, the socket's peer",
     "status": "the response status sent (0 when none was)",
     "outcome": "`ok`, `client_gone` (the peer left mid-response), `aborted` (cut short: a crash after "
                "the head, a wrong content-length) or `error` (the process was stopped)",
