@@ -158,6 +158,8 @@ class TlsStream:
                 data = self._decrypt(n)
                 if data:
                     return data
+                if self.out_pos < len(self.out) and not self.sending:
+                    continue  # TLS's own answer first (above), then wait for the peer
             if self.eof:
                 return b""
             if self.timeout == 0.0:
