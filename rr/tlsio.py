@@ -56,6 +56,8 @@ _monotonic = time.monotonic
 RECV_SIZE = 65536
 # Plaintext encrypted per step of a write before its records are handed to the kernel.
 WRITE_CHUNK = 131072
+# How long ``shutdown`` waits for close_notify to leave when the stream has no timeout.
+SHUTDOWN_WAIT = 1.0
 
 # One read buffer for every stream of this process: ``recv_into`` fills it and the
 # incoming BIO copies it out in the same step, with no switch in between.
@@ -201,7 +203,7 @@ class TlsStream:
         if how != socket.SHUT_RD:
             self._notify()
             try:
-                self._flush(self._deadline())
+                self._flush(_monotonic() + (self.timeout or SHUTDOWN_WAIT))
             except OSError:
                 pass
         self.raw.shutdown(how)
