@@ -39,10 +39,9 @@ a clean close, not a reset; an h2 connection says ``GOAWAY`` first (in
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
-
-import ssl
 
 import supervisors
 from rr import proxy_protocol, telemetry
@@ -68,6 +67,7 @@ class HandshakeFailed(Exception):
 def tls_handshake(raw: Any, runtime: ListenerRuntime) -> Any:
     """Server-side TLS over ``raw`` bounded by ``tls_handshake_timeout``; raises ``HandshakeFailed``."""
     config = runtime.config
+    assert config.tls is not None
     try:
         # ssl.SSLObject over memory BIOs on the raw socket (rr.tlsio), from any
         # ssl.SSLContext (the user's own context included).
