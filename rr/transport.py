@@ -67,7 +67,7 @@ class HandshakeFailed(Exception):
 def tls_handshake(raw: Any, runtime: ListenerRuntime) -> Any:
     """Server-side TLS over ``raw`` bounded by ``tls_handshake_timeout``; raises ``HandshakeFailed``."""
     config = runtime.config
-    assert config.tls is not None
+    assert config.tls is not None, "the handshake runs only on a TLS listener"
     try:
         # ssl.SSLObject over memory BIOs on the raw socket (rr.tlsio), from any
         # ssl.SSLContext (the user's own context included).
