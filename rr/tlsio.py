@@ -60,7 +60,9 @@ WRITE_CHUNK = 131072
 SHUTDOWN_WAIT = 1.0
 
 # One read buffer for every stream of this process: ``recv_into`` fills it and the
-# incoming BIO copies it out in the same step, with no switch in between.
+# incoming BIO copies it out in the same step, with no switch in between. (rr runs
+# every connection on one thread's hub; ``recv_into`` releases the GIL, so streams
+# served from a second OS thread would each need a buffer of their own.)
 _BUF = bytearray(RECV_SIZE)
 _VIEW = memoryview(_BUF)
 

@@ -258,3 +258,21 @@ def test_tls_messages_in_mid_connection_are_answered(serve, tls_files, version, 
     srv = serve(lambda req: resp.text(200, "after"), tls=ctx)
     out = in_thread(_s_client, srv.port, tls_files[0], version, command, said)
     assert "HTTP/1.1 200" in out and "after" in out
+
+
+@pytest.mark.parametrize("notify", [False, True])
+def test_a_client_gone_mid_request_is_a_peer_close(serve, tls_files, closes, notify):
+    srv = serve(lambda req: resp.text(200, "ok"), tls={"certfile": tls_files[0], "keyfile": tls_files[1]})
+    events, arrived = closes
+    sock = srv.connect()
+    client = BioClient(sock, tls_files[0])
+    client.handshake()
+    sock.sendall(client.seal(b"GET / HTTP/1.1\r\nHost: x\r\n"))  # half a head
+    if notify:
+        with pytest.raises(ssl.SSLWantReadError):
+            client.obj.unwrap()
+        sock.sendall(client.outgoing.read())
+    sock.close()  # without close_notify unless notify
+    assert arrived.wait(10)
+    assert events[0]["reason"] == "peer_closed"
+    assert srv.info()["active_clients"] == 0
