@@ -5,7 +5,8 @@ client a stdlib ``SSLObject`` whose records the test writes to the socket
 itself — so a record can be cut in two, or the connection closed without
 ``close_notify``, at a byte the test chooses. The others go through a real
 listener with stdlib and OpenSSL clients: the handshake timeout, ALPN, the
-``close_notify`` rr now says, a client that never reads, and TLS's own
+``close_notify`` rr now says, a client that never reads, a context's SNI
+callback (it sees an ``SSLObject``), and TLS's own
 messages (a TLS 1.3 key update, a TLS 1.2 renegotiation) in mid-connection.
 """
 
@@ -276,3 +277,23 @@ def test_a_client_gone_mid_request_is_a_peer_close(serve, tls_files, closes, not
     assert arrived.wait(10)
     assert events[0]["reason"] == "peer_closed"
     assert srv.info()["active_clients"] == 0
+
+
+def test_a_contexts_sni_callback_sees_the_name_and_can_switch_context(serve, tls_files, tmp_path):
+    (tmp_path / "other").mkdir()
+    other_files = make_cert(tmp_path / "other")  # the client trusts only this one
+    other = _server_context(other_files)
+    seen: list[str | None] = []
+
+    def on_sni(sslobj, name, ctx):
+        seen.append(name)
+        sslobj.context = other  # the certificate of the name asked for
+
+    ctx = _server_context(tls_files)
+    ctx.sni_callback = on_sni
+    srv = serve(lambda req: resp.text(200, "ok"), tls=ctx)
+    raw = gsocket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    with client_context(other_files[0]).wrap_socket(raw, server_hostname="localhost") as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    assert seen == ["localhost"]
