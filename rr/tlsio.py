@@ -25,7 +25,9 @@ Two processes may use one stream at once — h2's reader reads while the
 connection process writes —: every ``SSLObject`` call is one C call that
 never yields, and the records it leaves in the outgoing BIO are appended to
 the one unsent buffer at once, so records go out in the order they were
-made; one process at a time sends (``sending``), the others append.
+made. One process at a time sends (``sending``): a reader's ``recv`` leaves
+what it made to that sender, a writer waits for its turn (``turn``) before
+it encrypts more.
 
 Bounds: the incoming BIO holds at most one read (``RECV_SIZE``) plus a
 partial record, because the socket is read only when nothing is left to
@@ -48,6 +50,7 @@ import ssl
 import time
 from typing import Any
 
+import gevent.event
 import gevent.hub
 from gevent.hub import Waiter
 
@@ -74,7 +77,7 @@ class TlsStream:
     """One server-side TLS connection over a gevent socket (see the module text)."""
 
     __slots__ = ("sock", "raw", "context", "obj", "incoming", "outgoing", "timeout", "out", "out_pos",
-                 "sending", "eof", "notified", "__weakref__")
+                 "sending", "turn", "eof", "notified", "__weakref__")
 
     def __init__(self, sock: Any, context: ssl.SSLContext) -> None:
         self.sock = sock  # gevent's socket: its io watchers and hub
@@ -87,6 +90,7 @@ class TlsStream:
         self.out = b""  # encrypted bytes not yet taken by the kernel, from out_pos
         self.out_pos = 0
         self.sending = False  # a process is in _flush (others only append to out)
+        self.turn: gevent.event.Event | None = None  # set when a _flush ends, made on demand
         self.eof = False  # the peer closed (TCP EOF or close_notify)
         self.notified = False  # our close_notify is made
 
@@ -186,7 +190,7 @@ class TlsStream:
         if total <= WRITE_CHUNK:
             obj.write(data)
             self._take_out()
-            if self.sending or self._send_once():
+            if not self.sending and self._send_once():
                 return
             self._flush(deadline if deadline is not None else self._deadline())
             return
@@ -305,8 +309,13 @@ class TlsStream:
 
     def _flush(self, deadline: float | None) -> None:
         """Send ``out`` (and what other processes append meanwhile) until it is all gone."""
-        if self.sending:  # another process is sending: it takes what we appended
-            return
+        while self.sending:  # another process is sending (rare: h2's reader answering TLS)
+            if self.turn is None:
+                self.turn = gevent.event.Event()
+            self.turn.clear()
+            self.turn.wait(None if deadline is None else max(deadline - _monotonic(), 0))
+            if self.sending and deadline is not None and _monotonic() >= deadline:
+                raise TimeoutError("timed out")
         self.sending = True
         try:
             while self.out_pos < len(self.out):
@@ -314,6 +323,8 @@ class TlsStream:
                     self._wait(self.sock._write_event, deadline)
         finally:
             self.sending = False
+            if self.turn is not None:
+                self.turn.set()
 
     def _notify(self) -> None:
         if self.notified:

@@ -297,3 +297,28 @@ def test_a_contexts_sni_callback_sees_the_name_and_can_switch_context(serve, tls
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 200")
     assert seen == ["localhost"]
+
+
+def test_a_second_writer_waits_its_turn_and_records_keep_their_order(pair):
+    server, client, sock = pair
+    big = b"A" * (3 * WRITE_CHUNK)
+    first = gevent.spawn(server.sendall, big)  # blocks: nobody reads yet
+    gevent.idle()
+    assert server.sending
+    second = gevent.spawn(server.sendall, b"B" * 10)
+    gevent.idle()
+    assert not second.dead  # waiting for its turn, not piling records behind the first
+    assert len(server.out) - server.out_pos <= WRITE_CHUNK + 4096
+    got = b""
+    while len(got) < len(big) + 10:
+        data = sock.recv(65536)
+        assert data
+        client.incoming.write(data)
+        try:
+            while True:
+                got += client.obj.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+    first.get(timeout=10)
+    second.get(timeout=10)
+    assert got == big + b"B" * 10
