@@ -322,3 +322,16 @@ def test_a_second_writer_waits_its_turn_and_records_keep_their_order(pair):
     first.get(timeout=10)
     second.get(timeout=10)
     assert got == big + b"B" * 10
+
+
+def test_a_forged_record_after_the_handshake_ends_the_connection_quietly(serve, tls_files, closes, caplog):
+    srv = serve(lambda req: resp.text(200, "ok"), tls={"certfile": tls_files[0], "keyfile": tls_files[1]})
+    events, arrived = closes
+    with srv.connect() as sock:
+        client = BioClient(sock, tls_files[0])
+        client.handshake()
+        sock.sendall(b"\x17\x03\x03\x00\x20" + bytes(range(32)))  # application data that fails its MAC
+        assert arrived.wait(10)
+    assert events[0]["reason"] == "peer_error"
+    assert not [r for r in caplog.records if "crashed" in r.getMessage()]
+    assert srv.info()["active_clients"] == 0
