@@ -12,7 +12,6 @@ messages (a TLS 1.3 key update, a TLS 1.2 renegotiation) in mid-connection.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
 import subprocess
@@ -248,7 +247,7 @@ def _s_client(port: int, cafile: str, version: str, command: str, said: str) -> 
 _ALLOW_CLIENT_RENEGOTIATION = 1 << 8
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl s_client")
+@pytest.mark.peers("openssl")
 @pytest.mark.parametrize(("version", "command", "said"), [
     ("-tls1_3", "K", "KEYUPDATE"),  # a key update that asks for ours
     ("-tls1_2", "R", "RENEGOTIATING"),
