@@ -139,7 +139,7 @@ class Request:
         # The connection's PROXY protocol header (rr.proxy_protocol.ProxyHeader) when the
         # listener reads one: v2 TLVs such as the client's SNI (``authority``) and TLS details.
         self.proxy = proxy
-        # The client's verified TLS certificate (ssl.SSLSocket.getpeercert()) on a listener
+        # The client's verified TLS certificate (ssl.SSLObject.getpeercert()) on a listener
         # with tls.verify_client; None otherwise.
         self.peer_cert = peer_cert
 

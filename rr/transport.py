@@ -5,7 +5,9 @@ by the listener's connection supervisor for each accepted socket). It sets
 the socket up, reads the PROXY protocol header when the listener asks for
 one (``proxy_protocol``: before TLS, bounded by its ``timeout``, from trusted
 sources only; the header's client becomes the connection's peer), runs the
-TLS handshake (bounded by ``tls_handshake_timeout``), picks the protocol —
+TLS handshake (bounded by ``tls_handshake_timeout``; the connection then
+speaks through a ``rr.tlsio.TlsStream``: ``ssl.SSLObject`` over memory BIOs
+on the raw non-blocking socket, in place of the socket), picks the protocol —
 ALPN on TLS; on plain TCP the configured protocols, with the h2 preface
 sniffed and ``Upgrade: h2c`` honoured on a port shared with HTTP/1.1 — and
 runs that protocol's connection loop in this same process. An
@@ -37,16 +39,16 @@ a clean close, not a reset; an h2 connection says ``GOAWAY`` first (in
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
-
-import gevent.ssl
 
 import supervisors
 from rr import proxy_protocol, telemetry
 from rr.http1.conn import Http1Conn
 from rr.http2.conn import serve_h2
 from rr.log import get_logger
+from rr.tlsio import TlsStream
 
 if TYPE_CHECKING:
     from rr.config import ProxyProtocolOptions
@@ -65,12 +67,12 @@ class HandshakeFailed(Exception):
 def tls_handshake(raw: Any, runtime: ListenerRuntime) -> Any:
     """Server-side TLS over ``raw`` bounded by ``tls_handshake_timeout``; raises ``HandshakeFailed``."""
     config = runtime.config
+    assert config.tls is not None, "the handshake runs only on a TLS listener"
     try:
-        raw.settimeout(config.tls_handshake_timeout)
-        # gevent's cooperative SSLSocket over any ssl.SSLContext (the user's own
-        # context need not be gevent's subclass).
-        tls = gevent.ssl.SSLSocket(sock=raw, server_side=True, do_handshake_on_connect=False,
-                                   _context=config.tls)
+        # ssl.SSLObject over memory BIOs on the raw socket (rr.tlsio), from any
+        # ssl.SSLContext (the user's own context included).
+        tls = TlsStream(raw, config.tls)
+        tls.settimeout(config.tls_handshake_timeout)
         tls.do_handshake()
         return tls
     except (OSError, ValueError) as exc:
@@ -128,7 +130,7 @@ def read_proxy_header(sock: Any, peer: Any, options: ProxyProtocolOptions) -> pr
 
 def peer_certificate(tls: Any) -> dict[str, Any] | None:
     """The client's verified certificate on a listener that asks for one (else None)."""
-    if tls.context.verify_mode == gevent.ssl.CERT_NONE:
+    if tls.context.verify_mode == ssl.CERT_NONE:
         return None
     return tls.getpeercert() or None
 

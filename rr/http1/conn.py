@@ -14,7 +14,9 @@ the socket (``SocketStream``) until it ends and the connection closes.
 On plain TCP it meets the non-blocking OS socket under gevent's wrapper
 directly: one ``recv``/``send`` attempt first and, only when that would block,
 a wait on the wrapper's io watcher with one loop timer for that wait (the
-deadline). TLS goes through gevent's ``SSLSocket`` with a socket timeout.
+deadline). TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
+over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
+inside) with a per-call timeout, as a socket.
 
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
@@ -158,7 +160,7 @@ class Http1Conn:
         self.scheme = scheme
         self.is_tls = scheme == "https"
         # Plain TCP: the non-blocking OS socket under gevent's wrapper, met directly (one
-        # attempt first, gevent's io watchers only when it would block); TLS keeps SSLSocket.
+        # attempt first, gevent's io watchers only when it would block); TLS is a TlsStream.
         raw = getattr(sock, "_sock", None) if not self.is_tls else None
         self.raw: Any = raw if raw is not None and hasattr(sock, "_read_event") else None
         self.buf = b""
@@ -251,7 +253,7 @@ class Http1Conn:
             self.rate_waited += _monotonic() - now
 
     def recv_wrapped(self, wait: float, slow: bool, now: float) -> bytes:
-        """TLS (or any wrapped socket): gevent's cooperative ``recv`` with a socket timeout."""
+        """TLS (``rr.tlsio.TlsStream``, or any wrapped socket): ``recv`` with a per-call timeout."""
         self.sock.settimeout(wait)
         try:
             data = self.sock.recv(RECV_SIZE)
@@ -799,7 +801,7 @@ class SocketStream:
         self.owner = supervisors.self()
         sock = conn.sock
         raw = getattr(sock, "_sock", None)
-        # The non-blocking OS socket under gevent's wrapper; TLS reads go through gevent's.
+        # The non-blocking OS socket under gevent's wrapper; TLS reads go through the TlsStream.
         self.raw_recv = raw.recv if raw is not None and not conn.is_tls else None
         self.watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
         self.closed = False
