@@ -441,7 +441,8 @@ def start(own: dict[str, Any], opts: dict[str, Any]) -> list[str]:
     try:
         for name, listener_opts in listeners.items():
             try:
-                rr.start_listener(name, {**listener_opts, "routes": routes})
+                # Not announced: _announce prints the command's own line, which names the app.
+                rr._start_listener(name, {**listener_opts, "routes": routes}, announce=False)
             except (ValueError, OSError) as exc:
                 raise UsageError(f"listener {name!r} on {_where(listener_opts)}: {exc}") from None
             names.append(name)

@@ -96,7 +96,7 @@ from typing import Any
 
 from rr import config as listener_config
 from rr import log
-from rr.runtime import bind_tcp, bind_unix
+from rr.runtime import bind_tcp, bind_unix, listening_url
 
 __all__ = ["run", "worker_id"]
 
@@ -131,6 +131,8 @@ class _Listener:
     unix_path: str | None = None  # a Unix socket file the master created ...
     unix_file: tuple[int, int] | None = None  # ... and its (st_dev, st_ino), removed at exit if unchanged
     owned: bool = True  # False for a ``socket`` option's socket: its giver closes it
+    tls: bool = False
+    protocols: tuple[str, ...] = ()
 
 
 @dataclass
@@ -169,12 +171,16 @@ def _bind(name: str, opts: Mapping[str, Any]) -> _Listener:
     config = listener_config.load({k: v for k, v in opts.items() if k != "routes"})
     worker_opts = {k: v for k, v in opts.items() if k not in ("port", "ip", "unix", "socket")}
     if config.socket is not None:
-        return _Listener(name, worker_opts, config.socket, owned=False)
-    if config.unix is not None:
+        listener = _Listener(name, worker_opts, config.socket, owned=False)
+    elif config.unix is not None:
         sock = bind_unix(config.unix, config.socket_backlog, socket.socket)
         info = os.stat(config.unix)
-        return _Listener(name, worker_opts, sock, config.unix, (info.st_dev, info.st_ino))
-    return _Listener(name, worker_opts, bind_tcp(config.ip, config.port, config.socket_backlog))
+        listener = _Listener(name, worker_opts, sock, config.unix, (info.st_dev, info.st_ino))
+    else:
+        listener = _Listener(name, worker_opts, bind_tcp(config.ip, config.port, config.socket_backlog))
+    listener.tls = config.tls is not None
+    listener.protocols = config.protocols
+    return listener
 
 
 def run(
@@ -200,7 +206,8 @@ def run(
     ``reload_dir``: development only — a rolling restart whenever a ``.py``
     file under it changes. ``on_bound(name, sock)`` is called for each
     listening socket once it is bound, before any worker starts (the ``rr``
-    command prints the address). ``metrics_dir``: prometheus_client's
+    command prints the address); without it the master logs
+    ``rr.listening_message`` for each. ``metrics_dir``: prometheus_client's
     multiprocess directory (module docstring; default: ``PROMETHEUS_MULTIPROC_DIR``
     when set, else none). Bad options raise ``ValueError`` and a port that
     cannot be bound ``OSError``, before any fork.
@@ -227,6 +234,12 @@ def run(
             if on_bound is not None:
                 on_bound(name, bound[-1].sock)
         log.configure()
+        if on_bound is None:  # the start-up line, once here rather than once per worker
+            import rr
+
+            for listener in bound:
+                _log.info(rr.listening_message(listener.name, listening_url(listener.sock.getsockname(),
+                                                                            listener.tls), listener.protocols))
         master = _Master(bound, workers, routes, float(drain_timeout), max_restarts, float(max_seconds), reload_dir,
                          metrics_dir)
         return _serve(master)
@@ -548,7 +561,7 @@ def _worker_main(m: _Master, channel: socket.socket) -> int:
             opts = {**listener.opts, "socket": listener.sock}
             if "routes" not in opts and routes is not None:
                 opts["routes"] = routes
-            rr.start_listener(listener.name, opts)
+            rr._start_listener(listener.name, opts, announce=False)  # the master said where
     except Exception as exc:
         print(f"rr: worker {log.worker_id()}: {exc}", file=sys.stderr, flush=True)
         return 2
