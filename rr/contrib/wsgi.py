@@ -83,7 +83,10 @@ _CACHE_MAX = 1024
 _SPECIAL_KEYS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _ENVIRON_KEYS: dict[str, str] = dict(_SPECIAL_KEYS)
 _HOSTS: dict[str, tuple[str, str | None]] = {}
-_LOWER: dict[str, str] = {}  # response field name -> lowercase (the app's names: bounded all the same)
+# The app's side: status line -> code, and response field -> the field checked, name lowercased.
+_STATUSES: dict[str, int] = {}
+_FIELDS: dict[tuple[str, str], tuple[str, str]] = {}
+_FIELD_VALUE_MAX = 128
 
 
 class Input:
@@ -284,23 +287,33 @@ def _listener_port(req: Request) -> str | None:
         return None
 
 
-def _buffered(req: Request) -> bytes | None:
-    """The body rr already holds in ``auto`` mode, or None when it is read on demand."""
-    # A public "is the body buffered?" on Request would spare this look at a slot
-    # (asked of the core in issue 14's report).
-    return req._body
+def _status_code(status: Any) -> int:
+    """The code of a WSGI status line (``"200 OK"`` -> 200), remembered in ``_STATUSES``."""
+    if not isinstance(status, str) or len(status) < 3 or not status[:3].isdigit() \
+            or status[3:4] not in ("", " ") or status[0] == "0":
+        raise ValueError(f"WSGI status must look like '200 OK', got {status!r}")
+    code = int(status[:3])
+    if type(status) is str:
+        if len(_STATUSES) >= _CACHE_MAX:
+            _STATUSES.clear()
+        _STATUSES[status] = code
+    return code
 
 
-def _lowercase(name: str) -> str:
-    """``name.lower()``, remembered in ``_LOWER`` (``name`` itself when already lowercase,
-    so the app's own field tuple is kept)."""
+def _response_field(field: Any) -> tuple[str, str]:
+    """A ``start_response`` header checked and its name lowercased; remembered in
+    ``_FIELDS`` when its value is short (a long one is likely unique: a cookie, a token)."""
+    if not (isinstance(field, tuple) and len(field) == 2
+            and isinstance(field[0], str) and isinstance(field[1], str)):
+        raise TypeError(f"WSGI response headers are (str, str) tuples, got {field!r}")
+    name = field[0]
     lname = name.lower()
-    if lname == name:
-        lname = name
-    if len(_LOWER) >= _CACHE_MAX:
-        _LOWER.clear()
-    _LOWER[name] = lname
-    return lname
+    checked = field if lname == name else (lname, field[1])
+    if type(name) is str and type(field[1]) is str and len(field[1]) <= _FIELD_VALUE_MAX:
+        if len(_FIELDS) >= _CACHE_MAX:
+            _FIELDS.clear()
+        _FIELDS[field] = checked
+    return checked
 
 
 class _Exchange:
@@ -327,23 +340,22 @@ class _Exchange:
                 exc_info = None  # PEP 3333: no reference cycle through the traceback
         elif self.status is not None:
             raise RuntimeError("start_response called a second time without exc_info")
-        if not isinstance(status, str) or len(status) < 3 or not status[:3].isdigit() \
-                or status[3:4] not in ("", " ") or status[0] == "0":
-            raise ValueError(f"WSGI status must look like '200 OK', got {status!r}")
+        code = _STATUSES.get(status) if type(status) is str else None
+        if code is None:
+            code = _status_code(status)
         fields = []
         declared = None
-        lower = _LOWER
+        cache = _FIELDS
         for field in headers:
-            if not (isinstance(field, tuple) and len(field) == 2
-                    and isinstance(field[0], str) and isinstance(field[1], str)):
-                raise TypeError(f"WSGI response headers are (str, str) tuples, got {field!r}")
-            name, value = field
-            lname = lower.get(name) or _lowercase(name)
-            fields.append(field if lname is name else (lname, value))
-            if lname == "content-length" and declared is None:
-                value = value.strip()
+            try:
+                checked = cache[field]
+            except (KeyError, TypeError):  # not seen yet, or not hashable (then not a pair of str)
+                checked = _response_field(field)
+            fields.append(checked)
+            if checked[0] == "content-length" and declared is None:
+                value = checked[1].strip()
                 declared = int(value) if value.isdigit() else -1
-        self.status = int(status[:3])
+        self.status = code
         self.headers = fields
         self.declared = declared if declared is None or declared >= 0 else None
         return self.write
@@ -435,7 +447,10 @@ class WSGIHandler:
             env["REMOTE_PORT"] = str(peer[1])
         else:
             env["REMOTE_ADDR"] = ""
-        if _buffered(req) is not None:
+        # The body rr already holds in ``auto`` mode (``_body``; a public "is the body
+        # buffered?" on Request would spare this look at a slot, asked of the core in
+        # issue 14's report), or None when it is read on demand.
+        if req._body is not None:
             body = req.read_body()  # already in memory: handed over, not copied
             env["wsgi.input"] = io.BytesIO(body)
             if body and "CONTENT_LENGTH" not in env:
@@ -452,15 +467,16 @@ class WSGIHandler:
             return resp.not_found()
         exchange = _Exchange(req)
         result = self.app(environ, exchange.start_response)
+        errors = environ["wsgi.errors"]
         handed_to_stream = False
         try:
-            shape = self._shape(req, exchange, result, environ["wsgi.errors"])
-            handed_to_stream = isinstance(shape, resp.Stream)
+            shape = self._shape(req, exchange, result, errors)
+            handed_to_stream = type(shape) is resp.Stream
             return shape
         finally:
             if not handed_to_stream:
                 _close(result)
-                environ["wsgi.errors"].flush()
+                errors.flush()
 
     def _shape(self, req: Request, exchange: _Exchange, result: Iterable[bytes],
                errors: ErrorStream) -> resp.Shape:
