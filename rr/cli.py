@@ -462,10 +462,11 @@ def serve_workers(own: dict[str, Any], opts: dict[str, Any]) -> int:
     """``--workers``/``--reload``: a master (this process) forks workers that each import the app."""
     from rr import workers
 
-    if own.get("metrics_dir"):
+    metrics_dir = own.get("metrics_dir") or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
         # Before the app's first import of prometheus_client, which reads the variable then
         # (absolute: --chdir comes next).
-        own = {**own, "metrics_dir": os.path.abspath(own["metrics_dir"])}
+        own = {**own, "metrics_dir": os.path.abspath(metrics_dir)}
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own["metrics_dir"]
         try:
             os.makedirs(own["metrics_dir"], exist_ok=True)

@@ -25,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rr import workers
+from tests.rr import test_workers
 from tests.rr.test_workers import DEADLINE, Server, servers  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.peers("curl")
@@ -79,11 +80,20 @@ def _until_both_answer(url: str, pids: set[int]) -> dict[int, int]:
     return served
 
 
-def test_metrics_add_up_across_two_workers_and_survive_a_kill_9(servers, tmp_path: Path):  # noqa: F811
+@pytest.mark.parametrize("given_by", ["flag", "environment"])
+def test_metrics_add_up_across_two_workers_and_survive_a_kill_9(servers, tmp_path: Path,  # noqa: F811
+                                                                 monkeypatch: Any, given_by: str):
     (tmp_path / "papp.py").write_text(APP)
     metrics_dir = tmp_path / "metrics"
+    if given_by == "flag":
+        metrics_dir.mkdir()
+        (metrics_dir / "counter_1.db").write_bytes(b"a previous run's file")  # deleted before any fork
+        args = ["--metrics-dir", str(metrics_dir)]
+    else:  # gunicorn's convention: PROMETHEUS_MULTIPROC_DIR set by the user; rr creates the directory
+        monkeypatch.setattr(test_workers, "ENV", {**test_workers.ENV, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+        args = []
     server: Server = servers(tmp_path, sys.executable, "-m", "rr", "papp:ROUTES", "--port", "0",
-                             "--workers", "2", "--metrics-dir", str(metrics_dir))
+                             "--workers", "2", *args)
     url = server.expect(r"listening on (http://\S+?)/ ").group(1)
     pids = {server.accepting()[1], server.accepting()[1]}
     pool = gevent.get_hub().threadpool
@@ -104,7 +114,7 @@ def test_metrics_add_up_across_two_workers_and_survive_a_kill_9(servers, tmp_pat
     assert totals["/"] == sent  # the dead worker's requests still count
     assert in_flight == 1.0  # the scrape itself, on a live worker; the dead one's gauge is gone
     names = set(os.listdir(metrics_dir))
-    assert f"counter_{victim}.db" in names, names
+    assert f"counter_{victim}.db" in names and "counter_1.db" not in names, names
     assert not [n for n in names if n.startswith("gauge_live") and n.endswith(f"_{victim}.db")], names
 
 
