@@ -132,3 +132,17 @@ def test_metrics_dir_without_workers_is_a_usage_error(capsys: Any, tmp_path: Pat
 
     assert cli.main(["x:y", "--metrics-dir", str(tmp_path)]) == 2
     assert "--metrics-dir is for --workers" in capsys.readouterr().err
+
+
+def test_install_refuses_a_multiproc_dir_that_came_after_prometheus_client(monkeypatch: Any, tmp_path: Path):
+    from prometheus_client import CollectorRegistry
+
+    from rr.contrib import prometheus
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    registry = CollectorRegistry()
+    with pytest.raises(ValueError, match="imported before it was"):
+        prometheus.install(registry)
+    with pytest.raises(ValueError, match="imported before it was"):
+        prometheus.metrics_handler()
+    assert list(registry.collect()) == []  # refused before any metric was made
