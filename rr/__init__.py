@@ -84,10 +84,22 @@ def _runtime(name: str, opts: Any) -> ListenerRuntime:
     return runtime
 
 
-def _start_registered(runtime: ListenerRuntime) -> supervisors.Pid:
+def _start_registered(runtime: ListenerRuntime, announce: bool = True) -> supervisors.Pid:
     pid = _listener.start_link(runtime)
     _runtimes[runtime.name] = runtime
+    if announce:
+        _log.info(listening_message(runtime.name, runtime.url(), runtime.config.protocols))
     return pid
+
+
+def listening_message(name: str, url: str, protocols: Any) -> str:
+    """The start-up line: ``listener 'web' listening on http://127.0.0.1:8080/ (http1, http2)``.
+
+    ``start_listener`` (and a ``child_spec`` listener, at each start) logs it at info level
+    on the ``rr`` logger, so an application's logging configuration can silence it; the
+    ``rr`` command prints its own line instead, which also says what app it serves.
+    """
+    return f"listener {name!r} listening on {url} ({', '.join(protocols)})"
 
 
 class ServerDown(RuntimeError):
@@ -104,26 +116,37 @@ def child_spec(name: str, opts: dict[str, Any], restart: Restart = "transient") 
     stays down too, as OTP's transient children do — use ``"permanent"`` to
     have your supervisor restart it (and stop it with ``terminate_child``).
     """
+    return _child_spec(name, opts, restart, announce=True)
+
+
+def _child_spec(name: str, opts: dict[str, Any], restart: Restart, announce: bool) -> supervisors.ChildSpec:
     runtime = _runtime(name, opts)
     log.configure_default()
     return supervisors.ChildSpec(
-        name, _start_registered, args=(runtime,), restart=restart, shutdown="infinity", type="supervisor"
+        name, _start_registered, args=(runtime, announce), restart=restart, shutdown="infinity", type="supervisor"
     )
 
 
 def start_listener(name: str, opts: dict[str, Any]) -> supervisors.Pid:
     """Start listener ``name`` under rr's root supervisor; returns its supervisor pid.
 
-    Raises ``ValueError`` for a bad option (naming it), for a duplicate name, and
-    ``OSError`` when the port cannot be bound.
+    Once it listens, logs ``listener NAME listening on URL (PROTOCOLS)`` at info
+    level (``listening_message``). Raises ``ValueError`` for a bad option (naming
+    it), for a duplicate name, and ``OSError`` when the port cannot be bound.
     """
+    return _start_listener(name, opts, announce=True)
+
+
+def _start_listener(name: str, opts: dict[str, Any], *, announce: bool) -> supervisors.Pid:
+    """``start_listener``; ``announce=False`` for the ``rr`` command and ``rr.workers``,
+    which say where they listen themselves (once, not once per worker)."""
     current = _runtimes.get(name)
     if current is not None and current.sup is not None and current.sup.is_alive:
         raise ValueError(f"a listener named {name!r} is already running")
     # permanent under rr's root (as ranch's listeners are): a listener that exceeds its own
     # restart intensity is restarted by the root, within the root's; stop and drain remove it
     # with terminate_child + delete_child, which never restart.
-    spec = child_spec(name, opts, restart="permanent")
+    spec = _child_spec(name, opts, "permanent", announce)
     root = _root()
     try:
         supervisors.delete_child(root, name)

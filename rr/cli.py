@@ -8,6 +8,7 @@
     rr myapp:app --bind unix:/run/rr.sock  # a Unix domain socket (repeatable, with TCP binds too)
     rr myapp:app --workers 4               # a master and 4 worker processes (rr.workers)
     rr myapp:app --reload                  # development: new code served when a .py file changes
+    rr myapp:app --workers 4 --metrics-dir /run/rr-metrics   # Prometheus metrics merged across workers
 
 What it owns: reading the command line and the config file, importing the
 app, deciding what kind of app it is, and turning all of it into
@@ -48,7 +49,13 @@ Precedence: defaults, then the ``--config`` file, then flags. The file's
 keys are ``start_listener`` option names (``port``, ``ip``, ``protocols``,
 ``[tls]``, ``max_clients``, ...) plus the command's own (``app``,
 ``interface``, ``bind``, ``name``, ``script_name``, ``chdir``,
-``log_level``, ``log_format``, ``drain_timeout``, ``workers``, ``reload``).
+``log_level``, ``log_format``, ``drain_timeout``, ``workers``, ``reload``,
+``metrics_dir``).
+
+``--metrics-dir DIR`` (with ``--workers``/``--reload``) turns on
+prometheus_client's multiprocess mode: the directory is named in
+``PROMETHEUS_MULTIPROC_DIR`` before the app is imported (prometheus_client
+decides at its first import), and ``rr.workers`` looks after its files.
 """
 
 from __future__ import annotations
@@ -84,7 +91,7 @@ DEFAULTS: dict[str, Any] = {
 
 # Keys of a --config file that are the command's own, not listener options.
 _CLI_KEYS = {"app", "interface", "bind", "name", "script_name", "chdir", "log_level", "log_format",
-             "drain_timeout", "workers", "reload"}
+             "drain_timeout", "workers", "reload", "metrics_dir"}
 # Listener options a file cannot give: they are Python objects.
 _CODE_KEYS = {"routes", "middlewares", "not_found"}
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -241,6 +248,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reload", action="store_true",
                    help="development only: restart the workers when a .py file under the app's "
                         "directory changes (default: off)")
+    p.add_argument("--metrics-dir", metavar="DIR",
+                   help="with --workers: prometheus_client's multiprocess mode in DIR (created, emptied of "
+                        "old *.db files), so rr.contrib.prometheus serves every worker's metrics merged "
+                        "(default: PROMETHEUS_MULTIPROC_DIR when set, else off)")
     p.add_argument("--name", help=f"listener name; the 2nd, 3rd --bind get -2, -3 (default: {d['name']})")
     p.add_argument("--protocols", metavar="LIST",
                    help=f"comma list in preference order (default: {d['protocols_tcp']}; "
@@ -356,7 +367,7 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
         raise UsageError(f"interface must be auto, rr or wsgi, got {own['interface']!r}")
     if "app" not in own:
         raise UsageError("no APP given (module:attribute on the command line, or app = ... in --config)")
-    for key in ("app", "name", "script_name", "chdir"):
+    for key in ("app", "name", "script_name", "chdir", "metrics_dir"):
         if key in own and not isinstance(own[key], str):
             raise UsageError(f"{key} must be a string, got {own[key]!r}")
     bind = own.get("bind", [])
@@ -365,6 +376,8 @@ def settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     workers = own.get("workers")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024):
         raise UsageError(f"workers must be a number of processes in 1..1024, got {workers!r}")
+    if own.get("metrics_dir") and not (own.get("workers") or own.get("reload")):
+        raise UsageError("--metrics-dir is for --workers (one process needs no multiprocess mode)")
     if not isinstance(own.get("reload", False), bool):
         raise UsageError(f"reload must be true or false, got {own['reload']!r}")
     if isinstance(own["drain_timeout"], bool) or not isinstance(own["drain_timeout"], int | float):
@@ -428,7 +441,8 @@ def start(own: dict[str, Any], opts: dict[str, Any]) -> list[str]:
     try:
         for name, listener_opts in listeners.items():
             try:
-                rr.start_listener(name, {**listener_opts, "routes": routes})
+                # Not announced: _announce prints the command's own line, which names the app.
+                rr._start_listener(name, {**listener_opts, "routes": routes}, announce=False)
             except (ValueError, OSError) as exc:
                 raise UsageError(f"listener {name!r} on {_where(listener_opts)}: {exc}") from None
             names.append(name)
@@ -448,6 +462,16 @@ def serve_workers(own: dict[str, Any], opts: dict[str, Any]) -> int:
     """``--workers``/``--reload``: a master (this process) forks workers that each import the app."""
     from rr import workers
 
+    metrics_dir = own.get("metrics_dir") or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if metrics_dir:
+        # Before the app's first import of prometheus_client, which reads the variable then
+        # (absolute: --chdir comes next).
+        own = {**own, "metrics_dir": os.path.abspath(metrics_dir)}
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own["metrics_dir"]
+        try:
+            os.makedirs(own["metrics_dir"], exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--metrics-dir {own['metrics_dir']}: {exc.strerror}") from None
     before = set(sys.modules)
     listeners, _, kind = plan(own, opts)  # imported here only to fail early with one line
     root = _app_root(own["app"])
@@ -461,7 +485,7 @@ def serve_workers(own: dict[str, Any], opts: dict[str, Any]) -> int:
     try:
         return workers.run(
             listeners, own.get("workers") or 1, routes=fresh_routes, drain_timeout=float(own["drain_timeout"]),
-            reload_dir=root if own.get("reload") else None,
+            reload_dir=root if own.get("reload") else None, metrics_dir=own.get("metrics_dir"),
             on_bound=lambda name, sock: _announce(name, kind, own, listeners[name], _port(sock)),
         )
     except (ValueError, OSError) as exc:

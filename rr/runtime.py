@@ -123,6 +123,11 @@ class ListenerRuntime:
             host = config.ip or "::"
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
+    def url(self) -> str:
+        """What the start-up line says the listener listens on (``listening_url``)."""
+        return listening_url(self.sock.getsockname() if self.sock is not None else ("::", self.port),
+                             self.config.tls is not None)
+
     def bind(self) -> None:
         """Open the listening socket: a Unix socket at ``unix``, a dup of an inherited
         ``socket``, or a TCP port (dual-stack by default); keeps the port across restarts.
@@ -260,3 +265,14 @@ def _ipv6_usable() -> bool:
         return True
     except OSError:
         return False
+
+
+def listening_url(sockname: Any, tls: bool) -> str:
+    """A listening socket's address as start-up lines say it: ``http://127.0.0.1:8080/``,
+    ``https://[::]:8443/``, or ``unix:/run/rr.sock``."""
+    if not isinstance(sockname, tuple):
+        return f"unix:{sockname.decode() if isinstance(sockname, bytes) else sockname}"
+    host = sockname[0]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if tls else 'http'}://{host}:{sockname[1]}/"

@@ -60,6 +60,18 @@ connection. A new worker that exits before it accepts (code that does not
 import) stops the rolling restart: the old workers keep serving, and it is
 not counted as a crash; the next SIGHUP (or changed file) tries again.
 
+Metrics (prometheus_client's multiprocess mode, ``rr.contrib.prometheus``):
+with ``metrics_dir`` (``rr --metrics-dir``), or ``PROMETHEUS_MULTIPROC_DIR``
+already in the environment, the master creates that directory, deletes the
+``*.db`` files a previous run left there, and sets the variable for itself and
+every worker it forks, so each worker writes its metrics to its own files
+there and a scrape of any worker merges them all. After a worker exits the
+master calls ``mark_process_dead`` on its pid: its ``live*`` gauges (requests
+in flight, connections) stop counting, its counters stay in the sums. The
+variable must be set before ``prometheus_client`` is first imported (it
+chooses its storage then): ``run`` raises ``ValueError`` when it was imported
+before, and the ``rr`` command sets it before importing the app.
+
 Stop: the first SIGTERM/SIGINT sends SIGTERM to every worker (each drains,
 ``rr.wait`` in the worker) and says ``stopping N workers: each drains its
 connections (deadline D s; send the signal again to force)``; a second one
@@ -70,6 +82,7 @@ still alive ``KILL_GRACE`` seconds after the deadline are killed.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
 import select
 import signal
@@ -83,7 +96,7 @@ from typing import Any
 
 from rr import config as listener_config
 from rr import log
-from rr.runtime import bind_tcp, bind_unix
+from rr.runtime import bind_tcp, bind_unix, listening_url
 
 __all__ = ["run", "worker_id"]
 
@@ -118,6 +131,8 @@ class _Listener:
     unix_path: str | None = None  # a Unix socket file the master created ...
     unix_file: tuple[int, int] | None = None  # ... and its (st_dev, st_ino), removed at exit if unchanged
     owned: bool = True  # False for a ``socket`` option's socket: its giver closes it
+    tls: bool = False
+    protocols: tuple[str, ...] = ()
 
 
 @dataclass
@@ -129,6 +144,7 @@ class _Master:
     max_restarts: int
     max_seconds: float
     reload_dir: str | None
+    metrics_dir: str | None = None
     workers: dict[int, _Worker] = field(default_factory=dict)
     crashes: collections.deque[float] = field(default_factory=collections.deque)
     signals: list[int] = field(default_factory=list)
@@ -155,12 +171,16 @@ def _bind(name: str, opts: Mapping[str, Any]) -> _Listener:
     config = listener_config.load({k: v for k, v in opts.items() if k != "routes"})
     worker_opts = {k: v for k, v in opts.items() if k not in ("port", "ip", "unix", "socket")}
     if config.socket is not None:
-        return _Listener(name, worker_opts, config.socket, owned=False)
-    if config.unix is not None:
+        listener = _Listener(name, worker_opts, config.socket, owned=False)
+    elif config.unix is not None:
         sock = bind_unix(config.unix, config.socket_backlog, socket.socket)
         info = os.stat(config.unix)
-        return _Listener(name, worker_opts, sock, config.unix, (info.st_dev, info.st_ino))
-    return _Listener(name, worker_opts, bind_tcp(config.ip, config.port, config.socket_backlog))
+        listener = _Listener(name, worker_opts, sock, config.unix, (info.st_dev, info.st_ino))
+    else:
+        listener = _Listener(name, worker_opts, bind_tcp(config.ip, config.port, config.socket_backlog))
+    listener.tls = config.tls is not None
+    listener.protocols = config.protocols
+    return listener
 
 
 def run(
@@ -173,6 +193,7 @@ def run(
     max_seconds: float = 60.0,
     reload_dir: str | None = None,
     on_bound: Callable[[str, socket.socket], None] | None = None,
+    metrics_dir: str | None = None,
 ) -> int:
     """Serve ``listeners`` (name -> ``start_listener`` options) from ``workers`` processes.
 
@@ -185,8 +206,11 @@ def run(
     ``reload_dir``: development only — a rolling restart whenever a ``.py``
     file under it changes. ``on_bound(name, sock)`` is called for each
     listening socket once it is bound, before any worker starts (the ``rr``
-    command prints the address). Bad options raise ``ValueError`` and a port
-    that cannot be bound ``OSError``, before any fork.
+    command prints the address); without it the master logs
+    ``rr.listening_message`` for each. ``metrics_dir``: prometheus_client's
+    multiprocess directory (module docstring; default: ``PROMETHEUS_MULTIPROC_DIR``
+    when set, else none). Bad options raise ``ValueError`` and a port that
+    cannot be bound ``OSError``, before any fork.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 1024:
         raise ValueError(f"invalid workers option 'workers': {workers!r} (accepted: an integer in 1..1024)")
@@ -199,6 +223,10 @@ def run(
         raise ValueError("invalid workers option 'listeners': at least one listener")
     for name, opts in listeners.items():
         _validate(name, opts)
+    if metrics_dir is None:
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    if metrics_dir is not None:
+        _prepare_metrics_dir(metrics_dir)
     bound: list[_Listener] = []
     try:
         for name, opts in listeners.items():
@@ -206,11 +234,53 @@ def run(
             if on_bound is not None:
                 on_bound(name, bound[-1].sock)
         log.configure()
-        master = _Master(bound, workers, routes, float(drain_timeout), max_restarts, float(max_seconds), reload_dir)
+        if on_bound is None:  # the start-up line, once here rather than once per worker
+            import rr
+
+            for listener in bound:
+                _log.info(rr.listening_message(listener.name, listening_url(listener.sock.getsockname(),
+                                                                            listener.tls), listener.protocols))
+        master = _Master(bound, workers, routes, float(drain_timeout), max_restarts, float(max_seconds), reload_dir,
+                         metrics_dir)
         return _serve(master)
     finally:
         for listener in bound:
             _close(listener)
+
+
+def _prepare_metrics_dir(path: Any) -> None:
+    """The multiprocess metrics directory: created, emptied of a previous run's files, and
+    named in ``PROMETHEUS_MULTIPROC_DIR`` for this process and the workers it forks."""
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"invalid workers option 'metrics_dir': {path!r} (accepted: a directory path)")
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ValueError("invalid workers option 'metrics_dir': it is prometheus_client's multiprocess mode, "
+                         "and prometheus_client is not installed (rr's extra 'prometheus')")
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
+        raise ValueError("invalid workers option 'metrics_dir': prometheus_client was imported before "
+                         "PROMETHEUS_MULTIPROC_DIR was set, so its multiprocess mode is off; set the variable "
+                         "before the first import (the rr command does)")
+    try:
+        os.makedirs(path, exist_ok=True)
+        for entry in os.scandir(path):
+            if entry.name.endswith(".db") and entry.is_file():
+                os.unlink(entry.path)
+    except OSError as exc:
+        raise ValueError(f"invalid workers option 'metrics_dir': {path!r}: {exc.strerror}") from None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def _mark_dead(m: _Master, pid: int) -> None:
+    """A worker's ``live*`` gauges stop counting (prometheus_client's ``mark_process_dead``)."""
+    if m.metrics_dir is None:
+        return
+    from prometheus_client import multiprocess
+
+    try:
+        multiprocess.mark_process_dead(pid, m.metrics_dir)
+    except OSError as exc:
+        _log.warning("could not remove a dead worker's metrics files", pid=pid, error=str(exc))
 
 
 def _close(listener: _Listener) -> None:
@@ -386,6 +456,7 @@ def _reap(m: _Master) -> None:
         if w is None:
             continue  # not a worker (a child the application forked and did not reap)
         w.channel.close()
+        _mark_dead(m, pid)
         _on_exit(m, w, status)
 
 
@@ -490,7 +561,7 @@ def _worker_main(m: _Master, channel: socket.socket) -> int:
             opts = {**listener.opts, "socket": listener.sock}
             if "routes" not in opts and routes is not None:
                 opts["routes"] = routes
-            rr.start_listener(listener.name, opts)
+            rr._start_listener(listener.name, opts, announce=False)  # the master said where
     except Exception as exc:
         print(f"rr: worker {log.worker_id()}: {exc}", file=sys.stderr, flush=True)
         return 2

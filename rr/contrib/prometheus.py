@@ -36,26 +36,40 @@ listener serving one handler), never the path; a method outside RFC 9110's
 and PATCH is counted as ``_OTHER``; reasons are rr's own words. And a metric
 must never break a request: rr detaches a telemetry handler that raises.
 
-Each worker process of a multi-process server has its own registry; scrape
-each, or use ``prometheus_client``'s multiprocess mode.
+Multiprocess mode (``rr --workers N --metrics-dir DIR``, or
+``rr.workers.run(..., metrics_dir=DIR)``; prometheus_client's own mode, on
+when ``PROMETHEUS_MULTIPROC_DIR`` was set before ``prometheus_client`` was
+first imported): every worker writes its values to files in that directory
+and ``metrics_handler`` (``route``) answers with all workers' values merged
+(``MultiProcessCollector``), whichever worker the scrape lands on. Counters
+and histograms add up across workers, a dead worker's included;
+``rr_requests_in_flight`` and the listener gauges are summed over the live
+workers (``livesum``; ``rr_listener_accepting`` is ``livemax``: 1 while any
+worker accepts), and the master removes a dead worker's gauge files
+(``mark_process_dead``). The listener gauges cannot be read from the other
+workers at scrape time, so in this mode each worker writes its own when a
+connection is accepted or closed (and the scraped worker just before the
+scrape).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 
 import rr
 from rr import response as resp
 from rr import telemetry
 from rr.log import current_request
 
-__all__ = ["DEFAULT_BUCKETS", "Metrics", "install", "metrics_handler", "route"]
+__all__ = ["DEFAULT_BUCKETS", "Metrics", "install", "metrics_handler", "multiprocess", "route"]
 
 DEFAULT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -75,6 +89,20 @@ _RESET = ("rr", "http2", "reset")
 EVENTS = (_START, _STOP, _EXCEPTION, _REJECTED, _THROTTLED, _ACCEPT, _CONN_REJECTED, _CONN_CLOSE, _GOAWAY, _RESET)
 
 _REQUEST_LABELS = ("listener", "route", "method", "status", "protocol")
+
+
+# The Metrics installed in this process, by handler id (see ``install``).
+_installed: dict[str, Metrics] = {}
+
+
+def multiprocess() -> bool:
+    """Whether prometheus_client runs in multiprocess mode here (``ValueError`` when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set but came too late to take effect)."""
+    on = bool(getattr(values.ValueClass, "_multiprocess", False))
+    if not on and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        raise ValueError("PROMETHEUS_MULTIPROC_DIR is set, but prometheus_client was imported before it was, so "
+                         "its multiprocess mode is off: set it before the first import (rr --metrics-dir does)")
+    return on
 
 
 def _method(method: str) -> str:
@@ -132,6 +160,7 @@ class Metrics:
         if not bounds or any(not isinstance(b, int | float) or isinstance(b, bool) or b <= 0 for b in bounds) \
                 or bounds != sorted(set(bounds)):
             raise ValueError(f"buckets must be increasing positive seconds, got {buckets!r}")
+        self.multiprocess = multiprocess()
         self.registry = registry if registry is not None else REGISTRY
         self.handler_id = handler_id
         self.installed = False
@@ -142,7 +171,8 @@ class Metrics:
                                   _REQUEST_LABELS, buckets=bounds, registry=reg)
         self.body_bytes = Counter(f"{ns}_response_body_bytes", "Response body bytes sent", _REQUEST_LABELS,
                                   registry=reg)
-        self.in_flight = Gauge(f"{ns}_requests_in_flight", "Requests being served", ["listener"], registry=reg)
+        self.in_flight = Gauge(f"{ns}_requests_in_flight", "Requests being served", ["listener"], registry=reg,
+                               multiprocess_mode="livesum")
         self.exceptions = Counter(f"{ns}_request_exceptions", "Handler crashes",
                                   ["listener", "route", "method", "kind"], registry=reg)
         self.rejected = Counter(f"{ns}_requests_rejected", "Unparsable requests answered and closed (HTTP/1.1)",
@@ -159,8 +189,22 @@ class Metrics:
                               ["listener", "kind"], registry=reg)
         self.resets = Counter(f"{ns}_http2_resets", "HTTP/2 streams reset", ["listener", "by", "error"],
                               registry=reg)
-        self.gauges = _ListenerGauges(ns)
-        reg.register(self.gauges)
+        self.gauges: Any
+        if self.multiprocess:  # written by each worker, merged at scrape time (module docstring)
+            self.gauges = {
+                "active_clients": Gauge(f"{ns}_connections_active", "Open client connections", ["listener"],
+                                        registry=reg, multiprocess_mode="livesum"),
+                "max_clients": Gauge(f"{ns}_connections_max", "The listener's max_clients", ["listener"],
+                                     registry=reg, multiprocess_mode="livesum"),
+                "live_streams": Gauge(f"{ns}_http2_streams_active", "HTTP/2 streams being served", ["listener"],
+                                      registry=reg, multiprocess_mode="livesum"),
+                "accepting": Gauge(f"{ns}_listener_accepting", "1 while the listener accepts connections",
+                                   ["listener"], registry=reg, multiprocess_mode="livemax"),
+            }
+        else:
+            self.gauges = _ListenerGauges(ns)
+            reg.register(self.gauges)
+        self.pid = os.getpid()
         # (listener, route, method, status, protocol) -> the three children: labels() once per series.
         self._series: dict[tuple[str, str, str, str, str], tuple[Any, Any, Any]] = {}
         self._handlers: dict[tuple[str, ...], Callable[[Mapping[str, Any], Mapping[str, Any]], None]] = {
@@ -175,16 +219,34 @@ class Metrics:
         """Attach the telemetry handler (``ValueError`` if ``handler_id`` is taken)."""
         telemetry.attach_many(self.handler_id, EVENTS, self.handle)
         self.installed = True
+        _installed[self.handler_id] = self
         return self
 
     def uninstall(self) -> None:
         """Detach the handler and remove every metric from the registry."""
         telemetry.detach(self.handler_id)
         self.installed = False
+        if _installed.get(self.handler_id) is self:
+            del _installed[self.handler_id]
+        gauges = list(self.gauges.values()) if isinstance(self.gauges, dict) else [self.gauges]
         for collector in (self.requests, self.duration, self.body_bytes, self.in_flight, self.exceptions,
                           self.rejected, self.throttled, self.accepted, self.conn_rejected, self.closed,
-                          self.goaways, self.floods, self.resets, self.gauges):
+                          self.goaways, self.floods, self.resets, *gauges):
             self.registry.unregister(collector)
+
+    def write_listener_gauges(self, name: str | None = None) -> None:
+        """Multiprocess mode: write this worker's listener gauges (of ``name``, or of every
+        listener) to its files; the scrape merges them. A no-op otherwise."""
+        if not isinstance(self.gauges, dict):
+            return
+        for listener in (name,) if name is not None else rr.listeners():
+            try:
+                info = rr.listener_info(listener)
+            except (KeyError, ValueError):  # stopped meanwhile
+                continue
+            for key in ("active_clients", "max_clients", "live_streams"):
+                self.gauges[key].labels(listener).set(float(info[key]))
+            self.gauges["accepting"].labels(listener).set(1.0 if info["status"] == "accepting" else 0.0)
 
     def handle(self, event: tuple[str, ...], measurements: Mapping[str, Any], metadata: Mapping[str, Any],
                config: Any) -> None:
@@ -224,6 +286,8 @@ class Metrics:
 
     def _accept(self, meas: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.accepted.labels(meta["listener"]).inc()
+        if self.multiprocess:
+            self.write_listener_gauges(meta["listener"])
 
     def _conn_rejected(self, meas: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.conn_rejected.labels(meta["listener"], meta["reason"]).inc()
@@ -231,6 +295,8 @@ class Metrics:
     def _close(self, meas: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         reason = str(meta["reason"]).partition(":")[0]  # "connection_error: <text>" -> one series
         self.closed.labels(meta["listener"], reason).inc()
+        if self.multiprocess:
+            self.write_listener_gauges(meta["listener"])
 
     def _goaway(self, meas: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
         self.goaways.labels(meta["listener"], meta["error"]).inc()
@@ -246,16 +312,32 @@ def install(registry: CollectorRegistry | None = None, **options: Any) -> Metric
 
     ``options``: ``namespace`` (``"rr"``), ``buckets`` (seconds, increasing),
     ``handler_id``. Returns the ``Metrics``; ``uninstall()`` undoes it.
+
+    A ``Metrics`` this process inherited through a fork (``rr --workers``: the
+    master imported the app, then each worker imports it again) is uninstalled
+    first, so the worker's own takes its place instead of clashing with it.
     """
+    inherited = _installed.get(options.get("handler_id", "rr.contrib.prometheus"))
+    if inherited is not None and inherited.pid != os.getpid():
+        inherited.uninstall()
     return Metrics(registry, **options).install()
 
 
 def metrics_handler(registry: CollectorRegistry | None = None) -> Callable[[Any], resp.Response]:
     """An rr handler answering the registry's exposition (text, or OpenMetrics when
-    the scraper's ``Accept`` asks for it)."""
-    reg = registry if registry is not None else REGISTRY
+    the scraper's ``Accept`` asks for it). In multiprocess mode, without a ``registry``
+    given: every worker's values, merged from the mode's directory."""
+    if registry is not None:
+        reg = registry
+    elif multiprocess():
+        reg = CollectorRegistry()
+        MultiProcessCollector(reg)
+    else:
+        reg = REGISTRY
 
     def handler(req: Any) -> resp.Response:
+        for metrics in list(_installed.values()):
+            metrics.write_listener_gauges()  # multiprocess mode: this worker's, now
         encode, content_type = choose_encoder(req.headers.get("accept") or "")
         return resp.Response(200, [("content-type", content_type), ("cache-control", "no-store")], encode(reg))
 

@@ -73,7 +73,20 @@ READ_CHUNK = 65536
 # wsgi.errors text held while waiting for the end of a line: past this it is logged anyway.
 ERRORS_LINE_LIMIT = 65536
 _NO_BODY_STATUS = frozenset({204, 304})
+_SEQUENCES = (list, tuple)
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+# Per-request string work done once per distinct value: field name -> environ key, and
+# Host value -> (SERVER_NAME, port). Clients choose these strings, so each cache is
+# emptied when it reaches _CACHE_MAX entries (a flood of new names costs what no cache would).
+_CACHE_MAX = 1024
+_SPECIAL_KEYS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
+_ENVIRON_KEYS: dict[str, str] = dict(_SPECIAL_KEYS)
+_HOSTS: dict[str, tuple[str, str | None]] = {}
+# The app's side: status line -> code, and response field -> the field checked, name lowercased.
+_STATUSES: dict[str, int] = {}
+_FIELDS: dict[tuple[str, str], tuple[str, str]] = {}
+_FIELD_VALUE_MAX = 128
 
 
 class Input:
@@ -188,6 +201,8 @@ class ErrorStream:
             self.write(text)
 
     def flush(self) -> None:
+        if not self._pending:
+            return
         text = "".join(self._pending).rstrip()
         self._pending.clear()
         if text:
@@ -228,6 +243,16 @@ def _close(result: Any) -> None:
 
 def _split_host(host: str) -> tuple[str, str | None]:
     """``uri-host [":" port]`` → (host, port or None); IPv6 literals keep their brackets."""
+    split = _HOSTS.get(host)
+    if split is None:
+        split = _split_host_uncached(host)
+        if len(_HOSTS) >= _CACHE_MAX:
+            _HOSTS.clear()
+        _HOSTS[host] = split
+    return split
+
+
+def _split_host_uncached(host: str) -> tuple[str, str | None]:
     if host.startswith("["):
         end = host.find("]")
         if end > 0:
@@ -240,6 +265,19 @@ def _split_host(host: str) -> tuple[str, str | None]:
     return host, None
 
 
+def _environ_key(name: str) -> str | None:
+    """The environ key of request field ``name`` (a lowercase field name), remembered in
+    ``_ENVIRON_KEYS``; None for a name holding ``_``, which is dropped (module docstring)."""
+    if "_" in name:
+        return None
+    key = "HTTP_" + name.upper().replace("-", "_")
+    if len(_ENVIRON_KEYS) >= _CACHE_MAX:
+        _ENVIRON_KEYS.clear()
+        _ENVIRON_KEYS.update(_SPECIAL_KEYS)
+    _ENVIRON_KEYS[name] = key
+    return key
+
+
 def _listener_port(req: Request) -> str | None:
     import rr
 
@@ -249,30 +287,45 @@ def _listener_port(req: Request) -> str | None:
         return None
 
 
-def _buffered(req: Request) -> bytes | None:
-    """The body rr already holds in ``auto`` mode, or None when it is read on demand."""
-    # A public "is the body buffered?" on Request would spare this look at a slot
-    # (asked of the core in issue 14's report).
-    return req._body
+def _status_code(status: Any) -> int:
+    """The code of a WSGI status line (``"200 OK"`` -> 200), remembered in ``_STATUSES``."""
+    if not isinstance(status, str) or len(status) < 3 or not status[:3].isdigit() \
+            or status[3:4] not in ("", " ") or status[0] == "0":
+        raise ValueError(f"WSGI status must look like '200 OK', got {status!r}")
+    code = int(status[:3])
+    if type(status) is str:
+        if len(_STATUSES) >= _CACHE_MAX:
+            _STATUSES.clear()
+        _STATUSES[status] = code
+    return code
 
 
-def _content_length(headers: list[tuple[str, str]]) -> int | None:
-    for name, value in headers:
-        if name == "content-length":
-            value = value.strip()
-            return int(value) if value.isdigit() else None
-    return None
+def _response_field(field: Any) -> tuple[str, str]:
+    """A ``start_response`` header checked and its name lowercased; remembered in
+    ``_FIELDS`` when its value is short (a long one is likely unique: a cookie, a token)."""
+    if not (isinstance(field, tuple) and len(field) == 2
+            and isinstance(field[0], str) and isinstance(field[1], str)):
+        raise TypeError(f"WSGI response headers are (str, str) tuples, got {field!r}")
+    name = field[0]
+    lname = name.lower()
+    checked = field if lname == name else (lname, field[1])
+    if type(name) is str and type(field[1]) is str and len(field[1]) <= _FIELD_VALUE_MAX:
+        if len(_FIELDS) >= _CACHE_MAX:
+            _FIELDS.clear()
+        _FIELDS[field] = checked
+    return checked
 
 
 class _Exchange:
     """One request's ``start_response``/``write`` state."""
 
-    __slots__ = ("req", "status", "headers", "written", "send", "head_sent")
+    __slots__ = ("req", "status", "headers", "declared", "written", "send", "head_sent")
 
     def __init__(self, req: Request) -> None:
         self.req = req
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
+        self.declared: int | None = None  # the app's content-length, when it gave a valid one
         self.written: list[bytes] = []
         self.send: Callable[..., None] | None = None
         self.head_sent = False
@@ -287,21 +340,28 @@ class _Exchange:
                 exc_info = None  # PEP 3333: no reference cycle through the traceback
         elif self.status is not None:
             raise RuntimeError("start_response called a second time without exc_info")
-        if not isinstance(status, str) or len(status) < 3 or not status[:3].isdigit() \
-                or status[3:4] not in ("", " ") or status[0] == "0":
-            raise ValueError(f"WSGI status must look like '200 OK', got {status!r}")
+        code = _STATUSES.get(status) if type(status) is str else None
+        if code is None:
+            code = _status_code(status)
         fields = []
+        declared = None
+        cache = _FIELDS
         for field in headers:
-            if not (isinstance(field, tuple) and len(field) == 2
-                    and isinstance(field[0], str) and isinstance(field[1], str)):
-                raise TypeError(f"WSGI response headers are (str, str) tuples, got {field!r}")
-            fields.append((field[0].lower(), field[1]))
-        self.status = int(status[:3])
+            try:
+                checked = cache[field]
+            except (KeyError, TypeError):  # not seen yet, or not hashable (then not a pair of str)
+                checked = _response_field(field)
+            fields.append(checked)
+            if checked[0] == "content-length" and declared is None:
+                value = checked[1].strip()
+                declared = int(value) if value.isdigit() else -1
+        self.status = code
         self.headers = fields
+        self.declared = declared if declared is None or declared >= 0 else None
         return self.write
 
     def write(self, data: bytes) -> None:
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not isinstance(data, _BYTES_LIKE):
             raise TypeError(f"write() takes bytes, not {type(data).__name__}")
         if self.status is None:
             raise RuntimeError("write() before start_response")
@@ -344,45 +404,53 @@ class WSGIHandler:
 
     def environ(self, req: Request) -> dict[str, Any] | None:
         """The request's PEP 3333 environ; None when the path is outside ``script_name``."""
-        path = unquote_to_bytes(req.path.encode("latin-1")).decode("latin-1")
+        path = req.path
+        if "%" in path or not path.isascii():  # else unquoting is the identity
+            path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
         script_name = self.script_name
         if script_name:
             if path != script_name and not path.startswith(script_name + "/"):
                 return None
             path = path[len(script_name):]
-        env = dict(self._base)
-        env["REQUEST_METHOD"] = req.method
-        env["PATH_INFO"] = path
-        env["QUERY_STRING"] = req.query_string
-        env["RAW_URI"] = env["REQUEST_URI"] = req.target
-        env["SERVER_PROTOCOL"] = req.version
-        env["wsgi.url_scheme"] = req.scheme
+        scheme = req.scheme
+        env = {
+            **self._base,
+            "REQUEST_METHOD": req.method,
+            "PATH_INFO": path,
+            "QUERY_STRING": req.query_string,
+            "RAW_URI": req.target,
+            "REQUEST_URI": req.target,
+            "SERVER_PROTOCOL": req.version,
+            "wsgi.url_scheme": scheme,
+        }
+        keys = _ENVIRON_KEYS
         for name, value in req.headers.items():
-            if name == "content-type":
-                env["CONTENT_TYPE"] = value
-            elif name == "content-length":
-                env["CONTENT_LENGTH"] = value
-            elif "_" not in name:
-                key = "HTTP_" + name.upper().replace("-", "_")
-                if key in env:
-                    value = env[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
-                env[key] = value
+            key = keys.get(name)
+            if key is None:
+                key = _environ_key(name)
+                if key is None:
+                    continue
+            if key in env and key[0] == "H":  # CONTENT_TYPE/_LENGTH: the last field wins
+                value = env[key] + ("; " if key == "HTTP_COOKIE" else ",") + value
+            env[key] = value
         host = req.host or env.get("HTTP_HOST")
         if host:
             env["HTTP_HOST"] = host
-            server_name, port = _split_host(host)
-            env["SERVER_NAME"] = server_name
-            env["SERVER_PORT"] = port or _DEFAULT_PORTS.get(req.scheme, "80")
+            env["SERVER_NAME"], port = _split_host(host)
+            env["SERVER_PORT"] = port or _DEFAULT_PORTS.get(scheme, "80")
         else:
             env["SERVER_NAME"] = "localhost"
-            env["SERVER_PORT"] = _listener_port(req) or _DEFAULT_PORTS.get(req.scheme, "80")
+            env["SERVER_PORT"] = _listener_port(req) or _DEFAULT_PORTS.get(scheme, "80")
         peer = req.peer
         if peer is not None:
             env["REMOTE_ADDR"] = peer[0]
             env["REMOTE_PORT"] = str(peer[1])
         else:
             env["REMOTE_ADDR"] = ""
-        if _buffered(req) is not None:
+        # The body rr already holds in ``auto`` mode (``_body``; a public "is the body
+        # buffered?" on Request would spare this look at a slot, asked of the core in
+        # issue 14's report), or None when it is read on demand.
+        if req._body is not None:
             body = req.read_body()  # already in memory: handed over, not copied
             env["wsgi.input"] = io.BytesIO(body)
             if body and "CONTENT_LENGTH" not in env:
@@ -399,26 +467,28 @@ class WSGIHandler:
             return resp.not_found()
         exchange = _Exchange(req)
         result = self.app(environ, exchange.start_response)
+        errors = environ["wsgi.errors"]
         handed_to_stream = False
         try:
-            shape = self._shape(req, exchange, result, environ["wsgi.errors"])
-            handed_to_stream = isinstance(shape, resp.Stream)
+            shape = self._shape(req, exchange, result, errors)
+            handed_to_stream = type(shape) is resp.Stream
             return shape
         finally:
             if not handed_to_stream:
                 _close(result)
-                environ["wsgi.errors"].flush()
+                errors.flush()
 
     def _shape(self, req: Request, exchange: _Exchange, result: Iterable[bytes],
                errors: ErrorStream) -> resp.Shape:
         if isinstance(result, FileWrapper) and exchange.status is not None and not exchange.written:
-            sendfile = _sendfile(result, exchange.status, exchange.headers)
+            sendfile = _sendfile(result, exchange.status, exchange.headers, exchange.declared)
             if sendfile is not None:
                 return sendfile
-        if isinstance(result, list | tuple) and len(result) <= 1:
+        if isinstance(result, _SEQUENCES) and len(result) <= 1:  # complete: one Response, no join
             if exchange.status is None:
                 raise RuntimeError("the WSGI application returned without calling start_response")
-            return self._buffered(req, exchange, exchange.written + [_bytes(c) for c in result])
+            parts = [_bytes(chunk) for chunk in result]
+            return self._buffered(req, exchange, exchange.written + parts if exchange.written else parts)
         chunks = iter(result)
         first = b""
         for chunk in chunks:  # the head waits for the first non-empty chunk (PEP 3333)
@@ -430,7 +500,7 @@ class WSGIHandler:
         if exchange.status is None:
             raise RuntimeError("the WSGI application sent a body without calling start_response")
         pending = [b"".join([*exchange.written, first])] if exchange.written else [first]
-        declared = _content_length(exchange.headers)
+        declared = exchange.declared
         if declared is not None and sum(map(len, pending)) >= declared:
             # The declared length is met: the body is complete, whatever else the iterator holds.
             return self._buffered(req, exchange, pending)
@@ -440,8 +510,8 @@ class WSGIHandler:
     def _buffered(self, req: Request, exchange: _Exchange, parts: list[bytes]) -> resp.Response:
         if exchange.status is None:
             raise RuntimeError("the WSGI application returned without calling start_response")
-        body = b"".join(parts)
-        declared = _content_length(exchange.headers)
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        declared = exchange.declared
         if declared is not None and len(body) != declared and req.method != "HEAD" \
                 and exchange.status not in _NO_BODY_STATUS:
             if len(body) < declared:
@@ -480,12 +550,13 @@ class WSGIHandler:
 def _bytes(chunk: Any) -> bytes:
     if isinstance(chunk, bytes):
         return chunk
-    if isinstance(chunk, bytearray | memoryview):
+    if isinstance(chunk, (bytearray, memoryview)):
         return bytes(chunk)
     raise TypeError(f"a WSGI body yields bytes, not {type(chunk).__name__}")
 
 
-def _sendfile(wrapper: FileWrapper, status: int, headers: list[tuple[str, str]]) -> resp.Sendfile | None:
+def _sendfile(wrapper: FileWrapper, status: int, headers: list[tuple[str, str]],
+              declared: int | None) -> resp.Sendfile | None:
     """``Sendfile`` for a wrapped regular file still reachable by its name, else None."""
     filelike = wrapper.filelike
     if isinstance(filelike, io.TextIOBase):
@@ -504,7 +575,6 @@ def _sendfile(wrapper: FileWrapper, status: int, headers: list[tuple[str, str]])
     if (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino) or offset > st.st_size:
         return None
     length = st.st_size - offset
-    declared = _content_length(headers)
     if declared is not None:
         if declared > length:
             return None  # the iterating path reports the short body

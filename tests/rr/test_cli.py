@@ -359,3 +359,10 @@ def test_cli_sigterm_says_how_many_connections_it_drains_and_by_when(app_dir):
         assert idle.recv(4096).startswith(b"HTTP/1.1 200")
         output = _stop(proc)
     assert "draining 1 connection (deadline 7 s; send the signal again to force)" in output, output
+
+
+def test_the_start_up_line_is_printed_once_not_also_logged_by_start_listener(app_dir):
+    proc, [(name, _, url, _)] = _serve(app_dir, "cliapp:handler", "--port", "0", "--log-level", "info")
+    assert _curl(f"{url}/a") == "HTTP/1.1 /a"
+    output = _stop(proc)
+    assert "listening on" not in output  # the line _serve read was the only one

@@ -114,3 +114,29 @@ def test_console_lines_and_a_second_configure_takes_over(serve, restore_logging)
 def test_a_bad_level_is_a_value_error_naming_it(restore_logging):
     with pytest.raises(ValueError, match="level"):
         rr.log.configure(level="loud")
+
+
+def test_start_listener_logs_its_name_address_and_protocols_once_at_info(serve, restore_logging):
+    buf = io.StringIO()
+    rr.log.configure(json=True, level="info", stream=buf)
+    srv = serve(lambda req: resp.text(200, "ok"), protocols=["http1", "http2"])
+    started = [line for line in lines(buf) if "listening on" in line["event"]]
+    assert [(line["event"], line["level"], line["logger"]) for line in started] == [
+        (f"listener {srv.name!r} listening on http://127.0.0.1:{srv.port}/ (http1, http2)", "info", "rr")]
+    assert in_thread(_get, f"http://127.0.0.1:{srv.port}", False, "/").text == "ok"  # that address serves
+
+
+def test_the_start_up_line_is_silenced_by_the_applications_logging_configuration(serve, restore_logging, caplog):
+    # An application that routes structlog through the standard library: its logging
+    # configuration decides, as for any other logger.
+    structlog.configure(logger_factory=structlog.stdlib.LoggerFactory(),
+                        wrapper_class=structlog.stdlib.BoundLogger,
+                        processors=[structlog.stdlib.render_to_log_kwargs])
+    caplog.set_level(logging.INFO, logger="rr")
+    first = serve(lambda req: resp.text(200, "ok"), protocols=["http1"])
+    assert [r.getMessage() for r in caplog.records if r.name == "rr"] == [
+        f"listener {first.name!r} listening on http://127.0.0.1:{first.port}/ (http1)"]
+    caplog.clear()
+    logging.getLogger("rr").setLevel(logging.WARNING)
+    serve(lambda req: resp.text(200, "ok"))
+    assert [r for r in caplog.records if r.name == "rr"] == []

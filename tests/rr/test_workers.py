@@ -521,3 +521,23 @@ def test_http3_under_workers_each_connection_stays_with_one_worker(servers, tmp_
     assert len(set.union(*by_connection)) == 2, by_connection  # and both workers serve
     server.signal(signal.SIGTERM)
     assert server.wait() == 0
+
+
+def test_the_start_up_line_is_said_once_by_the_master_not_once_per_worker(servers, app_dir, tmp_path):
+    server, url = _cli(servers, app_dir, "--workers", "2")  # the rr command's own line
+    server.accepting(), server.accepting()
+    assert _get(url).isdigit()
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    assert server.log.count("listening on") == 1, server.log
+    (tmp_path / "api.py").write_text(
+        "import rr.workers\nfrom rr import resp\n"
+        "raise SystemExit(rr.workers.run({'web': {'ip': '127.0.0.1', 'port': 0, 'protocols': ['http1'],\n"
+        "                                         'routes': lambda req: resp.text(200, 'ok')}}, workers=2))\n")
+    api = servers(tmp_path, sys.executable, str(tmp_path / "api.py"))  # rr.workers.run without on_bound
+    url = api.expect(r"listener 'web' listening on (http://127\.0\.0\.1:\d+)/ \(http1\)").group(1)
+    api.accepting(), api.accepting()
+    assert _get(url) == "ok"
+    api.signal(signal.SIGTERM)
+    assert api.wait() == 0
+    assert api.log.count("listening on") == 1, api.log

@@ -292,6 +292,38 @@ def test_one_element_list_or_a_met_content_length_is_a_buffered_response():
     assert isinstance(wsgi.handler(streamed)(_request()), resp.Stream)
 
 
+@pytest.mark.parametrize(("status", "headers", "error"), [
+    ("20 OK", [], ValueError), ("OK 200", [], ValueError), (200, [], ValueError), ("099 Low", [], ValueError),
+    ("200 OK", [("x-n", 1)], TypeError), ("200 OK", [["x", "y"]], TypeError), ("200 OK", [("x",)], TypeError),
+    ("200 OK", [("x", ["unhashable"])], TypeError), ("200 OK", [(b"x", "y")], TypeError),
+])
+def test_a_bad_status_or_header_is_refused_every_time_even_after_good_ones_were_remembered(status, headers, error):
+    def app(environ, start_response):
+        given = environ["rr.request"].headers.get("x-bad")
+        start_response(status if given else "200 OK",
+                       headers if given else [("Content-Type", "text/plain"), ("X-N", "1")])
+        return [b"ok"]
+
+    handler = wsgi.handler(app)
+    for _ in range(2):  # the good status and fields are remembered (a cache): the bad never are
+        assert handler(_request()) == resp.Response(200, [("content-type", "text/plain"), ("x-n", "1")], b"ok")
+        with pytest.raises(error):
+            handler(_request(headers=[("x-bad", "1")]))
+
+
+def test_path_info_is_the_path_as_is_unless_it_holds_an_escape(serve):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["PATH_INFO"].encode("latin-1")]
+
+    srv = serve(wsgi.handler(app))
+    for target, path in ((b"/plain/path.txt", b"/plain/path.txt"), (b"/a%2Fb%20c", b"/a/b c"),
+                         (b"/caf%C3%A9", "/caf\u00c3\u00a9".encode("latin-1"))):
+        head, body = _head_and_body(srv.exchange(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n"
+                                                 b"Connection: close\r\n\r\n"))
+        assert head.startswith("HTTP/1.1 200") and body == path, (target, body)
+
+
 def test_a_streamed_body_goes_out_chunk_by_chunk_and_close_is_called(serve):
     release = gevent.event.Event()
     closed = gevent.event.Event()

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Server CPU time per request of the Flask hello app (tools/bench_apps/flask_hello.py),
+# under rr's CLI or gunicorn -k gevent, started as tools/bench.py's flask phase starts them.
+#
+#   [PYTHON=...] [RR=<rr checkout>] tools/bench_wsgi_cpu.sh rr|gunicorn|pywsgi PORT [N]
+#
+# The server is pinned to core 0, `h2load --h1 -c 50` to core 1: 5000 requests to warm
+# up, then N (40000) measured. CPU is utime+stime from /proc of the server's processes
+# (gunicorn's master and its worker), read before and after. RR picks the rr checkout
+# served (default: this one), for A/B runs of two branches. Loopback only.
+set -euo pipefail
+server=$1; port=$2; n=${3:-40000}
+root="$(cd "$(dirname "$0")/.." && pwd)"
+rr_root="$(cd "${RR:-$root}" && pwd)"
+py="${PYTHON:-$root/.venv/bin/python}"
+apps="$root/tools/bench_apps"
+case "$server" in
+  rr) cmd=(env PYTHONPATH="$rr_root" "$py" -m rr --config "$apps/rr_flask.toml" --port "$port"
+           --chdir "$apps" flask_hello:app) ;;
+  gunicorn) cmd=("$(dirname "$py")/gunicorn" -k gevent --workers 1 --bind "127.0.0.1:$port"
+                 --worker-connections 20000 --keep-alive 600 --log-level warning --chdir "$apps" flask_hello:app) ;;
+  pywsgi) cmd=("$py" "$apps/flask_hello.py" "$port") ;;
+  *) echo "server: rr, gunicorn or pywsgi" >&2; exit 2 ;;
+esac
+cd "$apps"
+taskset -c 0 "${cmd[@]}" > "/tmp/bench_wsgi_cpu_$server.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/hello" && break; sleep 0.1; done
+taskset -c 1 h2load --h1 -n 5000 -c 50 "http://127.0.0.1:$port/hello" > /dev/null
+ticks() {  # the server process and its children (gunicorn's worker)
+  local total=0 p
+  for p in $pid $(pgrep -P "$pid" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+t0=$(ticks)
+out=$(taskset -c 1 h2load --h1 -n "$n" -c 50 "http://127.0.0.1:$port/hello")
+t1=$(ticks)
+ok=$(grep -oE "[0-9]+ succeeded" <<< "$out")
+rps=$(grep -oE "finished in [0-9.]+s, [0-9.]+ req/s" <<< "$out" | grep -oE "[0-9.]+ req/s")
+echo "$server: $(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.2f", t * 1000000 / hz / n }') us CPU/request ($ok of $n, $rps)"
