@@ -9,6 +9,7 @@ import time
 
 import gevent
 import gevent.event
+import gevent.socket
 import pytest
 
 import rr
@@ -613,6 +614,30 @@ def test_graceful_drain_false_kills_in_flight_requests_at_once(serve):
     assert time.monotonic() - began < 2, "the drain waited for the handler instead of killing it"
     assert read_until_close(sock, 5) == b""  # killed mid-request: no response at all
     sock.close()
+
+
+def test_a_large_body_is_written_whole_behind_held_answers_to_a_slow_reader(serve):
+    """A body of 4 KiB or more goes out next to its head (``sendmsg``, no copy): held
+    pipelined answers first, and all of it even when the client's small receive buffer
+    makes the first write partial (8 MiB against 64 KiB)."""
+    big = bytes(range(256)) * 32768  # 8 MiB, every byte value: a reordered piece shows
+
+    def handler(req):
+        return resp.Response(200, [("content-type", "application/octet-stream")],
+                             big if req.path == "/big" else req.path.encode())
+
+    srv = serve(handler)
+    with gevent.socket.socket() as sock:  # cooperative: the server runs in this process
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", srv.port))
+        # /a is held (the next request is already buffered), then written with /big's gather.
+        sock.sendall(b"".join(b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % p for p in (b"a", b"big", b"c")))
+        assert read_response(sock)[1] == b"/a"
+        head, body = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 8388608" in head
+        assert body == big
+        assert read_response(sock)[1] == b"/c"
 
 
 def test_a_pipelining_client_does_not_starve_another_connection(serve):
