@@ -178,6 +178,7 @@ class Http1Conn:
         self.rate_bytes = 0
         self.rate_waited = 0.0
         self.min_bps = self.config.min_bytes_per_second
+        self.poll_first = False  # the next read waits for the poll first (serve_requests)
         self.unpolled = 0  # requests served since this process last waited on its socket
         self.started = _monotonic()
         # h2c on a shared plain-TCP port: the preface is sniffed, Upgrade: h2c honoured.
@@ -217,13 +218,17 @@ class Http1Conn:
         raw = self.raw
         if raw is None:
             return self.recv_wrapped(wait, slow, now)
-        try:
-            data = raw.recv(RECV_SIZE)
-        except BlockingIOError:
-            data = None  # wait outside the handler: an idle wait must not hold the exception
-        except OSError:
-            self.close_reason = "peer_error"
-            raise _Close() from None
+        if self.poll_first:  # the next request, after one: through the poll (serve_requests)
+            self.poll_first = False
+            data = None
+        else:
+            try:
+                data = raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                data = None  # wait outside the handler: an idle wait must not hold the exception
+            except OSError:
+                self.close_reason = "peer_error"
+                raise _Close() from None
         if data is None:
             data = self.recv_waiting(wait, slow, now)
         if not data:
@@ -382,9 +387,19 @@ class Http1Conn:
             # Let other connections run: a client that always has its next request ready
             # (fast keep-alive, pipelining) would otherwise never see this process block, and
             # the others would wait (measured: p99 150 ms → 5 ms at equal throughput).
-            # sleep(0) lets ready processes run but not the loop's I/O poll (gevent runs
-            # callbacks for up to its 5 ms switch interval first), so after UNPOLLED_MAX
-            # requests served without waiting on the socket, wait for one loop turn.
+            # Plain TCP with nothing buffered: the next request is awaited through the loop's
+            # I/O poll (no read attempt first), so every connection is served in the order its
+            # bytes arrived, one request per poll — as an epoll-driven server does. Reading
+            # first let connections whose client was quick serve request after request from
+            # the callback queue while those that had to wait sat until the queue ran dry
+            # (a request waited up to 5 rounds of the others instead of 2; docs/bench_rr.md).
+            if not self.buf and self.raw is not None:
+                self.poll_first = True
+                continue
+            # A pipelined request is already buffered (or TLS): sleep(0) lets ready processes
+            # run but not the loop's I/O poll (gevent runs callbacks for up to its 5 ms switch
+            # interval first), so after UNPOLLED_MAX requests served without waiting on the
+            # socket, wait for one loop turn.
             if self.unpolled >= UNPOLLED_MAX:
                 self.unpolled = 0
                 gevent.sleep(_ONE_TURN)

@@ -640,6 +640,38 @@ def test_a_large_body_is_written_whole_behind_held_answers_to_a_slow_reader(serv
         assert read_response(sock)[1] == b"/c"
 
 
+def test_a_quick_keep_alive_client_does_not_delay_a_request_waiting_for_the_poll(serve):
+    """After a request, a plain-TCP conn with nothing buffered waits for its next request
+    through the loop's I/O poll, not with a read first: a client whose next request is
+    already in the kernel when its answer goes out is served in turn with the others,
+    not up to UNPOLLED_MAX times before a request that arrived meanwhile is seen."""
+    order = []
+    srv_box = {}
+
+    def handler(req):
+        order.append(req.path)
+        a, b = srv_box["a"], srv_box["b"]
+        if len(order) == 1:
+            b.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")  # B's request arrives now
+        if req.path == "/a" and order.count("/a") < 40:
+            a.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")  # A's next is there before its answer
+        return resp.text(200, "k")
+
+    srv = serve(handler)
+    a = srv_box["a"] = srv.connect()
+    b = srv_box["b"] = srv.connect()
+    try:
+        a.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(b)[1] == b"k"
+        for _ in range(order.count("/a")):
+            assert read_response(a)[1] == b"k"
+        # One poll sees both A's next request and B's: B is served within a request or two.
+        assert order.index("/b") <= 3, order.index("/b")
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_pipelining_client_does_not_starve_another_connection(serve):
     """A connection with 500 requests already buffered yields between requests: a
     request on another connection is handled long before the pipeline is done."""
