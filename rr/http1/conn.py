@@ -14,7 +14,11 @@ the socket (``SocketStream``) until it ends and the connection closes.
 On plain TCP it meets the non-blocking OS socket under gevent's wrapper
 directly: one ``recv``/``send`` attempt first and, only when that would block,
 a wait on the wrapper's io watcher with one loop timer for that wait (the
-deadline). TLS goes through gevent's ``SSLSocket`` with a socket timeout.
+deadline). The exception is the read of the next request after one with
+nothing buffered: it waits for the loop's I/O poll first, so connections are
+served in the order their requests arrived (fairness). A buffered body of
+4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
+TLS goes through gevent's ``SSLSocket`` with a socket timeout.
 
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
@@ -390,9 +394,9 @@ class Http1Conn:
             # Plain TCP with nothing buffered: the next request is awaited through the loop's
             # I/O poll (no read attempt first), so every connection is served in the order its
             # bytes arrived, one request per poll — as an epoll-driven server does. Reading
-            # first let connections whose client was quick serve request after request from
-            # the callback queue while those that had to wait sat until the queue ran dry
-            # (a request waited up to 5 rounds of the others instead of 2; docs/bench_rr.md).
+            # first let a connection whose client was quick serve request after request from
+            # the callback queue (a read that found bytes reset ``unpolled``) while those that
+            # had to wait sat until the queue ran dry (docs/bench_rr.md: p99 4-9x p50).
             if not self.buf and self.raw is not None:
                 self.poll_first = True
                 continue
