@@ -218,9 +218,9 @@ class Http1Conn:
                 self.close_reason = "slow_client"
                 raise _Close()
             raise TimeoutError()
-        self.unpolled = 0
         raw = self.raw
         if raw is None:
+            self.unpolled = 0
             return self.recv_wrapped(wait, slow, now)
         if self.poll_first:  # the next request, after one: through the poll (serve_requests)
             self.poll_first = False
@@ -243,6 +243,7 @@ class Http1Conn:
 
     def recv_waiting(self, wait: float, slow: bool, now: float) -> bytes:
         """Plain TCP, nothing to read yet: wait (at most ``wait`` s) on the read watcher."""
+        self.unpolled = 0  # only a wait lets the loop poll: a read that found bytes does not
         raw = self.raw
         end = now + wait
         try:

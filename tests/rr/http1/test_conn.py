@@ -672,6 +672,36 @@ def test_a_quick_keep_alive_client_does_not_delay_a_request_waiting_for_the_poll
         b.close()
 
 
+def test_a_client_that_always_leaves_half_a_request_buffered_lets_the_loop_poll(serve):
+    """Every read finds the rest of a request and the start of the next one, so the conn
+    never waits on its socket: it still lets the loop poll every UNPOLLED_MAX requests
+    (a read that found bytes is not a poll), and another connection's request is seen."""
+    order = []
+    socks = {}
+    rest = b"T /a HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def handler(req):
+        order.append(req.path)
+        if len(order) == 1:
+            socks["b"].sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        if req.path == "/a" and order.count("/a") < 60:
+            socks["a"].sendall(rest + (b"GE" if order.count("/a") < 59 else b""))
+        return resp.text(200, "k")
+
+    srv = serve(handler)
+    a = socks["a"] = srv.connect()
+    b = socks["b"] = srv.connect()
+    try:
+        a.sendall(b"GE" + rest + b"GE")
+        assert read_response(b)[1] == b"k"
+        for _ in range(order.count("/a")):
+            assert read_response(a)[1] == b"k"
+        assert order.index("/b") <= 20, order.index("/b")  # UNPOLLED_MAX is 16
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_pipelining_client_does_not_starve_another_connection(serve):
     """A connection with 500 requests already buffered yields between requests: a
     request on another connection is handled long before the pipeline is done."""
