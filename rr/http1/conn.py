@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.hub
+from gevent.exceptions import ConcurrentObjectUseError
 from gevent.hub import Waiter
 from gevent.socket import wait_write
 
@@ -718,8 +719,12 @@ class Http1Conn:
 def _wait_io(sock: Any, watcher: Any, timeout: float) -> bool:
     """Park this process until ``watcher`` (a socket's read or write io watcher) fires or
     ``timeout`` s pass (one loop timer, only for this wait); False on timeout."""
-    if watcher.callback is not None:  # same rule as gevent's own socket waits
-        raise gevent.hub.ConcurrentObjectUseError("socket already waited on by another process")
+    if watcher.callback is not None:
+        # A Loop's close watcher, just told to exit (``stop_watcher``), lets go of the socket
+        # when its exit is delivered, on the loop's next turn: give it that turn.
+        gevent.sleep(0)
+        if watcher.callback is not None:  # same rule as gevent's own socket waits
+            raise ConcurrentObjectUseError("socket already waited on by another process")
     hub = sock.hub
     waiter = Waiter(hub)
     timer = hub.loop.timer(timeout)

@@ -429,6 +429,29 @@ def test_loop_pushes_chunks_for_messages_until_stop(serve):
     assert b"1\r\na\r\n2\r\nbb\r\n0\r\n\r\n" in data
 
 
+def test_a_keep_alive_request_after_a_loop_response_is_answered(serve):
+    """The Loop's close watcher (which waits on the socket) is gone before the conn waits
+    for the next request on the same socket."""
+    conn = []
+
+    def handler(req):
+        if req.path == "/loop":
+            conn.append(supervisors.self())
+            return resp.Loop(200, [("content-type", "text/plain")], None, lambda msg, push, state: resp.STOP)
+        return resp.text(200, "after")
+
+    srv = serve(handler)
+    with srv.connect() as sock:
+        sock.settimeout(5)
+        sock.sendall(b"GET /loop HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = sock.recv(4096)  # the head: the loop now waits, its close watcher on the socket
+        supervisors.send(conn[0], "stop")
+        while not data.endswith(b"0\r\n\r\n"):
+            data += sock.recv(4096)
+        sock.sendall(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(sock)[1] == b"after"
+
+
 def test_loop_is_told_once_when_the_client_goes_away(serve):
     seen = []
     done = gevent.event.Event()
