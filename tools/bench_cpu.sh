@@ -10,6 +10,8 @@
 # number to compare between two variants run back to back. Loopback only.
 # CLOSE=1: a new connection per request instead (wrk -c 50 for 3 s with
 # "Connection: close", the connection_storm row): CPU per accepted connection.
+# BODY=FILE: POST FILE as each request's body (h2load -d; echo, multi_request_body);
+# N=COUNT: measured requests (default 40000).
 set -euo pipefail
 label=$1; port=$2; path=$3; app=$4; shift 4
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,7 +20,10 @@ taskset -c 0 "${PYTHON:-$root/.venv/bin/python}" "$app" "$port" "$@" > "/tmp/ben
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.1; done
-taskset -c 1 h2load --h1 -n 5000 -c 50 "http://127.0.0.1:$port$path" > /dev/null
+post=()
+if [ -n "${BODY:-}" ]; then post=(-d "$BODY" -H "content-type: application/octet-stream"); fi
+n=${N:-40000}
+taskset -c 1 h2load --h1 -n 5000 -c 50 "${post[@]}" "http://127.0.0.1:$port$path" > /dev/null
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 t0=$(ticks)
@@ -31,7 +36,7 @@ if [ -n "${CLOSE:-}" ]; then
   echo "$label: $(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.2f", t * 1000000 / hz / n }') us CPU/request (connection per request, $n requests) $bad"
   exit 0
 fi
-out=$(taskset -c 1 h2load --h1 -n 40000 -c 50 "http://127.0.0.1:$port$path")
+out=$(taskset -c 1 h2load --h1 -n "$n" -c 50 "${post[@]}" "http://127.0.0.1:$port$path")
 t1=$(ticks)
 ok=$(grep -oE "[0-9]+ succeeded" <<< "$out")
-echo "$label: $(awk -v t=$((t1 - t0)) -v hz="$hz" 'BEGIN { printf "%.2f", t * 1000000 / hz / 40000 }') us CPU/request ($ok of 40000)"
+echo "$label: $(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.2f", t * 1000000 / hz / n }') us CPU/request ($ok of $n)"

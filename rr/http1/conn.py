@@ -14,7 +14,11 @@ the socket (``SocketStream``) until it ends and the connection closes.
 On plain TCP it meets the non-blocking OS socket under gevent's wrapper
 directly: one ``recv``/``send`` attempt first and, only when that would block,
 a wait on the wrapper's io watcher with one loop timer for that wait (the
-deadline). TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
+deadline). The exception is the read of the next request after one with
+nothing buffered: it waits for the loop's I/O poll first, so connections are
+served in the order their requests arrived (fairness). A buffered body of
+4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
+TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
 inside) with a per-call timeout, as a socket.
 
@@ -66,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 import gevent.hub
+from gevent.exceptions import ConcurrentObjectUseError
 from gevent.hub import Waiter
 from gevent.socket import wait_write
 
@@ -93,6 +98,9 @@ RECV_SIZE = 65536
 # LINGER_SECONDS, so the peer sees our response instead of a reset.
 LINGER_BYTES = 65536
 LINGER_SECONDS = 1.0
+# A buffered body at least this large goes out next to its head (``sendmsg``), not copied
+# behind it: measured cheaper from 4 KiB (docs/bench_rr.md).
+GATHER_MIN = 4096
 # Bytes of pipelined responses held back for one write.
 HOLD_LIMIT = 65536
 # Requests one connection serves from its buffer before it lets the event loop poll I/O.
@@ -177,6 +185,7 @@ class Http1Conn:
         self.rate_bytes = 0
         self.rate_waited = 0.0
         self.min_bps = self.config.min_bytes_per_second
+        self.poll_first = False  # the next read waits for the poll first (serve_requests)
         self.unpolled = 0  # requests served since this process last waited on its socket
         self.started = _monotonic()
         # h2c on a shared plain-TCP port: the preface is sniffed, Upgrade: h2c honoured.
@@ -212,17 +221,21 @@ class Http1Conn:
                 self.close_reason = "slow_client"
                 raise _Close()
             raise TimeoutError()
-        self.unpolled = 0
         raw = self.raw
         if raw is None:
+            self.unpolled = 0
             return self.recv_wrapped(wait, slow, now)
-        try:
-            data = raw.recv(RECV_SIZE)
-        except BlockingIOError:
-            data = None  # wait outside the handler: an idle wait must not hold the exception
-        except OSError:
-            self.close_reason = "peer_error"
-            raise _Close() from None
+        if self.poll_first:  # the next request, after one: through the poll (serve_requests)
+            self.poll_first = False
+            data = None
+        else:
+            try:
+                data = raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                data = None  # wait outside the handler: an idle wait must not hold the exception
+            except OSError:
+                self.close_reason = "peer_error"
+                raise _Close() from None
         if data is None:
             data = self.recv_waiting(wait, slow, now)
         if not data:
@@ -233,6 +246,7 @@ class Http1Conn:
 
     def recv_waiting(self, wait: float, slow: bool, now: float) -> bytes:
         """Plain TCP, nothing to read yet: wait (at most ``wait`` s) on the read watcher."""
+        self.unpolled = 0  # only a wait lets the loop poll: a read that found bytes does not
         raw = self.raw
         end = now + wait
         try:
@@ -294,6 +308,27 @@ class Http1Conn:
             if sent == len(data):
                 return
             self.send_waiting(memoryview(data), sent)
+        except OSError:
+            self.close_reason = "peer_error"
+            raise ClientGone() from None
+
+    def send_parts(self, parts: list[bytes]) -> None:
+        """Plain TCP: write ``parts`` (held answers first) with one ``sendmsg``, without
+        concatenating them; a partial write (send buffer full) goes on as ``sendall``'s does."""
+        if self.held:
+            parts = [*self.held, *parts]
+            self.held.clear()
+            self.held_len = 0
+        try:
+            try:
+                sent = self.raw.sendmsg(parts)
+            except BlockingIOError:
+                sent = 0
+            total = 0
+            for part in parts:
+                total += len(part)
+            if sent < total:
+                self.send_waiting(memoryview(b"".join(parts)), sent)
         except OSError:
             self.close_reason = "peer_error"
             raise ClientGone() from None
@@ -360,9 +395,19 @@ class Http1Conn:
             # Let other connections run: a client that always has its next request ready
             # (fast keep-alive, pipelining) would otherwise never see this process block, and
             # the others would wait (measured: p99 150 ms → 5 ms at equal throughput).
-            # sleep(0) lets ready processes run but not the loop's I/O poll (gevent runs
-            # callbacks for up to its 5 ms switch interval first), so after UNPOLLED_MAX
-            # requests served without waiting on the socket, wait for one loop turn.
+            # Plain TCP with nothing buffered: the next request is awaited through the loop's
+            # I/O poll (no read attempt first), so every connection is served in the order its
+            # bytes arrived, one request per poll — as an epoll-driven server does. Reading
+            # first let a connection whose client was quick serve request after request from
+            # the callback queue (a read that found bytes reset ``unpolled``) while those that
+            # had to wait sat until the queue ran dry (docs/bench_rr.md: p99 4-9x p50).
+            if not self.buf and self.raw is not None:
+                self.poll_first = True
+                continue
+            # A pipelined request is already buffered (or TLS): sleep(0) lets ready processes
+            # run but not the loop's I/O poll (gevent runs callbacks for up to its 5 ms switch
+            # interval first), so after UNPOLLED_MAX requests served without waiting on the
+            # socket, wait for one loop turn.
             if self.unpolled >= UNPOLLED_MAX:
                 self.unpolled = 0
                 gevent.sleep(_ONE_TURN)
@@ -505,6 +550,14 @@ class Http1Conn:
     def respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
                 close: bool) -> None:
         keep = self._keep(close)
+        if len(body) >= GATHER_MIN and self.raw is not None:
+            # A large body is not copied behind its head: both go to the kernel in one sendmsg.
+            self.send_parts([b"".join((
+                codec.STATUS_LINES[status], codec.field_lines(fields),
+                b"" if length is None else b"content-length: %d\r\n" % length,
+                _END_KEEP if keep else _END_CLOSE,
+            )), body])
+            return
         out = b"".join((
             codec.STATUS_LINES[status], codec.field_lines(fields),
             b"" if length is None else b"content-length: %d\r\n" % length,
@@ -668,8 +721,12 @@ class Http1Conn:
 def _wait_io(sock: Any, watcher: Any, timeout: float) -> bool:
     """Park this process until ``watcher`` (a socket's read or write io watcher) fires or
     ``timeout`` s pass (one loop timer, only for this wait); False on timeout."""
-    if watcher.callback is not None:  # same rule as gevent's own socket waits
-        raise gevent.hub.ConcurrentObjectUseError("socket already waited on by another process")
+    if watcher.callback is not None:
+        # A Loop's close watcher, just told to exit (``stop_watcher``), lets go of the socket
+        # when its exit is delivered, on the loop's next turn: give it that turn.
+        gevent.sleep(0)
+        if watcher.callback is not None:  # same rule as gevent's own socket waits
+            raise ConcurrentObjectUseError("socket already waited on by another process")
     hub = sock.hub
     waiter = Waiter(hub)
     timer = hub.loop.timer(timeout)
