@@ -23,7 +23,8 @@ as ``worker`` to every event of that process (``worker_id()`` says it, None
 outside workers).
 
 ``configure_default()`` is what ``rr.start_listener`` calls: it configures
-structlog (console lines on stdout) only when nothing has (neither the
+structlog (console lines on stderr, like ``configure``'s, so a program's own
+stdout stays its own) only when nothing has (neither the
 application nor ``configure``), and leaves the standard library alone, so an
 app keeps full control of its own logging pipeline; it just adds
 ``add_request_id`` to its processors to get the id.
@@ -99,6 +100,7 @@ def configure_default(level: int = logging.INFO) -> None:
             structlog.dev.ConsoleRenderer(colors=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         # Not cached, so a later configure() reaches the loggers already used (rr logs
         # only on error paths and in the access log, where the ~µs of a lookup is noise).
         cache_logger_on_first_use=False,

@@ -76,7 +76,8 @@ def test_a_second_signal_during_drain_forces_the_exit_and_says_so(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(root)})
     try:
-        port = int(proc.stdout.readline())
+        first = proc.stdout.readline()  # rr's start-up log line (stderr, merged here), then the port
+        port = int(first if first.strip().isdigit() else proc.stdout.readline())
         client = gevent.socket.create_connection(("127.0.0.1", port))
         client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # in flight for 60 s
         gevent.sleep(0.3)  # let the request reach the handler (a subprocess: no message to wait on)
