@@ -67,6 +67,7 @@ from aioquic.h3.events import (
     WebTransportStreamDataReceived,
 )
 from aioquic.quic import events as qe
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 
 import supervisors
 from rr import dispatch, exchange, telemetry, webtransport
@@ -197,6 +198,7 @@ class Http3Conn:
                 datagrams=bool(options.webtransport))
         self.quic = RrQuic(configuration=configuration, max_streams=options.max_concurrent_streams,
                            stream_window=options.stream_window, conn_window=options.conn_window,
+                           max_datagram_size=options.max_datagram_size,
                            original_destination_connection_id=adm.original_dcid,
                            retry_source_connection_id=adm.retry_scid)
         self.h3 = _H3(self.quic, options.max_field_section_size, bool(options.webtransport))
@@ -322,6 +324,15 @@ class Http3Conn:
                 supervisors.exit(st.pid, "kill")  # type: ignore[arg-type]
                 self.worker_down(st.sid, "killed")
 
+    def on_timer(self, now: float) -> None:
+        """aioquic's timer is due: loss detection, probes, idle timeout."""
+        quic = self.quic
+        quic.handle_timer(now)
+        if quic.black_hole():
+            _log.info("h3 larger datagrams met repeated probe timeouts: back to 1200 bytes",
+                      peer=str(self.peer))
+        self.process()
+
     def receive_datagram(self, data: bytes, addr: Any) -> None:
         self.quic.receive_datagram(data, addr, time.monotonic())
         self.process()
@@ -351,6 +362,10 @@ class Http3Conn:
                 st = self.streams.get(event.stream_id)
                 if st is not None:
                     self.drop(st)
+            elif isinstance(event, qe.HandshakeCompleted):
+                self.h3.handle_event(event)
+                if quic.rr_max_datagram_size > SMALLEST_MAX_DATAGRAM_SIZE:
+                    quic.grow_datagrams(route_payload_limit(self.sock.family, self.adm.addr))
             elif isinstance(event, qe.ConnectionIdIssued):
                 self.adm.route(event.connection_id, self.pid)
             elif isinstance(event, qe.ConnectionIdRetired):
@@ -705,8 +720,7 @@ class Http3Conn:
             except supervisors.Timeout:
                 now = time.monotonic()
                 if self.timer is not None and now >= self.timer:
-                    self.quic.handle_timer(now)
-                    self.process()
+                    self.on_timer(now)
                 self.overdue(now)
                 self.flush()
                 continue
@@ -725,8 +739,7 @@ class Http3Conn:
                 yielded = False
                 now = time.monotonic()
                 if self.timer is not None and now >= self.timer:
-                    self.quic.handle_timer(now)
-                    self.process()
+                    self.on_timer(now)
                 if now >= next_tick:  # a busy connection still looks at its clocks
                     next_tick = now + TICK
                     self.overdue(now)
@@ -825,6 +838,26 @@ def send_datagrams(sock: Any, datagrams: list[tuple[bytes, Any]]) -> None:
                 _log.info("UDP GSO unavailable, sending datagrams one by one", error=str(exc))
                 continue
         i = j
+
+
+# The route MTU the kernel knows for a connected socket's peer (Linux <linux/in.h>, <linux/in6.h>).
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+
+
+def route_payload_limit(family: int, addr: Any) -> int:
+    """The UDP payload the kernel's route to ``addr`` carries without fragmenting: its MTU
+    (the interface's, or a smaller path MTU the kernel learnt) less the IP and UDP headers;
+    1200 where the kernel does not say. A bound on the first hop only: a smaller link further
+    on is what ``RrQuic.black_hole`` is for."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(addr)  # a route lookup: nothing is sent
+            if family == socket.AF_INET6:
+                return int(probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)) - 48
+            return int(probe.getsockopt(socket.IPPROTO_IP, IP_MTU)) - 28
+    except OSError:
+        return SMALLEST_MAX_DATAGRAM_SIZE
 
 
 def serve_h3(adm: QuicAdmission, peer: Any, runtime: ListenerRuntime) -> None:

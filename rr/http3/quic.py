@@ -9,12 +9,21 @@ moves a request stream's window only as rr reports body bytes consumed
 (``credit``, driven by the stream worker's ``CREDIT`` messages, as h2's
 WINDOW_UPDATEs are), and the connection's by the same rule.
 It also sets the number of request streams a client may open at once
-(``max_concurrent_streams``), which aioquic fixes at 128.
+(``max_concurrent_streams``), which aioquic fixes at 128, and sizes
+datagrams (``max_datagram_size``): aioquic sends 1200-byte ones for the
+connection's life and ignores the peer's ``max_udp_payload_size``; ``RrQuic``
+keeps 1200 through the handshake, then may grow to the smallest of the
+option, the peer's ``max_udp_payload_size`` and the route's MTU (told by the
+conn), and falls back to 1200 for good when probe timeouts suggest the path
+drops them (``black_hole``).
 
 The few private attributes this touches (``_streams``, ``_local_max_data``,
 ``_handshake_complete`` (read by the conn),
-``_local_max_streams_bidi``, a stream's ``sender``/``receiver`` offsets and
-the two ``_write_*_limits`` hooks) are named here and nowhere else;
+``_local_max_streams_bidi``, a stream's ``sender``/``receiver`` offsets,
+the two ``_write_*_limits`` hooks, ``_parse_transport_parameters``, and the
+datagram size held by the connection, its pacer and its congestion control
+(``_max_datagram_size``, ``_loss._pacer``, ``_loss._cc``, ``_loss._pto_count``))
+are named here and nowhere else;
 ``tests/rr/http3/test_quic.py`` fails loudly if an aioquic release renames
 them.
 
@@ -26,11 +35,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aioquic.buffer import UINT_VAR_MAX_SIZE
+from aioquic.buffer import UINT_VAR_MAX_SIZE, Buffer
 from aioquic.h3.connection import H3_ALPN
-from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import Limit, QuicConnection
-from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet import QuicFrameType, pull_quic_transport_parameters
 
 _MAX_STREAM_DATA_CAPACITY = 1 + 2 * UINT_VAR_MAX_SIZE
 
@@ -41,6 +50,12 @@ def load_certificate(certfile: str, keyfile: str | None) -> QuicConfiguration:
     configuration.load_cert_chain(certfile, keyfile)
     return configuration
 
+
+# The largest UDP payload QUIC allows (RFC 9000 §18.2, max_udp_payload_size), and what is
+# assumed of a peer that does not say.
+MAX_UDP_PAYLOAD = 65527
+# Probe timeouts in a row after which larger datagrams are given up (the path seems to drop them).
+BLACK_HOLE_PTOS = 2
 
 # The largest QUIC DATAGRAM frame rr accepts (HTTP datagrams for WebTransport): one datagram's worth.
 MAX_DATAGRAM_FRAME = 65536
@@ -84,8 +99,11 @@ class RrQuic(QuicConnection):
     """
 
     def __init__(self, *, configuration: QuicConfiguration, max_streams: int, stream_window: int,
-                 conn_window: int, **kwargs: Any) -> None:
+                 conn_window: int, max_datagram_size: int = SMALLEST_MAX_DATAGRAM_SIZE,
+                 **kwargs: Any) -> None:
         super().__init__(configuration=configuration, **kwargs)
+        self.rr_max_datagram_size = max_datagram_size
+        self.rr_peer_max_udp_payload = MAX_UDP_PAYLOAD
         self.rr_stream_window = stream_window
         self.rr_conn_window = conn_window
         self.rr_unconsumed_total = 0
@@ -134,6 +152,46 @@ class RrQuic(QuicConnection):
                       + self.rr_stream_window)
             if target > stream.max_stream_data_local:
                 stream.max_stream_data_local = target
+
+    # -- datagram size ------------------------------------------------------------------
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        if not from_session_ticket:  # aioquic checked them: they parse, the size is >= 1200
+            size = pull_quic_transport_parameters(Buffer(data=data)).max_udp_payload_size
+            if size is not None:
+                self.rr_peer_max_udp_payload = size
+
+    @property
+    def datagram_size(self) -> int:
+        """The largest datagram this connection sends now."""
+        return self._max_datagram_size
+
+    def set_datagram_size(self, size: int) -> None:
+        self._max_datagram_size = size
+        loss = self._loss
+        loss._pacer._max_datagram_size = size
+        if hasattr(loss._cc, "_max_datagram_size"):
+            loss._cc._max_datagram_size = size
+
+    def grow_datagrams(self, route_limit: int) -> int:
+        """The handshake is complete: send datagrams of up to ``max_datagram_size``, no larger
+        than the peer takes (its ``max_udp_payload_size``) nor than ``route_limit`` (the UDP
+        payload the route to the peer carries without fragmenting). Returns the size now used."""
+        size = min(self.rr_max_datagram_size, self.rr_peer_max_udp_payload, route_limit)
+        if size > self._max_datagram_size:
+            self.set_datagram_size(size)
+        return self._max_datagram_size
+
+    def black_hole(self) -> bool:
+        """After a timer: larger datagrams met ``BLACK_HOLE_PTOS`` probe timeouts in a row (a
+        link on the path may drop them): back to 1200 bytes for the connection's life (what was
+        in flight is declared lost and sent again in smaller packets). True when it fell back."""
+        if self._max_datagram_size > SMALLEST_MAX_DATAGRAM_SIZE and self._loss._pto_count >= BLACK_HOLE_PTOS:
+            self.rr_max_datagram_size = SMALLEST_MAX_DATAGRAM_SIZE
+            self.set_datagram_size(SMALLEST_MAX_DATAGRAM_SIZE)
+            return True
+        return False
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if stream.stream_id & 2 and stream.stream_id not in self.rr_controlled:
