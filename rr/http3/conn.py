@@ -219,6 +219,9 @@ class Http3Conn:
         self.closing = False
         self.close_reason = "normal"
         self.timer: float | None = None
+        # Response bytes (or a request head whose body follows) since the last flush: the next
+        # flush sends any pending ACK at once (RrQuic.ack_now).
+        self.answering = False
 
     @property
     def idle(self) -> bool:
@@ -231,6 +234,9 @@ class Http3Conn:
         """Send what aioquic has to send; re-arm the timer; acknowledge what went out.
         Returns the number of datagrams sent."""
         now = time.monotonic()
+        if self.answering:  # the pending ACK rides on the response (RrQuic.ack_now)
+            self.answering = False
+            self.quic.ack_now(now)
         datagrams = self.quic.datagrams_to_send(now)
         if datagrams:
             send_datagrams(self.sock, datagrams)
@@ -448,6 +454,11 @@ class Http3Conn:
             label="rr.h3.stream", **self.config.handler_spawn.as_kwargs(),
         )
         st.pid, st.ref = pid, ref
+        if not ended:
+            # A body follows: acknowledge the head at once, not after aioquic's 1 ms ACK delay.
+            # A client may send the body only when it next hears from us (libcurl with ngtcp2
+            # does, docs/bench_h3.md): the ACK is what it waits for.
+            self.answering = True
         self.streams[sid] = st
         self.by_ref[ref] = sid
         runtime.live_streams += 1
@@ -532,6 +543,7 @@ class Http3Conn:
 
     def answer_inline(self, sid: int, status: int, ended: bool) -> None:
         """A bodiless answer from the conn itself (431, 501), no worker."""
+        self.answering = True
         self.done.add(sid)
         self.h3.send_headers(sid, [(b":status", str(status).encode()), (b"content-length", b"0"),
                                    (b"date", http_date().encode())], end_stream=True)
@@ -545,6 +557,7 @@ class Http3Conn:
         block = [(b":status", str(status).encode()), *_wire(fields)]
         if length is not None:
             block.append((b"content-length", str(length).encode()))
+        self.answering = True
         self.h3.send_headers(st.sid, block, end_stream=end)
         st.head_sent = True
         if end:
@@ -571,12 +584,14 @@ class Http3Conn:
         """An informational head (103 Early Hints) before the final one: a HEADERS frame."""
         st = self.streams.get(sid)
         if st is not None and not st.closed and not st.head_sent:
+            self.answering = True
             self.h3.send_headers(sid, [(b":status", str(status).encode()), *_wire(fields)])
 
     def on_worker_data(self, sid: int, data: bytes, end: bool) -> None:
         st = self.streams.get(sid)
         if st is None or st.closed:
             return  # reset meanwhile: the worker is told or being killed
+        self.answering = True
         self.h3.send_data(sid, data, end)
         self.queue(st, len(data))
         if end:
@@ -586,6 +601,7 @@ class Http3Conn:
         st = self.streams.get(sid)
         if st is None or st.closed:
             return
+        self.answering = True
         self.h3.send_headers(sid, _wire(fields), end_stream=True)
         self.local_end(st)
 

@@ -20,7 +20,8 @@ drops them (``black_hole``).
 The few private attributes this touches (``_streams``, ``_local_max_data``,
 ``_handshake_complete`` (read by the conn),
 ``_local_max_streams_bidi``, a stream's ``sender``/``receiver`` offsets,
-the two ``_write_*_limits`` hooks, ``_parse_transport_parameters``, and the
+the two ``_write_*_limits`` hooks, ``_parse_transport_parameters``, the 1-RTT
+space's ``ack_at``, and the
 datagram size held by the connection, its pacer and its congestion control
 (``_max_datagram_size``, ``_loss._pacer``, ``_loss._cc``, ``_loss._pto_count``))
 are named here and nowhere else;
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aioquic import tls
 from aioquic.buffer import UINT_VAR_MAX_SIZE, Buffer
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
@@ -93,8 +95,8 @@ class RrQuic(QuicConnection):
     A request stream's window ends at: the bytes received on it, less the body
     bytes handed to its worker and not yet consumed, plus ``stream_window``
     (so frame headers and HEADERS frames are given back at once, the body only
-    as it is read). The connection's MAX_DATA follows the same rule with
-    ``conn_window``. Unidirectional streams (control, QPACK) keep aioquic's own
+    as it is read), moved once less than half of it is left. The connection's
+    MAX_DATA follows the same rule with ``conn_window``. Unidirectional streams (control, QPACK) keep aioquic's own
     rule.
     """
 
@@ -138,20 +140,35 @@ class RrQuic(QuicConnection):
         self.reopen(None)
 
     def reopen(self, stream_id: int | None) -> None:
-        """Move the windows' ends to what the rule above allows now (a MAX_* frame goes out
-        with the next datagrams when one moved)."""
+        """Move the windows' ends to what the rule above allows now — once less than half of a
+        window is left to the peer, so a MAX_* frame goes out (with the next datagrams) per half
+        window rather than per request for the few bytes of its frame headers."""
         limit = self._local_max_data
-        limit.cap = limit.used - self.rr_unconsumed_total + self.rr_conn_window  # type: ignore[attr-defined]
-        if limit.value < limit.cap:  # type: ignore[attr-defined]
-            limit.value = limit.cap  # type: ignore[attr-defined]
+        cap = limit.cap = limit.used - self.rr_unconsumed_total + self.rr_conn_window  # type: ignore[attr-defined]
+        if limit.value < cap and limit.value - limit.used < self.rr_conn_window // 2:
+            limit.value = cap
         if stream_id is None:
             return
         stream = self._streams.get(stream_id)
         if stream is not None and stream.max_stream_data_local:
-            target = (stream.receiver.highest_offset - self.rr_unconsumed.get(stream_id, 0)
-                      + self.rr_stream_window)
-            if target > stream.max_stream_data_local:
-                stream.max_stream_data_local = target
+            end = stream.max_stream_data_local
+            received = stream.receiver.highest_offset
+            if end - received < self.rr_stream_window // 2:
+                target = received - self.rr_unconsumed.get(stream_id, 0) + self.rr_stream_window
+                if target > end:
+                    stream.max_stream_data_local = target
+
+    # -- acknowledgements -----------------------------------------------------------------
+
+    def ack_now(self, now: float) -> None:
+        """An acknowledgement aioquic holds back (it delays one by ``_ack_delay``, 1 ms, and
+        adds it to a packet only once due) goes in the next packet: called when rr has stream
+        bytes for aioquic to send, so the ACK rides on them instead of following alone a
+        millisecond later — which a client waiting for its request to be acknowledged
+        (libcurl with ngtcp2 before it starts the next request) waits for."""
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
 
     # -- datagram size ------------------------------------------------------------------
 
