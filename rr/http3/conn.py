@@ -18,6 +18,11 @@ H3_INTERNAL_ERROR; siblings go on.
 
 Sending: all datagrams of a pass leave together, runs of equal size in one
 ``sendmsg`` with UDP_SEGMENT (GSO) where the kernel has it (``send_datagrams``).
+A pass that carries response bytes (or follows a request head whose body is
+to come) carries any pending ACK too (``RrQuic.ack_now``) instead of leaving
+it to aioquic's 1 ms delayed-ACK timer. With ``max_datagram_size`` above
+1200, datagrams grow once the handshake is complete, within the route's MTU
+(``route_payload_limit``), and fall back after repeated probe timeouts.
 
 What it must never do: run application code, block on a worker or on the
 network beyond one send, or write to a stream after it was reset or
