@@ -43,8 +43,8 @@ def main() -> None:
     p.add_argument("--lines", type=int, default=24)
     a = p.parse_args()
 
-    from gevent import subprocess
     import rr_app
+    from gevent import subprocess
 
     import rr
     import rr.http3.conn as conn
