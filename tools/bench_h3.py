@@ -11,7 +11,9 @@ client installable here (Debian's h2load is built without HTTP/3). Rounds are
 interleaved across servers; the table reports the best round per cell, the
 server's CPU (its process tree, sampled) and the client's, so a row shows which
 side was the bottleneck. ``RR_BASE=<checkout>`` adds ``rr-base`` (rr at another
-commit) for before/after rows. Needs a quiet machine: never while tests run.
+commit) for before/after rows; ``rr-dgram`` is rr with ``http3.max_datagram_size``
+16384 (loopback carries it and curl receives it; aioquic's 1200 is what
+rr and hypercorn send by default). Needs a quiet machine: never while tests run.
 """
 
 from __future__ import annotations
@@ -71,8 +73,10 @@ def make_cert(directory: Path) -> tuple[str, str]:
 
 def server_argv(name: str, port: int, cert: tuple[str, str]) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
-    if name == "rr":
+    if name in ("rr", "rr-dgram"):
         env["PYTHONPATH"] = f"{ROOT}:{APPS}"
+        if name == "rr-dgram":  # rr with http3.max_datagram_size 16384 (loopback carries it, curl takes it)
+            env["RR_H3_MAX_DATAGRAM_SIZE"] = "16384"
         return [PY, str(APPS / "rr_h3_app.py"), str(port), *cert], env
     if name == "rr-base":
         base = Path(os.environ["RR_BASE"]).resolve()
@@ -82,7 +86,7 @@ def server_argv(name: str, port: int, cert: tuple[str, str]) -> tuple[list[str],
         return [str(BIN / "hypercorn"), "--quic-bind", f"127.0.0.1:{port}", "--bind", f"127.0.0.1:{port}",
                 "--certfile", cert[0], "--keyfile", cert[1], "--workers", "1", "--worker-class", "uvloop",
                 "--keep-alive", "600", "--log-level", "warning", "asgi_app:app"], {**env, "PYTHONPATH": str(APPS)}
-    raise SystemExit(f"unknown server {name!r} (rr, rr-base, hypercorn)")
+    raise SystemExit(f"unknown server {name!r} (rr, rr-dgram, rr-base, hypercorn)")
 
 
 def tree_cpu(pid: int) -> float:

@@ -18,6 +18,11 @@ H3_INTERNAL_ERROR; siblings go on.
 
 Sending: all datagrams of a pass leave together, runs of equal size in one
 ``sendmsg`` with UDP_SEGMENT (GSO) where the kernel has it (``send_datagrams``).
+A pass that carries response bytes (or follows a request head whose body is
+to come) carries any pending ACK too (``RrQuic.ack_now``) instead of leaving
+it to aioquic's 1 ms delayed-ACK timer. With ``max_datagram_size`` above
+1200, datagrams grow once the handshake is complete, within the route's MTU
+(``route_payload_limit``), and fall back after repeated probe timeouts.
 
 What it must never do: run application code, block on a worker or on the
 network beyond one send, or write to a stream after it was reset or
@@ -67,6 +72,7 @@ from aioquic.h3.events import (
     WebTransportStreamDataReceived,
 )
 from aioquic.quic import events as qe
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE
 
 import supervisors
 from rr import dispatch, exchange, telemetry, webtransport
@@ -197,6 +203,7 @@ class Http3Conn:
                 datagrams=bool(options.webtransport))
         self.quic = RrQuic(configuration=configuration, max_streams=options.max_concurrent_streams,
                            stream_window=options.stream_window, conn_window=options.conn_window,
+                           max_datagram_size=options.max_datagram_size,
                            original_destination_connection_id=adm.original_dcid,
                            retry_source_connection_id=adm.retry_scid)
         self.h3 = _H3(self.quic, options.max_field_section_size, bool(options.webtransport))
@@ -217,6 +224,9 @@ class Http3Conn:
         self.closing = False
         self.close_reason = "normal"
         self.timer: float | None = None
+        # Response bytes (or a request head whose body follows) since the last flush: the next
+        # flush sends any pending ACK at once (RrQuic.ack_now).
+        self.answering = False
 
     @property
     def idle(self) -> bool:
@@ -229,6 +239,9 @@ class Http3Conn:
         """Send what aioquic has to send; re-arm the timer; acknowledge what went out.
         Returns the number of datagrams sent."""
         now = time.monotonic()
+        if self.answering:  # the pending ACK rides on the response (RrQuic.ack_now)
+            self.answering = False
+            self.quic.ack_now(now)
         datagrams = self.quic.datagrams_to_send(now)
         if datagrams:
             send_datagrams(self.sock, datagrams)
@@ -322,6 +335,15 @@ class Http3Conn:
                 supervisors.exit(st.pid, "kill")  # type: ignore[arg-type]
                 self.worker_down(st.sid, "killed")
 
+    def on_timer(self, now: float) -> None:
+        """aioquic's timer is due: loss detection, probes, idle timeout."""
+        quic = self.quic
+        quic.handle_timer(now)
+        if quic.black_hole():
+            _log.info("h3 larger datagrams met repeated probe timeouts: back to 1200 bytes",
+                      peer=str(self.peer))
+        self.process()
+
     def receive_datagram(self, data: bytes, addr: Any) -> None:
         self.quic.receive_datagram(data, addr, time.monotonic())
         self.process()
@@ -351,6 +373,10 @@ class Http3Conn:
                 st = self.streams.get(event.stream_id)
                 if st is not None:
                     self.drop(st)
+            elif isinstance(event, qe.HandshakeCompleted):
+                self.h3.handle_event(event)
+                if quic.rr_max_datagram_size > SMALLEST_MAX_DATAGRAM_SIZE:
+                    quic.grow_datagrams(route_payload_limit(self.sock.family, self.adm.addr))
             elif isinstance(event, qe.ConnectionIdIssued):
                 self.adm.route(event.connection_id, self.pid)
             elif isinstance(event, qe.ConnectionIdRetired):
@@ -437,6 +463,11 @@ class Http3Conn:
             label="rr.h3.stream", **self.config.handler_spawn.as_kwargs(),
         )
         st.pid, st.ref = pid, ref
+        if not ended:
+            # A body follows: acknowledge the head at once, not after aioquic's 1 ms ACK delay.
+            # A client may send the body only when it next hears from us (libcurl with ngtcp2
+            # does, docs/bench_h3.md): the ACK is what it waits for.
+            self.answering = True
         self.streams[sid] = st
         self.by_ref[ref] = sid
         runtime.live_streams += 1
@@ -521,6 +552,7 @@ class Http3Conn:
 
     def answer_inline(self, sid: int, status: int, ended: bool) -> None:
         """A bodiless answer from the conn itself (431, 501), no worker."""
+        self.answering = True
         self.done.add(sid)
         self.h3.send_headers(sid, [(b":status", str(status).encode()), (b"content-length", b"0"),
                                    (b"date", http_date().encode())], end_stream=True)
@@ -534,6 +566,7 @@ class Http3Conn:
         block = [(b":status", str(status).encode()), *_wire(fields)]
         if length is not None:
             block.append((b"content-length", str(length).encode()))
+        self.answering = True
         self.h3.send_headers(st.sid, block, end_stream=end)
         st.head_sent = True
         if end:
@@ -560,12 +593,14 @@ class Http3Conn:
         """An informational head (103 Early Hints) before the final one: a HEADERS frame."""
         st = self.streams.get(sid)
         if st is not None and not st.closed and not st.head_sent:
+            self.answering = True
             self.h3.send_headers(sid, [(b":status", str(status).encode()), *_wire(fields)])
 
     def on_worker_data(self, sid: int, data: bytes, end: bool) -> None:
         st = self.streams.get(sid)
         if st is None or st.closed:
             return  # reset meanwhile: the worker is told or being killed
+        self.answering = True
         self.h3.send_data(sid, data, end)
         self.queue(st, len(data))
         if end:
@@ -575,6 +610,7 @@ class Http3Conn:
         st = self.streams.get(sid)
         if st is None or st.closed:
             return
+        self.answering = True
         self.h3.send_headers(sid, _wire(fields), end_stream=True)
         self.local_end(st)
 
@@ -709,8 +745,7 @@ class Http3Conn:
             except supervisors.Timeout:
                 now = time.monotonic()
                 if self.timer is not None and now >= self.timer:
-                    self.quic.handle_timer(now)
-                    self.process()
+                    self.on_timer(now)
                 self.overdue(now)
                 self.flush()
                 continue
@@ -729,8 +764,7 @@ class Http3Conn:
                 yielded = False
                 now = time.monotonic()
                 if self.timer is not None and now >= self.timer:
-                    self.quic.handle_timer(now)
-                    self.process()
+                    self.on_timer(now)
                 if now >= next_tick:  # a busy connection still looks at its clocks
                     next_tick = now + TICK
                     self.overdue(now)
@@ -829,6 +863,26 @@ def send_datagrams(sock: Any, datagrams: list[tuple[bytes, Any]]) -> None:
                 _log.info("UDP GSO unavailable, sending datagrams one by one", error=str(exc))
                 continue
         i = j
+
+
+# The route MTU the kernel knows for a connected socket's peer (Linux <linux/in.h>, <linux/in6.h>).
+IP_MTU = getattr(socket, "IP_MTU", 14)
+IPV6_MTU = getattr(socket, "IPV6_MTU", 24)
+
+
+def route_payload_limit(family: int, addr: Any) -> int:
+    """The UDP payload the kernel's route to ``addr`` carries without fragmenting: its MTU
+    (the interface's, or a smaller path MTU the kernel learnt) less the IP and UDP headers;
+    1200 where the kernel does not say. A bound on the first hop only: a smaller link further
+    on is what ``RrQuic.black_hole`` is for."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(addr)  # a route lookup: nothing is sent
+            if family == socket.AF_INET6:
+                return int(probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU)) - 48
+            return int(probe.getsockopt(socket.IPPROTO_IP, IP_MTU)) - 28
+    except OSError:
+        return SMALLEST_MAX_DATAGRAM_SIZE
 
 
 def serve_h3(adm: QuicAdmission, peer: Any, runtime: ListenerRuntime) -> None:

@@ -9,12 +9,22 @@ moves a request stream's window only as rr reports body bytes consumed
 (``credit``, driven by the stream worker's ``CREDIT`` messages, as h2's
 WINDOW_UPDATEs are), and the connection's by the same rule.
 It also sets the number of request streams a client may open at once
-(``max_concurrent_streams``), which aioquic fixes at 128.
+(``max_concurrent_streams``), which aioquic fixes at 128, and sizes
+datagrams (``max_datagram_size``): aioquic sends 1200-byte ones for the
+connection's life and ignores the peer's ``max_udp_payload_size``; ``RrQuic``
+keeps 1200 through the handshake, then may grow to the smallest of the
+option, the peer's ``max_udp_payload_size`` and the route's MTU (told by the
+conn), and falls back to 1200 for good when probe timeouts suggest the path
+drops them (``black_hole``).
 
 The few private attributes this touches (``_streams``, ``_local_max_data``,
 ``_handshake_complete`` (read by the conn),
-``_local_max_streams_bidi``, a stream's ``sender``/``receiver`` offsets and
-the two ``_write_*_limits`` hooks) are named here and nowhere else;
+``_local_max_streams_bidi``, a stream's ``sender``/``receiver`` offsets,
+the two ``_write_*_limits`` hooks, ``_parse_transport_parameters``, the 1-RTT
+space's ``ack_at``, and the
+datagram size held by the connection, its pacer and its congestion control
+(``_max_datagram_size``, ``_loss._pacer``, ``_loss._cc``, ``_loss._pto_count``))
+are named here and nowhere else;
 ``tests/rr/http3/test_quic.py`` fails loudly if an aioquic release renames
 them.
 
@@ -26,11 +36,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aioquic.buffer import UINT_VAR_MAX_SIZE
+from aioquic import tls
+from aioquic.buffer import UINT_VAR_MAX_SIZE, Buffer
 from aioquic.h3.connection import H3_ALPN
-from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
 from aioquic.quic.connection import Limit, QuicConnection
-from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet import QuicFrameType, pull_quic_transport_parameters
 
 _MAX_STREAM_DATA_CAPACITY = 1 + 2 * UINT_VAR_MAX_SIZE
 
@@ -41,6 +52,12 @@ def load_certificate(certfile: str, keyfile: str | None) -> QuicConfiguration:
     configuration.load_cert_chain(certfile, keyfile)
     return configuration
 
+
+# The largest UDP payload QUIC allows (RFC 9000 §18.2, max_udp_payload_size), and what is
+# assumed of a peer that does not say.
+MAX_UDP_PAYLOAD = 65527
+# Probe timeouts in a row after which larger datagrams are given up (the path seems to drop them).
+BLACK_HOLE_PTOS = 2
 
 # The largest QUIC DATAGRAM frame rr accepts (HTTP datagrams for WebTransport): one datagram's worth.
 MAX_DATAGRAM_FRAME = 65536
@@ -78,14 +95,17 @@ class RrQuic(QuicConnection):
     A request stream's window ends at: the bytes received on it, less the body
     bytes handed to its worker and not yet consumed, plus ``stream_window``
     (so frame headers and HEADERS frames are given back at once, the body only
-    as it is read). The connection's MAX_DATA follows the same rule with
-    ``conn_window``. Unidirectional streams (control, QPACK) keep aioquic's own
+    as it is read), moved once less than half of it is left. The connection's
+    MAX_DATA follows the same rule with ``conn_window``. Unidirectional streams (control, QPACK) keep aioquic's own
     rule.
     """
 
     def __init__(self, *, configuration: QuicConfiguration, max_streams: int, stream_window: int,
-                 conn_window: int, **kwargs: Any) -> None:
+                 conn_window: int, max_datagram_size: int = SMALLEST_MAX_DATAGRAM_SIZE,
+                 **kwargs: Any) -> None:
         super().__init__(configuration=configuration, **kwargs)
+        self.rr_max_datagram_size = max_datagram_size
+        self.rr_peer_max_udp_payload = MAX_UDP_PAYLOAD
         self.rr_stream_window = stream_window
         self.rr_conn_window = conn_window
         self.rr_unconsumed_total = 0
@@ -120,20 +140,75 @@ class RrQuic(QuicConnection):
         self.reopen(None)
 
     def reopen(self, stream_id: int | None) -> None:
-        """Move the windows' ends to what the rule above allows now (a MAX_* frame goes out
-        with the next datagrams when one moved)."""
+        """Move the windows' ends to what the rule above allows now — once less than half of a
+        window is left to the peer, so a MAX_* frame goes out (with the next datagrams) per half
+        window rather than per request for the few bytes of its frame headers."""
         limit = self._local_max_data
-        limit.cap = limit.used - self.rr_unconsumed_total + self.rr_conn_window  # type: ignore[attr-defined]
-        if limit.value < limit.cap:  # type: ignore[attr-defined]
-            limit.value = limit.cap  # type: ignore[attr-defined]
+        cap = limit.cap = limit.used - self.rr_unconsumed_total + self.rr_conn_window  # type: ignore[attr-defined]
+        if limit.value < cap and limit.value - limit.used < self.rr_conn_window // 2:
+            limit.value = cap
         if stream_id is None:
             return
         stream = self._streams.get(stream_id)
         if stream is not None and stream.max_stream_data_local:
-            target = (stream.receiver.highest_offset - self.rr_unconsumed.get(stream_id, 0)
-                      + self.rr_stream_window)
-            if target > stream.max_stream_data_local:
-                stream.max_stream_data_local = target
+            end = stream.max_stream_data_local
+            received = stream.receiver.highest_offset
+            if end - received < self.rr_stream_window // 2:
+                target = received - self.rr_unconsumed.get(stream_id, 0) + self.rr_stream_window
+                if target > end:
+                    stream.max_stream_data_local = target
+
+    # -- acknowledgements -----------------------------------------------------------------
+
+    def ack_now(self, now: float) -> None:
+        """An acknowledgement aioquic holds back (it delays one by ``_ack_delay``, 1 ms, and
+        adds it to a packet only once due) goes in the next packet: called when rr has stream
+        bytes for aioquic to send, so the ACK rides on them instead of following alone a
+        millisecond later — which a client waiting for its request to be acknowledged
+        (libcurl with ngtcp2 before it starts the next request) waits for."""
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
+
+    # -- datagram size ------------------------------------------------------------------
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        if not from_session_ticket:  # aioquic checked them: they parse, the size is >= 1200
+            size = pull_quic_transport_parameters(Buffer(data=data)).max_udp_payload_size
+            if size is not None:
+                self.rr_peer_max_udp_payload = size
+
+    @property
+    def datagram_size(self) -> int:
+        """The largest datagram this connection sends now."""
+        return self._max_datagram_size
+
+    def set_datagram_size(self, size: int) -> None:
+        self._max_datagram_size = size
+        loss = self._loss
+        loss._pacer._max_datagram_size = size
+        if hasattr(loss._cc, "_max_datagram_size"):
+            loss._cc._max_datagram_size = size
+
+    def grow_datagrams(self, route_limit: int) -> int:
+        """The handshake is complete: send datagrams of up to ``max_datagram_size``, no larger
+        than the peer takes (its ``max_udp_payload_size``) nor than ``route_limit`` (the UDP
+        payload the route to the peer carries without fragmenting). Returns the size now used."""
+        size = min(self.rr_max_datagram_size, self.rr_peer_max_udp_payload, route_limit)
+        if size > self._max_datagram_size:
+            self.set_datagram_size(size)
+        return self._max_datagram_size
+
+    def black_hole(self) -> bool:
+        """After a timer: larger datagrams met ``BLACK_HOLE_PTOS`` probe timeouts in a row (a
+        link on the path may drop them): back to 1200 bytes for the connection's life (what was
+        in flight is declared lost and sent again in smaller packets). True when it fell back."""
+        if self._max_datagram_size > SMALLEST_MAX_DATAGRAM_SIZE and self._loss._pto_count >= BLACK_HOLE_PTOS:
+            self.rr_max_datagram_size = SMALLEST_MAX_DATAGRAM_SIZE
+            self.set_datagram_size(SMALLEST_MAX_DATAGRAM_SIZE)
+            return True
+        return False
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if stream.stream_id & 2 and stream.stream_id not in self.rr_controlled:
