@@ -457,13 +457,7 @@ class Session:
                 if length:
                     if view is None:
                         view = memoryview(data)
-                    mask = data[start - 4:start]
-                    if mask == b"\0\0\0\0":
-                        payload = bytes(view[start:end])
-                    else:
-                        payload = (int.from_bytes(view[start:end], "little")
-                                   ^ int.from_bytes((mask * ((length >> 2) + 1))[:length], "little")
-                                   ).to_bytes(length, "little")
+                    payload = _unmask(view[start:end], data[start - 4:start])
                 else:
                     payload = b""
                 if b0 == 0x81:
@@ -590,6 +584,19 @@ class Session:
                 self.stream.write(self.ws.send(CloseConnection(code, reason)))
         except Exception:  # the transport is gone or the state moved on: nothing to say
             pass
+
+
+def _unmask_int(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
+    """A client frame's payload unmasked (RFC 6455 5.3): one XOR of two big integers."""
+    n = len(data)
+    return (int.from_bytes(data, "little")
+            ^ int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")).to_bytes(n, "little")
+
+
+try:  # the websockets package's C helper, where installed (rr's ``speed`` extra): ~15x faster
+    from websockets.speedups import apply_mask as _unmask
+except ImportError:  # pragma: no cover - the speed extra is part of the test extra
+    _unmask = _unmask_int
 
 
 def _encode(first: int, payload: bytes) -> bytes:
