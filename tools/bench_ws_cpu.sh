@@ -8,8 +8,8 @@
 # echo, pinned to core 1), then runs the client SECONDS more and divides the
 # server's utime+stime from /proc by the messages echoed. Like
 # tools/bench_cpu.sh, CPU per message barely moves with other load, unlike
-# msg/s. Other servers: APP.py may be any command line whose last word is the
-# port (e.g. `uvicorn` via UVICORN=1). Loopback only.
+# msg/s. UVICORN=websockets (or wsproto): uvicorn as tools/bench.py runs it
+# instead of an rr app. Loopback only.
 set -euo pipefail
 label=$1; port=$2; shift 2
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -17,8 +17,10 @@ node_modules="${NODE_MODULES:-$root/tools/bench_ws/node_modules}"
 client="$root/tools/bench_ws/client.js"
 cd "$root/tools/bench_apps"
 if [ -n "${UVICORN:-}" ]; then
-  taskset -c 0 "${PYTHON:-$root/.venv/bin/python}" -m uvicorn asgi_app:app --port "$port" --log-level warning \
-    --ws "${UVICORN}" > "/tmp/bench_ws_cpu_$label.log" 2>&1 &
+  # tools/bench.py's uvicorn row: uvloop + httptools, UVICORN names the WebSocket library
+  taskset -c 0 "${PYTHON:-$root/.venv/bin/python}" -m uvicorn --host 127.0.0.1 --port "$port" --workers 1 \
+    --loop uvloop --http httptools --ws "${UVICORN}" --no-access-log --log-level warning \
+    --timeout-keep-alive 600 --lifespan off asgi_app:app > "/tmp/bench_ws_cpu_$label.log" 2>&1 &
 else
   app=${1:-rr_app.py}; [ $# -gt 0 ] && shift
   taskset -c 0 "${PYTHON:-$root/.venv/bin/python}" "$app" "$port" "$@" > "/tmp/bench_ws_cpu_$label.log" 2>&1 &
