@@ -2,7 +2,8 @@
 
 What it owns: the life of one WebSocket after the handshake — frames in and
 out through ``wsproto`` (``Connection(ConnectionType.SERVER)``; rr validates
-the handshake itself in ``rr.ws.handshake``), message reassembly, the
+the handshake itself in ``rr.ws.handshake``) behind a fast path for the
+common case (below), message reassembly, the
 handler's callbacks, automatic pong, the server's pings and idle timer, drain
 (close 1001) and the closing handshake. It runs in the calling process (on
 HTTP/1.1 the connection process *is* the session; on HTTP/2 the stream's
@@ -65,6 +66,23 @@ str part of 4-byte characters costs 4 bytes a character). permessage-deflate
 inflates at most the remaining message budget per call (``BoundedDeflate``):
 a deflate bomb ends in 1009 without being inflated.
 
+The fast path (``Session.fast``): with no extension negotiated and wsproto
+holding no partial frame or message, the complete frames at the front of each
+chunk that are plain -- FIN, no RSV bit, text or binary, masked, a minimal 7-
+or 16-bit length within both limits, text that is valid UTF-8 -- are decoded
+here (unmasked by ``websockets.speedups.apply_mask`` when importable, an int
+XOR otherwise) and their replies encoded here, all of a chunk's replies in one
+write. The first frame that is anything else (a control frame, a fragment, a
+frame cut by the read, a limit, a protocol error, bad UTF-8) goes to wsproto
+with every byte after it, and wsproto keeps the stream until it holds nothing
+again, so every answer beyond the plain echo (pong, 1002, 1007, 1009, the
+close handshake) is wsproto's own; a complete frame's UTF-8 checked at once
+is the same verdict as wsproto's incremental check. A message over
+``FAST_UNCHARGED`` (4 KiB) is charged to ``max_heap`` while its handler runs,
+as on wsproto's path (a smaller one costs less than the read chunk it came in,
+which no path charges).
+(``tests/rr/ws/test_fast_path.py`` holds the edges.)
+
 What wsproto checks (each tested in ``tests/rr/ws/test_hostile.py`` and by
 Autobahn): client masking, reserved bits and opcodes, control frames
 (unfragmented, ≤ 125 bytes), minimal length encodings and the 64-bit
@@ -102,6 +120,9 @@ _sizeof = sys.getsizeof
 READ_SIZE = 65536
 # What every data frame costs against max_message_size at least (continuation floods).
 FRAME_CHARGE = 64
+# The fast path charges a message to max_heap only above this many bytes: a smaller one
+# (its bytes and str, ~5x at most) lives for one handler call, beside the uncharged read chunk.
+FAST_UNCHARGED = 4096
 _DATA = "rr.ws.data"
 _MORE = "rr.ws.more"
 
@@ -469,12 +490,15 @@ class Session:
                     frame = ("binary", payload)
                 pos = end
                 if handle_frame is not None:
-                    size = _sizeof(frame[1])
-                    supervisors.charge(size)
-                    try:
+                    if length > FAST_UNCHARGED:
+                        size = _sizeof(frame[1])
+                        supervisors.charge(size)
+                        try:
+                            replies, self.state = handle_frame(frame, self.state)
+                        finally:
+                            supervisors.release(size)
+                    else:
                         replies, self.state = handle_frame(frame, self.state)
-                    finally:
-                        supervisors.release(size)
                     if replies:
                         self.reply(replies, out)
                         if self.closing_deadline is not None:  # the handler closed: wsproto reads on

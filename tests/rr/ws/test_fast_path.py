@@ -235,3 +235,53 @@ def test_many_frames_in_one_send_over_a_real_socket(serve):
         assert client.read_close() == (1000, b"")
     finally:
         client.close()
+
+
+class Seen:
+    sizes: list[int] = []
+
+    @staticmethod
+    def handle_frame(frame, state):
+        Seen.sizes.append(len(frame[1]))
+        return [], state
+
+
+class TokenStream(MemoryStream):
+    """A ``MessageStream`` shaped like h1's ``SocketStream``: a small token in the mailbox,
+    the bytes pulled by ``incoming`` (so only the session's own charge can hit max_heap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = ("test.readable", self)
+        self.chunks: list[bytes] = []
+
+    def incoming(self, msg: Any) -> bytes | bool:
+        if msg is not self.token:
+            return False
+        return self.chunks.pop(0)
+
+    def consumed(self, n: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("n, dies", [(3000, False), (40_000, True)])
+def test_a_message_over_4_kib_on_the_fast_path_is_charged_to_max_heap(n, dies):
+    """A 40 KB single-frame message under a 32 KiB ``max_heap`` ends the process (as a
+    message reassembled by wsproto does); a 3 KB one, under ``FAST_UNCHARGED``, does not."""
+    Seen.sizes = []
+    stream = TokenStream()
+    req = Request("GET", "/", "/", "", "HTTP/1.1", Headers([]))
+    s = session.Session(stream, req, Seen, None, WsOptions())
+    pid, ref = supervisors.spawn(s.run, label="test.fast_path", monitor=True, max_heap=32 * 1024)
+    stream.chunks.append(masked(BINARY, b"y" * n, os.urandom(4)) + masked(PING, b"sync", os.urandom(4)))
+    supervisors.send(pid, stream.token)
+    if dies:
+        down = supervisors.receive(lambda m: type(m) is tuple and m[:2] == ("DOWN", ref), timeout=5)
+        assert down[3] == "max_heap"
+        assert Seen.sizes == []
+    else:
+        assert stream.out.get(timeout=5) == b"\x8a\x04sync"
+        assert Seen.sizes == [n]
+        stream.chunks.append(frame(CLOSE, close_payload(1000)))
+        supervisors.send(pid, stream.token)
+        supervisors.receive(lambda m: type(m) is tuple and m[:2] == ("DOWN", ref), timeout=5)
