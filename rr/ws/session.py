@@ -58,9 +58,10 @@ message's (inflated) bytes as they arrive, chunk by chunk, never only once a
 frame is complete, and already at the header of an uncompressed frame whose
 declared length would overrun it (1009 either way); each data frame counts
 its payload but at least ``FRAME_CHARGE`` bytes, so a flood of empty
-continuations also ends in 1009. UTF-8 of text messages is checked
-incrementally by wsproto (1007 as soon as a bad byte arrives, also across
-fragments). A message being reassembled is charged to the process's
+continuations also ends in 1009 (the fast path takes only frames within
+both limits). UTF-8 of text messages is checked incrementally by wsproto
+(1007 as soon as a bad byte arrives, also across fragments; a whole frame on
+the fast path is checked at once, and a bad one handed to wsproto). A message being reassembled is charged to the process's
 ``max_heap`` part by part as the parts arrive, by the memory each holds (a
 str part of 4-byte characters costs 4 bytes a character). permessage-deflate
 inflates at most the remaining message budget per call (``BoundedDeflate``):
