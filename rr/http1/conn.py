@@ -862,15 +862,17 @@ class SocketStream:
         self.raw_recv = raw.recv if raw is not None and not conn.is_tls else None
         self.watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
         self.closed = False
-        supervisors.send(self.owner, (_READABLE, self))  # the first chunk: leftover bytes or a read
+        self.tls = conn.is_tls
+        self.ready = (_READABLE, self)  # the one message the watcher posts, made once
+        supervisors.send(self.owner, self.ready)  # the first chunk: leftover bytes or a read
 
     def _readable(self) -> None:
         """The watcher's callback (in the hub): one message, then quiet until ``consumed``."""
         self.watcher.stop()
-        supervisors.send(self.owner, (_READABLE, self))
+        supervisors.send(self.owner, self.ready)
 
     def incoming(self, msg: Any) -> bytes | bool:
-        if type(msg) is not tuple or len(msg) != 2 or msg[0] != _READABLE or msg[1] is not self:
+        if msg is not self.ready:
             return False
         if self.closed:
             return True
@@ -895,7 +897,7 @@ class SocketStream:
                 wait_write(self.conn.sock.fileno(), timeout=self.conn.config.request_timeout)
             except TimeoutError:
                 return b""
-            supervisors.send(self.owner, (_READABLE, self))
+            supervisors.send(self.owner, self.ready)
             return True
         except OSError:
             return b""
@@ -903,8 +905,8 @@ class SocketStream:
     def consumed(self, n: int) -> None:
         if self.closed:
             return
-        if self.conn.is_tls and self.conn.sock.pending():
-            supervisors.send(self.owner, (_READABLE, self))
+        if self.tls and self.conn.sock.pending():
+            supervisors.send(self.owner, self.ready)
         else:
             self.watcher.start(self._readable)
 

@@ -2,7 +2,8 @@
 
 What it owns: the life of one WebSocket after the handshake — frames in and
 out through ``wsproto`` (``Connection(ConnectionType.SERVER)``; rr validates
-the handshake itself in ``rr.ws.handshake``), message reassembly, the
+the handshake itself in ``rr.ws.handshake``) behind a fast path for the
+common case (below), message reassembly, the
 handler's callbacks, automatic pong, the server's pings and idle timer, drain
 (close 1001) and the closing handshake. It runs in the calling process (on
 HTTP/1.1 the connection process *is* the session; on HTTP/2 the stream's
@@ -57,13 +58,31 @@ message's (inflated) bytes as they arrive, chunk by chunk, never only once a
 frame is complete, and already at the header of an uncompressed frame whose
 declared length would overrun it (1009 either way); each data frame counts
 its payload but at least ``FRAME_CHARGE`` bytes, so a flood of empty
-continuations also ends in 1009. UTF-8 of text messages is checked
-incrementally by wsproto (1007 as soon as a bad byte arrives, also across
-fragments). A message being reassembled is charged to the process's
+continuations also ends in 1009 (the fast path takes only frames within
+both limits). UTF-8 of text messages is checked incrementally by wsproto
+(1007 as soon as a bad byte arrives, also across fragments; a whole frame on
+the fast path is checked at once, and a bad one handed to wsproto). A message being reassembled is charged to the process's
 ``max_heap`` part by part as the parts arrive, by the memory each holds (a
 str part of 4-byte characters costs 4 bytes a character). permessage-deflate
 inflates at most the remaining message budget per call (``BoundedDeflate``):
 a deflate bomb ends in 1009 without being inflated.
+
+The fast path (``Session.fast``): with no extension negotiated and wsproto
+holding no partial frame or message, the complete frames at the front of each
+chunk that are plain -- FIN, no RSV bit, text or binary, masked, a minimal 7-
+or 16-bit length within both limits, text that is valid UTF-8 -- are decoded
+here (unmasked by ``websockets.speedups.apply_mask`` when importable, an int
+XOR otherwise) and their replies encoded here, all of a chunk's replies in one
+write. The first frame that is anything else (a control frame, a fragment, a
+frame cut by the read, a limit, a protocol error, bad UTF-8) goes to wsproto
+with every byte after it, and wsproto keeps the stream until it holds nothing
+again, so every answer beyond the plain echo (pong, 1002, 1007, 1009, the
+close handshake) is wsproto's own; a complete frame's UTF-8 checked at once
+is the same verdict as wsproto's incremental check. A message over
+``FAST_UNCHARGED`` (4 KiB) is charged to ``max_heap`` while its handler runs,
+as on wsproto's path (a smaller one costs less than the read chunk it came in,
+which no path charges).
+(``tests/rr/ws/test_fast_path.py`` holds the edges.)
 
 What wsproto checks (each tested in ``tests/rr/ws/test_hostile.py`` and by
 Autobahn): client masking, reserved bits and opcodes, control frames
@@ -102,6 +121,9 @@ _sizeof = sys.getsizeof
 READ_SIZE = 65536
 # What every data frame costs against max_message_size at least (continuation floods).
 FRAME_CHARGE = 64
+# The fast path charges a message to max_heap only above this many bytes: a smaller one
+# (its bytes and str, ~5x at most) lives for one handler call, beside the uncharged read chunk.
+FAST_UNCHARGED = 4096
 _DATA = "rr.ws.data"
 _MORE = "rr.ws.more"
 
@@ -286,6 +308,12 @@ class Session:
         self.state = state
         self.options = options
         self.ws = Connection(ConnectionType.SERVER, extensions=[*(extensions or []), _Limits(options)])
+        # The fast path (``fast``) decodes and encodes plain frames itself; with an extension
+        # negotiated (permessage-deflate) every frame goes through wsproto.
+        self.fast_ok = not extensions
+        self.fast_limit = (min(options.max_frame_size, options.max_message_size, 65535)
+                           if options.max_message_size >= FRAME_CHARGE else -1)
+        self.slow = False  # wsproto holds state (a partial frame or message): it gets every byte
         self.parts: list[Any] = []
         self.charged = 0
         self.closing_deadline: float | None = None
@@ -339,13 +367,17 @@ class Session:
         now = _monotonic()
         last_in = now
         next_ping = now + ping if ping else None
+        receive = supervisors.receive
         while True:
-            deadlines = [d for d in (self.closing_deadline, next_ping,
-                                     last_in + idle if idle and self.closing_deadline is None else None)
-                         if d is not None]
-            timeout = max(0.0, min(deadlines) - _monotonic()) if deadlines else None
+            if idle or ping or self.closing_deadline is not None:
+                deadlines = [d for d in (self.closing_deadline, next_ping,
+                                         last_in + idle if idle and self.closing_deadline is None else None)
+                             if d is not None]
+                timeout = max(0.0, min(deadlines) - _monotonic()) if deadlines else None
+            else:
+                timeout = None
             try:
-                msg = supervisors.receive(timeout=timeout)
+                msg = receive(None, timeout)
             except supervisors.Timeout:
                 now = _monotonic()
                 if self.closing_deadline is not None and now >= self.closing_deadline:
@@ -369,9 +401,9 @@ class Session:
                 if not got:
                     raise _Done(("local", *self.close_sent) if self.close_sent
                                 else ("error", 1006, "connection lost"))
-                last_in = _monotonic()
-                self.ws.receive_data(got)
-                self.on_events()
+                if idle:
+                    last_in = _monotonic()
+                self.receive(got)
                 if reader is not None:
                     supervisors.send(reader, _MORE)
                 else:
@@ -389,6 +421,93 @@ class Session:
                 if handle_info is not None:
                     replies, self.state = handle_info(msg, self.state)
                     self.reply(replies)
+
+    def receive(self, data: bytes) -> None:
+        """One chunk from the transport: plain frames on the fast path, the rest to wsproto."""
+        if self.fast_ok and not self.slow and self.closing_deadline is None:
+            pos = self.fast(data)
+            if pos == len(data):
+                return
+            if pos:
+                data = data[pos:]
+            self.slow = True
+        self.ws.receive_data(data)
+        self.on_events()
+        if self.slow and self.fast_ok:
+            # Back to the fast path once wsproto holds nothing: no partial frame or message.
+            ws = self.ws
+            proto = ws._proto
+            decoder = proto._frame_decoder
+            self.slow = not (ws.state is ConnectionState.OPEN and decoder.header is None
+                             and not len(decoder.buffer) and proto._message_decoder.opcode is None)
+
+    def fast(self, data: bytes) -> int:
+        """Handle the complete, plain frames at the front of ``data``; return where wsproto takes over.
+
+        Plain: FIN set, no RSV bit, text or binary, masked, a 7- or 16-bit minimal length
+        within ``max_frame_size`` and ``max_message_size`` (and <= 65535), the whole frame in
+        ``data``, and text that is valid UTF-8. Everything else -- a control frame, a fragment,
+        a frame split across reads, a limit or a protocol error -- stops the loop at that
+        frame's first byte and goes to wsproto, whose answer (1002, 1007, 1009, a pong, the
+        close handshake) is then the same as if it had seen every frame. The replies to all
+        the frames handled here leave in one write.
+        """
+        n = len(data)
+        pos = 0
+        limit = self.fast_limit
+        handle_frame = getattr(self.handler, "handle_frame", None)
+        out: list[bytes] = []
+        view = None
+        try:
+            while n - pos >= 6:
+                b0 = data[pos]
+                if b0 != 0x81 and b0 != 0x82:
+                    break
+                length = data[pos + 1] ^ 0x80  # the mask bit set: the 7-bit length
+                if length < 126:
+                    start = pos + 6
+                elif length == 126 and n - pos >= 8:
+                    length = (data[pos + 2] << 8) | data[pos + 3]
+                    if length < 126:  # not the minimal encoding: wsproto says 1002
+                        break
+                    start = pos + 8
+                else:  # unmasked (>= 128), a 64-bit length, or a header not all here
+                    break
+                end = start + length
+                if length > limit or end > n:
+                    break
+                if length:
+                    if view is None:
+                        view = memoryview(data)
+                    payload = _unmask(view[start:end], data[start - 4:start])
+                else:
+                    payload = b""
+                if b0 == 0x81:
+                    try:
+                        frame: tuple[str, Any] = ("text", payload.decode())
+                    except UnicodeDecodeError:  # wsproto finds it again: 1007
+                        break
+                else:
+                    frame = ("binary", payload)
+                pos = end
+                if handle_frame is not None:
+                    if length > FAST_UNCHARGED:
+                        size = _sizeof(frame[1])
+                        supervisors.charge(size)
+                        try:
+                            replies, self.state = handle_frame(frame, self.state)
+                        finally:
+                            supervisors.release(size)
+                    else:
+                        replies, self.state = handle_frame(frame, self.state)
+                    if replies:
+                        self.reply(replies, out)
+                        if self.closing_deadline is not None:  # the handler closed: wsproto reads on
+                            break
+        finally:
+            if out:
+                self.stream.write(b"".join(out) if len(out) > 1 else out[0])
+        return pos
 
     def on_events(self) -> None:
         ws = self.ws
@@ -438,34 +557,42 @@ class Session:
             replies, self.state = handle_frame(frame, self.state)
             self.reply(replies)
 
-    def reply(self, replies: Iterable[Any] | None) -> None:
+    def reply(self, replies: Iterable[Any] | None, out: list[bytes] | None = None) -> None:
+        """Encode ``replies``; written at once, or appended to ``out`` for the caller to write."""
         if not replies:
             return
         ws = self.ws
-        out = []
+        pending = [] if out is None else out
+        plain = self.fast_ok
         for item in replies:
             if self.closing_deadline is not None:
                 break
             kind = item[0]
             if kind == "text":
-                out.append(ws.send(TextMessage(data=str(item[1]))))
+                if plain:
+                    pending.append(_encode(0x81, str(item[1]).encode()))
+                else:
+                    pending.append(ws.send(TextMessage(data=str(item[1]))))
             elif kind == "binary":
-                out.append(ws.send(BytesMessage(data=bytes(item[1]))))
+                if plain:
+                    pending.append(_encode(0x82, bytes(item[1])))
+                else:
+                    pending.append(ws.send(BytesMessage(data=bytes(item[1]))))
             elif kind == "ping":
-                out.append(ws.send(Ping(bytes(item[1]) if len(item) > 1 else b"")))
+                pending.append(ws.send(Ping(bytes(item[1]) if len(item) > 1 else b"")))
             elif kind == "pong":
-                out.append(ws.send(Pong(bytes(item[1]) if len(item) > 1 else b"")))
+                pending.append(ws.send(Pong(bytes(item[1]) if len(item) > 1 else b"")))
             elif kind == "close":
                 code = item[1] if len(item) > 1 else 1000
                 text = item[2] if len(item) > 2 else ""
-                if out:
-                    self.stream.write(b"".join(out))
-                    out = []
+                if pending:
+                    self.stream.write(b"".join(pending))
+                    pending.clear()
                 self.close(code, text)
             else:
                 raise ValueError(f"unknown WebSocket reply {item!r}")
-        if out:
-            self.stream.write(b"".join(out) if len(out) > 1 else bytes(out[0]))
+        if pending and out is None:
+            self.stream.write(b"".join(pending) if len(pending) > 1 else bytes(pending[0]))
 
     def close(self, code: int, reason: str) -> None:
         """Send our close frame (once) and wait for the client's up to ``close_timeout``."""
@@ -482,6 +609,29 @@ class Session:
                 self.stream.write(self.ws.send(CloseConnection(code, reason)))
         except Exception:  # the transport is gone or the state moved on: nothing to say
             pass
+
+
+def _unmask_int(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
+    """A client frame's payload unmasked (RFC 6455 5.3): one XOR of two big integers."""
+    n = len(data)
+    return (int.from_bytes(data, "little")
+            ^ int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")).to_bytes(n, "little")
+
+
+try:  # the websockets package's C helper, where installed (rr's ``speed`` extra): ~15x faster
+    from websockets.speedups import apply_mask as _unmask
+except ImportError:  # pragma: no cover - the speed extra is part of the test extra
+    _unmask = _unmask_int
+
+
+def _encode(first: int, payload: bytes) -> bytes:
+    """One unmasked server frame, FIN set, no extension (what wsproto sends for the same message)."""
+    n = len(payload)
+    if n < 126:
+        return bytes((first, n)) + payload
+    if n < 65536:
+        return bytes((first, 126, n >> 8, n & 0xFF)) + payload
+    return bytes((first, 127)) + n.to_bytes(8, "big") + payload
 
 
 def _short(reason: str | None) -> str:
