@@ -151,10 +151,10 @@ class Http2Conn:
     # -- the machine's events ----------------------------------------------------
 
     def act(self) -> None:
-        events = self.machine.events
-        if not events:
+        machine = self.machine
+        if not machine.events and not machine.starved:  # starved: budget may have come back
             return
-        for event in self.machine.take_events():
+        for event in machine.take_events():
             kind = event[0]
             if kind == TELL:
                 worker = self.workers.get(event[1])
