@@ -29,7 +29,7 @@ waits longer than ``stall_timeout`` is reset with ``CANCEL``. What the workers
 may queue here is paid from credit (``rr.stream``): a stream's worker holds at
 most the peer's window plus a chunk (``queue_limit``, at most 64 KiB), and all
 of them together at most ``send_budget`` bytes. Unasked, a worker gets a fair
-share (``send_budget / max_concurrent_streams``) at its start and back as its
+share (``send_budget / (2 × max_concurrent_streams)``) at its start and back as its
 bytes are framed, or up to its limit while less than half the budget is out
 (a response of a few chunks then needs no ``WANT``); a worker that waits for
 more says so (``WANT``) and gets up to its limit, now or when budget frees
@@ -202,7 +202,10 @@ class H2Machine:
         self.starved = False
         # Credit a stream gets unasked (at its start, and back as its bytes are framed): a fair
         # share, so the budget is never all reserved by workers that are not sending.
-        self.share = max(1, opts.send_budget // opts.max_concurrent_streams)
+        # Half the budget is for shares (every stream that may open gets its share), the other
+        # half for larger unasked grants while it lasts (``grant``): unasked grants together stay
+        # within the budget (only asked ones can use it all and make a stream wait: ``regrant``).
+        self.share = max(1, opts.send_budget // (2 * opts.max_concurrent_streams))
 
     @property
     def idle(self) -> bool:
