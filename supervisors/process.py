@@ -101,6 +101,7 @@ from typing import Any, Literal, overload
 
 from gevent import get_hub
 from greenlet import GreenletExit as RawGreenletExit
+from greenlet import error as RawGreenletError
 from greenlet import getcurrent
 from greenlet import greenlet as RawGreenlet
 
@@ -327,8 +328,11 @@ def _trim() -> None:
         del _idle[:_idle_low]
         here = getcurrent()  # the hub (the timer), or a test
         for g in let_go:
-            g.parent = here  # ended, it comes back here
-            g.throw()  # GreenletExit: ``_host`` returns
+            try:
+                g.parent = here  # ended, it comes back here
+                g.throw()  # GreenletExit: ``_host`` returns
+            except RawGreenletError:  # another thread's hub parked it: dropped, not ended here
+                pass
     _idle_low = len(_idle)
 
 
