@@ -29,7 +29,8 @@ Mailbox protocol (conn → worker):
   paid from its credit, and a worker without enough says so (``WANT``) and
   waits for ``SENT``. Unasked, the conn gives a fair share of its
   ``send_budget`` (with the worker's arguments, and back as its bytes are
-  framed); asked, up to the peer's window plus one chunk (``queue_limit``:
+  framed) — on h2, up to what asking would get while less than half the
+  budget is out; asked, up to the peer's window plus one chunk (``queue_limit``:
   never 64 KiB for a peer that opened none); never more across the
   connection's streams than its ``send_budget``.
 - ``(rr.resp.CLOSED,)`` — the client reset the stream or the connection

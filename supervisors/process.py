@@ -52,6 +52,23 @@ reason)`` message, and a link never kills it -- we cannot safely throw into
 a greenlet whose code does not expect it. It is forgotten when the greenlet
 finishes (``gevent.Greenlet``) or is garbage collected (raw greenlets).
 
+Recycled greenlets
+------------------
+A process is a :class:`Process` record; the greenlet that runs it is not
+its identity. When a spawned process ends (links signalled, monitors fired,
+the record forgotten), its greenlet parks itself in ``_host`` and the next
+``spawn`` runs its new process there: on Python 3.11+ every new greenlet
+maps (``mmap``) a fresh frame stack on its first call and unmaps it at its
+end, which made spawn + exit ~4x dearer than a switch and a message. A
+recycled greenlet starts each process with empty context variables
+(``gr_context``) and none of the attributes the last one set on it; what is
+keyed on the greenlet object itself (``gevent.local``, a lock's owner) is
+not reset -- keep per-process state in the process. A parked greenlet
+ignores any stray switch or throw (meant for the ended process) until
+``spawn`` hands it a process. At most ``IDLE_GREENLETS`` are parked, and
+those no spawn needed within ``TRIM_PERIOD`` seconds are let go (a loop
+timer that keeps no loop alive).
+
 Bounded mailboxes: why ``"kill"`` is the default overflow policy
 -----------------------------------------------------------------
 ``mailbox_limit=N`` bounds the queue. When a send would make it longer than
@@ -83,6 +100,8 @@ from collections.abc import Callable
 from typing import Any, Literal, overload
 
 from gevent import get_hub
+from greenlet import GreenletExit as RawGreenletExit
+from greenlet import error as RawGreenletError
 from greenlet import getcurrent
 from greenlet import greenlet as RawGreenlet
 
@@ -291,6 +310,70 @@ class _ProcessGreenlet(RawGreenlet):
     __slots__ = ("sv_proc",)
 
 
+# Greenlets whose process ended, each parked in ``_host`` to run a later process (see
+# "Recycled greenlets" in the module doc): at most IDLE_GREENLETS, and every TRIM_PERIOD
+# seconds those no spawn needed during the period (the pool's low-water mark) are let go.
+IDLE_GREENLETS = 1024
+TRIM_PERIOD = 5.0
+_idle: list[_ProcessGreenlet] = []
+_idle_low = 0  # the fewest parked greenlets since the last trim
+_trim_timer: Any = None
+
+
+def _trim() -> None:
+    """Loop timer callback: let go of the greenlets no spawn needed since the last trim."""
+    global _idle_low
+    if _idle_low:
+        let_go = _idle[:_idle_low]
+        del _idle[:_idle_low]
+        here = getcurrent()  # the hub (the timer), or a test
+        for g in let_go:
+            try:
+                g.parent = here  # ended, it comes back here
+                g.throw()  # GreenletExit: ``_host`` returns
+            except RawGreenletError:  # another thread's hub parked it: dropped, not ended here
+                pass
+    _idle_low = len(_idle)
+
+
+def _start_trim(hub: Any) -> None:
+    global _trim_timer
+    _trim_timer = hub.loop.timer(TRIM_PERIOD, TRIM_PERIOD, ref=False)  # keeps no loop alive
+    _trim_timer.start(_trim)
+
+
+def _host(proc: Process) -> None:
+    """The body of every process greenlet: run ``proc``, then park for the next one."""
+    g: Any = getcurrent()
+    hub = g.parent
+    idle = _idle
+    while True:
+        _run(proc)
+        del proc
+        if len(idle) >= IDLE_GREENLETS:
+            return
+        g.sv_proc = None
+        g.gr_context = None  # the next process starts with empty context variables
+        if g.__dict__:
+            g.__dict__.clear()  # attributes its last process set on its greenlet
+        idle.append(g)
+        if _trim_timer is None:
+            _start_trim(hub)
+        while True:
+            try:
+                nxt = hub.switch()
+            except RawGreenletExit:
+                if g in idle:
+                    idle.remove(g)
+                return
+            except BaseException:  # noqa: BLE001, S112 - a stray throw meant for an ended process
+                continue
+            # Only ``spawn`` hands a greenlet a process; any other switch in is stale.
+            if type(nxt) is Process and nxt.greenlet is g and not nxt.started:
+                proc, nxt = nxt, None  # only ``proc`` refers to it, and is deleted when it ended
+                break
+
+
 @overload
 def spawn(
     fn: Callable[..., Any],
@@ -352,7 +435,14 @@ def spawn(
     if max_heap is not None:
         proc.max_heap = max_heap
         proc.sizes = deque()
-    g = _ProcessGreenlet(_run, hub)
+    global _idle_low
+    g = None
+    if _idle:
+        g = _idle.pop()
+        if len(_idle) < _idle_low:
+            _idle_low = len(_idle)
+    if g is None or g.parent is not hub or g.dead:
+        g = _ProcessGreenlet(_host, hub)
     g.sv_proc = proc
     proc.greenlet = g
     proc.switch = g.switch

@@ -1,7 +1,8 @@
 """Micro-benchmarks of the supervisors process layer against bare gevent.
 
-Prints, in one run (< 30 s): ping-pong messages/s between two processes and
-spawn+exit/s, each next to the same loop written with bare gevent
+Prints, in one run (< 30 s): ping-pong messages/s between two processes,
+spawn+exit/s (all at once) and spawn+DOWN/s in batches of 10 (the h2
+pattern), each next to the same loop written with bare gevent
 (``gevent.queue.Queue`` ping-pong, ``gevent.spawn``) as the floor, with the
 ratio. Each row is the median of ``--rounds`` interleaved rounds.
 
@@ -109,6 +110,46 @@ def spawn_exit_gevent(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+BATCH = 10  # spawn+exit in batches: an h2 connection starting the workers of one read's streams
+
+
+def spawn_monitor_batched_supervisors(n: int) -> float:
+    """``n`` monitored processes, ``BATCH`` at a time, each DOWN received; returns spawns/s.
+
+    Few processes live at once, as on an h2 connection, so ended processes' greenlets
+    are recycled (``supervisors.process``'s "Recycled greenlets")."""
+    result: list[float] = []
+
+    def parent() -> None:
+        start = time.perf_counter()
+        for _ in range(n // BATCH):
+            for _ in range(BATCH):
+                supervisors.spawn_monitor(_nothing, label="bench.short")
+            for _ in range(BATCH):
+                supervisors.receive()
+        result.append(n // BATCH * BATCH / (time.perf_counter() - start))
+
+    ref = supervisors.monitor(supervisors.spawn(parent, label="bench.parent"))
+    supervisors.receive(lambda m: isinstance(m, tuple) and m[:2] == ("DOWN", ref))
+    return result[0]
+
+
+def spawn_link_batched_gevent(n: int) -> float:
+    """The same with ``gevent.spawn`` and ``rawlink`` (gevent's monitor)."""
+    done = gevent.queue.Queue()
+    start = time.perf_counter()
+    for _ in range(n // BATCH):
+        for _ in range(BATCH):
+            gevent.spawn(_nothing).rawlink(done.put)
+        for _ in range(BATCH):
+            done.get()
+    return n // BATCH * BATCH / (time.perf_counter() - start)
+
+
+def _nothing() -> None:
+    pass
+
+
 def median_rates(pairs: list[tuple[Callable[[int], float], int]], rounds: int) -> list[float]:
     samples: list[list[float]] = [[] for _ in pairs]
     for _ in range(rounds):  # interleaved: both sides see the same machine state
@@ -124,12 +165,14 @@ def main() -> None:
     parser.add_argument("--spawns", type=int, default=20_000, help="processes per spawn round")
     args = parser.parse_args()
 
-    pp_sv, pp_floor, sp_sv, sp_floor = median_rates(
+    pp_sv, pp_floor, sp_sv, sp_floor, sb_sv, sb_floor = median_rates(
         [
             (pingpong_supervisors, args.messages),
             (pingpong_gevent_queue, args.messages),
             (spawn_exit_supervisors, args.spawns),
             (spawn_exit_gevent, args.spawns),
+            (spawn_monitor_batched_supervisors, args.spawns),
+            (spawn_link_batched_gevent, args.spawns),
         ],
         args.rounds,
     )
@@ -137,6 +180,7 @@ def main() -> None:
     print(f"{'benchmark':<22}{'supervisors/s':>15}{'bare gevent/s':>15}{'ratio':>8}")
     print(f"{'ping-pong messages':<22}{pp_sv:>15,.0f}{pp_floor:>15,.0f}{pp_sv / pp_floor:>8.2f}")
     print(f"{'spawn+exit':<22}{sp_sv:>15,.0f}{sp_floor:>15,.0f}{sp_sv / sp_floor:>8.2f}")
+    print(f"{'spawn+DOWN, 10 a time':<22}{sb_sv:>15,.0f}{sb_floor:>15,.0f}{sb_sv / sb_floor:>8.2f}")
     leftover = [p for p in supervisors.processes() if p.label and p.label.startswith("bench.")]
     if leftover:
         raise SystemExit(f"benchmark leaked processes: {leftover}")

@@ -2,10 +2,12 @@
 
 What it is: the conn process that accepted the connection (TLS+ALPN "h2",
 h2c prior knowledge, or handed over after ``Upgrade: h2c``), now running h2.
-It owns the socket (for writing), the connection's ``H2Machine``, and the
-map from stream ids to their worker processes. A small linked reader process
-(``rr.h2.reader``) does the blocking ``recv`` and posts what it read, so this
-process only ever waits in ``supervisors.receive()``.
+It owns the socket, the connection's ``H2Machine``, and the map from stream
+ids to their worker processes. It only ever waits in ``supervisors.receive()``:
+on plain TCP an io watcher on the socket posts ``("h2.readable",)`` and stops,
+and this process makes one non-blocking ``recv`` when it takes the message,
+then arms the watcher again; over TLS a small linked reader process
+(``rr.h2.reader``) does the blocking ``recv`` and posts what it read.
 
 What it must never do: run application code, block on a worker, or decide
 anything about the protocol: it moves bytes and messages between the socket,
@@ -18,7 +20,8 @@ Mailbox protocol (messages this process accepts):
 =====================================================  =========================================
 message                                                meaning
 =====================================================  =========================================
-``("h2.data", bytes)`` / ``("h2.closed",)``            from the reader: socket bytes / EOF
+``("h2.readable",)``                                   from the io watcher (h2c): the socket is readable
+``("h2.data", bytes)`` / ``("h2.closed",)``            from the reader (TLS): socket bytes / EOF
 ``rr.stream`` messages (``RESPONSE``, ``INTERIM``,     from a worker: its response, body credit,
 ``HEAD``, ``DATA``, ``TRAILERS``, ``CREDIT``,          "it waits for send credit" and "a Loop
 ``WANT``, ``LOOP``)                                    runs" (see ``rr.stream``)
@@ -65,6 +68,7 @@ READ_AHEAD = 2
 
 _CLOSED = (resp.CLOSED,)
 _MORE = ("h2.more",)
+_READABLE = ("h2.readable",)
 
 
 class Http2Conn:
@@ -80,6 +84,11 @@ class Http2Conn:
         self.workers: dict[int, tuple[supervisors.Pid, Any]] = {}  # sid -> (pid, monitor ref)
         self.by_ref: dict[Any, int] = {}
         self.reader: supervisors.Pid | None = None
+        # Plain TCP: the non-blocking OS socket under gevent's wrapper, read by this process
+        # when an io watcher says it is readable (``h2.readable``). TLS: a reader process.
+        raw = getattr(sock, "_sock", None) if scheme == "http" else None
+        self.raw: Any = raw if raw is not None and hasattr(sock, "_write_event") else None
+        self.watcher: Any = None
         self.last_activity = time.monotonic()
         self.writing = False  # inside a socket write (an exit there must not add bytes mid-frame)
         self.close_reason = "normal"
@@ -101,19 +110,51 @@ class Http2Conn:
         if data:
             self.writing = True
             try:
-                self.sock.settimeout(self.config.request_timeout)
-                self.sock.sendall(data)
+                raw = self.raw
+                if raw is not None:  # one attempt; gevent's sendall only for what did not fit
+                    try:
+                        sent = raw.send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(data):
+                        self.sock.settimeout(self.config.request_timeout)
+                        self.sock.sendall(memoryview(data)[sent:])
+                else:
+                    self.sock.settimeout(self.config.request_timeout)
+                    self.sock.sendall(data)
             except OSError:
                 raise ConnectionEnded("peer_error") from None
             self.writing = False
 
+    def readable(self) -> None:
+        """The io watcher's callback (in the hub): one message, then quiet until it is read."""
+        self.watcher.stop()
+        supervisors.send(self.pid, _READABLE)
+
+    def read(self) -> None:
+        """Plain TCP, the socket is readable: one ``recv``, fed to the machine."""
+        try:
+            data = self.raw.recv(RECV_SIZE)
+        except BlockingIOError:
+            self.watcher.start(self.readable)
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.machine.close_reason = "peer_closed"
+            raise ConnectionEnded("peer_closed")
+        self.heard = True
+        self.last_activity = time.monotonic()
+        self.watcher.start(self.readable)  # before feed: a connection error ends it anyway
+        self.machine.feed(data)
+
     # -- the machine's events ----------------------------------------------------
 
     def act(self) -> None:
-        events = self.machine.events
-        if not events:
+        machine = self.machine
+        if not machine.events and not machine.starved:  # starved: budget may have come back
             return
-        for event in self.machine.take_events():
+        for event in machine.take_events():
             kind = event[0]
             if kind == TELL:
                 worker = self.workers.get(event[1])
@@ -151,7 +192,11 @@ class Http2Conn:
                 machine.upgraded(*upgrade)
             self.act()
             self.flush()
-            self.reader = supervisors.spawn_link(reader, self.sock, self.pid, label="rr.h2.reader")
+            if self.raw is not None:
+                self.watcher = self.sock.hub.loop.io(self.sock.fileno(), 1)
+                self.watcher.start(self.readable)
+            else:
+                self.reader = supervisors.spawn_link(reader, self.sock, self.pid, label="rr.h2.reader")
             if initial:
                 self.heard = True
                 machine.feed(initial)
@@ -216,7 +261,9 @@ class Http2Conn:
         machine = self.machine
         tag = msg[0] if isinstance(msg, tuple) and msg else None
         # the most frequent messages first
-        if tag == "h2.data":
+        if tag == "h2.readable":
+            self.read()
+        elif tag == "h2.data":
             self.heard = True
             self.last_activity = time.monotonic()
             machine.feed(msg[1])
@@ -316,6 +363,8 @@ def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initia
         if conn.reader is not None:
             supervisors.unlink(conn.reader)
             supervisors.exit(conn.reader, "kill")
+        if conn.watcher is not None:
+            conn.watcher.close()
         try:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -29,9 +29,11 @@ waits longer than ``stall_timeout`` is reset with ``CANCEL``. What the workers
 may queue here is paid from credit (``rr.stream``): a stream's worker holds at
 most the peer's window plus a chunk (``queue_limit``, at most 64 KiB), and all
 of them together at most ``send_budget`` bytes. Unasked, a worker gets a fair
-share (``send_budget / max_concurrent_streams``) at its start and back as its
-bytes are framed; a worker that waits for more says so (``WANT``) and gets up
-to its limit, now or when budget frees (``regrant``).
+share (``send_budget / (2 × max_concurrent_streams)``) at its start and back as its
+bytes are framed, or up to its limit while less than half the budget is out
+(a response of a few chunks then needs no ``WANT``); a worker that waits for
+more says so (``WANT``) and gets up to its limit, now or when budget frees
+(``regrant``, which the shell runs after any message while a worker waits).
 
 Flood guards: per ``flood_window`` the connection may receive ``max_resets``
 client resets (refused streams count too: Rapid Reset; so do the resets rr
@@ -200,7 +202,10 @@ class H2Machine:
         self.starved = False
         # Credit a stream gets unasked (at its start, and back as its bytes are framed): a fair
         # share, so the budget is never all reserved by workers that are not sending.
-        self.share = max(1, opts.send_budget // opts.max_concurrent_streams)
+        # Half the budget is for shares (every stream that may open gets its share), the other
+        # half for larger unasked grants while it lasts (``grant``): unasked grants together stay
+        # within the budget (only asked ones can use it all and make a stream wait: ``regrant``).
+        self.share = max(1, opts.send_budget // (2 * opts.max_concurrent_streams))
 
     @property
     def idle(self) -> bool:
@@ -828,11 +833,18 @@ class H2Machine:
 
     def grant(self, st: Stream, asked: bool) -> int:
         """More credit for ``st``'s worker: for a worker that asked, up to what the peer lets
-        it send now plus a chunk (``rr.stream.queue_limit``); unasked, up to ``share``; within
+        it send now plus a chunk (``rr.stream.queue_limit``); unasked, up to ``share``, or up to
+        that limit while less than half the budget is out; within
         what ``send_budget`` has left (a worker sends what its credit pays for, in parts, so
         any credit is of use; one that asked and got less is come back to by ``regrant``)."""
         cap = sw.queue_limit(min(st.send_window, self.flow.window))
-        want = (cap if asked else min(cap, self.share)) - st.credit_out
+        if asked:
+            want = cap - st.credit_out
+        else:
+            # Unasked: the fair share, or more while under half the budget is out (a response
+            # of a few chunks then needs no WANT round trip; the other half stays for askers).
+            want = min(cap - st.credit_out, max(self.share - st.credit_out,
+                                                self.opts.send_budget // 2 - self.credited))
         if want <= 0:
             return 0
         add = min(want, self.opts.send_budget - self.credited)

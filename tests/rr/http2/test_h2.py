@@ -575,6 +575,7 @@ def test_h2c_client_going_away_ends_its_stream_workers(serve):
     c.request("GET", "/")
     assert entered.wait(5)
     assert len([p for p in _h2_processes() if p.label == "rr.h2.stream"]) == 2
+    assert not [p for p in _h2_processes() if p.label == "rr.h2.reader"]  # h2c: the conn reads itself
     c.close()
     wait_processes_gone("rr.conn", "rr.h2.reader", "rr.h2.stream")
     assert srv.info()["active_clients"] == 0

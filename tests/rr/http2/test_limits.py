@@ -450,6 +450,37 @@ def test_send_budget_bounds_what_all_streams_of_a_zero_window_connection_queue(h
         assert machine.credited == 0
 
 
+def test_budget_freed_by_a_worker_that_ends_goes_to_the_stream_waiting_for_it(h2, gate):
+    """A worker waits for budget (``WANT``, none left) while the peer opens no window; a
+    sibling that held half the budget unasked ends, sending 2 bytes: what it never used
+    comes back with its end (a ``DOWN``, no frame, no other event) and must reach the
+    waiting worker then, not when something else happens on the connection."""
+    srv = h2(send_budget=16384, max_concurrent_streams=2)  # share 4 KiB, unasked up to 8 KiB
+    with connect(srv, settings_frame=fr.settings((fr.INITIAL_WINDOW_SIZE, 0))) as p:
+        p.request(1, "/hold")
+        gate.wait_entered(1)
+        p.request(3, "/bytes/65536")
+
+        def queued_by_3() -> int:
+            (machine,) = _machines(srv)
+            st = machine.streams.get(3)
+            return sum(len(i[1]) for i in st.pending if i[0] == "data") if st is not None else -1
+
+        deadline = time.monotonic() + 10
+        while queued_by_3() != 8192:  # its share, then what the budget had left
+            assert time.monotonic() < deadline, queued_by_3()
+            gevent.sleep(0.02)
+        gate.event.set()  # stream 1 answers "ok" (queued: no window) and its worker ends
+        while queued_by_3() <= 8192:
+            assert time.monotonic() < deadline, "the freed budget never reached stream 3"
+            gevent.sleep(0.02)
+        assert queued_by_3() == 16384 - 2  # all the budget but stream 1's queued "ok"
+        p.send(fr.settings((fr.INITIAL_WINDOW_SIZE, 1 << 20)), fr.window_update(0, 1 << 20))
+        assert p.response(1, timeout=10).body == b"ok"
+        res = p.response(3, timeout=10)
+        assert res.status == 200 and len(res.body) == 65536
+
+
 def test_send_budget_is_validated(h2):
     for bad in (0, 16383, "1M"):
         with pytest.raises(ValueError, match="send_budget"):

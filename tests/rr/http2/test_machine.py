@@ -210,3 +210,19 @@ def test_resets_the_peer_makes_rr_send_count_as_a_reset_flood():
     frames = _frames(m.data_to_send())
     assert sum(isinstance(f, RstStreamFrame) for f in frames) == 20
     assert isinstance(frames[-1], GoAwayFrame) and frames[-1].error_code == 0xB
+
+
+def test_a_worker_gets_a_chunked_responses_credit_unasked_while_under_half_the_budget_is_out():
+    """Unasked credit at a worker's start: up to what the peer lets it send plus a chunk
+    (64 KiB) while less than half of ``send_budget`` is out, then the fair share
+    (``send_budget / (2 × max_concurrent_streams)``); never past the budget."""
+    budget = 256 * 1024
+    m, _ = _open(send_budget=budget, max_concurrent_streams=100)
+    credits = []
+    for i in range(8):
+        m.feed(_headers(2 * i + 1))
+        credits += [e[4] for e in m.take_events() if e[0] == START]
+    share = budget // 200
+    assert credits[:2] == [65536, 65536]  # 128 KiB out: half the budget
+    assert credits[2:] == [share] * 6
+    assert m.credited == sum(credits) <= budget
