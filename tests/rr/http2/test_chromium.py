@@ -83,11 +83,12 @@ class Site:
             return resp.not_found()
         return page(req, body) if callable(page) else page
 
-    def browse(self, chromium: str, path: str, evaluate: str) -> dict[str, Any]:
+    def browse(self, chromium: str, path: str, evaluate: str, before: list[str] | None = None) -> dict[str, Any]:
         profile = self.tmp_path / "chromium-profile"
         profile.mkdir(exist_ok=True)
         spec = {"url": self.base + path, "chromium": chromium, "profile": str(profile),
-                "spki": self.spki, "evaluate": evaluate, "timeout_ms": 30_000}
+                "spki": self.spki, "evaluate": evaluate, "timeout_ms": 30_000,
+                "before": [self.base + p for p in before or []]}
         done = subprocess.run([sys.executable, str(HELPER), json.dumps(spec)],
                               capture_output=True, text=True, timeout=90)
         assert done.returncode == 0, f"chromium_page.py failed:\n{done.stderr[-4000:]}"
@@ -217,7 +218,10 @@ def test_chromium_preloads_a_stylesheet_from_a_103_before_the_final_response(ser
     """Early Hints (RFC 8297): the page's handler sends a 103 with a preload link, then holds
     its final response until the stylesheet has been asked for (bounded). The server's own
     order of events shows Chromium fetched it from the hint, before the page existed.
-    (Chromium acts on Early Hints for navigations over h2 and h3 only, not HTTP/1.1.)"""
+    (Chromium acts on Early Hints for navigations over h2 and h3 only, not HTTP/1.1.) The
+    browser first opens a page of the same origin: on a cold first navigation of a fresh
+    profile Chromium left the hint unused in about 1 run in 6 (2 of 12, then 0 of 24 with
+    this first page) and fetched the stylesheet only from the final page."""
     order: list[str] = []
     css_asked = gevent.event.Event()
 
@@ -235,16 +239,18 @@ def test_chromium_preloads_a_stylesheet_from_a_103_before_the_final_response(ser
         return resp.Response(200, [("content-type", "text/css"), ("cache-control", "max-age=60")],
                              b"#msg { color: rgb(1, 2, 3); }")
 
-    site = Site(serve, tmp_path, {"/hinted": page, "/hinted.css": stylesheet})
+    site = Site(serve, tmp_path, {"/hinted": page, "/hinted.css": stylesheet,
+                                  "/": resp.html(200, HEAD + "<title>first</title>")})
     report = site.browse(chromium, "/hinted", """() => ({
         color: getComputedStyle(document.getElementById('msg')).color,
         css: performance.getEntriesByType('resource')
             .filter(e => e.name.endsWith('/hinted.css'))
             .map(e => [e.initiatorType, e.nextHopProtocol]),
-    })""")
+    })""", before=["/"])
 
     assert order == ["103 sent", "css requested", "final sent"], order
-    assert [(s["path"], s["version"]) for s in site.seen] == [("/hinted", "HTTP/2"), ("/hinted.css", "HTTP/2")]
+    assert [(s["path"], s["version"]) for s in site.seen] == [("/", "HTTP/2"), ("/hinted", "HTTP/2"),
+                                                               ("/hinted.css", "HTTP/2")]
     # The browser's side agrees: the page used the hinted fetch (a cacheable one: Chromium
     # keeps an Early Hints preload in its HTTP cache, an uncacheable one is fetched again).
     assert report["result"] == {"color": "rgb(1, 2, 3)", "css": [["early-hints", "h2"]]}, report["result"]
