@@ -178,6 +178,26 @@ class TlsStream:
                 deadline = _monotonic() + self.timeout
             self._read_socket(deadline)
 
+    def recv_nowait(self, n: int = RECV_SIZE) -> bytes | None:
+        """Up to ``n`` decrypted bytes without waiting: ``b""`` once the peer closed, None when
+        nothing whole is there yet (wait for the socket to be readable, then call again). A
+        result of exactly ``n`` bytes may leave more decrypted data behind: call again before
+        waiting on the socket, which may never turn readable for bytes already read."""
+        while True:
+            # TLS's own records (a key update's answer) go out before we read on
+            if self.out_pos < len(self.out) and not self.sending and not self._send_once():
+                self._flush(self._deadline())
+            if self.incoming.pending or self.obj.pending():
+                data = self._decrypt(n)
+                if data:
+                    return data
+                if self.out_pos < len(self.out) and not self.sending:
+                    continue
+            if self.eof:
+                return b""
+            if not self._fill():
+                return None
+
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Encrypt and send all of ``data`` within ``timeout`` (``TimeoutError``); ``WRITE_CHUNK``
         bytes at a time, each chunk's records handed to the kernel before the next is made."""

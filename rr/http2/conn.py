@@ -4,10 +4,10 @@ What it is: the conn process that accepted the connection (TLS+ALPN "h2",
 h2c prior knowledge, or handed over after ``Upgrade: h2c``), now running h2.
 It owns the socket, the connection's ``H2Machine``, and the map from stream
 ids to their worker processes. It only ever waits in ``supervisors.receive()``:
-on plain TCP an io watcher on the socket posts ``("h2.readable",)`` and stops,
-and this process makes one non-blocking ``recv`` when it takes the message,
-then arms the watcher again; over TLS a small linked reader process
-(``rr.h2.reader``) does the blocking ``recv`` and posts what it read.
+an io watcher on the socket posts ``("h2.readable",)`` and stops, and this
+process makes one non-blocking ``recv`` when it takes the message (over TLS,
+``rr.tlsio.TlsStream.recv_nowait``: one read, every whole record decrypted),
+then arms the watcher again. No other process touches the socket.
 
 What it must never do: run application code, block on a worker, or decide
 anything about the protocol: it moves bytes and messages between the socket,
@@ -20,8 +20,7 @@ Mailbox protocol (messages this process accepts):
 =====================================================  =========================================
 message                                                meaning
 =====================================================  =========================================
-``("h2.readable",)``                                   from the io watcher (h2c): the socket is readable
-``("h2.data", bytes)`` / ``("h2.closed",)``            from the reader (TLS): socket bytes / EOF
+``("h2.readable",)``                                   from the io watcher: the socket is readable
 ``rr.stream`` messages (``RESPONSE``, ``INTERIM``,     from a worker: its response, body credit,
 ``HEAD``, ``DATA``, ``TRAILERS``, ``CREDIT``,          "it waits for send credit" and "a Loop
 ``WANT``, ``LOOP``)                                    runs" (see ``rr.stream``)
@@ -29,8 +28,7 @@ message                                                meaning
 =====================================================  =========================================
 
 Messages it sends: a worker's ``rr.stream`` inbound messages (body, body end,
-acknowledgements, ``CLOSED``, ``DRAIN``) as the machine says; to the reader
-``("h2.more",)`` (it may read one more chunk).
+acknowledgements, ``CLOSED``, ``DRAIN``) as the machine says.
 
 Drain: when ``runtime.draining`` becomes true (checked at least every
 ``TICK`` seconds) the machine says ``GOAWAY(NO_ERROR)`` and ``DRAIN`` to its
@@ -54,6 +52,7 @@ from rr.http2 import codec
 from rr.http2.machine import KILL, START, TELL, ConnectionEnded, H2Machine
 from rr.request import Request
 from rr.stream import CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, TRAILERS, WANT
+from rr.tlsio import TlsStream
 
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
@@ -63,11 +62,8 @@ RECV_SIZE = 65536
 TICK = 0.5
 # Messages handled before the output is written even if more are queued.
 BATCH = 64
-# Socket chunks the reader may have posted and the conn not yet taken.
-READ_AHEAD = 2
 
 _CLOSED = (resp.CLOSED,)
-_MORE = ("h2.more",)
 _READABLE = ("h2.readable",)
 
 
@@ -83,11 +79,12 @@ class Http2Conn:
         self.machine = H2Machine(peer, runtime, scheme, proxy=proxy, peer_cert=peer_cert)
         self.workers: dict[int, tuple[supervisors.Pid, Any]] = {}  # sid -> (pid, monitor ref)
         self.by_ref: dict[Any, int] = {}
-        self.reader: supervisors.Pid | None = None
         # Plain TCP: the non-blocking OS socket under gevent's wrapper, read by this process
-        # when an io watcher says it is readable (``h2.readable``). TLS: a reader process.
+        # when an io watcher says it is readable (``h2.readable``). TLS: the TlsStream, read
+        # the same way with recv_nowait (rr.transport makes no other kind of socket).
         raw = getattr(sock, "_sock", None) if scheme == "http" else None
         self.raw: Any = raw if raw is not None and hasattr(sock, "_write_event") else None
+        self.tls: TlsStream | None = sock if isinstance(sock, TlsStream) else None
         self.watcher: Any = None
         self.last_activity = time.monotonic()
         self.writing = False  # inside a socket write (an exit there must not add bytes mid-frame)
@@ -132,14 +129,31 @@ class Http2Conn:
         supervisors.send(self.pid, _READABLE)
 
     def read(self) -> None:
-        """Plain TCP, the socket is readable: one ``recv``, fed to the machine."""
-        try:
-            data = self.raw.recv(RECV_SIZE)
-        except BlockingIOError:
-            self.watcher.start(self.readable)
-            return
-        except OSError:
-            data = b""
+        """The socket is readable: one ``recv``, fed to the machine."""
+        tls = self.tls
+        if tls is not None:
+            try:
+                got = tls.recv_nowait(RECV_SIZE)
+            except (OSError, ValueError):  # ssl.SSLError is an OSError: a forged or broken record
+                got = b""
+            if got is None:
+                self.watcher.start(self.readable)
+                return
+            data = got
+            if len(data) == RECV_SIZE:  # more may be decrypted already: no readiness will say so
+                self.heard = True
+                self.last_activity = time.monotonic()
+                supervisors.send(self.pid, _READABLE)
+                self.machine.feed(data)
+                return
+        else:
+            try:
+                data = self.raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                self.watcher.start(self.readable)
+                return
+            except OSError:
+                data = b""
         if not data:
             self.machine.close_reason = "peer_closed"
             raise ConnectionEnded("peer_closed")
@@ -196,7 +210,11 @@ class Http2Conn:
                 self.watcher = self.sock.hub.loop.io(self.sock.fileno(), 1)
                 self.watcher.start(self.readable)
             else:
-                self.reader = supervisors.spawn_link(reader, self.sock, self.pid, label="rr.h2.reader")
+                assert self.tls is not None, "an h2 socket is gevent's or a TlsStream"
+                self.watcher = self.tls.sock.hub.loop.io(self.tls.fileno(), 1)
+                # the handshake's last read may hold the preface already decrypted-to-be:
+                # read once now rather than wait for readiness that may not come
+                supervisors.send(self.pid, _READABLE)
             if initial:
                 self.heard = True
                 machine.feed(initial)
@@ -263,12 +281,6 @@ class Http2Conn:
         # the most frequent messages first
         if tag == "h2.readable":
             self.read()
-        elif tag == "h2.data":
-            self.heard = True
-            self.last_activity = time.monotonic()
-            machine.feed(msg[1])
-            if self.reader is not None:
-                supervisors.send(self.reader, _MORE)
         elif tag == RESPONSE:
             machine.on_response(msg[1], msg[2], msg[3], msg[4], msg[5])
         elif tag == "DOWN":
@@ -290,39 +302,6 @@ class Http2Conn:
             machine.on_interim(msg[1], msg[2], msg[3])
         elif tag == LOOP:
             machine.loop_started(msg[1], self.runtime.draining, self.runtime.drain_deadline)
-        elif tag == "h2.closed":
-            machine.close_reason = "peer_closed"
-            raise ConnectionEnded("peer_closed")
-
-
-def reader(sock: Any, owner: supervisors.Pid) -> None:
-    """The reader process: blocking ``recv`` on the socket, posted to ``owner``.
-
-    At most ``READ_AHEAD`` chunks are posted ahead of the conn's ``("h2.more",)``
-    acknowledgements, so a peer that sends faster than the conn handles (or
-    while the conn waits on a write) cannot grow the conn's mailbox.
-    """
-    ahead = 0
-    try:
-        while True:
-            while ahead >= READ_AHEAD:
-                supervisors.receive(_is_more)
-                ahead -= 1
-            try:
-                data = sock.recv(RECV_SIZE)
-            except TimeoutError:
-                continue  # the timeout is the socket's, shared with the conn's writes
-            if not data:
-                break
-            supervisors.send(owner, ("h2.data", data))
-            ahead += 1
-    except (OSError, ValueError):
-        pass
-    supervisors.send(owner, ("h2.closed",))
-
-
-def _is_more(msg: Any) -> bool:
-    return msg == ("h2.more",)
 
 
 def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initial: bytes = b"",
@@ -360,9 +339,6 @@ def serve_h2(sock: Any, peer: Any, runtime: ListenerRuntime, scheme: str, initia
                 orphans.append(worker[0])
         if orphans:
             supervisors.spawn(sw.reap, orphans, label="rr.h2.reaper")
-        if conn.reader is not None:
-            supervisors.unlink(conn.reader)
-            supervisors.exit(conn.reader, "kill")
         if conn.watcher is not None:
             conn.watcher.close()
         try:

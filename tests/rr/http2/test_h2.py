@@ -100,6 +100,30 @@ def test_httpx_over_tls_streams_and_large_bodies(serve, tmp_path):
     assert big.content == b"x" * 300_000  # beyond the 64 KiB initial window: flow control resumed
 
 
+def test_h2_over_tls_is_read_by_the_conn_itself_and_reads_on_while_records_are_decrypted(
+        serve, tmp_path, monkeypatch):
+    """Over TLS the conn reads with ``TlsStream.recv_nowait`` when the socket is readable (no
+    reader process). A read that fills RECV_SIZE may leave whole records behind in the TLS
+    stream that no readiness will announce: the conn reads on at once. RECV_SIZE is made
+    small here so a 200 KB upload hits that case hundreds of times."""
+    import rr.http2.conn as h2conn
+
+    monkeypatch.setattr(h2conn, "RECV_SIZE", 700)
+    srv, ctx, base = tls_serve(serve, tmp_path)
+    body = bytes(range(256)) * 800
+
+    def client():
+        with httpx.Client(http2=True, verify=ctx, timeout=10) as c:
+            posted = c.post(f"{base}/echo", content=body)
+            readers = [p for p in _h2_processes() if p.label == "rr.h2.reader"]
+            return posted, readers, c.get(f"{base}/")
+
+    posted, readers, got = in_thread(client)
+    assert posted.http_version == "HTTP/2" and posted.content == body
+    assert got.text == "hello h2"
+    assert readers == []
+
+
 def test_http1_still_served_on_the_same_tls_listener(serve, tmp_path):
     srv, ctx, base = tls_serve(serve, tmp_path)
 
