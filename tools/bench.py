@@ -781,9 +781,9 @@ def run_load(sc: Scenario, port: int, *, duration: int, connections: int) -> Run
     elif sc.client == "h2load":
         return run_h2load(sc, port, duration=duration, connections=connections, env=env)
     elif sc.client == "ws":
-        if not WS_CLIENT:
-            return RunResult(failure="no WebSocket client: " + (WS_CLIENT_WHY or "none chosen"))
-        argv = [*WS_CLIENT, "--url", f"ws://{HOST}:{port}{sc.path}",
+        if not ws_client_argv:
+            return RunResult(failure="no WebSocket client: " + (ws_client_why or "none chosen"))
+        argv = [*ws_client_argv, "--url", f"ws://{HOST}:{port}{sc.path}",
                 "--connections", str(connections), "--duration", str(duration), "--size", "1024"]
         rc, text = _run_client(argv, BENCH_WS, env, limit)
         parse = parse_wrk_output
@@ -835,9 +835,9 @@ def run_h2load(sc: Scenario, port: int, *, duration: int, connections: int, env:
 
 # --------------------------------------------------------------------------- WebSocket clients (wsbench, node ws)
 
-# The client argv prefix run() chose for the WebSocket rows (empty: none could run, WS_CLIENT_WHY says why).
-WS_CLIENT: list[str] = []
-WS_CLIENT_WHY = ""
+# The client argv prefix run() chose for the WebSocket rows (empty: none could run, ws_client_why says why).
+ws_client_argv: list[str] = []
+ws_client_why = ""
 
 
 def wsbench_unavailable() -> str | None:
@@ -864,24 +864,24 @@ def wsbench_unavailable() -> str | None:
 
 
 def choose_ws_client(which: str = "auto") -> str:
-    """Set WS_CLIENT for the WebSocket rows and say which client it is, for the report's load line:
+    """Set ws_client_argv for the WebSocket rows and say which client it is, for the report's load line:
     wsbench when it builds (``which`` auto or wsbench), else node's ``ws`` (auto or node)."""
-    global WS_CLIENT, WS_CLIENT_WHY
+    global ws_client_argv, ws_client_why
     why: list[str] = []
     if which in ("auto", "wsbench"):
         no = wsbench_unavailable()
         if no is None:
-            WS_CLIENT, WS_CLIENT_WHY = [str(WSBENCH_BIN)], ""
+            ws_client_argv, ws_client_why = [str(WSBENCH_BIN)], ""
             return f"wsbench (tools/bench_ws/wsbench.c: C, one thread, epoll; {_cc_version()})"
         why.append(f"wsbench: {no}")
     if which in ("auto", "node"):
         no = node_ws_unavailable()
         if no is None:
-            WS_CLIENT, WS_CLIENT_WHY = ["node", str(BENCH_WS / "client.js")], ""
+            ws_client_argv, ws_client_why = ["node", str(BENCH_WS / "client.js")], ""
             return f"node's `ws` package ({_node_ws_version()}; tools/bench_ws/client.js)"
         why.append(f"node ws: {no}")
-    WS_CLIENT, WS_CLIENT_WHY = [], "; ".join(why)
-    return "none (" + WS_CLIENT_WHY + ")"
+    ws_client_argv, ws_client_why = [], "; ".join(why)
+    return "none (" + ws_client_why + ")"
 
 
 def _cc_version() -> str:
@@ -1926,7 +1926,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if any(SCENARIOS[n].client == "ws" for n in names):
             chosen = choose_ws_client(args.ws_client)
-            if not WS_CLIENT:
+            if not ws_client_argv:
                 print(f"websocket_msg_throughput: {chosen}", file=sys.stderr)
                 return 2
     report = run(args, log=lambda s: print(s, flush=True))
