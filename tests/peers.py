@@ -90,6 +90,8 @@ PEERS = {
         Peer("py-spy", _script("py-spy"), "PyPI 'py-spy' (pyproject.toml test and bench extras)"),
         Peer("grpcio", _modules("grpc", "grpc_tools"), "PyPI 'grpcio' and 'grpcio-tools' (pyproject.toml grpc extra)"),
         Peer("starlette", _modules("starlette"), "PyPI 'starlette' (pyproject.toml test and bench extras)"),
+        Peer("cc", lambda: shutil.which(os.environ.get("CC") or "cc") is not None,
+             "Debian packages 'gcc' and 'libc6-dev' (tools/apt-packages)"),
         Peer("node-ws", _node_ws, "Debian package 'nodejs' (tools/apt-packages) and npm's 'ws' "
                                   "(tools/bench_ws, `npm ci` by tools/setup.sh)"),
     )

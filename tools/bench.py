@@ -21,9 +21,12 @@ RSS and the CPU% of the server's process tree during the measured runs.
 Load generators: ``wrk -t1`` for HTTP/1.1 (Lua scripts in tools/bench_lua; a
 ``done()`` hook prints JSON), ``h2load -t1`` for HTTP/2 over cleartext with
 prior knowledge (h2c; ``-c``/``-m`` per scenario, bodies with ``-d``, p50/p99
-from its ``--log-file``), node's ``ws`` package for WebSocket
+from its ``--log-file``), for WebSocket ``wsbench`` (``tools/bench_ws/wsbench.c``,
+compiled here with ``cc -O2`` into ``tools/bench_ws/build/`` when the source is
+newer than the binary) where a C compiler is present, else node's ``ws`` package
 (``tools/bench_ws/client.js``; its ``node_modules`` is installed from the
-lockfile with ``npm ci`` the first time a WebSocket row runs), and this file's
+lockfile with ``npm ci`` the first time a WebSocket row runs; ``--ws-client``
+picks one), and this file's
 own gevent client for SSE (``--client``). Load goes to 127.0.0.1 only. Every wait is bounded, and
 every process started here is killed on exit, Ctrl-C included.
 
@@ -81,6 +84,8 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = ROOT / "tools" / "bench_apps"
 LUA = ROOT / "tools" / "bench_lua"
 BENCH_WS = ROOT / "tools" / "bench_ws"
+WSBENCH_SRC = BENCH_WS / "wsbench.c"
+WSBENCH_BIN = BENCH_WS / "build" / "wsbench"
 _VENV_PY = ROOT / ".venv" / "bin" / "python"
 PY = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
 BIN = Path(PY).parent
@@ -261,7 +266,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("gzip_response", "/gzip", headers=["Accept-Encoding: gzip"], check=_check_gzip,
                  headline=True, note="16 KB JSON gzipped per request"),
         Scenario("websocket_msg_throughput", common.WS_PATH, client="ws", check=None, unit="msg/s",
-                 note="1 KiB text echo, one in flight per connection, node `ws` client"),
+                 note="1 KiB text echo, one in flight per connection, wsbench or node `ws` client"),
         Scenario("server_sent_events", "/sse", client="sse", check=None, unit="events/s",
                  note="100 events per session, own gevent client; latency per session"),
         Scenario("connection_storm", headers=["Connection: close"], check=_check_body(200, common.HELLO),
@@ -776,7 +781,9 @@ def run_load(sc: Scenario, port: int, *, duration: int, connections: int) -> Run
     elif sc.client == "h2load":
         return run_h2load(sc, port, duration=duration, connections=connections, env=env)
     elif sc.client == "ws":
-        argv = ["node", str(BENCH_WS / "client.js"), "--url", f"ws://{HOST}:{port}{sc.path}",
+        if not ws_client_argv:
+            return RunResult(failure="no WebSocket client: " + (ws_client_why or "none chosen"))
+        argv = [*ws_client_argv, "--url", f"ws://{HOST}:{port}{sc.path}",
                 "--connections", str(connections), "--duration", str(duration), "--size", "1024"]
         rc, text = _run_client(argv, BENCH_WS, env, limit)
         parse = parse_wrk_output
@@ -826,7 +833,73 @@ def run_h2load(sc: Scenario, port: int, *, duration: int, connections: int, env:
         return res
 
 
-# --------------------------------------------------------------------------- WebSocket client (node ws)
+# --------------------------------------------------------------------------- WebSocket clients (wsbench, node ws)
+
+# The client argv prefix run() chose for the WebSocket rows (empty: none could run, ws_client_why says why).
+ws_client_argv: list[str] = []
+ws_client_why = ""
+
+
+def wsbench_unavailable() -> str | None:
+    """Why tools/bench_ws/wsbench.c cannot run (None when it can): compiles it with ``cc -O2``
+    (``$CC`` if set) into tools/bench_ws/build/ when the binary is missing or older than the source."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if WSBENCH_BIN.exists() and WSBENCH_BIN.stat().st_mtime >= WSBENCH_SRC.stat().st_mtime:
+        return None
+    if not cc:
+        return "no C compiler (apt-get install -y gcc libc6-dev)"
+    WSBENCH_BIN.parent.mkdir(exist_ok=True)
+    tmp = WSBENCH_BIN.with_name(f"wsbench.{os.getpid()}.tmp")
+    try:
+        out = subprocess.run([cc, "-O2", "-o", str(tmp), str(WSBENCH_SRC)], capture_output=True, text=True,
+                             timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{cc} -O2 tools/bench_ws/wsbench.c: {exc}"
+    if out.returncode:
+        tmp.unlink(missing_ok=True)
+        return f"{cc} -O2 tools/bench_ws/wsbench.c failed: " + ((out.stderr or out.stdout).strip().splitlines()
+                                                                 or ["?"])[-1]
+    tmp.replace(WSBENCH_BIN)  # atomic: a concurrent run never executes a half-written binary
+    return None
+
+
+def choose_ws_client(which: str = "auto") -> str:
+    """Set ws_client_argv for the WebSocket rows and say which client it is, for the report's load line:
+    wsbench when it builds (``which`` auto or wsbench), else node's ``ws`` (auto or node)."""
+    global ws_client_argv, ws_client_why
+    why: list[str] = []
+    if which in ("auto", "wsbench"):
+        no = wsbench_unavailable()
+        if no is None:
+            ws_client_argv, ws_client_why = [str(WSBENCH_BIN)], ""
+            return f"wsbench (tools/bench_ws/wsbench.c: C, one thread, epoll; {_cc_version()})"
+        why.append(f"wsbench: {no}")
+    if which in ("auto", "node"):
+        no = node_ws_unavailable()
+        if no is None:
+            ws_client_argv, ws_client_why = ["node", str(BENCH_WS / "client.js")], ""
+            return f"node's `ws` package ({_node_ws_version()}; tools/bench_ws/client.js)"
+        why.append(f"node ws: {no}")
+    ws_client_argv, ws_client_why = [], "; ".join(why)
+    return "none (" + ws_client_why + ")"
+
+
+def _cc_version() -> str:
+    cc = os.environ.get("CC") or "cc"
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=10).stdout
+        return f"built with `{cc} -O2`, " + (out.strip().splitlines() or ["?"])[0]
+    except (OSError, subprocess.TimeoutExpired):
+        return f"built earlier (no `{cc}` now)"
+
+
+def _node_ws_version() -> str:
+    try:
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        lock = json.loads((BENCH_WS / "package-lock.json").read_text())
+        return f"node {node}, ws {lock['packages']['node_modules/ws']['version']}"
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError):
+        return "absent"
 
 
 def node_ws_unavailable() -> str | None:
@@ -1355,12 +1428,6 @@ def collect_env() -> dict[str, str]:
         except (OSError, subprocess.TimeoutExpired, IndexError):
             env[tool] = "absent"
     try:
-        node = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-        lock = json.loads((BENCH_WS / "package-lock.json").read_text())
-        env["node_ws"] = f"node {node}, ws {lock['packages']['node_modules/ws']['version']}"
-    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError):
-        env["node_ws"] = "absent"
-    try:
         env["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True, timeout=10).stdout.strip()
         # Others edit rr/ while benchmarks run: say when the numbers are not exactly the commit's.
@@ -1408,9 +1475,9 @@ def render_markdown(report: Report) -> str:
               f"Python {report.env.get('python', '?')}",
               f"- packages: {report.env.get('packages', '?')}",
               f"- load: {report.env.get('wrk', 'wrk ?')} `-t1 -c{s.get('connections')}`; h2load "
-              f"({report.env.get('h2load', '?')}) for h2; WebSocket: node's `ws` package "
-              f"({report.env.get('node_ws', '?')}; tools/bench_ws/client.js, {s.get('connections')} connections, "
-              "one 1 KiB message in flight each); SSE: this harness's own gevent client (one greenlet per "
+              f"({report.env.get('h2load', '?')}) for h2; WebSocket: {report.env.get('ws_client', 'not run')}, "
+              f"{s.get('connections')} connections, "
+              "one 1 KiB message in flight each; SSE: this harness's own gevent client (one greenlet per "
               "connection), which is slower than wrk and may be the bottleneck for that row",
               f"- method: each server one OS process with one worker, pinned to CPU {SERVER_CPU} (`taskset`); the "
               f"load generator pinned to CPU {CLIENT_CPU}; {s.get('warmup')} s warm-up per server and scenario, "
@@ -1738,6 +1805,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the matrix, hold N idle keep-alive connections per server (default 1000,10000) "
                         "and report RSS per connection; --scenarios '' skips the matrix")
     # Internal: the SSE load client, run as a child process on the client CPU.
+    p.add_argument("--ws-client", choices=["auto", "wsbench", "node"], default="auto",
+                   help="WebSocket load client: wsbench (C, built with cc) or node's ws; auto: wsbench when it "
+                        "builds (default)")
     p.add_argument("--client", choices=["sse"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--path", default="/", help=argparse.SUPPRESS)
@@ -1778,6 +1848,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> Report:
     t0 = time.monotonic()
     report.out_dir = str(Path(args.out).resolve().parent) if getattr(args, "out", None) else ""
     report.env = collect_env()
+    if any(SCENARIOS[n].client == "ws" for n in scenarios):
+        report.env["ws_client"] = choose_ws_client(getattr(args, "ws_client", "auto"))
+        log(f"WebSocket client: {report.env['ws_client']}")
     logdir = Path(tempfile.mkdtemp(prefix="rr-bench-"))
     # One phase per protocol, each with its own server processes (rr and granian serve h2c from
     # another command line). --memory measures the h1 processes.
@@ -1852,9 +1925,9 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         if any(SCENARIOS[n].client == "ws" for n in names):
-            why = node_ws_unavailable()
-            if why:
-                print(f"websocket_msg_throughput: {why}", file=sys.stderr)
+            chosen = choose_ws_client(args.ws_client)
+            if not ws_client_argv:
+                print(f"websocket_msg_throughput: {chosen}", file=sys.stderr)
                 return 2
     report = run(args, log=lambda s: print(s, flush=True))
     text = render_markdown(report)

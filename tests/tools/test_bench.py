@@ -443,10 +443,27 @@ def test_end_to_end_tls_grpc_and_flask_phases(spawned):
     for title in ("## TLS (HTTP/1.1 and HTTP/2)", "## gRPC (h2c)", "## A Flask app (WSGI)"):
         assert title in text
     assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
-@pytest.mark.peers("node-ws")
-def test_end_to_end_websocket_row_with_the_node_client(spawned):
-    """websocket_msg_throughput against rr for 1 s, driven by node's ``ws`` (tools/bench_ws):
-    echoes counted, none wrong, the client process gone afterwards."""
+def test_the_websocket_client_falls_back_to_node_and_says_when_neither_runs(monkeypatch):
+    """auto: wsbench when it builds, else node's ws; with neither, the row fails naming both reasons."""
+    monkeypatch.setattr(bench, "ws_client_argv", [])
+    monkeypatch.setattr(bench, "ws_client_why", "")
+    monkeypatch.setattr(bench, "wsbench_unavailable", lambda: "no C compiler")
+    monkeypatch.setattr(bench, "node_ws_unavailable", lambda: None)
+    assert bench.choose_ws_client("auto").startswith("node's `ws` package")
+    assert bench.ws_client_argv == ["node", str(bench.BENCH_WS / "client.js")]
+    assert bench.choose_ws_client("wsbench") == "none (wsbench: no C compiler)"
+    assert bench.ws_client_argv == []
+    monkeypatch.setattr(bench, "node_ws_unavailable", lambda: "node/npm are not installed")
+    assert bench.choose_ws_client("auto") == "none (wsbench: no C compiler; node ws: node/npm are not installed)"
+    res = bench.run_load(bench.SCENARIOS["websocket_msg_throughput"], 1, duration=1, connections=1)
+    assert res.failure == "no WebSocket client: wsbench: no C compiler; node ws: node/npm are not installed"
+
+
+@pytest.mark.peers("cc")
+def test_end_to_end_websocket_row_with_wsbench(spawned):
+    """websocket_msg_throughput against rr for 1 s, driven by tools/bench_ws/wsbench.c, which the
+    harness compiles itself (the default client when a C compiler is present): echoes counted,
+    none wrong, the report's load line names wsbench, the client process gone afterwards."""
     assert bench.rr_unavailable() is None, bench.rr_unavailable()
     args = bench.build_parser().parse_args(["--servers", "rr", "--scenarios", "websocket_msg_throughput",
                                             "--duration", "1", "--rounds", "1", "--warmup", "0",
@@ -454,11 +471,32 @@ def test_end_to_end_websocket_row_with_the_node_client(spawned):
     args.command = "test"
     report = bench.run(args, log=lambda _line: None)
 
+    assert bench.WSBENCH_BIN.exists()
+    assert bench.ws_client_argv == [str(bench.WSBENCH_BIN)]
     cell = report.cells[("websocket_msg_throughput", "rr")]
     assert len(cell.runs) == 1 and not cell.runs[0].failure, cell.runs
     assert cell.runs[0].requests > 0 and cell.errors == {}, cell.runs
     assert cell.runs[0].p50_us and cell.runs[0].p50_us <= cell.runs[0].p99_us
-    assert "node's `ws` package" in bench.render_markdown(report)
+    assert "WebSocket: wsbench (tools/bench_ws/wsbench.c" in bench.render_markdown(report)
+    assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
+
+
+@pytest.mark.peers("node-ws")
+def test_end_to_end_websocket_row_with_the_node_client(spawned):
+    """websocket_msg_throughput against rr for 1 s, driven by node's ``ws`` (tools/bench_ws,
+    ``--ws-client node``): echoes counted, none wrong, the client process gone afterwards."""
+    assert bench.rr_unavailable() is None, bench.rr_unavailable()
+    args = bench.build_parser().parse_args(["--servers", "rr", "--scenarios", "websocket_msg_throughput",
+                                            "--duration", "1", "--rounds", "1", "--warmup", "0",
+                                            "--connections", "4", "--ws-client", "node"])
+    args.command = "test"
+    report = bench.run(args, log=lambda _line: None)
+
+    cell = report.cells[("websocket_msg_throughput", "rr")]
+    assert len(cell.runs) == 1 and not cell.runs[0].failure, cell.runs
+    assert cell.runs[0].requests > 0 and cell.errors == {}, cell.runs
+    assert cell.runs[0].p50_us and cell.runs[0].p50_us <= cell.runs[0].p99_us
+    assert "WebSocket: node's `ws` package" in bench.render_markdown(report)
     assert spawned and all(_gone(pid) for pid in spawned), [p for p in spawned if not _gone(p)]
 
 
