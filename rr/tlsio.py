@@ -77,7 +77,7 @@ class TlsStream:
     """One server-side TLS connection over a gevent socket (see the module text)."""
 
     __slots__ = ("sock", "raw", "context", "obj", "incoming", "outgoing", "timeout", "out", "out_pos",
-                 "sending", "turn", "eof", "notified", "__weakref__")
+                 "sending", "turn", "eof", "notified", "waits", "__weakref__")
 
     def __init__(self, sock: Any, context: ssl.SSLContext) -> None:
         self.sock = sock  # gevent's socket: its io watchers and hub
@@ -93,6 +93,7 @@ class TlsStream:
         self.turn: gevent.event.Event | None = None  # set when a _flush ends, made on demand
         self.eof = False  # the peer closed (TCP EOF or close_notify)
         self.notified = False  # our close_notify is made
+        self.waits = 0  # times a call parked on the socket (HTTP/1.1's served-order rule asks)
 
     # -- the socket interface the protocols use ---------------------------------
 
@@ -360,6 +361,7 @@ class TlsStream:
         """Park until ``watcher`` fires; ``TimeoutError`` at ``deadline`` (one loop timer)."""
         if watcher.callback is not None:
             raise gevent.hub.ConcurrentObjectUseError("socket already waited on by another process")
+        self.waits += 1
         hub = self.sock.hub
         waiter = Waiter(hub)
         if deadline is None:

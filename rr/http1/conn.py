@@ -223,8 +223,11 @@ class Http1Conn:
             raise TimeoutError()
         raw = self.raw
         if raw is None:
-            self.unpolled = 0
-            return self.recv_wrapped(wait, slow, now)
+            waits = getattr(self.sock, "waits", None)
+            got = self.recv_wrapped(wait, slow, now)
+            if waits is None or self.sock.waits != waits:
+                self.unpolled = 0  # it parked on the socket: the loop polled meanwhile
+            return got
         if self.poll_first:  # the next request, after one: through the poll (serve_requests)
             self.poll_first = False
             data = None

@@ -695,6 +695,43 @@ def test_a_quick_keep_alive_client_does_not_delay_a_request_waiting_for_the_poll
         b.close()
 
 
+def test_over_tls_a_quick_keep_alive_client_lets_the_loop_poll_every_few_requests(serve, tmp_path):
+    """TLS has no served-order wait (its records may be decrypted already), but a read that
+    did not park on the socket is not a poll either (``TlsStream.waits``): a client whose next
+    request is always there lets the loop poll every UNPOLLED_MAX requests, so a request
+    that arrived meanwhile on another connection is seen (17th here; when every TLS read
+    counted as a poll: 60th, last)."""
+    from tests.rr.certs import make_cert
+    from tests.rr.wire import client_context
+
+    certfile, keyfile = make_cert(tmp_path)
+    order = []
+    socks = {}
+
+    def handler(req):
+        order.append(req.path)
+        if len(order) == 5:
+            socks["b"].sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")  # B's request arrives now
+        if req.path == "/a" and order.count("/a") < 60:
+            socks["a"].sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")  # A's next, before its answer
+        return resp.text(200, "k")
+
+    srv = serve(handler, tls={"certfile": certfile, "keyfile": keyfile})
+    ctx = client_context(certfile)
+    for name in ("a", "b"):
+        socks[name] = ctx.wrap_socket(srv.connect(), server_hostname="127.0.0.1")
+    a, b = socks["a"], socks["b"]
+    try:
+        a.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(b)[1] == b"k"
+        for _ in range(order.count("/a")):
+            assert read_response(a)[1] == b"k"
+        assert order.index("/b") <= 5 + 17, order.index("/b")  # UNPOLLED_MAX is 16
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_client_that_always_leaves_half_a_request_buffered_lets_the_loop_poll(serve):
     """Every read finds the rest of a request and the start of the next one, so the conn
     never waits on its socket: it still lets the loop poll every UNPOLLED_MAX requests
