@@ -108,6 +108,7 @@ class H3Wire:
         self.heads: set[int] = set()
         self.closed = False
         self.close_code: int | None = None
+        self.datagrams_in = 0  # datagrams received from the server
         self.handshake = False
         self.quic.connect(self.addr, now=time.monotonic())
         self.flush()
@@ -160,6 +161,7 @@ class H3Wire:
             self.closed = True
             return
         else:
+            self.datagrams_in += 1
             self.quic.receive_datagram(data, self.addr, now=time.monotonic())
         self.process()
         self.flush()
