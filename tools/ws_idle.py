@@ -196,7 +196,10 @@ def measure(n: int, deflate: bool = False, trace: bool = False, deadline_s: floa
     deadline = time.monotonic() + deadline_s
     raise_fd_limit(n + 256)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout whose rr is measured
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    # The measured server never runs under coverage (the suite's `patch = subprocess` passes it
+    # on through COVERAGE_* variables): its tracer keeps state per greenlet, ~6-10 KiB a session.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+    env["PYTHONPATH"] = os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])
     args = [sys.executable, os.path.abspath(__file__), "--serve", str(n)] + (["--trace"] if trace else [])
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, env=env, text=True)
     socks: list[socket.socket] = []
