@@ -218,37 +218,48 @@ def test_chromium_preloads_a_stylesheet_from_a_103_before_the_final_response(ser
     """Early Hints (RFC 8297): the page's handler sends a 103 with a preload link, then holds
     its final response until the stylesheet has been asked for (bounded). The server's own
     order of events shows Chromium fetched it from the hint, before the page existed.
-    (Chromium acts on Early Hints for navigations over h2 and h3 only, not HTTP/1.1.) The
-    browser first opens a page of the same origin: on a cold first navigation of a fresh
-    profile Chromium left the hint unused in about 1 run in 6 (2 of 12, then 0 of 24 with
-    this first page) and fetched the stylesheet only from the final page."""
-    order: list[str] = []
-    css_asked = gevent.event.Event()
+    (Chromium acts on Early Hints for navigations over h2 and h3 only, not HTTP/1.1.)
 
-    def page(req: rr.Request, body: bytes) -> resp.Shape:
-        req.early_hints([("link", "</hinted.css>; rel=preload; as=style")])
-        order.append("103 sent")
-        css_asked.wait(10)  # a safety net only: without the preload it simply times out
-        order.append("final sent")
-        return resp.html(200, HEAD + '<title>hints</title><link rel="stylesheet" href="/hinted.css">'
-                         '<p id="msg">styled</p>')
+    Acting on a hint is the browser's choice (RFC 8297: a client MAY), and Chromium now and
+    then leaves one unused and fetches the stylesheet from the final page instead (measured:
+    2 of 12 cold first navigations; rarer after a first page of the origin, which each load
+    opens first): so up to three loads, each with a fresh profile, and one of them must
+    preload from the hint. That the 103 leaves before the final response on every protocol
+    is the behaviour matrix's and the curl/nghttp/h2 tests' (tests/rr/test_early_hints.py)."""
+    attempts = []
+    for attempt in range(3):
+        order: list[str] = []
+        css_asked = gevent.event.Event()
 
-    def stylesheet(req: rr.Request, body: bytes) -> resp.Shape:
-        order.append("css requested")
-        css_asked.set()
-        return resp.Response(200, [("content-type", "text/css"), ("cache-control", "max-age=60")],
-                             b"#msg { color: rgb(1, 2, 3); }")
+        def page(req: rr.Request, body: bytes, order=order, css_asked=css_asked) -> resp.Shape:
+            req.early_hints([("link", "</hinted.css>; rel=preload; as=style")])
+            order.append("103 sent")
+            css_asked.wait(5)  # a safety net only: without the preload it simply times out
+            order.append("final sent")
+            return resp.html(200, HEAD + '<title>hints</title><link rel="stylesheet" href="/hinted.css">'
+                             '<p id="msg">styled</p>')
 
-    site = Site(serve, tmp_path, {"/hinted": page, "/hinted.css": stylesheet,
-                                  "/": resp.html(200, HEAD + "<title>first</title>")})
-    report = site.browse(chromium, "/hinted", """() => ({
-        color: getComputedStyle(document.getElementById('msg')).color,
-        css: performance.getEntriesByType('resource')
-            .filter(e => e.name.endsWith('/hinted.css'))
-            .map(e => [e.initiatorType, e.nextHopProtocol]),
-    })""", before=["/"])
+        def stylesheet(req: rr.Request, body: bytes, order=order, css_asked=css_asked) -> resp.Shape:
+            order.append("css requested")
+            css_asked.set()
+            return resp.Response(200, [("content-type", "text/css"), ("cache-control", "max-age=60")],
+                                 b"#msg { color: rgb(1, 2, 3); }")
 
-    assert order == ["103 sent", "css requested", "final sent"], order
+        run_dir = tmp_path / f"load{attempt}"
+        run_dir.mkdir()
+        site = Site(serve, run_dir, {"/hinted": page, "/hinted.css": stylesheet,
+                                     "/": resp.html(200, HEAD + "<title>first</title>")})
+        report = site.browse(chromium, "/hinted", """() => ({
+            color: getComputedStyle(document.getElementById('msg')).color,
+            css: performance.getEntriesByType('resource')
+                .filter(e => e.name.endsWith('/hinted.css'))
+                .map(e => [e.initiatorType, e.nextHopProtocol]),
+        })""", before=["/"])
+        assert order[0] == "103 sent" and sorted(order) == ["103 sent", "css requested", "final sent"], order
+        attempts.append(order)
+        if order == ["103 sent", "css requested", "final sent"]:
+            break
+    assert attempts[-1] == ["103 sent", "css requested", "final sent"], attempts
     assert [(s["path"], s["version"]) for s in site.seen] == [("/", "HTTP/2"), ("/hinted", "HTTP/2"),
                                                                ("/hinted.css", "HTTP/2")]
     # The browser's side agrees: the page used the hinted fetch (a cacheable one: Chromium
