@@ -152,17 +152,33 @@ class TlsStream:
         """Up to ``n`` decrypted bytes; ``b""`` once the peer closed. Waits at most ``timeout``."""
         if flags:
             raise ValueError("non-zero flags not allowed in calls to recv() on a TLS stream")
+        waits = self.timeout != 0.0
+        data = self._receive(n, wait_write=waits, wait_read=waits)
+        if data is None:
+            raise _WantRead("the read would block")
+        return data
+
+    def recv_nowait(self, n: int = RECV_SIZE) -> bytes | None:
+        """Up to ``n`` decrypted bytes without waiting for the peer: ``b""`` once the peer
+        closed, None when nothing whole is there yet (wait for the socket to be readable, then
+        call again). A result of exactly ``n`` bytes may leave more decrypted data behind: call
+        again before waiting on the socket, which may never turn readable for bytes already
+        read. TLS's own records still go out within ``timeout``."""
+        return self._receive(n, wait_write=True, wait_read=False)
+
+    def _receive(self, n: int, wait_write: bool, wait_read: bool) -> bytes | None:
+        """The read loop of ``recv`` and ``recv_nowait``: TLS's own records (a renegotiation's or
+        key update's answer) go out first — waiting within ``timeout`` if ``wait_write``, else
+        ``SSLWantWriteError`` —, then every whole record available is decrypted; with nothing
+        there, wait for the peer within ``timeout`` if ``wait_read``, else return None."""
         deadline = None
         while True:
-            if self.out_pos < len(self.out) and not self.sending:
-                # TLS's own records (a renegotiation's answer) go out before we wait for the peer
-                if self.timeout == 0.0:
-                    if not self._send_once():
-                        raise ssl.SSLWantWriteError("TLS records wait for the socket")
-                else:
-                    if deadline is None and self.timeout is not None:
-                        deadline = _monotonic() + self.timeout
-                    self._flush(deadline)
+            if self.out_pos < len(self.out) and not self.sending and not self._send_once():
+                if not wait_write:
+                    raise ssl.SSLWantWriteError("TLS records wait for the socket")
+                if deadline is None:
+                    deadline = self._deadline()
+                self._flush(deadline)
             if self.incoming.pending or self.obj.pending():
                 data = self._decrypt(n)
                 if data:
@@ -171,33 +187,13 @@ class TlsStream:
                     continue  # TLS's own answer first (above), then wait for the peer
             if self.eof:
                 return b""
-            if self.timeout == 0.0:
+            if not wait_read:
                 if not self._fill():
-                    raise _WantRead("the read would block")
+                    return None
                 continue
-            if deadline is None and self.timeout is not None:
-                deadline = _monotonic() + self.timeout
+            if deadline is None:
+                deadline = self._deadline()
             self._read_socket(deadline)
-
-    def recv_nowait(self, n: int = RECV_SIZE) -> bytes | None:
-        """Up to ``n`` decrypted bytes without waiting: ``b""`` once the peer closed, None when
-        nothing whole is there yet (wait for the socket to be readable, then call again). A
-        result of exactly ``n`` bytes may leave more decrypted data behind: call again before
-        waiting on the socket, which may never turn readable for bytes already read."""
-        while True:
-            # TLS's own records (a key update's answer) go out before we read on
-            if self.out_pos < len(self.out) and not self.sending and not self._send_once():
-                self._flush(self._deadline())
-            if self.incoming.pending or self.obj.pending():
-                data = self._decrypt(n)
-                if data:
-                    return data
-                if self.out_pos < len(self.out) and not self.sending:
-                    continue
-            if self.eof:
-                return b""
-            if not self._fill():
-                return None
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Encrypt and send all of ``data`` within ``timeout`` (``TimeoutError``); ``WRITE_CHUNK``

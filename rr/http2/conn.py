@@ -131,6 +131,7 @@ class Http2Conn:
     def read(self) -> None:
         """The socket is readable: one ``recv``, fed to the machine."""
         tls = self.tls
+        more = False
         if tls is not None:
             try:
                 got = tls.recv_nowait(RECV_SIZE)
@@ -140,12 +141,7 @@ class Http2Conn:
                 self.watcher.start(self.readable)
                 return
             data = got
-            if len(data) == RECV_SIZE:  # more may be decrypted already: no readiness will say so
-                self.heard = True
-                self.last_activity = time.monotonic()
-                supervisors.send(self.pid, _READABLE)
-                self.machine.feed(data)
-                return
+            more = len(data) == RECV_SIZE  # more may be decrypted already: no readiness will say so
         else:
             try:
                 data = self.raw.recv(RECV_SIZE)
@@ -159,7 +155,10 @@ class Http2Conn:
             raise ConnectionEnded("peer_closed")
         self.heard = True
         self.last_activity = time.monotonic()
-        self.watcher.start(self.readable)  # before feed: a connection error ends it anyway
+        if more:
+            supervisors.send(self.pid, _READABLE)
+        else:
+            self.watcher.start(self.readable)  # before feed: a connection error ends it anyway
         self.machine.feed(data)
 
     # -- the machine's events ----------------------------------------------------
