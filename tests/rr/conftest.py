@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import gevent
+import gevent.event
 import pytest
 from gevent import socket as gsocket
 
@@ -120,6 +121,29 @@ def serve() -> Iterator[Callable[..., Served]]:
     for name in started:
         if name in rr.listeners():
             rr.stop_listener(name)
+
+
+@pytest.fixture
+def tls_files(tmp_path: Any) -> tuple[str, str]:
+    """A throwaway certificate and key for 127.0.0.1 (tests.rr.certs.make_cert)."""
+    from tests.rr.certs import make_cert
+
+    return make_cert(tmp_path)
+
+
+@pytest.fixture
+def closes() -> Iterator[tuple[list[dict], gevent.event.Event]]:
+    """Every ``("rr", "conn", "close")`` event's metadata, and an event set at each one."""
+    events: list[dict] = []
+    arrived = gevent.event.Event()
+
+    def on_close(event: Any, measurements: Any, metadata: Any, config: Any) -> None:
+        events.append(dict(metadata))
+        arrived.set()
+
+    rr.telemetry.attach("test-conn-close", ("rr", "conn", "close"), on_close)
+    yield events, arrived
+    rr.telemetry.detach("test-conn-close")
 
 
 def wait_processes_gone(*labels: str, timeout: float = 10.0) -> None:

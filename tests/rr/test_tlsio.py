@@ -23,30 +23,11 @@ import gevent.event
 import pytest
 from gevent import socket as gsocket
 
-from rr import resp, telemetry
+from rr import resp
 from rr.tlsio import WRITE_CHUNK, TlsStream
 from tests.rr.certs import make_cert
 from tests.rr.conftest import in_thread
 from tests.rr.wire import client_context, tls_socket
-
-
-@pytest.fixture
-def tls_files(tmp_path):
-    return make_cert(tmp_path)
-
-
-@pytest.fixture
-def closes():
-    events: list[dict] = []
-    arrived = gevent.event.Event()
-
-    def on_close(event, measurements, metadata, config):
-        events.append(dict(metadata))
-        arrived.set()
-
-    telemetry.attach("test-tlsio-close", ("rr", "conn", "close"), on_close)
-    yield events, arrived
-    telemetry.detach("test-tlsio-close")
 
 
 def _server_context(tls_files) -> ssl.SSLContext:

@@ -17,28 +17,8 @@ import pytest
 import structlog
 
 import rr
-from rr import resp, telemetry
-from tests.rr.certs import make_cert
+from rr import resp
 from tests.rr.conftest import in_thread
-
-
-@pytest.fixture
-def tls_files(tmp_path):
-    return make_cert(tmp_path)
-
-
-@pytest.fixture
-def closes():
-    events: list[dict] = []
-    arrived = gevent.event.Event()
-
-    def on_close(event, measurements, metadata, config):
-        events.append(dict(metadata))
-        arrived.set()
-
-    telemetry.attach("test-transport-close", ("rr", "conn", "close"), on_close)
-    yield events, arrived
-    telemetry.detach("test-transport-close")
 
 
 def _crash_lines(caplog) -> list[str]:
