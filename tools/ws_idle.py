@@ -11,9 +11,7 @@ both processes' soft fd limit to what N sessions need (never above the hard
 limit: the tool refuses instead), warms the server with one session, reads
 its VmRSS, opens N sessions in batches (handshake, then one ping answered by a
 pong each, so every session is known to be running before the measurement),
-lets go of the greenlets finished processes left parked for reuse (``GET
-/settle``: what an idle server does after supervisors' ``TRIM_PERIOD``), reads
-VmRSS again and prints the difference per session. The sessions then
+reads VmRSS again and prints the difference per session. The sessions then
 sit idle; the tool closes them, stops the server and exits. Everything has a
 deadline (``--deadline``, 300 s by default): a run that cannot finish fails.
 
@@ -101,18 +99,6 @@ def serve(n: int, trace: bool) -> None:
         return ("\n".join(out) + "\n").encode()
 
     def routes(req):
-        if req.path == "/settle":
-            # Let go of the greenlets finished processes left parked for reuse (supervisors'
-            # "Recycled greenlets": bounded, released after TRIM_PERIOD without spawns), so
-            # RSS counts what the sessions hold, as on a server that has been idle a while.
-            import gc
-
-            from supervisors import process as sp
-
-            sp._trim()
-            sp._trim()
-            gc.collect()
-            return resp.text(200, "settled\n")
         if req.path == "/stats":
             return resp.text(200, stats().decode() if trace else "tracing is off\n")
         return resp.WebSocket(Idle)
@@ -213,12 +199,10 @@ def measure(n: int, deflate: bool = False, trace: bool = False, deadline_s: floa
             s.close()
         if trace:
             get(port, "/stats")  # the baseline snapshot
-        get(port, "/settle")
         before = rss_kib(proc.pid)
         started = time.monotonic()
         socks = open_sessions(port, n, deflate, deadline)
         opened_s = time.monotonic() - started
-        get(port, "/settle")
         after = rss_kib(proc.pid)
         result = {"sessions": n, "deflate": deflate, "rss_before_kib": before, "rss_after_kib": after,
                   "per_session_kib": round((after - before) / n, 2), "open_seconds": round(opened_s, 2)}
