@@ -163,6 +163,13 @@ class Request:
             self._decoded_path = unquote(self.path, errors="replace")
         return self._decoded_path
 
+    @property
+    def body_buffered(self) -> bool:
+        """Whether the rest of the body is already in memory (``auto`` buffering mode): then
+        ``read_body()`` hands it over without reading the connection. False in ``manual`` mode,
+        where each read may wait for the peer."""
+        return self._body is not None
+
     def early_hints(self, headers: Any) -> bool:
         """Send an interim ``103 Early Hints`` response (RFC 8297) before the final one.
 

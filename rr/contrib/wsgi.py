@@ -447,10 +447,9 @@ class WSGIHandler:
             env["REMOTE_PORT"] = str(peer[1])
         else:
             env["REMOTE_ADDR"] = ""
-        # The body rr already holds in ``auto`` mode (``_body``; a public "is the body
-        # buffered?" on Request would spare this look at a slot, asked of the core in
-        # issue 14's report), or None when it is read on demand.
-        if req._body is not None:
+        # The body rr already holds in ``auto`` mode is handed over as a BytesIO; in
+        # ``manual`` mode wsgi.input reads the connection on demand.
+        if req.body_buffered:
             body = req.read_body()  # already in memory: handed over, not copied
             env["wsgi.input"] = io.BytesIO(body)
             if body and "CONTENT_LENGTH" not in env:

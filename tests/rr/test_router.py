@@ -321,14 +321,14 @@ def test_a_route_can_stream_its_body_while_the_listener_buffers(serve):
     seen = {}
 
     def streaming(req):
-        seen["streaming_buffered"] = req._body is not None
+        seen["streaming_buffered"] = req.body_buffered
         parts = []
         while piece := req.read_body(1000):
             parts.append(piece)
         return _resp.text(200, f"{len(parts)} pieces")
 
     def buffered(req):
-        seen["buffered_buffered"] = req._body is not None
+        seen["buffered_buffered"] = req.body_buffered
         return _resp.text(200, f"{len(req.read_body())} bytes")
 
     srv = serve([{"path": "/stream", "handler": streaming, "body_buffering": "manual"},
