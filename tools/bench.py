@@ -37,7 +37,8 @@ ordinary port, recognising the preface); ``tls`` (h1 from wrk over https and h2
 by ALPN from h2load, on a certificate made for the run with ``openssl``);
 ``grpc`` (HttpArena's BenchmarkService from ``grpc_bench.py``: rr, grpcio's
 thread-pool server, ``grpc.aio``); ``flask`` (the Flask hello app under rr's
-CLI, gunicorn -k gevent and gevent.pywsgi). A group name in ``--scenarios``
+CLI, gunicorn -k gevent and gevent.pywsgi; ``raw`` runs it on the WSGI floor,
+tools/bench_apps/wsgi_floor.py). A group name in ``--scenarios``
 (``h2``, ``tls``, ``grpc``, ``flask``) means every row of that phase. The
 floors (``floor``: gevent's StreamServer; ``raw``: non-blocking sockets met
 through gevent's io watchers directly) send bytes prepared at start-up.
@@ -466,7 +467,8 @@ SERVERS: dict[str, ServerSpec] = {
         ServerSpec("floor", "floor (bare gevent StreamServer)",
                    lambda p: [PY, str(APPS / "floor.py"), str(p["main"])], unsupported=FLOOR_SKIPS),
         ServerSpec("raw", "raw floor (non-blocking sockets, gevent io watchers)",
-                   lambda p: [PY, str(APPS / "floor.py"), "--raw", str(p["main"])], unsupported=FLOOR_SKIPS),
+                   lambda p: [PY, str(APPS / "floor.py"), "--raw", str(p["main"])], unsupported=FLOOR_SKIPS,
+                   launchers={"flask": lambda p: [PY, str(APPS / "wsgi_floor.py"), str(p["main"]), "flask_hello:app"]}),
         ServerSpec("granian", "granian (ASGI, 1 runtime thread)", _granian("auto"),
                    launchers={"h2": _granian("2"), "tls": _granian("auto", tls=True)},
                    unsupported={"brotli_middleware": NO_CODING, "zstd_middleware": NO_CODING}, needs="granian"),
@@ -1523,7 +1525,9 @@ def render_markdown(report: Report) -> str:
         elif proto == "flask":
             lines += ["The Flask hello app (`tools/bench_apps/flask_hello.py`, GET /hello) under rr's own CLI "
                       "(`python -m rr --config rr_flask.toml flask_hello:app`, through `rr.contrib.wsgi`), "
-                      "`gunicorn -k gevent` and `gevent.pywsgi`; wrk as for HTTP/1.1.", ""]
+                      "`gunicorn -k gevent` and `gevent.pywsgi`; wrk as for HTTP/1.1. `raw` is the WSGI floor "
+                      "(`tools/bench_apps/wsgi_floor.py`): the raw floor's socket loop calling the same app through "
+                      "the least WSGI bridge, no checks — the ceiling of a gevent server running this app.", ""]
         if proto == "h2":
             lines += ["Cleartext HTTP/2 with prior knowledge, load from h2load (one thread); p50/p99 from its "
                       "per-request log. Each server's h2 phase is its own process: rr `rr_app.py --h2` "
