@@ -110,6 +110,10 @@ class Http3Options:
     # Datagrams a connection process may have waiting in its mailbox; beyond, they are dropped
     # (QUIC recovers from loss) rather than queued without bound.
     max_queued_datagrams: int = 256
+    # UDP sockets bound on the port with SO_REUSEPORT, one endpoint process reading each; the
+    # kernel spreads clients over them by address and port. One gevent hub is one thread, so more
+    # add no parallelism here (docs/http3.md has the measurement); 1 binds without SO_REUSEPORT.
+    listeners: int = 1
     # A stream whose response has waited this long on the peer's flow control → reset.
     stall_timeout: float = 30.0
     # Response bytes all streams of a connection together may have queued at it and unsent
@@ -302,6 +306,7 @@ _HTTP3_BOUNDS = {
     "retry": (0, 1),
     "webtransport": (0, 1),
     "max_queued_datagrams": (16, 65536),
+    "listeners": (1, 64),
     "send_budget": (65536, 2**31 - 1),
     "stall_timeout": (0, 86400),
     "max_datagram_size": (1200, 65527),

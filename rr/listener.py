@@ -8,8 +8,9 @@ Process tree (``rest_for_one``, so a crash restarts what depends on it)::
     │   ├── conn process, one per TCP connection (rr.transport: PROXY header, TLS, then h1 or h2)
     │   └── QUIC conn process, one per HTTP/3 connection (rr.http3.conn)
     ├── acceptor 1..N  (each blocks in accept() on its own dup of the socket)
-    └── quic endpoint  (with http3: reads the UDP socket, routes datagrams by
-                        connection id, admits new QUIC connections like accepted sockets)
+    └── quic endpoint 1..N  (with http3, one per UDP socket (``http3.listeners``): reads it,
+                        routes datagrams by connection id, admits new QUIC connections like
+                        accepted sockets)
 
 What it owns: the listening socket and the ``ListenerRuntime`` (``rr.runtime``) — the shared
 counters and flags of one listener (the analogue of roadrunner's atomics and
@@ -238,10 +239,11 @@ def _start_conn(runtime: ListenerRuntime, sock: Any, peer: Any) -> supervisors.P
     )
 
 
-def _start_endpoint(runtime: ListenerRuntime) -> supervisors.Pid:
+def _start_endpoint(runtime: ListenerRuntime, index: int) -> supervisors.Pid:
     from rr.http3.endpoint import endpoint
 
-    return supervisors.spawn_link(endpoint, runtime, _admit, label=f"rr.quic.{runtime.name}")
+    label = f"rr.quic.{runtime.name}" if index == 0 else f"rr.quic.{runtime.name}.{index}"
+    return supervisors.spawn_link(endpoint, runtime, _admit, index, label=label)
 
 
 def _conn_ended(runtime: ListenerRuntime, pid: supervisors.Pid, reason: Any, args: tuple[Any, ...]) -> None:
@@ -295,8 +297,11 @@ def start_link(runtime: ListenerRuntime) -> supervisors.Pid:
         for i in range(runtime.config.num_acceptors)
     ]
     if runtime.config.http3 is not None:
-        children.append(supervisors.ChildSpec("quic", _start_endpoint, args=(runtime,), restart="permanent",
-                                              shutdown="brutal_kill"))
+        children += [
+            supervisors.ChildSpec("quic" if i == 0 else f"quic{i}", _start_endpoint, args=(runtime, i),
+                                  restart="permanent", shutdown="brutal_kill")
+            for i in range(runtime.config.http3.listeners)
+        ]
     runtime.draining = False
     if runtime.config.blocking_monitor is not None:
         watchdog.enable(runtime.config.blocking_monitor)

@@ -47,6 +47,12 @@ class ListenerRuntime:
         # HTTP/3: the UDP socket on the same port number, and connection id -> QUIC conn pid
         # (kept by the QUIC conn processes; rr.http3.endpoint routes datagrams with it).
         self.udp_sock: Any = None
+        # With http3.listeners > 1: every UDP socket bound on the port (udp_sock is the first,
+        # which connection processes send from), and what each one's endpoint has read.
+        self.udp_socks: list[Any] = []
+        self.quic_received: list[int] = []
+        # The Retry token key (http3.retry), one for every endpoint, made by the first.
+        self.quic_retry: Any = None
         self.quic_routes: dict[bytes, supervisors.Pid] = {}
         self.quic_dropped = 0  # datagrams dropped at a connection whose mailbox was full
         self.quic_configuration: Any = None  # built by the first QUIC connection (rr.http3.conn)
@@ -103,7 +109,8 @@ class ListenerRuntime:
             "evicted": self.evicted,
             "status": self.status(),
             "protocols": list(self.config.protocols),
-            **({"quic_connection_ids": len(self.quic_routes), "quic_dropped": self.quic_dropped}
+            **({"quic_connection_ids": len(self.quic_routes), "quic_dropped": self.quic_dropped,
+                "quic_received": list(self.quic_received)}
                if self.config.http3 is not None else {}),
         }
 
@@ -168,21 +175,32 @@ class ListenerRuntime:
                 self.port = 0
 
     def _bind_udp(self, reuseport: bool = False) -> None:
+        """Bind ``http3.listeners`` UDP sockets on the port (SO_REUSEPORT on each when there
+        are several, or when ``reuseport``); all or none."""
+        assert self.config.http3 is not None
+        count = self.config.http3.listeners
+        reuseport = reuseport or count > 1
         family = self.sock.family
-        sock = gsocket.socket(family, socket.SOCK_DGRAM)
+        socks: list[Any] = []
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuseport:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6 and self.config.ip is None:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind((self.sock.getsockname()[0], self.port))
-            # Room for bursts of datagrams between two reads of the endpoint (the kernel caps it).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+            for _ in range(count):
+                sock = gsocket.socket(family, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if reuseport:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if family == socket.AF_INET6 and self.config.ip is None:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.bind((self.sock.getsockname()[0], self.port))
+                # Room for bursts of datagrams between two reads of the endpoint (the kernel caps it).
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         except OSError:
-            sock.close()
+            for sock in socks:
+                sock.close()
             raise
-        self.udp_sock = sock
+        self.udp_socks = socks
+        self.udp_sock = socks[0]
+        self.quic_received = [0] * count
 
     def close_socket(self) -> None:
         """Close the TCP listening socket (drain; QUIC connections still need the UDP one)."""
@@ -201,9 +219,10 @@ class ListenerRuntime:
     def close_sockets(self) -> None:
         """Close every socket of the listener (its end)."""
         self.close_socket()
-        if self.udp_sock is not None:
-            self.udp_sock.close()
-            self.udp_sock = None
+        for sock in self.udp_socks:
+            sock.close()
+        self.udp_socks = []
+        self.udp_sock = None
 
 
 def bind_tcp(ip: str | None, port: int, backlog: int, cls: Any = socket.socket) -> Any:

@@ -1,9 +1,13 @@
-"""The QUIC endpoint: one process reading the listener's UDP socket, routing datagrams.
+"""The QUIC endpoint: a process reading one of the listener's UDP sockets, routing datagrams.
 
 What it is: a child of the listener's supervisor (``rr.listener``) when the
-listener serves ``http3``. It reads datagrams from (a dup of) the UDP socket
-bound on the listener's port and routes each by its destination connection
-ID to the connection process that issued that ID (``runtime.quic_routes``).
+listener serves ``http3``, one per UDP socket bound on the listener's port
+(``http3.listeners``, SO_REUSEPORT when several: the kernel hashes each
+client's address and port to one of them). It reads datagrams from (a dup
+of) its socket and routes each by its destination connection ID to the
+connection process that issued that ID (``runtime.quic_routes``, one table
+for every endpoint of the listener, so a client whose datagrams move to
+another socket still reaches its connection; the Retry key is shared too).
 An unknown ID starts a connection only for a client Initial of at least
 1200 bytes (RFC 9000 §14.1), admitted through the listener like an accepted
 TCP socket (``max_clients``, eviction of idle connections, refusal at the
@@ -91,14 +95,20 @@ class QuicAdmission:
             self.unroute(cid)
 
 
-def endpoint(runtime: ListenerRuntime, admit: Callable[[ListenerRuntime, Any, Any], None]) -> None:
-    """The endpoint process's body: read, route, admit (``admit`` is the listener's)."""
-    assert runtime.udp_sock is not None, "the socket owner binds the UDP socket first"
-    sock = runtime.udp_sock.dup()
+def endpoint(runtime: ListenerRuntime, admit: Callable[[ListenerRuntime, Any, Any], None], index: int = 0) -> None:
+    """The endpoint process's body: read socket ``index`` of the listener's UDP sockets, route,
+    admit (``admit`` is the listener's)."""
+    assert runtime.udp_socks, "the socket owner binds the UDP sockets first"
+    sock = runtime.udp_socks[index].dup()
     options = runtime.config.http3
     assert options is not None
-    retry = QuicRetryTokenHandler() if options.retry else None
+    retry = None
+    if options.retry:
+        if runtime.quic_retry is None:
+            runtime.quic_retry = QuicRetryTokenHandler()
+        retry = runtime.quic_retry
     routes = runtime.quic_routes
+    received = runtime.quic_received
     limit = options.max_queued_datagrams
     mailbox_size = supervisors.mailbox_size
     send = supervisors.send
@@ -111,6 +121,7 @@ def endpoint(runtime: ListenerRuntime, admit: Callable[[ListenerRuntime, Any, An
             except OSError as exc:
                 _log.debug("quic recvfrom failed", error=str(exc))
                 continue
+            received[index] += 1
             try:
                 header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
             except ValueError:

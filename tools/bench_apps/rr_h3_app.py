@@ -4,7 +4,8 @@ The same routes and bytes as ``rr_app.py`` (its route table), on one TLS listene
 with ``protocols: ["http3", "http2", "http1"]``: QUIC on UDP PORT (TCP on the same
 port number). Used by ``tools/bench_h3.py``. SIGTERM drains and exits.
 ``RR_H3_MAX_DATAGRAM_SIZE`` sets the listener's ``http3.max_datagram_size``
-(``tools/bench_h3.py``'s ``rr-dgram`` server; default: rr's own, 1200).
+(``tools/bench_h3.py``'s ``rr-dgram`` server; default: rr's own, 1200);
+``RR_H3_LISTENERS`` its ``http3.listeners`` (UDP sockets on the port; default 1).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def main() -> None:
     http3 = {"max_concurrent_streams": 256}
     if os.environ.get("RR_H3_MAX_DATAGRAM_SIZE"):
         http3["max_datagram_size"] = int(os.environ["RR_H3_MAX_DATAGRAM_SIZE"])
+    if os.environ.get("RR_H3_LISTENERS"):
+        http3["listeners"] = int(os.environ["RR_H3_LISTENERS"])
     rr.start_listener("bench_h3", {
         "port": port, "ip": "127.0.0.1", "max_clients": 100_000, "keep_alive_timeout": 600,
         "tls": {"certfile": certfile, "keyfile": keyfile},

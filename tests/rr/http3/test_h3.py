@@ -74,6 +74,7 @@ def test_an_sslcontext_needs_the_files_for_quic(cert):
 
 @pytest.mark.parametrize("sub, name", [({"max_concurrent_streams": 0}, "max_concurrent_streams"),
                                        ({"stream_window": 10}, "stream_window"),
+                                       ({"listeners": 0}, "listeners"),
                                        ({"bogus": 1}, "bogus"),
                                        ({"certfile": "/nonexistent.pem"}, "certfile")])
 def test_bad_http3_sub_options_name_the_option(cert, sub, name):
@@ -253,6 +254,71 @@ def test_garbage_and_small_initials_start_nothing_and_the_endpoint_survives(h3, 
     with H3Wire(srv.port) as c:
         assert c.finish(c.start("GET", "/")).status == 200
     assert [p for p in supervisors.processes() if p.label == f"rr.quic.{srv.name}"] == endpoint
+
+
+def _received(name):
+    return rr.listener_info(name)["quic_received"]
+
+
+def _wait_received(name, total):
+    deadline = time.monotonic() + 10
+    while sum(_received(name)) < total and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    return _received(name)
+
+
+def test_listeners_bind_several_sockets_the_kernel_spreads_clients_over(h3):
+    srv = h3(hello, protocols=[("http3", {"listeners": 2}), "http2"])
+    endpoints = {p.label for p in supervisors.processes() if p.label.startswith(f"rr.quic.{srv.name}")}
+    assert endpoints == {f"rr.quic.{srv.name}", f"rr.quic.{srv.name}.1"}
+    assert _received(srv.name) == [0, 0]
+    socks = [_udp(srv.port) for _ in range(64)]  # 64 source ports: all on one socket has p = 2**-63
+    try:
+        for sock in socks:
+            sock.send(b"\x00")  # not QUIC: counted, then dropped
+        counts = _wait_received(srv.name, 64)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert sum(counts) == 64 and min(counts) > 0, counts
+    for _ in range(4):
+        with H3Wire(srv.port) as c:
+            assert c.finish(c.start("GET", "/")).status == 200
+
+
+def test_a_connection_whose_datagrams_move_to_another_socket_is_still_found(h3):
+    # One routing table for every endpoint: a client that changes its port (NAT rebinding)
+    # and lands on the other socket still reaches its connection.
+    srv = h3(hello, protocols=[("http3", {"listeners": 2}), "http2"])
+    with H3Wire(srv.port) as c:
+        assert c.finish(c.start("GET", "/")).status == 200
+        before = _received(srv.name)
+        first = max(range(2), key=lambda i: before[i])  # where the handshake went
+        for _ in range(32):  # a new source port until the kernel hashes it to the other socket
+            old = c.sock
+            c.sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_DGRAM)
+            c.sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_RCVBUF, 8 * 1024 * 1024)
+            c.sock.connect(("127.0.0.1", srv.port))
+            old.close()
+            mark = _received(srv.name)
+            c.sock.send(b"\x00")  # a probe datagram: which socket does this port reach?
+            now = _wait_received(srv.name, sum(mark) + 1)
+            if now[1 - first] > mark[1 - first]:
+                break
+        else:
+            pytest.fail("32 source ports all hashed to one socket")
+        r = c.finish(c.start("GET", "/"))
+        assert r.status == 200 and r.body == b"hello HTTP/3"
+        assert _received(srv.name)[1 - first] > now[1 - first]  # the request went that way
+    assert rr.listener_info(srv.name)["accepted"] == 1  # the same connection, not a new one
+
+
+def test_retry_with_several_listeners_shares_one_token_key(h3):
+    srv = h3(hello, protocols=[("http3", {"retry": True, "listeners": 3}), "http2"])
+    for _ in range(4):
+        with H3Wire(srv.port) as c:
+            assert c.finish(c.start("GET", "/")).status == 200
+            assert c.quic._retry_source_connection_id is not None
 
 
 def test_retry_proves_the_address_before_a_connection_starts(h3):
