@@ -15,7 +15,14 @@ cannot make it queue without bound — stream data is credited back
 (``CREDIT`` with the WebTransport stream's id) only after the handler has
 taken it, so QUIC flow control holds the rest at the client; datagrams beyond
 ``max_queued_datagrams`` waiting at this process are dropped by the conn
-(they are unreliable by definition).
+(they are unreliable by definition). Nor can a client that reads nothing make
+the conn hold what the handler sends: stream data leaves in chunks of at most
+``rr.stream.CHUNK`` bytes, each paid from the session's send credit (the
+CONNECT stream's, ``SENT``, as a response body's bytes are), which comes back
+only as the conn hands the bytes to the network; a session waits for credit
+at most ``request_timeout``, and its sends stalled on the client's flow
+control for ``http3.stall_timeout`` reset the session. HTTP datagrams are not
+queued: QUIC sends or drops them.
 
 Handler API (``resp.WebTransport(handler, state)``; an absent callable is skipped):
 
@@ -33,7 +40,8 @@ Handler API (``resp.WebTransport(handler, state)``; an absent callable is skippe
 Replies (a list): ``("datagram", bytes)``; ``("send", stream_id, bytes, end)`` on a
 client's bidirectional stream; ``("open_uni", bytes, end)`` opens a
 server-to-client stream and sends on it; ``("close",)`` ends the session (the
-CONNECT stream ends).
+CONNECT stream ends). A reply that sends stream data returns once the bytes
+are paid for (above): a handler that sends faster than the client reads waits.
 """
 
 from __future__ import annotations
@@ -45,13 +53,15 @@ from rr import response as resp
 from rr import streammsg as sw
 from rr.exchange import ClientGone
 from rr.request import Request
+from rr.stream import CHUNK
 
 # Messages between the conn process and the session (``sid``: the CONNECT stream).
 DATAGRAM_IN = "stream.wt_datagram"  # conn → session: (DATAGRAM_IN, data)
 STREAM_IN = "stream.wt_data"  # conn → session: (STREAM_IN, stream_id, data, end)
 DATAGRAM_OUT = "stream.wt_send_datagram"  # session → conn: (DATAGRAM_OUT, sid, data)
 STREAM_OUT = "stream.wt_send"  # session → conn: (STREAM_OUT, sid, stream_id, data, end)
-OPEN_UNI = "stream.wt_open_uni"  # session → conn: (OPEN_UNI, sid, data, end)
+OPEN_UNI = "stream.wt_open_uni"  # session → conn: (OPEN_UNI, sid, ref)
+OPENED = "stream.wt_opened"  # conn → session: (OPENED, ref, stream_id or None: no session any more)
 
 _CLOSED = (resp.CLOSED,)
 
@@ -80,13 +90,48 @@ class Session:
             if kind == "datagram":
                 supervisors.send(conn, (DATAGRAM_OUT, sid, bytes(reply[1])))
             elif kind == "send":
-                supervisors.send(conn, (STREAM_OUT, sid, int(reply[1]), bytes(reply[2]), bool(reply[3])))
+                self._send(int(reply[1]), bytes(reply[2]), bool(reply[3]))
             elif kind == "open_uni":
-                supervisors.send(conn, (OPEN_UNI, sid, bytes(reply[1]), bool(reply[2])))
+                data, end = bytes(reply[1]), bool(reply[2])
+                stream_id = self._open_uni()
+                if stream_id is not None:
+                    self._send(stream_id, data, end)
             elif kind == "close":
                 self.done = True
             else:
                 raise ValueError(f"unknown WebTransport reply {reply!r}")
+
+    def _send(self, stream_id: int, data: bytes, end: bool) -> None:
+        """Stream data to the conn in chunks, each paid from the session's send credit first
+        (``ClientGone`` when the client is gone or has not read for ``request_timeout``)."""
+        sink, conn, sid = self.sink, self.conn, self.sid
+        view = memoryview(data)
+        offset = 0
+        while True:
+            chunk = bytes(view[offset:offset + CHUNK])
+            offset += len(chunk)
+            last = offset >= len(data)
+            while sink.credit < len(chunk):
+                sink._more_credit()
+            sink.credit -= len(chunk)
+            supervisors.send(conn, (STREAM_OUT, sid, stream_id, chunk, end and last))
+            if last:
+                return
+
+    def _open_uni(self) -> int | None:
+        """A new server-to-client stream of the session, from the conn (None: no session any more)."""
+        ref = supervisors.Ref()
+        supervisors.send(self.conn, (OPEN_UNI, self.sid, ref))
+        try:
+            msg = supervisors.receive(lambda m: m == _CLOSED or (type(m) is tuple and len(m) == 3
+                                                                 and m[0] == OPENED and m[1] == ref),
+                                      timeout=self.sink.timeout)
+        except supervisors.Timeout:
+            raise ClientGone() from None
+        if msg == _CLOSED:
+            self.sink.body.gone = True
+            raise ClientGone()
+        return msg[2]
 
     def run(self) -> str:
         init = getattr(self.handler, "init", None)

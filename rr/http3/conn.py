@@ -171,9 +171,10 @@ class H3Stream:
         self.closed = False  # no more writes (ended, reset, or the peer stopped it)
         self.alive = True  # its worker runs
         self.loop = False
-        # (stream offset just past them, byte count) of body bytes handed to aioquic and not
-        # yet sent: their credit comes back (SENT) once aioquic has sent them.
-        self.queued: collections.deque[tuple[int, int]] = collections.deque()
+        # (QUIC stream, offset just past them, byte count) of bytes handed to aioquic and not
+        # yet sent — the response body on this stream, or a WebTransport session's data on its
+        # own streams: their credit comes back (SENT) once aioquic has sent them.
+        self.queued: collections.deque[tuple[int, int, int]] = collections.deque()
         self.granted = 0  # send credit held by the worker or queued here (rr.stream's protocol)
         self.wants = False  # the worker asked for more (WANT) and has not been given any since
         self.dying = 0.0  # when a told worker is killed (0: not told)
@@ -280,14 +281,21 @@ class Http3Conn:
     def queue(self, st: H3Stream, n: int) -> None:
         """``n`` body bytes of ``st`` went to aioquic (paid from the worker's credit)."""
         if n:
-            st.queued.append((self.quic.buffered_end(st.sid), n))
+            st.queued.append((st.sid, self.quic.buffered_end(st.sid), n))
 
     def sent(self, st: H3Stream) -> bool:
         """Credit back for what aioquic has sent of ``st``; True when some was freed."""
-        sent = self.quic.sent_offset(st.sid)
+        sent_offset = self.quic.sent_offset
+        queued = st.queued
         freed = 0
-        while st.queued and sent >= st.queued[0][0]:
-            freed += st.queued.popleft()[1]
+        while queued:
+            stream_id, end, n = queued[0]
+            sent = sent_offset(stream_id)
+            # A WebTransport stream aioquic no longer has (finished both ways): sent.
+            if sent < end and (stream_id == st.sid or sent >= 0):
+                break
+            queued.popleft()
+            freed += n
         if not freed:
             if st.queued and not st.stalled_since:
                 st.stalled_since = time.monotonic()
@@ -373,6 +381,8 @@ class Http3Conn:
                 st = self.streams.get(event.stream_id)
                 if st is not None:
                     self.drop(st)
+                elif event.stream_id in self.wt_streams:
+                    self.wt_stream_gone(event.stream_id)
             elif isinstance(event, qe.HandshakeCompleted):
                 self.h3.handle_event(event)
                 if quic.rr_max_datagram_size > SMALLEST_MAX_DATAGRAM_SIZE:
@@ -508,20 +518,55 @@ class Http3Conn:
                                   event.stream_ended))
 
     def wt_send(self, sid: int, stream_id: int, data: bytes, end: bool) -> None:
-        if self.session(sid) is None or self.wt_streams.get(stream_id) != sid or stream_id & 2:
-            return  # not a bidirectional stream the client opened in this session
-        try:
-            self.quic.send_stream_data(stream_id, data, end)
-        except (ValueError, AssertionError):
-            pass  # the client reset it meanwhile
-        if end:
+        """Session data on one of its streams — a bidirectional one the client opened or a
+        unidirectional one rr opened for it — paid from the session's send credit: queued
+        until aioquic sends it, or given back at once when it cannot go."""
+        st = self.session(sid)
+        if st is None:
+            return  # the session is over: release() took back its credit
+        n = len(data)
+        ok = self.wt_streams.get(stream_id) == sid and stream_id & 3 in (0, 3)
+        if ok:
+            try:
+                self.quic.send_stream_data(stream_id, data, end)
+            except (ValueError, AssertionError):
+                ok = False  # the client reset it or stopped it meanwhile
+        if ok and n:
+            st.queued.append((stream_id, self.quic.buffered_end(stream_id), n))
+        elif n:
+            self.refund(st, n)
+        if end or not ok:
             self.wt_streams.pop(stream_id, None)
 
-    def wt_open_uni(self, sid: int, data: bytes, end: bool) -> None:
-        if self.session(sid) is None:
-            return
-        stream_id = self.h3.create_webtransport_stream(sid, is_unidirectional=True)
-        self.quic.send_stream_data(stream_id, data, end)
+    def refund(self, st: H3Stream, n: int) -> None:
+        """``n`` bytes of credit ``st``'s worker paid for what never reached aioquic."""
+        st.granted -= n
+        self.outstanding -= n
+        self.give(st, st.wants)
+
+    def wt_open_uni(self, sid: int, ref: Any) -> None:
+        """A new server-to-client stream for the session on ``sid``; its id goes back to the
+        session (None: the session is over)."""
+        st = self.session(sid)
+        stream_id = None
+        if st is not None:
+            stream_id = self.h3.create_webtransport_stream(sid, is_unidirectional=True)
+            self.wt_streams[stream_id] = sid
+        owner = self.streams.get(sid)
+        if owner is not None and owner.alive:
+            supervisors.send(owner.pid, (webtransport.OPENED, ref, stream_id))  # type: ignore[arg-type]
+
+    def wt_stream_gone(self, stream_id: int) -> None:
+        """The client reset or stopped a WebTransport stream: its unsent data's credit back."""
+        sid = self.wt_streams.pop(stream_id, None)
+        st = self.streams.get(sid) if sid is not None else None
+        if st is None or not st.queued or not st.alive or st.closed:
+            return  # no credit out, or release() takes all of it back
+        kept = [entry for entry in st.queued if entry[0] != stream_id]
+        lost = sum(entry[2] for entry in st.queued) - sum(entry[2] for entry in kept)
+        st.queued = collections.deque(kept)
+        if lost:
+            self.refund(st, lost)
 
     def wt_datagram(self, sid: int, data: bytes) -> None:
         if self.session(sid) is not None:
@@ -799,7 +844,7 @@ class Http3Conn:
         elif tag == webtransport.STREAM_OUT:
             self.wt_send(msg[1], msg[2], msg[3], msg[4])
         elif tag == webtransport.OPEN_UNI:
-            self.wt_open_uni(msg[1], msg[2], msg[3])
+            self.wt_open_uni(msg[1], msg[2])
         elif tag == LOOP:
             st = self.streams.get(msg[1])
             if st is not None:

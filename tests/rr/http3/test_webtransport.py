@@ -187,3 +187,97 @@ def test_a_datagram_flood_at_a_slow_session_is_dropped_not_queued(wt):
         for _ in range(20):
             c.read_on(0.02)
     assert 1 < len(seen) <= 1 + 16 + 1, len(seen)
+
+
+class Pusher:
+    """On a client stream's ``go``: ``size`` bytes on a new server stream; on ``ping``: a datagram."""
+
+    def __init__(self, size: int) -> None:
+        self.body = bytes(range(256)) * (size // 256)
+        self.sent = gevent.event.Event()
+
+    def handle_stream(self, stream_id, data, end, state):
+        if data == b"go":
+            return [("open_uni", self.body, True)], state
+        if data == b"ping":
+            self.sent.set()
+            return [("datagram", b"pong")], state
+        return [], state
+
+
+def _h3_conn(srv):
+    return next(v for v in rr.listener_info.__globals__["_runtimes"][srv.name].conns.values()
+                if v is not None and type(v).__name__ == "Http3Conn")
+
+
+def _server_streams(conn):
+    return [s for s in conn.wt_streams if s & 3 == 3]
+
+
+def test_a_session_sending_to_a_client_that_reads_slowly_queues_at_most_send_budget(wt):
+    """4 MiB on a server stream to a client whose windows let ~1 KiB through per round trip:
+    the session's sends are paid from send credit, so what rr has handed to aioquic and not
+    sent stays within ``send_budget`` (before, all 4 MiB sat in aioquic's buffer at once)."""
+    budget = 65536
+    pusher = Pusher(4 * 1024 * 1024)
+    srv = wt(pusher, protocols=[("http3", {"webtransport": True, "send_budget": budget}), "http2"])
+    with H3Wire(srv.port, webtransport=True, max_data=4096, max_stream_data=1024) as c:
+        session = open_session(c)
+        stream = c.open_wt_stream(session)
+        c.quic.send_stream_data(stream, b"go", False)
+        c.flush()
+        conn = _h3_conn(srv)
+        most_outstanding = most_buffered = 0
+        waited = False
+        for _ in range(40):
+            c.read_on(0.02)
+            most_outstanding = max(most_outstanding, conn.outstanding)
+            for s in _server_streams(conn):
+                most_buffered = max(most_buffered, conn.quic.buffered_end(s) - max(conn.quic.sent_offset(s), 0))
+            waited = waited or session in conn.waiting
+        assert waited  # the session ran out of credit and asked for more
+        assert 0 < most_buffered <= budget, most_buffered
+        assert most_outstanding <= budget, most_outstanding
+
+
+def test_a_session_streams_a_mebibyte_in_paid_chunks_intact(wt):
+    pusher = Pusher(1024 * 1024)
+    srv = wt(pusher, protocols=[("http3", {"webtransport": True, "send_budget": 65536}), "http2"])
+    with H3Wire(srv.port, webtransport=True) as c:
+        session = open_session(c)
+        stream = c.open_wt_stream(session)
+        c.quic.send_stream_data(stream, b"go", False)
+        c.flush()
+        c.wait(lambda: any(s & 3 == 3 for s in c.wt_ended), "the server stream's end", timeout=30)
+        (uni,) = [s for s in c.wt_ended if s & 3 == 3]
+        assert bytes(c.wt_data[uni]) == pusher.body
+        conn = _h3_conn(srv)
+        st = conn.streams[session]
+        c.wait(lambda: not st.queued, "every queued byte sent (its credit back)")
+        assert conn.outstanding == st.granted <= 65536  # only what the session holds unspent
+
+
+def test_a_stream_the_client_stops_gives_its_credit_back_and_the_session_goes_on(wt):
+    budget = 65536
+    pusher = Pusher(4 * 1024 * 1024)
+    srv = wt(pusher, protocols=[("http3", {"webtransport": True, "send_budget": budget}), "http2"])
+    with H3Wire(srv.port, webtransport=True, max_data=4096, max_stream_data=1024) as c:
+        session = open_session(c)
+        stream = c.open_wt_stream(session)
+        c.quic.send_stream_data(stream, b"go", False)
+        c.flush()
+        c.wait(lambda: any(s & 3 == 3 for s in c.wt_data), "the server stream's first bytes")
+        (uni,) = [s for s in c.wt_data if s & 3 == 3]
+        c.quic.stop_stream(uni, H3_REQUEST_CANCELLED)
+        c.flush()
+        second = c.open_wt_stream(session)
+        c.quic.send_stream_data(second, b"ping", False)
+        c.flush()
+        c.wait(lambda: c.datagrams, "the session's answer after the stopped stream")
+        assert c.datagrams == [(session, b"pong")]
+        conn = _h3_conn(srv)
+        assert conn.outstanding <= budget
+        assert uni not in conn.wt_streams
+        # Nothing of the stopped stream is still charged to the session: aioquic will never
+        # send those bytes, so their credit came back rather than blocking the queue behind.
+        assert not [entry for entry in conn.streams[session].queued if entry[0] == uni]
