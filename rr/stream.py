@@ -84,6 +84,7 @@ from rr.request import Request
 from rr.streammsg import (  # noqa: F401
     BODY,
     BODY_END,
+    CHUNK,
     CREDIT,
     DATA,
     HEAD,
@@ -99,8 +100,6 @@ if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
 
 
-# Body chunks sent to the conn process are at most this big.
-CHUNK = 16384
 # Credit one worker may hold (bytes queued at the conn process and not yet framed, or still
 # to send): with the connection's send_budget, what a peer that reads nothing can pin.
 IN_FLIGHT = 65536

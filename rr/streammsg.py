@@ -1,6 +1,7 @@
 """The tags of the messages between a multiplexed conn process and its stream workers.
 
-What it is: names only (the first element of each message tuple), imported by
+What it is: names only (the first element of each message tuple) and the
+largest body chunk a message carries (``CHUNK``), imported by
 ``rr.stream`` (the worker and its sink), the conn processes (h2, h3) and
 ``rr.webtransport``; the protocol they make up is written in ``rr.stream``'s
 docstring. Kept apart so a module the stream worker runs (a WebTransport
@@ -8,6 +9,9 @@ session) can speak the protocol without importing the worker.
 
 What it must never do: import anything.
 """
+
+# Body chunks sent to the conn process are at most this big.
+CHUNK = 16384
 
 # worker → conn
 RESPONSE = "stream.response"

@@ -17,7 +17,7 @@ taken it, so QUIC flow control holds the rest at the client; datagrams beyond
 ``max_queued_datagrams`` waiting at this process are dropped by the conn
 (they are unreliable by definition). Nor can a client that reads nothing make
 the conn hold what the handler sends: stream data leaves in chunks of at most
-``rr.stream.CHUNK`` bytes, each paid from the session's send credit (the
+``rr.streammsg.CHUNK`` bytes, each paid from the session's send credit (the
 CONNECT stream's, ``SENT``, as a response body's bytes are), which comes back
 only as the conn hands the bytes to the network; a session waits for credit
 at most ``request_timeout``, and its sends stalled on the client's flow
@@ -53,7 +53,6 @@ from rr import response as resp
 from rr import streammsg as sw
 from rr.exchange import ClientGone
 from rr.request import Request
-from rr.stream import CHUNK
 
 # Messages between the conn process and the session (``sid``: the CONNECT stream).
 DATAGRAM_IN = "stream.wt_datagram"  # conn → session: (DATAGRAM_IN, data)
@@ -108,7 +107,7 @@ class Session:
         view = memoryview(data)
         offset = 0
         while True:
-            chunk = bytes(view[offset:offset + CHUNK])
+            chunk = bytes(view[offset:offset + sw.CHUNK])
             offset += len(chunk)
             last = offset >= len(data)
             while sink.credit < len(chunk):
