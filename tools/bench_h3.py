@@ -107,6 +107,34 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def tree_sched(pid: int) -> dict[int, tuple[float, float]]:
+    """For ``pid`` and its children: seconds each has run on a CPU and waited for one."""
+    out = {}
+    pids = [pid]
+    try:
+        pids += [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            run, wait = Path(f"/proc/{p}/schedstat").read_text().split()[:2]
+            out[p] = (int(run) / 1e9, int(wait) / 1e9)
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def idle_share(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]],
+               wall: float) -> float:
+    """The share of ``wall`` the busiest process slept: neither ran nor waited for a CPU. On a
+    machine shared with other load, what says a process waited on its peer, not on the CPU."""
+    busiest = max(after, key=lambda p: after[p][0] - before.get(p, (0.0, 0.0))[0], default=None)
+    if busiest is None or busiest not in before:
+        return 0.0
+    (r0, w0), (r1, w1) = before[busiest], after[busiest]
+    return max(0.0, 1 - ((r1 - r0) + (w1 - w0)) / wall)
+
+
 def wait_ready(port: int, timeout: float = 30.0) -> None:
     probe = [PY, str(APPS / "h3_load.py"), f"https://127.0.0.1:{port}/", "--concurrency", "1",
              "--duration", "0.2", "--warmup", "0"]
@@ -125,14 +153,15 @@ def run_cell(sc: Scenario, port: int, pid: int, duration: float) -> dict:
             "--body-size", str(sc.body_size)]
     client = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     time.sleep(1.0)  # the client's warm-up second
-    cpu0, t0 = tree_cpu(pid), time.monotonic()
+    cpu0, sched0, t0 = tree_cpu(pid), tree_sched(pid), time.monotonic()
     out, _ = client.communicate(timeout=duration + 60)
-    cpu1, t1 = tree_cpu(pid), time.monotonic()
+    cpu1, sched1, t1 = tree_cpu(pid), tree_sched(pid), time.monotonic()
     result = json.loads(out)
     result["rps"] = result["requests"] / result["seconds"]
     result["server_cpu"] = (cpu1 - cpu0) / (t1 - t0)
     result["client_cpu_share"] = result["client_cpu"] / result["seconds"]
     result["server_us"] = 1e6 * result["server_cpu"] / max(result["rps"], 1e-9)
+    result["server_idle"] = idle_share(sched0, sched1, t1 - t0)
     return result
 
 
@@ -164,7 +193,8 @@ def main() -> None:
                     r = run_cell(sc, port, proc.pid, a.duration)
                     print(f"round {rnd + 1} {sc.name:15s} {name:10s} {r['rps']:8.0f} req/s  errors {r['errors']}"
                           f"  server cpu {r['server_cpu']:.0%} ({r['server_us']:.0f} µs/request)"
-                          f"  client cpu {r['client_cpu_share']:.0%}", flush=True)
+                          f"  client cpu {r['client_cpu_share']:.0%}"
+                          f"  idle: server {r['server_idle']:.0%} client {r.get('client_idle', 0):.0%}", flush=True)
                     key = (sc.name, name)
                     if key not in best or r["rps"] > best[key]["rps"]:
                         best[key] = r

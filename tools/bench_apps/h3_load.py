@@ -5,7 +5,9 @@
 Keeps ``concurrency`` requests in flight (libcurl multiplexes them as streams of
 one QUIC connection) for ``duration`` seconds after a short warm-up, checks each
 status, and prints one JSON line: requests, errors, seconds, the client's own
-CPU seconds (so a run can show whether the client was the bottleneck).
+CPU seconds and the share of the time it slept, neither running nor waiting for a CPU
+(``client_idle``, from ``/proc/self/schedstat``: so a run can show whether the client was the
+bottleneck, or waited on the server, even on a machine shared with other load).
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ import asyncio
 import json
 import resource
 import time
+from pathlib import Path
+
+
+def sched() -> tuple[float, float]:
+    """Seconds this process has run on a CPU and waited for one (Linux; zeros elsewhere)."""
+    try:
+        run, wait = Path("/proc/self/schedstat").read_text().split()[:2]
+        return int(run) / 1e9, int(wait) / 1e9
+    except (OSError, ValueError):
+        return 0.0, 0.0
 
 
 async def run(url: str, concurrency: int, duration: float, method: str, body: bytes | None,
@@ -45,12 +57,16 @@ async def run(url: str, concurrency: int, duration: float, method: str, body: by
         await asyncio.sleep(warmup)
         counting = True
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        sched0 = sched()
         started = time.monotonic()
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
+        sched1 = sched()
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return {"requests": done, "errors": errors, "seconds": elapsed, "client_cpu": cpu}
+    busy = (sched1[0] - sched0[0]) + (sched1[1] - sched0[1])
+    return {"requests": done, "errors": errors, "seconds": elapsed, "client_cpu": cpu,
+            "client_idle": max(0.0, 1 - busy / elapsed) if elapsed else 0.0}
 
 
 def main() -> None:
