@@ -16,7 +16,8 @@ directly: one ``recv``/``send`` attempt first and, only when that would block,
 a wait on the wrapper's io watcher with one loop timer for that wait (the
 deadline). The exception is the read of the next request after one with
 nothing buffered: it waits for the loop's I/O poll first, so connections are
-served in the order their requests arrived (fairness). A buffered body of
+served in the order their requests arrived (fairness); that wait restarts the
+connection's own keep-alive timer rather than making one. A buffered body of
 4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
 TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
@@ -280,7 +281,7 @@ class Http1Conn:
         if not readable:
             raise TimeoutError()
         try:
-            return self.raw.recv(RECV_SIZE)  # type: ignore[no-any-return]
+            return self.raw.recv(RECV_SIZE)
         except BlockingIOError:
             return None
         except OSError:
