@@ -16,7 +16,8 @@ directly: one ``recv``/``send`` attempt first and, only when that would block,
 a wait on the wrapper's io watcher with one loop timer for that wait (the
 deadline). The exception is the read of the next request after one with
 nothing buffered: it waits for the loop's I/O poll first, so connections are
-served in the order their requests arrived (fairness). A buffered body of
+served in the order their requests arrived (fairness); that wait restarts the
+connection's own keep-alive timer rather than making one. A buffered body of
 4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
 TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
@@ -186,6 +187,8 @@ class Http1Conn:
         self.rate_waited = 0.0
         self.min_bps = self.config.min_bytes_per_second
         self.poll_first = False  # the next read waits for the poll first (serve_requests)
+        # That wait's timer (keep_alive_timeout): made once, restarted for each wait.
+        self.idle_timer: Any = None
         self.unpolled = 0  # requests served since this process last waited on its socket
         self.started = _monotonic()
         # h2c on a shared plain-TCP port: the preface is sniffed, Upgrade: h2c honoured.
@@ -230,7 +233,10 @@ class Http1Conn:
             return got
         if self.poll_first:  # the next request, after one: through the poll (serve_requests)
             self.poll_first = False
-            data = None
+            data = self.recv_polled(wait, now)
+            if data is None:  # woken without bytes (or the watcher was taken): the general wait
+                later = _monotonic()
+                data = self.recv_waiting(wait - (later - now), slow, later)
         else:
             try:
                 data = raw.recv(RECV_SIZE)
@@ -246,6 +252,41 @@ class Http1Conn:
             raise _Close()
         self.rate_bytes += len(data)
         return data
+
+    def recv_polled(self, wait: float, now: float) -> bytes | None:
+        """Plain TCP, a request served and nothing buffered: wait for the next one on the
+        read watcher, through the loop's poll. The same wait as ``recv_waiting`` with the
+        connection's own timer (``keep_alive_timeout``, which ``wait`` is, less the
+        microseconds since the deadline was set), restarted rather than made per request.
+        None: woken without bytes, or the watcher is taken; the caller waits as usual."""
+        sock = self.sock
+        watcher = sock._read_event
+        timeout = self.config.keep_alive_timeout
+        if watcher.callback is not None or not timeout - 1.0 < wait <= timeout:
+            return None
+        self.unpolled = 0
+        hub = sock.hub
+        timer = self.idle_timer
+        if timer is None:
+            timer = self.idle_timer = hub.loop.timer(timeout)
+        waiter = Waiter(hub)
+        watcher.start(waiter.switch, True)
+        timer.start(waiter.switch, False)
+        try:
+            readable = waiter.get()
+        finally:
+            watcher.stop()
+            timer.stop()
+            self.rate_waited += _monotonic() - now
+        if not readable:
+            raise TimeoutError()
+        try:
+            return self.raw.recv(RECV_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:
+            self.close_reason = "peer_error"
+            raise _Close() from None
 
     def recv_waiting(self, wait: float, slow: bool, now: float) -> bytes:
         """Plain TCP, nothing to read yet: wait (at most ``wait`` s) on the read watcher."""
@@ -362,6 +403,10 @@ class Http1Conn:
             self.reject(rej.status, rej.reason)
         except ClientGone:
             pass
+        finally:
+            if self.idle_timer is not None:
+                self.idle_timer.close()
+                self.idle_timer = None
         return None
 
     def serve_requests(self) -> None:
@@ -393,7 +438,7 @@ class Http1Conn:
                 if self.linger_after:
                     self.linger()
                 return
-            if supervisors.mailbox_size() and not self.in_loop:
+            if supervisors.mailbox_size(self.pid) and not self.in_loop:
                 self.flush_mailbox()
             # Let other connections run: a client that always has its next request ready
             # (fast keep-alive, pipelining) would otherwise never see this process block, and

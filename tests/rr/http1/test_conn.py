@@ -821,7 +821,7 @@ def test_an_idle_keep_alive_connection_holds_neither_its_last_request_nor_an_exc
         assert read_response(sock)[1] == b"hello"
         (pid,) = rr._runtimes[srv.name].conns
         deadline = time.monotonic() + 10  # safety net: the conn parks on its read watcher at once
-        while "_wait_io" not in _waiting_frames(pid):
+        while not {"_wait_io", "recv_polled"} & set(_waiting_frames(pid)):  # parked on the socket
             assert time.monotonic() < deadline
             gevent.sleep(0)
         context = pid._proc.greenlet.gr_context  # type: ignore[union-attr]
