@@ -256,7 +256,9 @@ class RrQuic(QuicConnection):
     def _pmtu_probe(self, size: int, now: float) -> list[tuple[bytes, Any]]:
         """One 1-RTT packet of exactly ``size`` bytes, PING and PADDING (in flight, so counted
         against the congestion window, which the caller checked has room for it)."""
-        builder = QuicPacketBuilder(host_cid=self.host_cid, peer_cid=self._peer_cid.cid, version=self._version,
+        version = self._version
+        assert version is not None  # negotiated before the handshake completed
+        builder = QuicPacketBuilder(host_cid=self.host_cid, peer_cid=self._peer_cid.cid, version=version,
                                     is_client=False, max_datagram_size=size, packet_number=self._packet_number,
                                     quic_logger=self._quic_logger, spin_bit=self._spin_bit)
         builder.start_packet(QuicPacketType.ONE_RTT, self._cryptos[tls.Epoch.ONE_RTT])
