@@ -8,7 +8,8 @@ records every datagram in order (the server's sizes, the client's) and drops the
 datagrams above a size (a link with a smaller MTU further along the path), from the start or
 once some larger ones went through (the path changed). The congestion-control side (a lost probe
 is no congestion event, no probe while the window is full) is checked on ``RrQuic`` and aioquic's
-client exchanging datagrams in memory.
+client exchanging datagrams in memory. libcurl's ngtcp2 (curl_cffi) and gtlsclient acknowledge
+the probe as aioquic's client does.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rr import resp
 from rr.http3.conn import route_payload_limit
 from rr.http3.quic import PMTU_PLATEAUS, RrQuic, load_certificate
 from tests.rr.certs import make_cert
+from tests.rr.conftest import in_thread
 from tests.rr.h3wire import H3Wire
 
 pytestmark = pytest.mark.peers("aioquic")
@@ -292,3 +294,69 @@ def test_max_datagram_size_is_checked(cert):
         with pytest.raises(ValueError, match="protocols.http3.max_datagram_size"):
             rr.child_spec("x", {"port": 0, "tls": {"certfile": cert[0], "keyfile": cert[1]},
                                 "protocols": [("http3", {"max_datagram_size": bad}), "http2"]})
+
+
+# -- QUIC stacks rr did not write: libcurl's ngtcp2 (curl_cffi) and gtlsclient ----------------------
+
+
+@pytest.fixture
+def probes(monkeypatch) -> list[tuple[int, str]]:
+    """Every probe's outcome on the server, (size, "ACKED" or "LOST"), in order."""
+    seen: list[tuple[int, str]] = []
+    delivered = RrQuic._probe_delivered
+
+    def record(self: RrQuic, delivery: Any, size: int) -> None:
+        seen.append((size, delivery.name))
+        delivered(self, delivery, size)
+
+    monkeypatch.setattr(RrQuic, "_probe_delivered", record)
+    return seen
+
+
+def _through_relay(serve: Any, cert: tuple[str, str], client: Any) -> tuple[Any, SizeRelay]:
+    srv = serve(app, tls={"certfile": cert[0], "keyfile": cert[1]}, protocols=["http3", "http2"])
+    relay = SizeRelay(srv.port)
+    try:
+        return client(relay.port), relay
+    finally:
+        relay.close()
+
+
+def _grew_after_an_acknowledged_probe(relay: SizeRelay, probes: list[tuple[int, str]]) -> int:
+    """The size the server settled on: the first larger datagram was its probe, acknowledged, and
+    the larger datagrams after it were no larger."""
+    assert probes and probes[-1][1] == "ACKED", probes
+    size = probes[-1][0]
+    larger = large(relay)
+    assert larger[0] == probes[0][0] and max(larger) == size and larger.count(size) > 8, (probes, larger[:20])
+    return size
+
+
+@pytest.mark.peers("curl_cffi")
+def test_libcurls_ngtcp2_acknowledges_a_probe_and_gets_larger_datagrams(serve, cert, probes):
+    def client(port: int) -> tuple[int, bool]:
+        from curl_cffi import CurlHttpVersion, requests
+
+        r = requests.get(f"https://127.0.0.1:{port}/big", verify=False, http_version=CurlHttpVersion.V3ONLY,
+                         timeout=60)
+        return r.status_code, r.content == BIG
+
+    got, relay = _through_relay(serve, cert, lambda port: in_thread(client, port))
+    assert got == (200, True)
+    assert _grew_after_an_acknowledged_probe(relay, probes) == 16384 and len(probes) == 1
+
+
+@pytest.mark.peers("gtlsclient")
+def test_gtlsclient_acknowledges_a_probe_and_gets_larger_datagrams(serve, cert, probes, tmp_path):
+    import subprocess
+
+    def client(port: int) -> bytes:
+        argv = ["gtlsclient", "--exit-on-all-streams-close", "--timeout=20s", "-q", f"--download={tmp_path}",
+                "127.0.0.1", str(port), f"https://127.0.0.1:{port}/big"]
+        done = subprocess.run(argv, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return (tmp_path / "big").read_bytes()
+
+    got, relay = _through_relay(serve, cert, lambda port: in_thread(client, port))
+    assert got == BIG
+    assert _grew_after_an_acknowledged_probe(relay, probes) == 16384 and len(probes) == 1
