@@ -119,11 +119,11 @@ class Http3Options:
     # Response bytes all streams of a connection together may have queued at it and unsent
     # (rr.stream's send credit), as http2.send_budget: what a client that reads nothing pins.
     send_budget: int = 1024 * 1024
-    # Largest UDP payload sent once the handshake is complete (never past the client's
-    # max_udp_payload_size nor the route's MTU; back to 1200 if the path seems to drop them).
-    # aioquic's 1200 fits every path; raise it only where the paths to clients are known to carry
-    # more (loopback, a local network, a proxy on the same host): fewer packets, less CPU.
-    max_datagram_size: int = 1200
+    # Largest UDP payload sent: the ceiling of path MTU discovery once the handshake is complete
+    # (never past the client's max_udp_payload_size nor the route's MTU; a size is used only once
+    # a probe of it was acknowledged; back to 1200 if the path later seems to drop them).
+    # 1200 turns probing off: aioquic's size, which fits every path.
+    max_datagram_size: int = 16384
     # Serve WebTransport sessions (``resp.WebTransport``) and HTTP datagrams (RFC 9297): advertises
     # SETTINGS_H3_DATAGRAM and ENABLE_WEBTRANSPORT and QUIC's max_datagram_frame_size.
     webtransport: int = 0

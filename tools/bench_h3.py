@@ -12,8 +12,8 @@ interleaved across servers; the table reports the best round per cell, the
 server's CPU (its process tree, sampled) and the client's, so a row shows which
 side was the bottleneck. ``RR_BASE=<checkout>`` adds ``rr-base`` (rr at another
 commit) for before/after rows; ``rr-dgram`` is rr with ``http3.max_datagram_size``
-16384 (loopback carries it and curl receives it; aioquic's 1200 is what
-rr and hypercorn send by default). Needs a quiet machine: never while tests run.
+16384 (since path MTU discovery, rr's default too: it probes up to 16384, which
+loopback carries and curl receives; hypercorn sends aioquic's 1200). Needs a quiet machine: never while tests run.
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ Sending: all datagrams of a pass leave together, runs of equal size in one
 A pass that carries response bytes (or follows a request head whose body is
 to come) carries any pending ACK too (``RrQuic.ack_now``) instead of leaving
 it to aioquic's 1 ms delayed-ACK timer. With ``max_datagram_size`` above
-1200, datagrams grow once the handshake is complete, within the route's MTU
-(``route_payload_limit``), and fall back after repeated probe timeouts.
+1200 (the default), path MTU probes start once the handshake is complete,
+within the route's MTU (``route_payload_limit``): datagrams grow only to a
+size whose probe the peer acknowledged (``RrQuic.start_pmtud``), and fall
+back after repeated probe timeouts.
 
 What it must never do: run application code, block on a worker or on the
 network beyond one send, or write to a stream after it was reset or
@@ -386,7 +388,7 @@ class Http3Conn:
             elif isinstance(event, qe.HandshakeCompleted):
                 self.h3.handle_event(event)
                 if quic.rr_max_datagram_size > SMALLEST_MAX_DATAGRAM_SIZE:
-                    quic.grow_datagrams(route_payload_limit(self.sock.family, self.adm.addr))
+                    quic.start_pmtud(route_payload_limit(self.sock.family, self.adm.addr))
             elif isinstance(event, qe.ConnectionIdIssued):
                 self.adm.route(event.connection_id, self.pid)
             elif isinstance(event, qe.ConnectionIdRetired):

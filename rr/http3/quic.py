@@ -10,21 +10,35 @@ moves a request stream's window only as rr reports body bytes consumed
 WINDOW_UPDATEs are), and the connection's by the same rule.
 It also sets the number of request streams a client may open at once
 (``max_concurrent_streams``), which aioquic fixes at 128, and sizes
-datagrams (``max_datagram_size``): aioquic sends 1200-byte ones for the
-connection's life and ignores the peer's ``max_udp_payload_size``; ``RrQuic``
-keeps 1200 through the handshake, then may grow to the smallest of the
-option, the peer's ``max_udp_payload_size`` and the route's MTU (told by the
-conn), and falls back to 1200 for good when probe timeouts suggest the path
-drops them (``black_hole``).
+datagrams by path MTU discovery (DPLPMTUD, RFC 8899, as RFC 9000 §14.3
+allows): aioquic sends 1200-byte datagrams for the connection's life and
+ignores the peer's ``max_udp_payload_size``. ``RrQuic`` keeps 1200 through
+the handshake, then probes (``start_pmtud``): one 1-RTT packet at a time,
+PING + PADDING to exactly a candidate size, the largest first — the smallest
+of the ``max_datagram_size`` option, the peer's ``max_udp_payload_size`` and
+the route's MTU (told by the conn) — then the plateaus below it
+(``PMTU_PLATEAUS``), at most ``1 + len(PMTU_PLATEAUS)`` probes per
+connection. The connection's datagrams grow only when a probe is
+acknowledged, to that probe's size, and the search ends. A probe goes only
+when the congestion window has room for all of it (while the window is
+larger than the probe but too full, each pass's data leaves the probe's
+size free until acknowledgements make that room); it counts as in flight,
+but its loss is no congestion signal (RFC 9000 §14.4: the congestion
+controller only forgets its bytes) and does not trigger the black-hole
+fallback (probes are sent only while datagrams are still 1200 bytes). A size in use that later meets probe timeouts
+(``black_hole``) falls back to 1200 for the connection's life.
 
-The few private attributes this touches (``_streams``, ``_local_max_data``,
-``_handshake_complete`` (read by the conn),
-``_local_max_streams_bidi``, a stream's ``sender``/``receiver`` offsets,
-the two ``_write_*_limits`` hooks, ``_parse_transport_parameters``, the 1-RTT
-space's ``ack_at``, and the
-datagram size held by the connection, its pacer and its congestion control
-(``_max_datagram_size``, ``_loss._pacer``, ``_loss._cc``, ``_loss._pto_count``))
-are named here and nowhere else;
+The private attributes this touches are named here and nowhere else:
+``_streams``, ``_local_max_data``, ``_handshake_complete`` (read by the
+conn), ``_local_max_streams_bidi``, a stream's ``sender``/``receiver``
+offsets, the two ``_write_*_limits`` hooks, ``_parse_transport_parameters``,
+the 1-RTT space's ``ack_at``; the datagram size held by the connection, its
+pacer and its congestion control (``_max_datagram_size``, ``_loss._pacer``,
+``_loss._cc``, ``_loss._pto_count``); and for building and registering a
+probe ``_state``, ``_close_pending``, ``_cryptos``, ``_network_paths``,
+``_peer_cid``, ``_packet_number``, ``_spin_bit``, ``_version``,
+``_quic_logger``, ``_flush_builder`` and the recovery's
+``_loss._on_packets_lost`` (wrapped so a lost probe is no congestion event).
 ``tests/rr/http3/test_quic.py`` fails loudly if an aioquic release renames
 them.
 
@@ -40,8 +54,9 @@ from aioquic import tls
 from aioquic.buffer import UINT_VAR_MAX_SIZE, Buffer
 from aioquic.h3.connection import H3_ALPN
 from aioquic.quic.configuration import SMALLEST_MAX_DATAGRAM_SIZE, QuicConfiguration
-from aioquic.quic.connection import Limit, QuicConnection
-from aioquic.quic.packet import QuicFrameType, pull_quic_transport_parameters
+from aioquic.quic.connection import Limit, QuicConnection, QuicConnectionState
+from aioquic.quic.packet import QuicFrameType, QuicPacketType, pull_quic_transport_parameters
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder
 
 _MAX_STREAM_DATA_CAPACITY = 1 + 2 * UINT_VAR_MAX_SIZE
 
@@ -58,6 +73,9 @@ def load_certificate(certfile: str, keyfile: str | None) -> QuicConfiguration:
 MAX_UDP_PAYLOAD = 65527
 # Probe timeouts in a row after which larger datagrams are given up (the path seems to drop them).
 BLACK_HOLE_PTOS = 2
+# UDP payloads probed, largest first, when a probe at the ceiling is lost: Ethernet's 1500-byte
+# MTU less the IPv4 and the IPv6 + UDP headers, and a WireGuard tunnel's 1420 under IPv4.
+PMTU_PLATEAUS = (1472, 1452, 1392)
 
 # The largest QUIC DATAGRAM frame rr accepts (HTTP datagrams for WebTransport): one datagram's worth.
 MAX_DATAGRAM_FRAME = 65536
@@ -106,6 +124,12 @@ class RrQuic(QuicConnection):
         super().__init__(configuration=configuration, **kwargs)
         self.rr_max_datagram_size = max_datagram_size
         self.rr_peer_max_udp_payload = MAX_UDP_PAYLOAD
+        # Path MTU discovery: sizes still to probe (largest first), the outstanding probe's
+        # packet number, probes sent, and the recovery's own loss step (wrapped once probing).
+        self.rr_probe_sizes: list[int] = []
+        self.rr_probe_pn: int | None = None
+        self.rr_probes_sent = 0
+        self.rr_lost_packets: Any = None
         self.rr_stream_window = stream_window
         self.rr_conn_window = conn_window
         self.rr_unconsumed_total = 0
@@ -191,14 +215,86 @@ class RrQuic(QuicConnection):
         if hasattr(loss._cc, "_max_datagram_size"):
             loss._cc._max_datagram_size = size
 
-    def grow_datagrams(self, route_limit: int) -> int:
-        """The handshake is complete: send datagrams of up to ``max_datagram_size``, no larger
-        than the peer takes (its ``max_udp_payload_size``) nor than ``route_limit`` (the UDP
-        payload the route to the peer carries without fragmenting). Returns the size now used."""
-        size = min(self.rr_max_datagram_size, self.rr_peer_max_udp_payload, route_limit)
-        if size > self._max_datagram_size:
-            self.set_datagram_size(size)
-        return self._max_datagram_size
+    def start_pmtud(self, route_limit: int) -> list[int]:
+        """The handshake is complete: search for the largest datagram the path carries, up to
+        ``max_datagram_size``, no larger than the peer takes (its ``max_udp_payload_size``) nor
+        than ``route_limit`` (the UDP payload the route to the peer carries without
+        fragmenting). Returns the sizes to probe, largest first (none: stay at 1200)."""
+        ceiling = min(self.rr_max_datagram_size, self.rr_peer_max_udp_payload, route_limit)
+        sizes = [ceiling, *(size for size in PMTU_PLATEAUS if size < ceiling)]
+        self.rr_probe_sizes = [size for size in sizes if size > self._max_datagram_size]
+        if self.rr_probe_sizes and self.rr_lost_packets is None:
+            loss = self._loss
+            self.rr_lost_packets = loss._on_packets_lost
+            loss._on_packets_lost = self._packets_lost  # type: ignore[method-assign]
+        return list(self.rr_probe_sizes)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        if not self.rr_probe_sizes or self.rr_probe_pn is not None or not self._may_probe():
+            return super().datagrams_to_send(now)
+        cc = self._loss._cc
+        size = self.rr_probe_sizes[0]
+        if cc.congestion_window - cc.bytes_in_flight >= size:
+            # The probe goes ahead of the pass's other packets, which would fill the window.
+            return self._pmtu_probe(size, now) + super().datagrams_to_send(now)
+        if cc.congestion_window <= size:
+            return super().datagrams_to_send(now)  # the window is to grow first (slow start)
+        # No room yet: the pass's data leaves the probe's size free, so the window's room grows
+        # as acknowledgements come, for the probe rather than for more data.
+        cc.bytes_in_flight += size
+        try:
+            return super().datagrams_to_send(now)
+        finally:
+            cc.bytes_in_flight -= size
+
+    def _may_probe(self) -> bool:
+        """Established, not closing, the path validated, 1-RTT keys ready."""
+        return (self._state is QuicConnectionState.CONNECTED and not self._close_pending
+                and self._handshake_complete and self._network_paths[0].is_validated
+                and self._cryptos[tls.Epoch.ONE_RTT].send.is_valid())
+
+    def _pmtu_probe(self, size: int, now: float) -> list[tuple[bytes, Any]]:
+        """One 1-RTT packet of exactly ``size`` bytes, PING and PADDING (in flight, so counted
+        against the congestion window, which the caller checked has room for it)."""
+        version = self._version
+        assert version is not None  # negotiated before the handshake completed
+        builder = QuicPacketBuilder(host_cid=self.host_cid, peer_cid=self._peer_cid.cid, version=version,
+                                    is_client=False, max_datagram_size=size, packet_number=self._packet_number,
+                                    quic_logger=self._quic_logger, spin_bit=self._spin_bit)
+        builder.start_packet(QuicPacketType.ONE_RTT, self._cryptos[tls.Epoch.ONE_RTT])
+        buf = builder.start_frame(QuicFrameType.PING, handler=self._probe_delivered, handler_args=(size,))
+        buf.push_bytes(bytes(builder.remaining_buffer_space))  # PADDING frames up to the size
+        self.rr_probe_pn = builder.packet_number
+        self.rr_probes_sent += 1
+        return self._flush_builder(builder=builder, network_path=self._network_paths[0],
+                                   peer_cid=self._peer_cid.cid, now=now)
+
+    def _probe_delivered(self, delivery: QuicDeliveryState, size: int) -> None:
+        """The probe of ``size`` was acknowledged (the path carries it: use it, the search is
+        over) or declared lost (try the next size down)."""
+        self.rr_probe_pn = None
+        if delivery == QuicDeliveryState.ACKED:
+            self.rr_probe_sizes = []
+            if self._max_datagram_size < size <= self.rr_max_datagram_size:  # not since black-holed
+                self.set_datagram_size(size)
+        else:
+            self.rr_probe_sizes = [s for s in self.rr_probe_sizes if s < size]
+
+    def _packets_lost(self, *, packets: Any, congestion_event: bool = True, **kwargs: Any) -> None:
+        """The recovery's loss step, with the probe (if among ``packets``) forgotten by the
+        congestion controller rather than counted as congestion (RFC 9000 §14.4)."""
+        lost = self.rr_lost_packets
+        assert lost is not None
+        pn = self.rr_probe_pn
+        if congestion_event and pn is not None:
+            packets = list(packets)
+            probe = [p for p in packets if p.packet_number == pn]
+            if probe:
+                lost(packets=probe, congestion_event=False, now=kwargs["now"], space=kwargs["space"])
+                packets = [p for p in packets if p.packet_number != pn]
+                if not packets:
+                    return
+        lost(packets=packets, congestion_event=congestion_event, **kwargs)
 
     def black_hole(self) -> bool:
         """After a timer: larger datagrams met ``BLACK_HOLE_PTOS`` probe timeouts in a row (a
@@ -206,6 +302,7 @@ class RrQuic(QuicConnection):
         in flight is declared lost and sent again in smaller packets). True when it fell back."""
         if self._max_datagram_size > SMALLEST_MAX_DATAGRAM_SIZE and self._loss._pto_count >= BLACK_HOLE_PTOS:
             self.rr_max_datagram_size = SMALLEST_MAX_DATAGRAM_SIZE
+            self.rr_probe_sizes = []
             self.set_datagram_size(SMALLEST_MAX_DATAGRAM_SIZE)
             return True
         return False

@@ -35,6 +35,7 @@ from aioquic.h3.events import (
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_transport_parameters, push_quic_transport_parameters
 from gevent import socket as gsocket
 
 from tests.rr.wire import Reply
@@ -72,12 +73,28 @@ class _Watcher(H3Connection):
             super()._check_content_length(stream)
 
 
+class _SaysPayloadSize(QuicConnection):
+    """aioquic's client, which leaves ``max_udp_payload_size`` out of its transport
+    parameters, saying one (``rr_max_udp_payload_size``)."""
+
+    rr_max_udp_payload_size = 65527
+
+    def _serialize_transport_parameters(self) -> bytes:
+        params = pull_quic_transport_parameters(Buffer(data=super()._serialize_transport_parameters()))
+        params.max_udp_payload_size = self.rr_max_udp_payload_size
+        buf = Buffer(capacity=4096)
+        push_quic_transport_parameters(buf, params)
+        return buf.data
+
+
 class H3Wire:
-    """HTTP/3 to 127.0.0.1:port, one QUIC connection, any number of streams."""
+    """HTTP/3 to 127.0.0.1:port, one QUIC connection, any number of streams (``max_udp_payload_size``:
+    the largest datagram the client says it takes; aioquic's own says nothing)."""
 
     def __init__(self, port: int, cafile: str | None = None, timeout: float = 10.0,
                  max_stream_data: int | None = None, max_data: int | None = None,
-                 authority: str | None = None, webtransport: bool = False) -> None:
+                 authority: str | None = None, webtransport: bool = False,
+                 max_udp_payload_size: int | None = None) -> None:
         config = QuicConfiguration(is_client=True, alpn_protocols=list(H3_ALPN), server_name="localhost")
         if cafile is not None:
             config.load_verify_locations(cafile)
@@ -92,7 +109,11 @@ class H3Wire:
         self.addr = ("127.0.0.1", port)
         self.authority = authority or f"127.0.0.1:{port}"
         self.timeout = timeout
-        self.quic = QuicConnection(configuration=config)
+        if max_udp_payload_size is None:
+            self.quic = QuicConnection(configuration=config)
+        else:
+            self.quic = _SaysPayloadSize(configuration=config)
+            self.quic.rr_max_udp_payload_size = max_udp_payload_size
         self.h3 = _Watcher(self.quic, enable_webtransport=webtransport)
         self.datagrams: list[tuple[int, bytes]] = []  # WebTransport: (session id, payload)
         self.wt_data: dict[int, bytearray] = {}  # WebTransport stream id -> bytes received

@@ -4,7 +4,7 @@ The same routes and bytes as ``rr_app.py`` (its route table), on one TLS listene
 with ``protocols: ["http3", "http2", "http1"]``: QUIC on UDP PORT (TCP on the same
 port number). Used by ``tools/bench_h3.py``. SIGTERM drains and exits.
 ``RR_H3_MAX_DATAGRAM_SIZE`` sets the listener's ``http3.max_datagram_size``
-(``tools/bench_h3.py``'s ``rr-dgram`` server; default: rr's own, 1200);
+(``tools/bench_h3.py``'s ``rr-dgram`` server; default: rr's own, 16384, reached by path MTU probes);
 ``RR_H3_LISTENERS`` its ``http3.listeners`` (UDP sockets on the port; default 1).
 """
 

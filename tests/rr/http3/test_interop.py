@@ -3,7 +3,8 @@ curl_cffi), aioquic's client, and Chromium's own QUIC.
 
 Each does the issue's four things: a GET, a POST of 1 MiB echoed back, a 10 MiB
 download, and 100 concurrent requests on one connection, with aioquic's 1200-byte
-datagrams and with ``max_datagram_size`` 16384. Chromium is forced
+datagrams (``max_datagram_size`` 1200: no path MTU probes) and with rr's default 16384 (probed
+once the handshake is complete). Chromium is forced
 onto QUIC for the origin (``--origin-to-force-quic-on``); without forcing it
 reads the ``alt-svc`` of an h2 page (both marked slow).
 Blocking clients run in a thread or a subprocess, so the server keeps its hub.
@@ -51,8 +52,8 @@ def app(req: rr.Request) -> resp.Shape:
 
 @pytest.fixture(params=[1200, 16384], ids=["dgram1200", "dgram16384"])
 def site(serve, cert, request):
-    # aioquic's datagram size, and http3.max_datagram_size 16384 (larger datagrams once the
-    # handshake is complete: loopback carries them; libcurl takes no more than about 16 KiB)
+    # aioquic's datagram size (probing off), and http3.max_datagram_size's default 16384 (larger
+    # datagrams once a probe of them is acknowledged: loopback carries them; libcurl takes them)
     return serve(app, tls={"certfile": cert[0], "keyfile": cert[1]},
                  protocols=[("http3", {"max_datagram_size": request.param}), "http2", "http1"])
 
