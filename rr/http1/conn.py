@@ -20,7 +20,8 @@ served in the order their requests arrived (fairness). A buffered body of
 4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
 TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
-inside) with a per-call timeout, as a socket.
+inside): a read is ``recv_nowait`` first and, only when nothing whole is there,
+``recv`` with a per-call timeout; a write is its ``sendall`` with a timeout.
 
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
