@@ -10,7 +10,11 @@ the incoming BIO) and then every whole record decrypted in one go; a write
 encrypts into the outgoing BIO and hands the records to the kernel in one
 ``send`` attempt. Only when the socket would block does the calling process
 wait, on gevent's io watcher for the socket, with one loop timer for that
-wait (the call's timeout) — no ``Timeout`` object, no wrapper layers.
+wait (the call's timeout) — no ``Timeout`` object, no wrapper layers. The
+common case of each (nothing left to decrypt — ``more`` false —, nothing
+unsent) runs inline in ``recv_nowait`` and ``sendall``, calling the C object
+under the ``SSLObject`` directly (``ssl``: its ``read``/``write``/``pending``
+without the Python method that only forwards each call).
 
 It presents the subset of the socket/``SSLSocket`` interface the protocols
 use (``recv`` with a timeout, ``sendall``, ``settimeout``/``timeout``,
@@ -76,8 +80,8 @@ _Closed = (ssl.SSLZeroReturnError, ssl.SSLEOFError)
 class TlsStream:
     """One server-side TLS connection over a gevent socket (see the module text)."""
 
-    __slots__ = ("sock", "raw", "context", "obj", "incoming", "outgoing", "timeout", "out", "out_pos",
-                 "sending", "turn", "eof", "notified", "waits", "__weakref__")
+    __slots__ = ("sock", "raw", "context", "obj", "ssl", "incoming", "outgoing", "timeout", "out", "out_pos",
+                 "sending", "turn", "eof", "more", "notified", "waits", "__weakref__")
 
     def __init__(self, sock: Any, context: ssl.SSLContext) -> None:
         self.sock = sock  # gevent's socket: its io watchers and hub
@@ -86,12 +90,18 @@ class TlsStream:
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.obj = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        # The C object under the SSLObject: its read, write and pending without the Python wrapper
+        # method around each call (the wrapper only forwards them).
+        self.ssl = getattr(self.obj, "_sslobj", self.obj)
         self.timeout: float | None = None
         self.out = b""  # encrypted bytes not yet taken by the kernel, from out_pos
         self.out_pos = 0
         self.sending = False  # a process is in _flush (others only append to out)
         self.turn: gevent.event.Event | None = None  # set when a _flush ends, made on demand
         self.eof = False  # the peer closed (TCP EOF or close_notify)
+        # Whole records or decrypted bytes may wait in the stream (the last decrypt stopped at its
+        # n, or the handshake's last read went past it): a read decrypts before it reads the socket.
+        self.more = True
         self.notified = False  # our close_notify is made
         self.waits = 0  # times a call parked on the socket (HTTP/1.1's served-order rule asks)
 
@@ -108,7 +118,7 @@ class TlsStream:
 
     def pending(self) -> int:
         """Bytes a ``recv`` may return without the socket (decrypted, or records in the BIO)."""
-        return self.obj.pending() + self.incoming.pending
+        return self.ssl.pending() + self.incoming.pending
 
     def getpeercert(self, binary_form: bool = False) -> Any:
         return self.obj.getpeercert(binary_form)
@@ -164,6 +174,23 @@ class TlsStream:
         call again). A result of exactly ``n`` bytes may leave more decrypted data behind: call
         again before waiting on the socket, which may never turn readable for bytes already
         read. TLS's own records still go out within ``timeout``."""
+        if self.more or self.eof or self.out_pos < len(self.out):
+            return self._receive(n, wait_write=True, wait_read=False)
+        # The common case, inline: nothing left to decrypt and nothing to send (at most part of a
+        # record in the incoming BIO), so one read from the socket, then decrypt what it brought.
+        try:
+            k = self.raw.recv_into(_BUF)
+        except (BlockingIOError, InterruptedError):
+            return None
+        if not k:
+            self.eof = True
+            self.incoming.write_eof()
+            return self._receive(n, wait_write=True, wait_read=False)
+        self.incoming.write(_VIEW[:k])
+        data = self._decrypt(n)
+        if data:
+            return data
+        # part of a record, TLS's own records (a key update) or close_notify
         return self._receive(n, wait_write=True, wait_read=False)
 
     def _receive(self, n: int, wait_write: bool, wait_read: bool) -> bytes | None:
@@ -179,12 +206,14 @@ class TlsStream:
                 if deadline is None:
                     deadline = self._deadline()
                 self._flush(deadline)
-            if self.incoming.pending or self.obj.pending():
+            if self.incoming.pending or self.ssl.pending():
                 data = self._decrypt(n)
                 if data:
                     return data
                 if self.out_pos < len(self.out) and not self.sending:
                     continue  # TLS's own answer first (above), then wait for the peer
+            else:
+                self.more = False
             if self.eof:
                 return b""
             if not wait_read:
@@ -198,9 +227,22 @@ class TlsStream:
     def sendall(self, data: Any, flags: int = 0) -> None:
         """Encrypt and send all of ``data`` within ``timeout`` (``TimeoutError``); ``WRITE_CHUNK``
         bytes at a time, each chunk's records handed to the kernel before the next is made."""
-        deadline = None
-        obj = self.obj
         total = len(data)
+        if total <= WRITE_CHUNK and not self.sending and self.out_pos >= len(self.out):
+            # The common case, inline: nothing waits to be sent; encrypt, one send attempt.
+            self.ssl.write(data)
+            made = self.outgoing.read()
+            try:
+                k = self.raw.send(made)
+            except (BlockingIOError, InterruptedError):
+                k = 0
+            if k >= len(made):
+                return
+            self.out, self.out_pos = made, k
+            self._flush(self._deadline())
+            return
+        deadline = None
+        obj = self.ssl
         if self.out_pos < len(self.out):
             deadline = self._deadline()
             self._flush(deadline)
@@ -250,15 +292,18 @@ class TlsStream:
         return None if self.timeout is None else _monotonic() + self.timeout
 
     def _decrypt(self, n: int) -> bytes:
-        """Every whole record available, decrypted (at most ``n`` bytes); b"" if none."""
-        obj = self.obj
+        """Every whole record available, decrypted (at most ``n`` bytes); b"" if none.
+
+        A read that returns less than it asked for has emptied its record, so with the incoming
+        BIO empty nothing is left; only a result of ``n`` bytes may leave more (``more``)."""
+        read = self.ssl.read
         incoming = self.incoming
         first = b""
         parts: list[bytes] | None = None
         got = 0
         try:
             while got < n:
-                chunk = obj.read(n - got)
+                chunk = read(n - got)
                 if not chunk:  # close_notify
                     self.eof = True
                     break
@@ -270,13 +315,14 @@ class TlsStream:
                 else:
                     parts.append(chunk)
                 got += len(chunk)
-                if not incoming.pending and not obj.pending():
+                if not incoming.pending:
                     break
         except _WantRead:
             pass
         except _Closed:
             self.eof = True
         finally:
+            self.more = got >= n
             if self.outgoing.pending:  # TLS's own answer (renegotiation, key update, alert)
                 self._take_out()
         return first if parts is None else b"".join(parts)

@@ -21,7 +21,8 @@ connection's own keep-alive timer rather than making one. A buffered body of
 4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
 TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
-inside) with a per-call timeout, as a socket.
+inside): a read is ``recv_nowait`` first and, only when nothing whole is there,
+``recv`` with a per-call timeout; a write is its ``sendall`` with a timeout.
 
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
@@ -84,6 +85,7 @@ from rr.http2.codec import PREFACE as _H2_PREFACE
 from rr.httpdate import http_date
 from rr.log import current_request, get_logger
 from rr.request import NO_BODY, Headers, Request
+from rr.tlsio import TlsStream
 from rr.ws import session as ws_session
 
 if TYPE_CHECKING:
@@ -172,6 +174,7 @@ class Http1Conn:
         # attempt first, gevent's io watchers only when it would block); TLS is a TlsStream.
         raw = getattr(sock, "_sock", None) if not self.is_tls else None
         self.raw: Any = raw if raw is not None and hasattr(sock, "_read_event") else None
+        self.tls: TlsStream | None = sock if isinstance(sock, TlsStream) else None
         self.buf = b""
         # Responses held back while more pipelined requests are already buffered: written
         # with the next write, before any read, or at 64 KiB (one write for a whole batch).
@@ -226,11 +229,10 @@ class Http1Conn:
             raise TimeoutError()
         raw = self.raw
         if raw is None:
-            waits = getattr(self.sock, "waits", None)
-            got = self.recv_wrapped(wait, slow, now)
-            if waits is None or self.sock.waits != waits:
-                self.unpolled = 0  # it parked on the socket: the loop polled meanwhile
-            return got
+            if self.tls is not None:
+                return self.recv_tls(wait, slow, now)
+            self.unpolled = 0  # another wrapped socket: it may have parked, the loop may have polled
+            return self.recv_wrapped(wait, slow, now)
         if self.poll_first:  # the next request, after one: through the poll (serve_requests)
             self.poll_first = False
             data = self.recv_polled(wait, now)
@@ -309,6 +311,34 @@ class Http1Conn:
                     raise _Close() from None
         finally:
             self.rate_waited += _monotonic() - now
+
+    def recv_tls(self, wait: float, slow: bool, now: float) -> bytes:
+        """TLS: one read attempt first (``recv_nowait``: one ``recv_into``, then every whole
+        record decrypted); only when nothing whole is there, ``recv`` with a timeout."""
+        tls = self.tls
+        assert tls is not None
+        tls.timeout = wait  # bounds the send of TLS's own records (a key update's answer)
+        try:
+            data = tls.recv_nowait(RECV_SIZE)
+        except TimeoutError:
+            if slow:
+                self.close_reason = "slow_client"
+                raise _Close() from None
+            raise
+        except OSError:
+            self.close_reason = "peer_error"
+            raise _Close() from None
+        if data is None:
+            waits = tls.waits
+            data = self.recv_wrapped(wait, slow, now)
+            if tls.waits != waits:
+                self.unpolled = 0  # it parked on the socket: the loop polled meanwhile
+            return data
+        if not data:
+            self.close_reason = "peer_closed"
+            raise _Close()
+        self.rate_bytes += len(data)
+        return data
 
     def recv_wrapped(self, wait: float, slow: bool, now: float) -> bytes:
         """TLS (``rr.tlsio.TlsStream``, or any wrapped socket): ``recv`` with a per-call timeout."""

@@ -46,7 +46,8 @@ class BioClient:
         self.outgoing = ssl.MemoryBIO()
         self.obj = client_context(cafile).wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
 
-    def handshake(self) -> None:
+    def handshake(self, then: bytes = b"") -> None:
+        """The client's side; ``then`` is sealed and sent in one write with its last flight."""
         while True:
             try:
                 self.obj.do_handshake()
@@ -57,7 +58,8 @@ class BioClient:
             data = self.sock.recv(65536)
             assert data, "server closed during the handshake"
             self.incoming.write(data)
-        self.sock.sendall(self.outgoing.read())
+        last = self.outgoing.read()
+        self.sock.sendall(last + self.seal(then) if then else last)
 
     def seal(self, plaintext: bytes) -> bytes:
         self.obj.write(plaintext)
@@ -99,6 +101,58 @@ def test_every_whole_record_available_is_read_in_one_call(pair):
     server.settimeout(0.0)
     with pytest.raises(ssl.SSLWantReadError):
         server.recv(65536)
+
+
+def test_a_read_that_fills_its_size_leaves_the_rest_for_the_next_without_the_socket(pair):
+    """recv_nowait's one-attempt path reads the socket only when nothing is left to decrypt:
+    after a result of exactly ``n`` bytes the rest comes from the stream, the socket empty."""
+    server, client, sock = pair
+    sock.sendall(client.seal(b"p" * 10000) + client.seal(b"q" * 3000))
+    got = [server.recv_nowait(4000) for _ in range(4)]
+    assert got == [b"p" * 4000, b"p" * 4000, b"p" * 2000 + b"q" * 2000, b"q" * 1000]
+    assert server.recv_nowait(4000) is None  # all read: now the socket, which has nothing
+    sock.sendall(client.seal(b"r" * 10))
+    assert server.recv_nowait(4000) == b"r" * 10
+
+
+def test_records_behind_the_handshakes_last_flight_are_read_without_the_socket(tls_files):
+    """A client's first request can come in the same segment as its Finished: the handshake's
+    last read took it from the socket, so the first read must decrypt it from the stream."""
+    a, b = gsocket.socketpair()
+    b.settimeout(10)
+    server = TlsStream(a, _server_context(tls_files))
+    server.settimeout(10)
+    client = BioClient(b, tls_files[0])
+    shaking = gevent.spawn(server.do_handshake)
+    try:
+        client.handshake(then=b"GET / HTTP/1.1\r\n\r\n")
+        shaking.get(timeout=10)
+        assert server.recv_nowait(65536) == b"GET / HTTP/1.1\r\n\r\n"
+    finally:
+        server.close()
+        b.close()
+
+
+def test_writes_the_kernel_takes_in_part_go_out_whole_and_in_order(pair):
+    """Writes of at most WRITE_CHUNK each to a client that reads late: once the socket's buffer
+    is full a write waits for the rest of its records, none lost, none sent twice."""
+    server, client, sock = pair
+    pieces = [bytes([65 + i]) * (WRITE_CHUNK // 2) for i in range(16)]
+    writer = gevent.spawn(lambda: [server.sendall(p) for p in pieces])
+    want = b"".join(pieces)
+    got = b""
+    while len(got) < len(want):
+        data = sock.recv(65536)
+        assert data
+        client.incoming.write(data)
+        try:
+            while True:
+                got += client.obj.read(65536)
+        except ssl.SSLWantReadError:
+            pass
+    writer.get(timeout=10)
+    assert got == want
+    assert server.waits  # the kernel did take only part of some write
 
 
 @pytest.mark.parametrize("notify", [False, True])
