@@ -65,6 +65,20 @@ class BioClient:
         self.obj.write(plaintext)
         return self.outgoing.read()
 
+    def read_at_least(self, n: int) -> bytes:
+        """Plaintext from the socket until at least ``n`` bytes have been decrypted."""
+        got = b""
+        while len(got) < n:
+            data = self.sock.recv(65536)
+            assert data
+            self.incoming.write(data)
+            try:
+                while True:
+                    got += self.obj.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+        return got
+
 
 @pytest.fixture
 def pair(tls_files):
@@ -140,16 +154,7 @@ def test_writes_the_kernel_takes_in_part_go_out_whole_and_in_order(pair):
     pieces = [bytes([65 + i]) * (WRITE_CHUNK // 2) for i in range(16)]
     writer = gevent.spawn(lambda: [server.sendall(p) for p in pieces])
     want = b"".join(pieces)
-    got = b""
-    while len(got) < len(want):
-        data = sock.recv(65536)
-        assert data
-        client.incoming.write(data)
-        try:
-            while True:
-                got += client.obj.read(65536)
-        except ssl.SSLWantReadError:
-            pass
+    got = client.read_at_least(len(want))
     writer.get(timeout=10)
     assert got == want
     assert server.waits  # the kernel did take only part of some write
@@ -343,16 +348,7 @@ def test_a_second_writer_waits_its_turn_and_records_keep_their_order(pair):
     gevent.idle()
     assert not second.dead  # waiting for its turn, not piling records behind the first
     assert len(server.out) - server.out_pos <= WRITE_CHUNK + 4096
-    got = b""
-    while len(got) < len(big) + 10:
-        data = sock.recv(65536)
-        assert data
-        client.incoming.write(data)
-        try:
-            while True:
-                got += client.obj.read(65536)
-        except ssl.SSLWantReadError:
-            pass
+    got = client.read_at_least(len(big) + 10)
     first.get(timeout=10)
     second.get(timeout=10)
     assert got == big + b"B" * 10
