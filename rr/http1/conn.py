@@ -320,41 +320,40 @@ class Http1Conn:
         tls.timeout = wait  # bounds the send of TLS's own records (a key update's answer)
         try:
             data = tls.recv_nowait(RECV_SIZE)
-        except TimeoutError:
-            if slow:
-                self.close_reason = "slow_client"
-                raise _Close() from None
-            raise
-        except OSError:
-            self.close_reason = "peer_error"
-            raise _Close() from None
+        except OSError as exc:
+            raise self._read_failed(exc, slow) from None
         if data is None:
             waits = tls.waits
             data = self.recv_wrapped(wait, slow, now)
             if tls.waits != waits:
                 self.unpolled = 0  # it parked on the socket: the loop polled meanwhile
             return data
-        if not data:
-            self.close_reason = "peer_closed"
-            raise _Close()
-        self.rate_bytes += len(data)
-        return data
+        return self._counted(data)
 
     def recv_wrapped(self, wait: float, slow: bool, now: float) -> bytes:
         """TLS (``rr.tlsio.TlsStream``, or any wrapped socket): ``recv`` with a per-call timeout."""
         self.sock.settimeout(wait)
         try:
             data = self.sock.recv(RECV_SIZE)
-        except TimeoutError:
-            if slow:
-                self.close_reason = "slow_client"
-                raise _Close() from None
-            raise
-        except OSError:
-            self.close_reason = "peer_error"
-            raise _Close() from None
+        except OSError as exc:
+            raise self._read_failed(exc, slow) from None
         finally:
             self.rate_waited += _monotonic() - now
+        return self._counted(data)
+
+    def _read_failed(self, exc: OSError, slow: bool) -> BaseException:
+        """What a failed wrapped read raises: the ``TimeoutError`` itself (the caller's idle or
+        request timeout), or a close naming why (a slow client, a socket error)."""
+        if isinstance(exc, TimeoutError):
+            if not slow:
+                return exc
+            self.close_reason = "slow_client"
+        else:
+            self.close_reason = "peer_error"
+        return _Close()
+
+    def _counted(self, data: bytes) -> bytes:
+        """A wrapped read's bytes, counted for the rate check (none: the peer closed)."""
         if not data:
             self.close_reason = "peer_closed"
             raise _Close()
