@@ -205,6 +205,15 @@ class Pusher:
         return [], state
 
 
+def start_push(c: H3Wire) -> int:
+    """Open a session and tell its Pusher ``go`` on a stream of it; returns the session id."""
+    session = open_session(c)
+    stream = c.open_wt_stream(session)
+    c.quic.send_stream_data(stream, b"go", False)
+    c.flush()
+    return session
+
+
 def _h3_conn(srv):
     return next(v for v in rr.listener_info.__globals__["_runtimes"][srv.name].conns.values()
                 if v is not None and type(v).__name__ == "Http3Conn")
@@ -222,10 +231,7 @@ def test_a_session_sending_to_a_client_that_reads_slowly_queues_at_most_send_bud
     pusher = Pusher(4 * 1024 * 1024)
     srv = wt(pusher, protocols=[("http3", {"webtransport": True, "send_budget": budget}), "http2"])
     with H3Wire(srv.port, webtransport=True, max_data=4096, max_stream_data=1024) as c:
-        session = open_session(c)
-        stream = c.open_wt_stream(session)
-        c.quic.send_stream_data(stream, b"go", False)
-        c.flush()
+        session = start_push(c)
         conn = _h3_conn(srv)
         most_outstanding = most_buffered = 0
         waited = False
@@ -244,10 +250,7 @@ def test_a_session_streams_a_mebibyte_in_paid_chunks_intact(wt):
     pusher = Pusher(1024 * 1024)
     srv = wt(pusher, protocols=[("http3", {"webtransport": True, "send_budget": 65536}), "http2"])
     with H3Wire(srv.port, webtransport=True) as c:
-        session = open_session(c)
-        stream = c.open_wt_stream(session)
-        c.quic.send_stream_data(stream, b"go", False)
-        c.flush()
+        session = start_push(c)
         c.wait(lambda: any(s & 3 == 3 for s in c.wt_ended), "the server stream's end", timeout=30)
         (uni,) = [s for s in c.wt_ended if s & 3 == 3]
         assert bytes(c.wt_data[uni]) == pusher.body
@@ -262,10 +265,7 @@ def test_a_stream_the_client_stops_gives_its_credit_back_and_the_session_goes_on
     pusher = Pusher(4 * 1024 * 1024)
     srv = wt(pusher, protocols=[("http3", {"webtransport": True, "send_budget": budget}), "http2"])
     with H3Wire(srv.port, webtransport=True, max_data=4096, max_stream_data=1024) as c:
-        session = open_session(c)
-        stream = c.open_wt_stream(session)
-        c.quic.send_stream_data(stream, b"go", False)
-        c.flush()
+        session = start_push(c)
         c.wait(lambda: any(s & 3 == 3 for s in c.wt_data), "the server stream's first bytes")
         (uni,) = [s for s in c.wt_data if s & 3 == 3]
         c.quic.stop_stream(uni, H3_REQUEST_CANCELLED)
