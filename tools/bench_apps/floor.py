@@ -179,14 +179,8 @@ def raw_connection(sock: socket.socket) -> None:
                     sent = send(data)
                 except BlockingIOError:
                     sent = 0
-                while sent < len(data):
-                    if writable is None:
-                        writable = loop.io(fd, WRITE)
-                    wait(writable)
-                    try:
-                        sent += send(memoryview(data)[sent:])
-                    except BlockingIOError:
-                        pass
+                if sent < len(data):
+                    writable = send_rest(sock, data, sent, writable)
             if close:
                 return
     except OSError:
@@ -198,8 +192,25 @@ def raw_connection(sock: socket.socket) -> None:
         sock.close()
 
 
-def serve_raw(port: int) -> None:
-    """The raw floor's accept loop: a non-blocking listening socket, a greenlet per connection."""
+def send_rest(sock: socket.socket, data: bytes, sent: int, writable):
+    """The rest of ``data`` after a first ``send`` took ``sent`` bytes: waits on the socket's
+    write watcher (made on first need and returned, for the connection to keep and close)."""
+    hub = gevent.get_hub()
+    fd = sock.fileno()
+    while sent < len(data):
+        if writable is None:
+            writable = hub.loop.io(fd, WRITE)
+        hub.wait(writable)
+        try:
+            sent += sock.send(memoryview(data)[sent:])
+        except BlockingIOError:
+            pass
+    return writable
+
+
+def serve_raw(port: int, connection=raw_connection, *args) -> None:
+    """The raw floor's accept loop: a non-blocking listening socket, a greenlet per connection
+    running ``connection(sock, *args)`` (the WSGI floor passes its own)."""
     hub = gevent.get_hub()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -217,7 +228,7 @@ def serve_raw(port: int) -> None:
         except OSError:  # EMFILE, ECONNABORTED: this connection is lost, the floor goes on
             gevent.sleep(0.001)
             continue
-        spawn(raw_connection, conn)
+        spawn(connection, conn, *args)
 
 
 def main() -> None:

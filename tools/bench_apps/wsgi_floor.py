@@ -23,10 +23,8 @@ import socket
 import sys
 
 import gevent
+from floor import BUF, READ, VIEW, send_rest, serve_raw
 
-READ, WRITE = 1, 2
-BUF = bytearray(65536)
-VIEW = memoryview(BUF)
 _WSGI_ERRORS = sys.stderr
 
 
@@ -99,14 +97,8 @@ def connection(sock: socket.socket, app, port: str) -> None:
                     sent = sock.send(reply)
                 except BlockingIOError:
                     sent = 0
-                while sent < len(reply):
-                    if writable is None:
-                        writable = loop.io(fd, WRITE)
-                    wait(writable)
-                    try:
-                        sent += sock.send(memoryview(reply)[sent:])
-                    except BlockingIOError:
-                        pass
+                if sent < len(reply):
+                    writable = send_rest(sock, reply, sent, writable)
     except OSError:
         return
     finally:
@@ -121,23 +113,7 @@ def main() -> None:
     module, _, attr = sys.argv[2].partition(":")
     sys.path.insert(0, ".")
     app = getattr(importlib.import_module(module), attr)
-    hub = gevent.get_hub()
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen(2048)
-    listener.setblocking(False)
-    acceptable = hub.loop.io(listener.fileno(), READ)
-    while True:
-        try:
-            conn, _addr = listener.accept()
-        except BlockingIOError:
-            hub.wait(acceptable)
-            continue
-        except OSError:  # EMFILE, ECONNABORTED: this connection is lost, the floor goes on
-            gevent.sleep(0.001)
-            continue
-        gevent.spawn_raw(connection, conn, app, str(port))
+    serve_raw(port, connection, app, str(port))
 
 
 if __name__ == "__main__":
