@@ -530,41 +530,21 @@ class Exchange:
         raise Aborted()
 
     def send_response(self, result: resp.Response) -> None:
-        # The buffered answer, the common case: ``_fields`` and ``_respond`` inlined (one call
-        # each fewer per request; the same checks, in the same order).
         status = result.status
-        req = self.req
-        try:
-            if type(status) is not int or not 200 <= status <= 599:
-                check_status(status)
-            fields, close = response_fields(result.headers)
-            config = self.config
-            if config.request_id_header:
-                with_request_id(fields, req, config)
-            size = 32 * len(fields)
-            for name, value in fields:
-                size += len(name) + len(value)
-            if size > self.field_limit:
-                self._check_size(fields, "response header")
-        except InvalidResponse as exc:
-            self.crashed(exc)
+        checked = self._fields(status, result.headers)
+        if checked is None:
             return
+        fields, close = checked
         if status in NO_BODY_STATUS:
-            body = b""
-            length = None
-        else:
-            body = result.body
-            length = len(body)
-            if req.method == "HEAD":
-                if not body:
-                    declared = declared_length(result)
-                    if declared is not None:
-                        length = declared
-                body = b""
-        self.status = status
-        self.head_sent = True
-        self.sent += len(body)
-        self.sink.respond(status, fields, length, body, close)
+            self._respond(status, fields, None, b"", close)
+            return
+        body = result.body
+        length = len(body)
+        if not body and self.req.method == "HEAD":
+            declared = declared_length(result)
+            if declared is not None:
+                length = declared
+        self._respond(status, fields, length, body, close)
 
     def send_stream(self, result: resp.Stream) -> None:
         out = _StreamOut(self, result)
