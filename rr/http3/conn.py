@@ -280,10 +280,12 @@ class Http3Conn:
             st.wants = True
             self.waiting.add(st.sid)
 
-    def queue(self, st: H3Stream, n: int) -> None:
-        """``n`` body bytes of ``st`` went to aioquic (paid from the worker's credit)."""
+    def queue(self, st: H3Stream, n: int, stream_id: int | None = None) -> None:
+        """``n`` bytes paid from ``st``'s worker's credit went to aioquic: its body, or (with
+        ``stream_id``) its WebTransport session's data on that stream."""
         if n:
-            st.queued.append((st.sid, self.quic.buffered_end(st.sid), n))
+            sid = st.sid if stream_id is None else stream_id
+            st.queued.append((sid, self.quic.buffered_end(sid), n))
 
     def sent(self, st: H3Stream) -> bool:
         """Credit back for what aioquic has sent of ``st``; True when some was freed."""
@@ -533,8 +535,8 @@ class Http3Conn:
                 self.quic.send_stream_data(stream_id, data, end)
             except (ValueError, AssertionError):
                 ok = False  # the client reset it or stopped it meanwhile
-        if ok and n:
-            st.queued.append((stream_id, self.quic.buffered_end(stream_id), n))
+        if ok:
+            self.queue(st, n, stream_id)
         elif n:
             self.refund(st, n)
         if end or not ok:
