@@ -44,11 +44,9 @@ class ListenerRuntime:
             max_content_length=config.max_content_length,
         )
         self.sock: Any = None
-        # HTTP/3: the UDP socket on the same port number, and connection id -> QUIC conn pid
-        # (kept by the QUIC conn processes; rr.http3.endpoint routes datagrams with it).
-        self.udp_sock: Any = None
-        # With http3.listeners > 1: every UDP socket bound on the port (udp_sock is the first,
-        # which connection processes send from), and what each one's endpoint has read.
+        # HTTP/3: the UDP sockets bound on the same port number (http3.listeners; connection
+        # processes send from the first), what each one's endpoint has read, and connection
+        # id -> QUIC conn pid (kept by the QUIC conn processes; rr.http3.endpoint routes with it).
         self.udp_socks: list[Any] = []
         self.quic_received: list[int] = []
         # The Retry token key (http3.retry), one for every endpoint, made by the first.
@@ -139,9 +137,9 @@ class ListenerRuntime:
         """Open the listening socket: a Unix socket at ``unix``, a dup of an inherited
         ``socket``, or a TCP port (dual-stack by default); keeps the port across restarts.
 
-        With ``http3``, also the UDP socket on the same port number (for port 0: a port
-        free for both, tried a few times). On an inherited socket (``rr.workers``) each
-        worker binds its own UDP socket with SO_REUSEPORT: the kernel hashes a client's
+        With ``http3``, also the UDP socket(s) on the same port number (``http3.listeners``;
+        for port 0: a port free for both, tried a few times). On an inherited socket
+        (``rr.workers``) each worker binds its own UDP socket(s) with SO_REUSEPORT: the kernel hashes a client's
         datagrams (by address and port) to one of them, so a QUIC connection stays with the
         worker that accepted it while the set of workers is stable."""
         config = self.config
@@ -199,7 +197,6 @@ class ListenerRuntime:
                 sock.close()
             raise
         self.udp_socks = socks
-        self.udp_sock = socks[0]
         self.quic_received = [0] * count
 
     def close_socket(self) -> None:
@@ -222,7 +219,6 @@ class ListenerRuntime:
         for sock in self.udp_socks:
             sock.close()
         self.udp_socks = []
-        self.udp_sock = None
 
 
 def bind_tcp(ip: str | None, port: int, backlog: int, cls: Any = socket.socket) -> Any:

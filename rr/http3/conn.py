@@ -3,7 +3,7 @@
 What it is: the process the listener's connection supervisor starts for a
 ``QuicAdmission`` (``rr.http3.endpoint``). It owns aioquic's sans-IO
 ``QuicConnection`` (``rr.http3.quic.RrQuic``) and ``H3Connection``, a dup of
-the UDP socket to send from, and the map from request stream ids to their
+the listener's first UDP socket to send from (any of them would do: one port), and the map from request stream ids to their
 worker processes. Datagrams reach it from the endpoint as messages; it
 feeds them to aioquic, acts on the HTTP/3 events, and sends what aioquic
 has to send after each batch, with one timer re-armed from ``get_timer()``.
@@ -757,7 +757,7 @@ class Http3Conn:
 
     def serve(self) -> None:
         adm = self.adm
-        self.sock = self.runtime.udp_sock.dup()
+        self.sock = self.runtime.udp_socks[0].dup()
         adm.route(adm.dcid, self.pid)
         adm.route(self.quic.host_cid, self.pid)
         self.receive_datagram(adm.first, adm.addr)
