@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from rr import resp
@@ -55,3 +57,28 @@ def test_shapes_are_frozen():
     r = resp.text(200, "x")
     with pytest.raises(AttributeError):
         r.status = 500  # type: ignore[misc]
+
+
+def test_response_and_stream_construct_as_dataclasses_do():
+    # Their __init__ is written by hand (slot descriptors, for speed): positional and
+    # keyword forms, the defaults, a fresh header list per response, replace() and
+    # match all behave as the generated one did.
+    a, b = resp.Response(200), resp.Response(200)
+    assert (a.status, a.headers, a.body) == (200, [], b"")
+    assert a.headers is not b.headers
+    r = resp.Response(status=201, body=b"q", headers=[("x-a", "1")])
+    assert (r.status, r.headers, r.body) == (201, [("x-a", "1")], b"q")
+    assert resp.Response(204, None).headers == []
+    assert dataclasses.replace(r, body=b"z") == resp.Response(201, [("x-a", "1")], b"z")
+    match r:
+        case resp.Response(201, [("x-a", "1")], b"q"):
+            pass
+        case _:
+            raise AssertionError(r)
+    s = resp.Stream(200, [("content-type", "text/plain")], print)
+    assert (s.status, s.headers, s.fn) == (200, [("content-type", "text/plain")], print)
+    assert dataclasses.replace(s, status=206).status == 206
+    with pytest.raises(AttributeError):
+        s.fn = None  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        resp.Response()  # type: ignore[call-arg]
