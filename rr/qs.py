@@ -188,6 +188,8 @@ def _whole_text(qs: str | bytes, max_pairs: int, max_key_length: int) -> tuple[s
 
 def _per_component(qs: str | bytes, max_pairs: int, max_key_length: int) -> Iterator[tuple[str, str, str]]:
     # The reference path: split first, then decode each name and value on its own.
+    if isinstance(qs, bytes) and qs.isascii():
+        qs = qs.decode("ascii")  # the str branch skips the components without % or +
     for piece in _split_pieces(qs, max_pairs):
         if not piece:
             continue
