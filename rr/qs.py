@@ -11,8 +11,18 @@ DoS bounds on pair count and key length, and the reverse (encoding).
 What it must never do: raise on a malformed query (only on a crossed limit),
 allocate more than a small multiple of its input, or know where the text came
 from (no Request, no sockets). It runs on every request that asks for its
-query, so the common case (no ``%`` and no ``+`` in a component) copies
-nothing it does not have to.
+query or form, so the common case (no ``%`` and no ``+`` anywhere) copies
+nothing it does not have to, and no Python code runs per pair but the one
+loop that builds the result.
+
+How it runs: the whole text is decoded at once (``+``, escapes, UTF-8),
+then split on ``&`` and each piece split on its first ``=`` by
+``str.partition`` called from C; this gives what decoding each name and value
+on its own gives because ``&`` and ``=`` are ASCII (no escape spans one, and
+the UTF-8 decoder never takes an ASCII byte into a sequence). Where it would
+not (an escape that decodes to a separator, ``%26`` or ``%3D``; a non-ASCII
+``str`` with escapes; more ``&`` than ``max_pairs``) the text is split first
+and each component decoded on its own, the rules' own order.
 
 The parsing rules, each from the WHATWG urlencoded parser (§5.1) unless
 cited otherwise:
@@ -50,6 +60,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
+from operator import itemgetter
 from urllib.parse import quote as _quote
 from urllib.parse import quote_plus as _quote_plus
 from urllib.parse import unquote_to_bytes as _unquote_to_bytes
@@ -70,6 +82,10 @@ MAX_KEY_LENGTH = 1024
 
 _PIECE_STR = re.compile(r"[^&]+")
 _PIECE_BYTES = re.compile(rb"[^&]+")
+# An escape that decodes to a separator: then only the per-component path is right.
+_ESCAPED_SEPARATOR_STR = re.compile(r"%(?:26|3[Dd])")
+_ESCAPED_SEPARATOR_BYTES = re.compile(rb"%(?:26|3[Dd])")
+_value = itemgetter(2)
 
 
 class LimitExceeded(ValueError):
@@ -124,6 +140,95 @@ def _bounded_pieces(qs: str | bytes, max_pairs: int) -> Iterator[str | bytes]:
         yield piece
 
 
+def _check_names(pieces: list[str] | list[bytes], max_key_length: int) -> None:
+    # One C-level pass over the lengths; names are looked at only when a piece is long.
+    if max(map(len, pieces), default=0) > max_key_length:
+        for piece in pieces:
+            name = piece.partition("=")[0] if isinstance(piece, str) else piece.partition(b"=")[0]
+            if len(name) > max_key_length:
+                raise LimitExceeded("max_key_length", max_key_length)
+
+
+def _whole_text(qs: str | bytes, max_pairs: int, max_key_length: int) -> tuple[str, bool] | None:
+    """``qs`` decoded in one go (``+``, escapes, UTF-8) and whether its names still need the
+    key-length check; None when only the per-component path decodes it the same.
+
+    Decoding the whole text at once equals decoding each name and value on its own because
+    ``&`` and ``=`` are ASCII: no escape spans one (``%`` takes two hex digits) and the UTF-8
+    decoder never takes an ASCII byte into a sequence (an invalid sequence ends before it).
+    It does not hold when an escape decodes TO a separator (``%26``, ``%3D``), nor for a
+    non-ASCII ``str`` with escapes (a lone surrogate outside any escaped component is kept
+    by the per-component path). The key bound is on the raw name, so it is checked here
+    whenever decoding changes lengths, and left to the caller (on the decoded pieces, the
+    same lengths) when it does not.
+    """
+    if isinstance(qs, bytes):
+        if qs.count(b"&") >= max_pairs:
+            return None
+        if b"%" not in qs:
+            if qs.isascii():
+                text = qs.decode("ascii")
+                return (text.replace("+", " ") if "+" in text else text), True
+            _check_names(qs.split(b"&"), max_key_length)
+            text = qs.decode("utf-8", "replace")
+            return (text.replace("+", " ") if "+" in text else text), False
+        if _ESCAPED_SEPARATOR_BYTES.search(qs):
+            return None
+        _check_names(qs.split(b"&"), max_key_length)
+        return _unquote_to_bytes(qs.replace(b"+", b" ")).decode("utf-8", "replace"), False
+    if qs.count("&") >= max_pairs:
+        return None
+    if "%" not in qs:
+        return (qs.replace("+", " ") if "+" in qs else qs), True
+    if not qs.isascii() or _ESCAPED_SEPARATOR_STR.search(qs):
+        return None
+    _check_names(qs.split("&"), max_key_length)
+    return _unquote_to_bytes(qs.replace("+", " ")).decode("utf-8", "replace"), False
+
+
+def _per_component(qs: str | bytes, max_pairs: int, max_key_length: int) -> Iterator[tuple[str, str, str]]:
+    # The reference path: split first, then decode each name and value on its own.
+    if isinstance(qs, bytes) and qs.isascii():
+        qs = qs.decode("ascii")  # the str branch skips the components without % or +
+    for piece in _split_pieces(qs, max_pairs):
+        if not piece:
+            continue
+        if isinstance(piece, bytes):
+            name_b, _, value_b = piece.partition(b"=")
+            if len(name_b) > max_key_length:
+                raise LimitExceeded("max_key_length", max_key_length)
+            yield unquote(name_b), "=", unquote(value_b)
+        else:
+            name, _, value = piece.partition("=")
+            if len(name) > max_key_length:
+                raise LimitExceeded("max_key_length", max_key_length)
+            if "%" in name or "+" in name:
+                name = unquote(name)
+            if "%" in value or "+" in value:
+                value = unquote(value)
+            yield name, "=", value
+
+
+def _triples(
+    qs: str | bytes, max_pairs: int, max_key_length: int, keep_blank: bool
+) -> Iterable[tuple[str, str, str]]:
+    """``(name, "=", value)`` for every pair in wire order (the shape of ``str.partition``)."""
+    whole = _whole_text(qs, max_pairs, max_key_length)
+    triples: Iterable[tuple[str, str, str]]
+    if whole is None:
+        triples = _per_component(qs, max_pairs, max_key_length)
+    else:
+        text, check_names = whole
+        pieces = text.split("&")
+        if "" in pieces:
+            pieces = list(filter(None, pieces))
+        if check_names and len(text) > max_key_length:
+            _check_names(pieces, max_key_length)
+        # str.partition called from C for each piece: no Python frame per pair.
+        triples = map(str.partition, pieces, repeat("="))
+    return triples if keep_blank else filter(_value, triples)
+
+
 def parse(
     qs: str | bytes,
     *,
@@ -136,29 +241,7 @@ def parse(
     ``keep_blank=False`` drops pairs whose decoded value is empty (``a=`` and ``a``).
     A leading ``?`` is NOT stripped: pass the query component only.
     """
-    if isinstance(qs, bytes) and qs.isascii():
-        qs = qs.decode("ascii")
-    pairs: list[tuple[str, str]] = []
-    append = pairs.append
-    for piece in _split_pieces(qs, max_pairs):
-        if not piece:
-            continue
-        if isinstance(piece, bytes):
-            name_b, _, value_b = piece.partition(b"=")
-            if len(name_b) > max_key_length:
-                raise LimitExceeded("max_key_length", max_key_length)
-            name, value = unquote(name_b), unquote(value_b)
-        else:
-            name, _, value = piece.partition("=")
-            if len(name) > max_key_length:
-                raise LimitExceeded("max_key_length", max_key_length)
-            if "%" in name or "+" in name:
-                name = unquote(name)
-            if "%" in value or "+" in value:
-                value = unquote(value)
-        if value or keep_blank:
-            append((name, value))
-    return pairs
+    return [(name, value) for name, _, value in _triples(qs, max_pairs, max_key_length, keep_blank)]
 
 
 def parse_dict(
@@ -170,14 +253,11 @@ def parse_dict(
 ) -> dict[str, list[str]]:
     """``parse`` grouped by name: each name maps to its values in wire order."""
     grouped: dict[str, list[str]] = {}
-    for name, value in parse(
-        qs, max_pairs=max_pairs, max_key_length=max_key_length, keep_blank=keep_blank
-    ):
-        values = grouped.get(name)
-        if values is None:
-            grouped[name] = [value]
+    for name, _, value in _triples(qs, max_pairs, max_key_length, keep_blank):
+        if name in grouped:
+            grouped[name].append(value)
         else:
-            values.append(value)
+            grouped[name] = [value]
     return grouped
 
 

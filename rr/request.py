@@ -255,4 +255,5 @@ class Request:
         if ctype.startswith("multipart/form-data"):
             boundary = multipart.parse_boundary(self.headers.get("content-type") or "")
             return multipart.parse_form(self.iter_body(), boundary)
-        return multipart.FormData(qs.parse_dict(self.read_body().decode("utf-8", "replace")), {})
+        # The raw bytes: rr.qs decodes them once, escapes and UTF-8 together (WHATWG order).
+        return multipart.FormData(qs.parse_dict(self.read_body()), {})

@@ -258,7 +258,11 @@ SCENARIOS: dict[str, Scenario] = {
                  env={"BENCH_ROUTES": str(common.ROUTE_COUNT)}, check=_check_body(200, common.HELLO),
                  headline=True, note="100 routes, round-robin"),
         Scenario("post_4kb_form", "/form", lua="form.lua", method="POST", body=common.form_request_body(),
-                 check=_check_body(200, b"128"), headline=True),
+                 check=_check_body(200, b"128"), headline=True,
+                 note="the handler parses the 128-pair urlencoded body and answers the pair count: rr with its "
+                      "own parser (`req.read_form()`, rr.qs, ~32 µs a parse), the peers' raw ASGI/WSGI apps "
+                      "with `urllib.parse.parse_qsl` (~76 µs), so the row is server plus parser, not server "
+                      "overhead alone (docs/bench_rr.md)"),
         Scenario("large_post_streaming", "/drain", lua="post.lua", env={"BENCH_BODY_SIZE": str(1 << 20)},
                  method="POST", body=b"x" * (1 << 20), port_key="manual", check=_check_body(200, b"ok"),
                  note="1 MiB POST read in chunks"),
@@ -1573,6 +1577,9 @@ def render_markdown(report: Report) -> str:
             unit = "" if sc.unit == "req/s" else f" ({sc.unit})"
             lines.append(f"| {sc.name}{unit} | " + " | ".join(cells) + " |")
         lines.append("")
+        noted = [sc for sc in rows if sc.note and sc not in h2_rows]
+        if noted:
+            lines += ["What some rows do:", ""] + [f"- {sc.name}: {sc.note}" for sc in noted] + [""]
         lines += ["Latency p50 / p99, ms (median over rounds)" + (
             "; h2load rows from its `--log-file` (time from request start to end of response)" if h2_rows else "")
             + ".", ""]

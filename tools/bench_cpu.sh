@@ -10,7 +10,10 @@
 # number to compare between two variants run back to back. Loopback only.
 # CLOSE=1: a new connection per request instead (wrk -c 50 for 3 s with
 # "Connection: close", the connection_storm row): CPU per accepted connection.
-# BODY=FILE: POST FILE as each request's body (h2load -d; echo, multi_request_body);
+# BODY=FILE: POST FILE as each request's body (h2load -d; echo, multi_request_body),
+# sent as CTYPE (default application/octet-stream; post_4kb_form:
+# CTYPE=application/x-www-form-urlencoded with the body bench_common.form_request_body()
+# writes, see docs/bench_rr.md);
 # N=COUNT: measured requests (default 40000).
 set -euo pipefail
 label=$1; port=$2; path=$3; app=$4; shift 4
@@ -21,7 +24,7 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.1; done
 post=()
-if [ -n "${BODY:-}" ]; then post=(-d "$BODY" -H "content-type: application/octet-stream"); fi
+if [ -n "${BODY:-}" ]; then post=(-d "$BODY" -H "content-type: ${CTYPE:-application/octet-stream}"); fi
 n=${N:-40000}
 taskset -c 1 h2load --h1 -n 5000 -c 50 "${post[@]}" "http://127.0.0.1:$port$path" > /dev/null
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }

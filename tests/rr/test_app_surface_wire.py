@@ -4,6 +4,7 @@ response shape, reload_routes under load, url_for."""
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qsl
 
 import gevent
 import gevent.event
@@ -90,6 +91,48 @@ def test_read_form_urlencoded_and_json_body(serve):
                                "files": {"f": [["n.txt", "hi"]]}}
     _, out = request(srv, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n[1,2,3 ]")
     assert json.loads(out) == [1, 2, 3]
+
+
+# The post_4kb_form bench body (tools/bench_apps/bench_common.form_request_body), then the same with
+# a + or an escape in the last pair only, an empty piece, a bare name and repeated names: rr.qs's
+# one-pass path must still agree with the stdlib on each.
+_BENCH_FORM = "&".join(f"k{i:03d}=abcdefghijklmnopqrstuvwxyz0" for i in range(128))
+_FORMS = [_BENCH_FORM, _BENCH_FORM + "&z=a+b", _BENCH_FORM + "&z=%41%e2%82%ac", _BENCH_FORM + "&&flag&k001=again",
+          "x+y=%3D%26&" + _BENCH_FORM]
+
+
+@pytest.mark.parametrize("body", _FORMS, ids=["bench", "plus-last", "escape-last", "empty-bare-repeat",
+                                              "escaped-separators"])
+def test_read_form_agrees_with_parse_qsl_on_the_bench_body(serve, body):
+    def form(req):
+        with req.read_form() as data:
+            return resp.json(200, data.fields)
+
+    srv = serve(form)
+
+    def post() -> bytes:  # httpx sends the body as given, with the browser's form content type
+        with httpx.Client() as client:
+            return client.post(srv.url + "/", content=body.encode(),
+                               headers={"content-type": "application/x-www-form-urlencoded"}).content
+
+    expected: dict[str, list[str]] = {}
+    for name, value in parse_qsl(body, keep_blank_values=True):
+        expected.setdefault(name, []).append(value)
+    assert json.loads(in_thread(post)) == expected
+
+
+def test_read_form_decodes_escapes_and_raw_utf8_together(serve):
+    # WHATWG decodes the percent-escapes to bytes and then reads the bytes as UTF-8: a raw lead
+    # byte and an escaped continuation byte are one character; invalid bytes are U+FFFD.
+    def form(req):
+        with req.read_form() as data:
+            return resp.json(200, data.fields)
+
+    srv = serve(form)
+    body = b"e=\xc3%A9&bad=\xff%FF&k=v"
+    _, out = request(srv, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert json.loads(out) == {"e": ["\u00e9"], "bad": ["\ufffd\ufffd"], "k": ["v"]}
 
 
 def _tag(label):

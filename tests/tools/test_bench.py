@@ -197,6 +197,15 @@ def test_render_baseline_is_rr_when_it_ran():
     assert "none: every response" in text
 
 
+def test_render_says_post_4kb_form_times_rr_own_parser_against_parse_qsl():
+    # So nobody reads the row as server overhead alone: rr parses with read_form, the peers parse_qsl.
+    run = bench.RunResult(requests=10000, duration_s=1.0, errors={}, p50_us=1, p99_us=2)
+    cells = {("post_4kb_form", "rr"): bench.Cell(runs=[run]), ("post_4kb_form", "pywsgi"): bench.Cell(runs=[run])}
+    text = bench.render_markdown(_report_with(cells, servers=("rr", "pywsgi"), scenarios=("post_4kb_form",)))
+    line = next(ln for ln in text.splitlines() if ln.startswith("- post_4kb_form: "))
+    assert "req.read_form()" in line and "parse_qsl" in line and "not server overhead alone" in line
+
+
 def test_profile_leaves_greenlet_waits_out_of_the_honest_cumulative_list(tmp_path):
     """A function that waits on a greenlet switch is charged with others' work by cProfile: left out."""
     code = (

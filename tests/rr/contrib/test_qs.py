@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, unquote_to_bytes
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -96,6 +98,73 @@ def test_long_values_are_not_limited_by_the_key_bound() -> None:
     assert qs.parse("k=" + "v" * 100_000, max_key_length=1) == [("k", "v" * 100_000)]
 
 
+# The one-pass path (rr.qs decodes the whole text, then splits) against the cases where a
+# shortcut would go wrong: the feature sits in the LAST pair of a long body only.
+_LONG = "&".join(f"k{i:03d}=abcdefghijklmnopqrstuvwxyz0" for i in range(128))
+_LONG_PAIRS = [(f"k{i:03d}", "abcdefghijklmnopqrstuvwxyz0") for i in range(128)]
+
+ONE_PASS_CASES = [
+    ("", _LONG_PAIRS, "no + and no % anywhere"),
+    ("&z=a+b", [*_LONG_PAIRS, ("z", "a b")], "a + in the last value only"),
+    ("&a+b=z", [*_LONG_PAIRS, ("a b", "z")], "a + in the last name only"),
+    ("&z=%41%e2%82%ac", [*_LONG_PAIRS, ("z", "A€")], "an escape in the last pair only"),
+    ("&z=%2B+", [*_LONG_PAIRS, ("z", "+ ")], "an escaped + stays a plus next to a real space"),
+    ("&z=%26%3d", [*_LONG_PAIRS, ("z", "&=")], "escaped separators in the last pair only"),
+    ("&z=%zz%4", [*_LONG_PAIRS, ("z", "%zz%4")], "invalid escapes in the last pair only"),
+    ("&z=%C3&y=%A9", [*_LONG_PAIRS, ("z", "\ufffd"), ("y", "\ufffd")], "a UTF-8 sequence never spans a &"),
+    ("&z=%C3=%A9", [*_LONG_PAIRS, ("z", "\ufffd=\ufffd")], "nor a ="),
+    ("&&", _LONG_PAIRS, "empty pieces at the end"),
+    ("&flag", [*_LONG_PAIRS, ("flag", "")], "a piece without = at the end"),
+    ("&=", [*_LONG_PAIRS, ("", "")], "an empty name at the end"),
+]
+
+
+@pytest.mark.parametrize(("tail", "pairs", "rule"), ONE_PASS_CASES, ids=[c[2] for c in ONE_PASS_CASES])
+def test_the_one_pass_path_keeps_the_rules_in_the_last_pair(
+    tail: str, pairs: list[tuple[str, str]], rule: str
+) -> None:
+    assert qs.parse(_LONG + tail) == pairs
+    assert qs.parse((_LONG + tail).encode()) == pairs
+    grouped: dict[str, list[str]] = {}
+    for name, value in pairs:
+        grouped.setdefault(name, []).append(value)
+    assert qs.parse_dict((_LONG + tail).encode()) == grouped
+
+
+def test_an_empty_piece_and_a_bare_name_in_the_middle() -> None:
+    assert qs.parse("a=1&&b&c=%41&&") == [("a", "1"), ("b", ""), ("c", "A")]
+    assert qs.parse_dict(b"a=1&&b&a=%41+") == {"a": ["1", "A "], "b": [""]}
+
+
+def test_keep_blank_false_on_the_escaped_path() -> None:
+    assert qs.parse("a=%41&b=&c", keep_blank=False) == [("a", "A")]
+    assert qs.parse_dict(b"a=%41&b=&c&a=", keep_blank=False) == {"a": ["A"]}
+
+
+def test_the_key_bound_is_on_the_raw_key_on_every_path() -> None:
+    # The last pair's key only, past a body longer than the bound.
+    with pytest.raises(qs.LimitExceeded, match="max_key_length"):
+        qs.parse(_LONG + "&" + "k" * 1025 + "=v")
+    with pytest.raises(qs.LimitExceeded, match="max_key_length"):
+        qs.parse_dict((_LONG + "&" + "k" * 1025).encode())
+    # Escaped: 12 raw characters decode to 4, still over a bound of 10.
+    with pytest.raises(qs.LimitExceeded, match="max_key_length"):
+        qs.parse("a=1&" + "%41" * 4 + "=v", max_key_length=10)
+    with pytest.raises(qs.LimitExceeded, match="max_key_length"):
+        qs.parse_dict(b"a=1&" + b"%41" * 4 + b"=v", max_key_length=10)
+    # Raw UTF-8 bytes: 12 bytes, 6 characters.
+    with pytest.raises(qs.LimitExceeded, match="max_key_length"):
+        qs.parse("a=1&éééééé=v".encode(), max_key_length=10)
+    # A long value is no long key, on either path.
+    assert qs.parse("k=%41" + "v" * 2000, max_key_length=10) == [("k", "A" + "v" * 2000)]
+    assert qs.parse(_LONG + "&k=" + "v" * 2000) == [*_LONG_PAIRS, ("k", "v" * 2000)]
+
+
+def test_a_str_with_a_lone_surrogate_keeps_it_outside_escaped_components() -> None:
+    # Such a str (surrogateescape'd bytes, say) is text: only components with escapes are re-read as UTF-8.
+    assert qs.parse("a=\udcff&b=%41") == [("a", "\udcff"), ("b", "A")]
+
+
 ENCODE_CASES = [
     ([("a", "1")], "a=1"),
     ([("a b", "c d")], "a+b=c+d"),
@@ -156,3 +225,41 @@ def test_parse_never_raises_below_the_limits(raw: bytes) -> None:
 @given(_text)
 def test_unquote_of_quote_is_identity(text: str) -> None:
     assert qs.unquote(qs.quote(text)) == text
+
+
+def _reference(raw: bytes) -> list[tuple[str, str]]:
+    """The WHATWG parser step by step, one component at a time (no shortcuts)."""
+    pairs = []
+    for piece in raw.split(b"&"):
+        if piece:
+            name, _, value = piece.partition(b"=")
+            pairs.append(tuple(
+                unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8", "replace") for part in (name, value)))
+    return pairs  # type: ignore[return-value]
+
+
+# Inputs made of the pieces the shortcuts hinge on: separators, +, escapes (valid, invalid, of a
+# separator), raw non-ASCII and invalid UTF-8 bytes.
+_atoms = st.sampled_from([b"&", b"=", b"+", b"%", b"a", b"2", b"6", b"D", b"%26", b"%3D", b"%3d", b"%2B",
+                          b"%41", b"%C3", b"%A9", b"%zz", b"\xc3", b"\xa9", b"\xff", "é€".encode()])
+
+
+@given(st.lists(_atoms, max_size=40).map(b"".join))
+def test_parse_of_bytes_equals_the_step_by_step_rules(raw: bytes) -> None:
+    expected = _reference(raw)
+    assert qs.parse(raw) == expected
+    grouped: dict[str, list[str]] = {}
+    for name, value in expected:
+        grouped.setdefault(name, []).append(value)
+    assert qs.parse_dict(raw) == grouped
+
+
+@given(st.lists(_atoms, max_size=40).map(b"".join))
+def test_parse_of_ascii_text_equals_parse_qsl(raw: bytes) -> None:
+    text = raw.decode("ascii", "ignore")
+    assert qs.parse(text) == parse_qsl(text, keep_blank_values=True)
+
+
+@given(st.text(st.sampled_from("&=+%26Da\u00e9\u20ac"), max_size=40))
+def test_parse_of_text_equals_parse_of_its_utf8(text: str) -> None:
+    assert qs.parse(text) == qs.parse(text.encode())
