@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Server CPU time per request of the Flask hello app (tools/bench_apps/flask_hello.py),
-# under rr's CLI or gunicorn -k gevent, started as tools/bench.py's flask phase starts them.
+# under rr's CLI, gunicorn -k gevent, gevent.pywsgi or the WSGI floor (raw:
+# tools/bench_apps/wsgi_floor.py), started as tools/bench.py's flask phase starts them.
 #
-#   [PYTHON=...] [RR=<rr checkout>] tools/bench_wsgi_cpu.sh rr|gunicorn|pywsgi PORT [N]
+#   [PYTHON=...] [RR=<rr checkout>] [APP=module:attr] tools/bench_wsgi_cpu.sh rr|gunicorn|pywsgi|raw PORT [N]
+#
+# APP serves another WSGI app from tools/bench_apps instead (wsgi_app:app: a plain
+# three-line app, to tell a server's own cost from Flask's); pywsgi serves only flask_hello.
 #
 # The server is pinned to core 0, `h2load --h1 -c 50` to core 1: 5000 requests to warm
 # up, then N (40000) measured. CPU is utime+stime from /proc of the server's processes
@@ -14,13 +18,15 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 rr_root="$(cd "${RR:-$root}" && pwd)"
 py="${PYTHON:-$root/.venv/bin/python}"
 apps="$root/tools/bench_apps"
+app="${APP:-flask_hello:app}"
 case "$server" in
   rr) cmd=(env PYTHONPATH="$rr_root" "$py" -m rr --config "$apps/rr_flask.toml" --port "$port"
-           --chdir "$apps" flask_hello:app) ;;
+           --chdir "$apps" "$app") ;;
   gunicorn) cmd=("$(dirname "$py")/gunicorn" -k gevent --workers 1 --bind "127.0.0.1:$port"
-                 --worker-connections 20000 --keep-alive 600 --log-level warning --chdir "$apps" flask_hello:app) ;;
+                 --worker-connections 20000 --keep-alive 600 --log-level warning --chdir "$apps" "$app") ;;
   pywsgi) cmd=("$py" "$apps/flask_hello.py" "$port") ;;
-  *) echo "server: rr, gunicorn or pywsgi" >&2; exit 2 ;;
+  raw) cmd=("$py" "$apps/wsgi_floor.py" "$port" "$app") ;;
+  *) echo "server: rr, gunicorn, pywsgi or raw" >&2; exit 2 ;;
 esac
 cd "$apps"
 taskset -c 0 "${cmd[@]}" > "/tmp/bench_wsgi_cpu_$server.log" 2>&1 &
