@@ -3,9 +3,9 @@
 # under rr's CLI, gunicorn -k gevent, gevent.pywsgi or the WSGI floor (raw:
 # tools/bench_apps/wsgi_floor.py), started as tools/bench.py's flask phase starts them.
 #
-#   [PYTHON=...] [RR=<rr checkout>] [APP=module:attr] tools/bench_wsgi_cpu.sh rr|gunicorn|pywsgi|raw PORT [N]
+#   [PYTHON=...] [RR=<rr checkout>] [APP=module:attr] [TARGET=/path] tools/bench_wsgi_cpu.sh rr|gunicorn|pywsgi|raw PORT [N]
 #
-# APP serves another WSGI app from tools/bench_apps instead (wsgi_app:app: a plain
+# APP serves another WSGI app from tools/bench_apps instead (APP=wsgi_app:app TARGET=/: a plain
 # three-line app, to tell a server's own cost from Flask's); pywsgi serves only flask_hello.
 #
 # The server is pinned to core 0, `h2load --h1 -c 50` to core 1: 5000 requests to warm
@@ -19,6 +19,7 @@ rr_root="$(cd "${RR:-$root}" && pwd)"
 py="${PYTHON:-$root/.venv/bin/python}"
 apps="$root/tools/bench_apps"
 app="${APP:-flask_hello:app}"
+target="${TARGET:-/hello}"
 case "$server" in
   rr) cmd=(env PYTHONPATH="$rr_root" "$py" -m rr --config "$apps/rr_flask.toml" --port "$port"
            --chdir "$apps" "$app") ;;
@@ -32,8 +33,8 @@ cd "$apps"
 taskset -c 0 "${cmd[@]}" > "/tmp/bench_wsgi_cpu_$server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/hello" && break; sleep 0.1; done
-taskset -c 1 h2load --h1 -n 5000 -c 50 "http://127.0.0.1:$port/hello" > /dev/null
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port$target" && break; sleep 0.1; done
+taskset -c 1 h2load --h1 -n 5000 -c 50 "http://127.0.0.1:$port$target" > /dev/null
 ticks() {  # the server process and its children (gunicorn's worker)
   local total=0 p
   for p in $pid $(pgrep -P "$pid" || true); do
@@ -43,8 +44,8 @@ ticks() {  # the server process and its children (gunicorn's worker)
 }
 hz=$(getconf CLK_TCK)
 t0=$(ticks)
-out=$(taskset -c 1 h2load --h1 -n "$n" -c 50 "http://127.0.0.1:$port/hello")
+out=$(taskset -c 1 h2load --h1 -n "$n" -c 50 "http://127.0.0.1:$port$target")
 t1=$(ticks)
 ok=$(grep -oE "[0-9]+ succeeded" <<< "$out")
-rps=$(grep -oE "finished in [0-9.]+s, [0-9.]+ req/s" <<< "$out" | grep -oE "[0-9.]+ req/s")
+rps=$(grep -oE "finished in [0-9.]+m?s, [0-9.]+ req/s" <<< "$out" | grep -oE "[0-9.]+ req/s")
 echo "$server: $(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.2f", t * 1000000 / hz / n }') us CPU/request ($ok of $n, $rps)"

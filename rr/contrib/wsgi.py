@@ -86,6 +86,7 @@ _HOSTS: dict[str, tuple[str, str | None]] = {}
 # The app's side: status line -> code, and response field -> the field checked, name lowercased.
 _STATUSES: dict[str, int] = {}
 _FIELDS: dict[tuple[str, str], tuple[str, str]] = {}
+_LENGTHS: dict[str, int] = {}  # content-length value -> its number (-1: not a number)
 _FIELD_VALUE_MAX = 128
 
 
@@ -172,6 +173,31 @@ class Input:
     def __iter__(self) -> Iterator[bytes]:
         while line := self.readline():
             yield line
+
+
+class _EmptyInput:
+    """``wsgi.input`` of a request without a body: every read is empty. Stateless, so one
+    instance serves every such request (nothing an app does to it reaches the next one)."""
+
+    __slots__ = ()
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+_EMPTY_INPUT = _EmptyInput()
 
 
 class ErrorStream:
@@ -300,6 +326,18 @@ def _status_code(status: Any) -> int:
     return code
 
 
+def _content_length(value: str) -> int:
+    """The app's ``content-length`` value as a number, -1 when it is not one; remembered in
+    ``_LENGTHS`` (one entry per distinct value: bounded like the other caches)."""
+    stripped = value.strip()
+    length = int(stripped) if stripped.isascii() and stripped.isdigit() else -1
+    if type(value) is str:
+        if len(_LENGTHS) >= _CACHE_MAX:
+            _LENGTHS.clear()
+        _LENGTHS[value] = length
+    return length
+
+
 def _response_field(field: Any) -> tuple[str, str]:
     """A ``start_response`` header checked and its name lowercased; remembered in
     ``_FIELDS`` when its value is short (a long one is likely unique: a cookie, a token)."""
@@ -353,8 +391,9 @@ class _Exchange:
                 checked = _response_field(field)
             fields.append(checked)
             if checked[0] == "content-length" and declared is None:
-                value = checked[1].strip()
-                declared = int(value) if value.isdigit() else -1
+                declared = _LENGTHS.get(checked[1])
+                if declared is None:
+                    declared = _content_length(checked[1])
         self.status = code
         self.headers = fields
         self.declared = declared if declared is None or declared >= 0 else None
@@ -448,14 +487,20 @@ class WSGIHandler:
         else:
             env["REMOTE_ADDR"] = ""
         # The body rr already holds in ``auto`` mode is handed over as a BytesIO; in
-        # ``manual`` mode wsgi.input reads the connection on demand.
+        # ``manual`` mode wsgi.input reads the connection on demand; a request without
+        # a body gets the shared empty stream.
         if req.body_buffered:
             body = req.read_body()  # already in memory: handed over, not copied
-            env["wsgi.input"] = io.BytesIO(body)
-            if body and "CONTENT_LENGTH" not in env:
-                env["CONTENT_LENGTH"] = str(len(body))
-        else:
+            if body:
+                env["wsgi.input"] = io.BytesIO(body)
+                if "CONTENT_LENGTH" not in env:
+                    env["CONTENT_LENGTH"] = str(len(body))
+            else:
+                env["wsgi.input"] = _EMPTY_INPUT
+        elif req.has_body:
             env["wsgi.input"] = Input(req.read_body)
+        else:
+            env["wsgi.input"] = _EMPTY_INPUT
         env["wsgi.errors"] = ErrorStream(req)
         env["rr.request"] = req
         return env
@@ -464,9 +509,13 @@ class WSGIHandler:
         environ = self.environ(req)
         if environ is None:
             return resp.not_found()
+        errors = environ["wsgi.errors"]  # ours, whatever the app puts in its place
         exchange = _Exchange(req)
-        result = self.app(environ, exchange.start_response)
-        errors = environ["wsgi.errors"]
+        try:
+            result = self.app(environ, exchange.start_response)
+        except BaseException:
+            errors.flush()
+            raise
         handed_to_stream = False
         try:
             shape = self._shape(req, exchange, result, errors)
@@ -474,7 +523,9 @@ class WSGIHandler:
             return shape
         finally:
             if not handed_to_stream:
-                _close(result)
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
                 errors.flush()
 
     def _shape(self, req: Request, exchange: _Exchange, result: Iterable[bytes],
@@ -486,8 +537,9 @@ class WSGIHandler:
         if isinstance(result, _SEQUENCES) and len(result) <= 1:  # complete: one Response, no join
             if exchange.status is None:
                 raise RuntimeError("the WSGI application returned without calling start_response")
-            parts = [_bytes(chunk) for chunk in result]
-            return self._buffered(req, exchange, exchange.written + parts if exchange.written else parts)
+            if exchange.written:
+                return self._buffered(req, exchange, b"".join([*exchange.written, *map(_bytes, result)]))
+            return self._buffered(req, exchange, _bytes(result[0]) if result else b"")
         chunks = iter(result)
         first = b""
         for chunk in chunks:  # the head waits for the first non-empty chunk (PEP 3333)
@@ -495,29 +547,30 @@ class WSGIHandler:
             if first:
                 break
         else:
-            return self._buffered(req, exchange, exchange.written)
+            return self._buffered(req, exchange, b"".join(exchange.written))
         if exchange.status is None:
             raise RuntimeError("the WSGI application sent a body without calling start_response")
-        pending = [b"".join([*exchange.written, first])] if exchange.written else [first]
+        if exchange.written:
+            first = b"".join([*exchange.written, first])
         declared = exchange.declared
-        if declared is not None and sum(map(len, pending)) >= declared:
+        if declared is not None and len(first) >= declared:
             # The declared length is met: the body is complete, whatever else the iterator holds.
-            return self._buffered(req, exchange, pending)
+            return self._buffered(req, exchange, first)
         return resp.Stream(exchange.status, exchange.headers,
-                           self._streamer(exchange, result, chain(pending, chunks), declared, errors))
+                           self._streamer(exchange, result, chain((first,), chunks), declared, errors))
 
-    def _buffered(self, req: Request, exchange: _Exchange, parts: list[bytes]) -> resp.Response:
-        if exchange.status is None:
+    def _buffered(self, req: Request, exchange: _Exchange, body: bytes) -> resp.Response:
+        status = exchange.status
+        if status is None:
             raise RuntimeError("the WSGI application returned without calling start_response")
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
         declared = exchange.declared
         if declared is not None and len(body) != declared and req.method != "HEAD" \
-                and exchange.status not in _NO_BODY_STATUS:
+                and status not in _NO_BODY_STATUS:
             if len(body) < declared:
                 _log.warning("WSGI body shorter than its content-length; the real length is sent",
                              declared=declared, sent=len(body), request_id=req.request_id)
             body = body[:declared]
-        return resp.Response(exchange.status, exchange.headers, body)
+        return resp.Response(status, exchange.headers, body)
 
     def _streamer(self, exchange: _Exchange, result: Any, chunks: Iterator[bytes],
                   declared: int | None, errors: ErrorStream) -> Callable[[Callable[..., None]], None]:
