@@ -80,6 +80,10 @@ _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # Host value -> (SERVER_NAME, port). Clients choose these strings, so each cache is
 # emptied when it reaches _CACHE_MAX entries (a flood of new names costs what no cache would).
 _CACHE_MAX = 1024
+# The environ keys set for every request (WSGIHandler.environ), present in its base from the start.
+_PER_REQUEST_KEYS = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI", "REQUEST_URI", "SERVER_PROTOCOL",
+                     "wsgi.url_scheme", "SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR", "wsgi.input", "wsgi.errors",
+                     "rr.request")
 _SPECIAL_KEYS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _ENVIRON_KEYS: dict[str, str] = dict(_SPECIAL_KEYS)
 _HOSTS: dict[str, tuple[str, str | None]] = {}
@@ -437,6 +441,9 @@ class WSGIHandler:
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
         }
+        # Every key environ() always sets, so the copy it starts from has its final size
+        # (no resize while it fills in) — each is assigned for every request.
+        self._base.update(dict.fromkeys(_PER_REQUEST_KEYS))
 
     def __repr__(self) -> str:
         return f"<rr.contrib.wsgi handler for {self.app!r}>"
@@ -452,16 +459,13 @@ class WSGIHandler:
                 return None
             path = path[len(script_name):]
         scheme = req.scheme
-        env = {
-            **self._base,
-            "REQUEST_METHOD": req.method,
-            "PATH_INFO": path,
-            "QUERY_STRING": req.query_string,
-            "RAW_URI": req.target,
-            "REQUEST_URI": req.target,
-            "SERVER_PROTOCOL": req.version,
-            "wsgi.url_scheme": scheme,
-        }
+        env = self._base.copy()  # the per-request keys are all assigned below
+        env["REQUEST_METHOD"] = req.method
+        env["PATH_INFO"] = path
+        env["QUERY_STRING"] = req.query_string
+        env["RAW_URI"] = env["REQUEST_URI"] = req.target
+        env["SERVER_PROTOCOL"] = req.version
+        env["wsgi.url_scheme"] = scheme
         keys = _ENVIRON_KEYS
         for name, value in req.headers.items():
             key = keys.get(name)
@@ -489,7 +493,9 @@ class WSGIHandler:
         # The body rr already holds in ``auto`` mode is handed over as a BytesIO; in
         # ``manual`` mode wsgi.input reads the connection on demand; a request without
         # a body gets the shared empty stream.
-        if req.body_buffered:
+        if not req.has_body:
+            env["wsgi.input"] = _EMPTY_INPUT
+        elif req.body_buffered:
             body = req.read_body()  # already in memory: handed over, not copied
             if body:
                 env["wsgi.input"] = io.BytesIO(body)
@@ -497,10 +503,8 @@ class WSGIHandler:
                     env["CONTENT_LENGTH"] = str(len(body))
             else:
                 env["wsgi.input"] = _EMPTY_INPUT
-        elif req.has_body:
-            env["wsgi.input"] = Input(req.read_body)
         else:
-            env["wsgi.input"] = _EMPTY_INPUT
+            env["wsgi.input"] = Input(req.read_body)
         env["wsgi.errors"] = ErrorStream(req)
         env["rr.request"] = req
         return env
