@@ -10,7 +10,8 @@
 #
 # The server is pinned to core 0, `h2load --h1 -c 50` to core 1: 5000 requests to warm
 # up, then N (40000) measured. CPU is utime+stime from /proc of the server's processes
-# (gunicorn's master and its worker), read before and after. RR picks the rr checkout
+# (gunicorn's master and its worker), read before and after; WRK=SECONDS measures under
+# tools/bench.py's load instead (wrk -t1 -c50 for that long). RR picks the rr checkout
 # served (default: this one), for A/B runs of two branches. Loopback only.
 set -euo pipefail
 server=$1; port=$2; n=${3:-40000}
@@ -44,8 +45,16 @@ ticks() {  # the server process and its children (gunicorn's worker)
 }
 hz=$(getconf CLK_TCK)
 t0=$(ticks)
-out=$(taskset -c 1 h2load --h1 -n "$n" -c 50 "http://127.0.0.1:$port$target")
-t1=$(ticks)
-ok=$(grep -oE "[0-9]+ succeeded" <<< "$out")
-rps=$(grep -oE "finished in [0-9.]+m?s, [0-9.]+ req/s" <<< "$out" | grep -oE "[0-9.]+ req/s")
+if [ -n "${WRK:-}" ]; then  # tools/bench.py's load: wrk -t1 -c50 for WRK seconds
+  out=$(taskset -c 1 wrk -t1 -c 50 -d "${WRK}s" "http://127.0.0.1:$port$target")
+  t1=$(ticks)
+  n=$(grep -oE "[0-9]+ requests in" <<< "$out" | grep -oE "^[0-9]+")
+  ok="wrk: $(grep -E "Non-2xx|Socket errors" <<< "$out" || echo "no errors"),"
+  rps="$(grep -oE "Requests/sec: +[0-9.]+" <<< "$out" | grep -oE "[0-9.]+$") req/s"
+else
+  out=$(taskset -c 1 h2load --h1 -n "$n" -c 50 "http://127.0.0.1:$port$target")
+  t1=$(ticks)
+  ok=$(grep -oE "[0-9]+ succeeded" <<< "$out")
+  rps=$(grep -oE "finished in [0-9.]+m?s, [0-9.]+ req/s" <<< "$out" | grep -oE "[0-9.]+ req/s")
+fi
 echo "$server: $(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$n" 'BEGIN { printf "%.2f", t * 1000000 / hz / n }') us CPU/request ($ok of $n, $rps)"
