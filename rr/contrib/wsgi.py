@@ -216,13 +216,16 @@ class ErrorStream:
 
     def __init__(self, req: Request) -> None:
         self._req = req  # its request_id is made only when something is logged
-        self._pending: list[str] = []
+        self._pending: list[str] | None = None  # text since the last line end
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"wsgi.errors takes str, not {type(text).__name__}")
-        self._pending.append(text)
-        if text.endswith("\n") or sum(map(len, self._pending)) > ERRORS_LINE_LIMIT:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = []
+        pending.append(text)
+        if text.endswith("\n") or sum(map(len, pending)) > ERRORS_LINE_LIMIT:
             self.flush()
         return len(text)
 
@@ -234,7 +237,7 @@ class ErrorStream:
         if not self._pending:
             return
         text = "".join(self._pending).rstrip()
-        self._pending.clear()
+        self._pending = None
         if text:
             _log.error(text, source="wsgi.errors", request_id=self._req.request_id)
 
@@ -361,14 +364,13 @@ def _response_field(field: Any) -> tuple[str, str]:
 class _Exchange:
     """One request's ``start_response``/``write`` state."""
 
-    __slots__ = ("req", "status", "headers", "declared", "written", "send", "head_sent")
+    __slots__ = ("status", "headers", "declared", "written", "send", "head_sent")
 
-    def __init__(self, req: Request) -> None:
-        self.req = req
+    def __init__(self) -> None:
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         self.declared: int | None = None  # the app's content-length, when it gave a valid one
-        self.written: list[bytes] = []
+        self.written: list[bytes] | None = None  # write() output held until the app returns
         self.send: Callable[..., None] | None = None
         self.head_sent = False
 
@@ -413,8 +415,10 @@ class _Exchange:
         self.head_sent = True
         if self.send is not None:
             self.send(bytes(data))
-        else:
+        elif self.written is not None:
             self.written.append(bytes(data))
+        else:
+            self.written = [bytes(data)]
 
 
 class WSGIHandler:
@@ -514,7 +518,7 @@ class WSGIHandler:
         if environ is None:
             return resp.not_found()
         errors = environ["wsgi.errors"]  # ours, whatever the app puts in its place
-        exchange = _Exchange(req)
+        exchange = _Exchange()
         try:
             result = self.app(environ, exchange.start_response)
         except BaseException:
@@ -551,7 +555,7 @@ class WSGIHandler:
             if first:
                 break
         else:
-            return self._buffered(req, exchange, b"".join(exchange.written))
+            return self._buffered(req, exchange, b"".join(exchange.written) if exchange.written else b"")
         if exchange.status is None:
             raise RuntimeError("the WSGI application sent a body without calling start_response")
         if exchange.written:
