@@ -173,7 +173,8 @@ class Request:
     @property
     def has_body(self) -> bool:
         """False when the request has no body at all: nothing buffered and no body source
-        (h1 without ``content-length`` or chunked framing); ``read_body()`` is then ``b""``."""
+        (h1 without ``content-length`` or chunked framing, h2/h3 whose HEADERS ended the
+        stream); ``read_body()`` is then ``b""`` without reading anything."""
         return self._body is not None or self._source is not NO_BODY
 
     def early_hints(self, headers: Any) -> bool:

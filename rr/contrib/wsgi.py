@@ -16,9 +16,12 @@ What it owns: the translation both ways.
   gunicorn drop them too). Repeated fields join with ``,`` (``cookie`` with
   ``; ``: h2 clients split it into crumbs). ``HTTP_HOST`` comes from
   ``:authority`` on h2. ``REMOTE_ADDR``/``REMOTE_PORT`` are the real peer.
+  Each request's environ is a new dict, copied from the handler's base of
+  fixed keys: what an app does to it never reaches another request.
 - ``wsgi.input`` streams the body: in ``manual`` body mode each read pulls
   from the connection (an upload is never held whole); in ``auto`` mode the
-  body rr already buffered is wrapped as it is, without a copy.
+  body rr already buffered is wrapped as it is, without a copy; a request
+  without a body (``Request.has_body``) gets one shared, stateless empty stream.
   ``wsgi.input_terminated`` is set, so chunked and h2 bodies without a
   ``content-length`` read to their end.
 - Out: ``start_response`` (with ``exc_info`` semantics: replace the status
