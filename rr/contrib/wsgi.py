@@ -504,12 +504,9 @@ class WSGIHandler:
             env["wsgi.input"] = _EMPTY_INPUT
         elif req.body_buffered:
             body = req.read_body()  # already in memory: handed over, not copied
-            if body:
-                env["wsgi.input"] = io.BytesIO(body)
-                if "CONTENT_LENGTH" not in env:
-                    env["CONTENT_LENGTH"] = str(len(body))
-            else:
-                env["wsgi.input"] = _EMPTY_INPUT
+            env["wsgi.input"] = io.BytesIO(body)
+            if body and "CONTENT_LENGTH" not in env:
+                env["CONTENT_LENGTH"] = str(len(body))
         else:
             env["wsgi.input"] = Input(req.read_body)
         env["wsgi.errors"] = ErrorStream(req)
