@@ -170,6 +170,13 @@ class Request:
         where each read may wait for the peer."""
         return self._body is not None
 
+    @property
+    def has_body(self) -> bool:
+        """False when the request has no body at all: nothing buffered and no body source
+        (h1 without ``content-length`` or chunked framing, h2/h3 whose HEADERS ended the
+        stream); ``read_body()`` is then ``b""`` without reading anything."""
+        return self._body is not None or self._source is not NO_BODY
+
     def early_hints(self, headers: Any) -> bool:
         """Send an interim ``103 Early Hints`` response (RFC 8297) before the final one.
 

@@ -16,9 +16,12 @@ What it owns: the translation both ways.
   gunicorn drop them too). Repeated fields join with ``,`` (``cookie`` with
   ``; ``: h2 clients split it into crumbs). ``HTTP_HOST`` comes from
   ``:authority`` on h2. ``REMOTE_ADDR``/``REMOTE_PORT`` are the real peer.
+  Each request's environ is a new dict, copied from the handler's base of
+  fixed keys: what an app does to it never reaches another request.
 - ``wsgi.input`` streams the body: in ``manual`` body mode each read pulls
   from the connection (an upload is never held whole); in ``auto`` mode the
-  body rr already buffered is wrapped as it is, without a copy.
+  body rr already buffered is wrapped as it is, without a copy; a request
+  without a body (``Request.has_body``) gets one shared, stateless empty stream.
   ``wsgi.input_terminated`` is set, so chunked and h2 bodies without a
   ``content-length`` read to their end.
 - Out: ``start_response`` (with ``exc_info`` semantics: replace the status
@@ -80,12 +83,17 @@ _DEFAULT_PORTS = {"http": "80", "https": "443"}
 # Host value -> (SERVER_NAME, port). Clients choose these strings, so each cache is
 # emptied when it reaches _CACHE_MAX entries (a flood of new names costs what no cache would).
 _CACHE_MAX = 1024
+# The environ keys set for every request (WSGIHandler.environ), present in its base from the start.
+_PER_REQUEST_KEYS = ("REQUEST_METHOD", "PATH_INFO", "QUERY_STRING", "RAW_URI", "REQUEST_URI", "SERVER_PROTOCOL",
+                     "wsgi.url_scheme", "SERVER_NAME", "SERVER_PORT", "REMOTE_ADDR", "wsgi.input", "wsgi.errors",
+                     "rr.request")
 _SPECIAL_KEYS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _ENVIRON_KEYS: dict[str, str] = dict(_SPECIAL_KEYS)
 _HOSTS: dict[str, tuple[str, str | None]] = {}
 # The app's side: status line -> code, and response field -> the field checked, name lowercased.
 _STATUSES: dict[str, int] = {}
 _FIELDS: dict[tuple[str, str], tuple[str, str]] = {}
+_LENGTHS: dict[str, int] = {}  # content-length value -> its number (-1: not a number)
 _FIELD_VALUE_MAX = 128
 
 
@@ -174,6 +182,31 @@ class Input:
             yield line
 
 
+class _EmptyInput:
+    """``wsgi.input`` of a request without a body: every read is empty. Stateless, so one
+    instance serves every such request (nothing an app does to it reaches the next one)."""
+
+    __slots__ = ()
+
+    def read(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+_EMPTY_INPUT = _EmptyInput()
+
+
 class ErrorStream:
     """``wsgi.errors``: text written here becomes ``error`` events of the ``rr.wsgi`` logger.
 
@@ -186,13 +219,16 @@ class ErrorStream:
 
     def __init__(self, req: Request) -> None:
         self._req = req  # its request_id is made only when something is logged
-        self._pending: list[str] = []
+        self._pending: list[str] | None = None  # text since the last line end
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"wsgi.errors takes str, not {type(text).__name__}")
-        self._pending.append(text)
-        if text.endswith("\n") or sum(map(len, self._pending)) > ERRORS_LINE_LIMIT:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = []
+        pending.append(text)
+        if text.endswith("\n") or sum(map(len, pending)) > ERRORS_LINE_LIMIT:
             self.flush()
         return len(text)
 
@@ -204,7 +240,7 @@ class ErrorStream:
         if not self._pending:
             return
         text = "".join(self._pending).rstrip()
-        self._pending.clear()
+        self._pending = None
         if text:
             _log.error(text, source="wsgi.errors", request_id=self._req.request_id)
 
@@ -300,6 +336,18 @@ def _status_code(status: Any) -> int:
     return code
 
 
+def _content_length(value: str) -> int:
+    """The app's ``content-length`` value as a number, -1 when it is not one; remembered in
+    ``_LENGTHS`` (one entry per distinct value: bounded like the other caches)."""
+    stripped = value.strip()
+    length = int(stripped) if stripped.isascii() and stripped.isdigit() else -1
+    if type(value) is str:
+        if len(_LENGTHS) >= _CACHE_MAX:
+            _LENGTHS.clear()
+        _LENGTHS[value] = length
+    return length
+
+
 def _response_field(field: Any) -> tuple[str, str]:
     """A ``start_response`` header checked and its name lowercased; remembered in
     ``_FIELDS`` when its value is short (a long one is likely unique: a cookie, a token)."""
@@ -319,14 +367,13 @@ def _response_field(field: Any) -> tuple[str, str]:
 class _Exchange:
     """One request's ``start_response``/``write`` state."""
 
-    __slots__ = ("req", "status", "headers", "declared", "written", "send", "head_sent")
+    __slots__ = ("status", "headers", "declared", "written", "send", "head_sent")
 
-    def __init__(self, req: Request) -> None:
-        self.req = req
+    def __init__(self) -> None:
         self.status: int | None = None
         self.headers: list[tuple[str, str]] = []
         self.declared: int | None = None  # the app's content-length, when it gave a valid one
-        self.written: list[bytes] = []
+        self.written: list[bytes] | None = None  # write() output held until the app returns
         self.send: Callable[..., None] | None = None
         self.head_sent = False
 
@@ -353,8 +400,9 @@ class _Exchange:
                 checked = _response_field(field)
             fields.append(checked)
             if checked[0] == "content-length" and declared is None:
-                value = checked[1].strip()
-                declared = int(value) if value.isdigit() else -1
+                declared = _LENGTHS.get(checked[1])
+                if declared is None:
+                    declared = _content_length(checked[1])
         self.status = code
         self.headers = fields
         self.declared = declared if declared is None or declared >= 0 else None
@@ -370,8 +418,10 @@ class _Exchange:
         self.head_sent = True
         if self.send is not None:
             self.send(bytes(data))
-        else:
+        elif self.written is not None:
             self.written.append(bytes(data))
+        else:
+            self.written = [bytes(data)]
 
 
 class WSGIHandler:
@@ -398,6 +448,9 @@ class WSGIHandler:
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
         }
+        # Every key environ() always sets, so the copy it starts from has its final size
+        # (no resize while it fills in) — each is assigned for every request.
+        self._base.update(dict.fromkeys(_PER_REQUEST_KEYS))
 
     def __repr__(self) -> str:
         return f"<rr.contrib.wsgi handler for {self.app!r}>"
@@ -413,16 +466,13 @@ class WSGIHandler:
                 return None
             path = path[len(script_name):]
         scheme = req.scheme
-        env = {
-            **self._base,
-            "REQUEST_METHOD": req.method,
-            "PATH_INFO": path,
-            "QUERY_STRING": req.query_string,
-            "RAW_URI": req.target,
-            "REQUEST_URI": req.target,
-            "SERVER_PROTOCOL": req.version,
-            "wsgi.url_scheme": scheme,
-        }
+        env = self._base.copy()  # the per-request keys are all assigned below
+        env["REQUEST_METHOD"] = req.method
+        env["PATH_INFO"] = path
+        env["QUERY_STRING"] = req.query_string
+        env["RAW_URI"] = env["REQUEST_URI"] = req.target
+        env["SERVER_PROTOCOL"] = req.version
+        env["wsgi.url_scheme"] = scheme
         keys = _ENVIRON_KEYS
         for name, value in req.headers.items():
             key = keys.get(name)
@@ -448,8 +498,11 @@ class WSGIHandler:
         else:
             env["REMOTE_ADDR"] = ""
         # The body rr already holds in ``auto`` mode is handed over as a BytesIO; in
-        # ``manual`` mode wsgi.input reads the connection on demand.
-        if req.body_buffered:
+        # ``manual`` mode wsgi.input reads the connection on demand; a request without
+        # a body gets the shared empty stream.
+        if not req.has_body:
+            env["wsgi.input"] = _EMPTY_INPUT
+        elif req.body_buffered:
             body = req.read_body()  # already in memory: handed over, not copied
             env["wsgi.input"] = io.BytesIO(body)
             if body and "CONTENT_LENGTH" not in env:
@@ -464,9 +517,13 @@ class WSGIHandler:
         environ = self.environ(req)
         if environ is None:
             return resp.not_found()
-        exchange = _Exchange(req)
-        result = self.app(environ, exchange.start_response)
-        errors = environ["wsgi.errors"]
+        errors = environ["wsgi.errors"]  # ours, whatever the app puts in its place
+        exchange = _Exchange()
+        try:
+            result = self.app(environ, exchange.start_response)
+        except BaseException:
+            errors.flush()
+            raise
         handed_to_stream = False
         try:
             shape = self._shape(req, exchange, result, errors)
@@ -474,7 +531,9 @@ class WSGIHandler:
             return shape
         finally:
             if not handed_to_stream:
-                _close(result)
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
                 errors.flush()
 
     def _shape(self, req: Request, exchange: _Exchange, result: Iterable[bytes],
@@ -486,8 +545,9 @@ class WSGIHandler:
         if isinstance(result, _SEQUENCES) and len(result) <= 1:  # complete: one Response, no join
             if exchange.status is None:
                 raise RuntimeError("the WSGI application returned without calling start_response")
-            parts = [_bytes(chunk) for chunk in result]
-            return self._buffered(req, exchange, exchange.written + parts if exchange.written else parts)
+            if exchange.written:
+                return self._buffered(req, exchange, b"".join([*exchange.written, *map(_bytes, result)]))
+            return self._buffered(req, exchange, _bytes(result[0]) if result else b"")
         chunks = iter(result)
         first = b""
         for chunk in chunks:  # the head waits for the first non-empty chunk (PEP 3333)
@@ -495,29 +555,30 @@ class WSGIHandler:
             if first:
                 break
         else:
-            return self._buffered(req, exchange, exchange.written)
+            return self._buffered(req, exchange, b"".join(exchange.written) if exchange.written else b"")
         if exchange.status is None:
             raise RuntimeError("the WSGI application sent a body without calling start_response")
-        pending = [b"".join([*exchange.written, first])] if exchange.written else [first]
+        if exchange.written:
+            first = b"".join([*exchange.written, first])
         declared = exchange.declared
-        if declared is not None and sum(map(len, pending)) >= declared:
+        if declared is not None and len(first) >= declared:
             # The declared length is met: the body is complete, whatever else the iterator holds.
-            return self._buffered(req, exchange, pending)
+            return self._buffered(req, exchange, first)
         return resp.Stream(exchange.status, exchange.headers,
-                           self._streamer(exchange, result, chain(pending, chunks), declared, errors))
+                           self._streamer(exchange, result, chain((first,), chunks), declared, errors))
 
-    def _buffered(self, req: Request, exchange: _Exchange, parts: list[bytes]) -> resp.Response:
-        if exchange.status is None:
+    def _buffered(self, req: Request, exchange: _Exchange, body: bytes) -> resp.Response:
+        status = exchange.status
+        if status is None:
             raise RuntimeError("the WSGI application returned without calling start_response")
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
         declared = exchange.declared
         if declared is not None and len(body) != declared and req.method != "HEAD" \
-                and exchange.status not in _NO_BODY_STATUS:
+                and status not in _NO_BODY_STATUS:
             if len(body) < declared:
                 _log.warning("WSGI body shorter than its content-length; the real length is sent",
                              declared=declared, sent=len(body), request_id=req.request_id)
             body = body[:declared]
-        return resp.Response(exchange.status, exchange.headers, body)
+        return resp.Response(status, exchange.headers, body)
 
     def _streamer(self, exchange: _Exchange, result: Any, chunks: Iterator[bytes],
                   declared: int | None, errors: ErrorStream) -> Callable[[Callable[..., None]], None]:

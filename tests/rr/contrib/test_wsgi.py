@@ -97,6 +97,44 @@ def test_options_are_checked_when_the_handler_is_built():
         wsgi.handler(_echo_environ, script_name="app/")
 
 
+def _responses(raw: bytes) -> list[bytes]:
+    """The bodies of the content-length-framed responses in ``raw``, in order."""
+    bodies = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        bodies.append(rest[:length])
+        raw = rest[length:]
+    return bodies
+
+
+def test_an_app_mutating_its_environ_leaves_the_next_request_on_the_connection_untouched(serve):
+    # The environ starts as a copy of a per-handler base: what one request does to its
+    # environ must not reach the next, on the same connection or another.
+    def app(environ, start_response):
+        seen = {k: repr(v) for k, v in environ.items()
+                if k not in ("wsgi.input", "wsgi.errors", "rr.request", "REMOTE_PORT", "HTTP_CONNECTION")}
+        environ["HTTP_X_LEAKED"] = "from the request before"
+        environ["SCRIPT_NAME"] = "/mutated"
+        environ["wsgi.version"] = (9, 9)
+        environ["REQUEST_METHOD"] = None
+        del environ["wsgi.run_once"]
+        data = json.dumps(seen, sort_keys=True).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    srv = serve(wsgi.handler(app))
+    request = b"GET /same?q=1 HTTP/1.1\r\nHost: x:81\r\nX-One: 1\r\n\r\n"
+    with srv.connect() as sock:
+        sock.sendall(request * 2 + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        first, second, third = map(json.loads, _responses(read_until_close(sock)))
+    fresh = json.loads(_responses(srv.exchange(request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")))[0])
+    assert first == second == third == fresh
+    assert "HTTP_X_LEAKED" not in first and first["SCRIPT_NAME"] == "''" and first["wsgi.version"] == "(1, 0)"
+    assert first["REQUEST_METHOD"] == "'GET'" and first["wsgi.run_once"] == "False" and first["HTTP_X_ONE"] == "'1'"
+
+
 # -- wsgi.input --------------------------------------------------------------
 
 
@@ -157,6 +195,36 @@ def test_a_chunked_request_body_reads_to_its_end(serve, mode):
     # No CONTENT_LENGTH in manual mode (wsgi.input_terminated says read to the end); auto mode knows it.
     assert in_thread(post) == ({"first": 0, "lines": [3, 2], "total": 5} if mode == "manual"
                                else {"first": 2, "lines": [1, 2], "total": 5})
+
+
+@pytest.mark.parametrize("mode", ["auto", "manual"])
+def test_a_request_without_a_body_reads_empty_and_the_next_one_with_a_body_reads_it(serve, mode):
+    # A request without a body gets the one shared empty stream; it must never stand in for a
+    # body, nor keep anything from one request to the next.
+    def app(environ, start_response):
+        body = environ["wsgi.input"]
+        got = [body.read(3), body.readline(), body.readlines(), list(body), body.read()]
+        data = repr(got).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
+        return [data]
+
+    srv = serve(wsgi.handler(app), body_buffering=mode, protocols=["http1", "http2"])
+    client = H2Client(srv.port)
+    try:  # h2: HEADERS with END_STREAM has no body; one with DATA after it has
+        sids = [client.request("GET", "/"), client.request("POST", "/", body=b"abcd\nef\ngh\ni")]
+        results = client.run(sids)
+    finally:
+        client.close()
+    with srv.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\nabcd\nef\ngh\ni"
+                     b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        bodies = _responses(read_until_close(sock))
+    empty = repr([b"", b"", [], [], b""]).encode()
+    full = repr([b"abc", b"d\n", [b"ef\n", b"gh\n", b"i"], [], b""]).encode()
+    assert bodies == [empty, empty, full, empty]
+    assert [results[sid].body for sid in sids] == [empty, full]
 
 
 def test_input_object_file_semantics():
@@ -290,6 +358,35 @@ def test_one_element_list_or_a_met_content_length_is_a_buffered_response():
     assert wsgi.handler(listed)(_request()) == resp.Response(200, [("content-type", "text/plain")], b"whole")
     assert wsgi.handler(declared)(_request()) == resp.Response(200, [("content-length", "5")], b"whole")
     assert isinstance(wsgi.handler(streamed)(_request()), resp.Stream)
+
+
+@pytest.mark.parametrize("body", [[b"whole"], (b"whole",), [bytearray(b"whole")], (memoryview(b"whole"),)],
+                         ids=["list", "tuple", "bytearray", "memoryview"])
+def test_a_one_item_sequence_is_the_body_itself_as_bytes(body):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return body
+
+    shape = wsgi.handler(app)(_request())
+    assert shape == resp.Response(200, [("content-type", "text/plain")], b"whole") and type(shape.body) is bytes
+
+
+def test_a_content_length_is_read_the_same_every_time_and_only_as_ascii_digits():
+    def app(environ, start_response):
+        length, body = environ["rr.request"].headers.get("x-case").split("|")
+        start_response("200 OK", [("Content-Length", length)])
+        return iter([body.encode(), b"more"])
+
+    handler = wsgi.handler(app)
+    for _ in range(2):  # the second round reads the remembered numbers
+        # met: the rest of the iterator is cut; short: streamed as it comes; not ASCII digits
+        # ("\u00b2" is a digit to str.isdigit, not to int): not a declared length at all.
+        assert handler(_request(headers=[("x-case", "5|whole")])) == \
+            resp.Response(200, [("content-length", "5")], b"whole")
+        assert handler(_request(headers=[("x-case", " 5 |whole")])).body == b"whole"
+        assert isinstance(handler(_request(headers=[("x-case", "9|whole")])), resp.Stream)
+        for odd in ("\u00b2", "-5", "5x"):
+            assert isinstance(handler(_request(headers=[("x-case", odd + "|whole")])), resp.Stream), odd
 
 
 @pytest.mark.parametrize(("status", "headers", "error"), [
@@ -509,3 +606,19 @@ def test_wsgi_errors_become_log_events_with_the_request_id(serve):
     events = [(e["event"], e["request_id"], e["log_level"]) for e in logs if e.get("source") == "wsgi.errors"]
     assert events == [("first problem", ids[0], "error"), ("a traceback\n  in one write", ids[0], "error"),
                       ("no newline yet", ids[0], "error")]
+
+
+def test_wsgi_errors_written_before_the_app_raises_are_logged(serve):
+    ids: list[str] = []
+
+    def app(environ, start_response):
+        ids.append(environ["rr.request"].request_id)
+        environ["wsgi.errors"].write("about to fail")  # no newline: held until a flush
+        raise RuntimeError("the app failed")
+
+    srv = serve(wsgi.handler(app))
+    with structlog.testing.capture_logs() as logs:
+        raw = srv.exchange(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 500")
+    assert [(e["event"], e["request_id"]) for e in logs if e.get("source") == "wsgi.errors"] == \
+        [("about to fail", ids[0])]
