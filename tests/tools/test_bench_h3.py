@@ -28,11 +28,13 @@ S = bench_h3.SCENARIOS
 # Captured from real runs (2026-12-01, loopback): h3bench against rr_h3_app.py's /echo
 # (POST 256 B, c=20), and h3_load.py (curl_cffi) against the same route.
 H3BENCH_LINE = (
-    '{"requests": 15000, "errors": 0, "seconds": 4.000000, "client_cpu": 1.000000, "client_idle": 0.5000, '
-    '"statuses": {"200": 15000}, "not_h3": 0, "connections": 0, "body_min": 256, "body_max": 256, '
-    '"first_error": "", "libcurl": "libcurl/8.23.0-IMPERSONATE"}')
+    '{"requests": 17059, "errors": 0, "seconds": 3.006267, "client_cpu": 0.716662, "client_idle": 0.7454, '
+    '"statuses": {"200": 17059}, "not_h3": 0, "connections": 0, "body_min": 256, "body_max": 256, '
+    '"first_error": "", "libcurl": "libcurl/8.23.0-IMPERSONATE BoringSSL zlib/1.3.1 brotli/1.2.1 zstd/1.5.7 '
+    'c-ares/1.34.9 libidn2/2.3.7 nghttp2/1.63.0 ngtcp2/1.20.0 nghttp3/1.15.0 curl-impersonate/local"}')
 CURL_CFFI_LINE = (
-    '{"requests": 13643, "errors": 0, "seconds": 4.0, "client_cpu": 2.84, "client_idle": 0.28}')
+    '{"requests": 6940, "errors": 0, "seconds": 3.0021309340008884, "client_cpu": 1.729823, '
+    '"client_idle": 0.30560038891382246}')
 
 
 def test_the_scenarios_keep_their_meaning():
@@ -78,15 +80,17 @@ def test_curl_cffi_command_line():
 
 def test_parse_a_captured_h3bench_line():
     r = bench_h3.parse_client("\n" + H3BENCH_LINE + "\n")
-    assert r["requests"] == 15000 and r["rps"] == pytest.approx(15000 / 4.0)
-    assert r["client_cpu_share"] == pytest.approx(1.0 / 4.0)
-    assert r["statuses"] == {"200": 15000} and r["body_min"] == r["body_max"] == 256
+    assert r["requests"] == 17059 and r["rps"] == pytest.approx(17059 / 3.006267)
+    assert r["client_cpu_share"] == pytest.approx(0.716662 / 3.006267)
+    assert r["statuses"] == {"200": 17059} and r["body_min"] == r["body_max"] == 256
+    assert "ngtcp2/" in r["libcurl"] and r["not_h3"] == 0
     assert bench_h3.problems(r, S["echo"]) == []
 
 
 def test_parse_a_captured_curl_cffi_line():
     r = bench_h3.parse_client(CURL_CFFI_LINE)
-    assert r["rps"] == pytest.approx(13643 / 4.0) and r["client_cpu_share"] == pytest.approx(0.71)
+    assert r["rps"] == pytest.approx(6940 / 3.0021309340008884)
+    assert r["client_cpu_share"] == pytest.approx(1.729823 / 3.0021309340008884)
     assert bench_h3.problems(r, S["echo"]) == []
 
 
@@ -112,11 +116,11 @@ def test_problems_name_each_wrong_response():
 
 
 def test_round_line_and_table():
-    r = {**bench_h3.parse_client(H3BENCH_LINE), "server_cpu": 0.9, "server_us": 240.0, "client_us": 66.7,
-         "server_idle": 0.1, "problems": []}
+    r = {**bench_h3.parse_client(H3BENCH_LINE), "rps": 3750.0, "client_cpu_share": 0.25, "server_cpu": 0.9,
+         "server_us": 240.0, "client_us": 66.7, "server_idle": 0.1, "problems": []}
     h = {**r, "rps": 1250.0, "server_cpu": 1.0, "server_us": 800.0}
     line = bench_h3.round_line(1, S["echo"], "rr", r)
-    assert "3750 req/s" in line and "client cpu 25% (67 µs/request)" in line and "idle: server 10% client 50%" in line
+    assert "3750 req/s" in line and "client cpu 25% (67 µs/request)" in line and "idle: server 10% client 75%" in line
     assert "PROBLEMS: 2 errors" in bench_h3.round_line(1, S["echo"], "rr", {**r, "problems": ["2 errors"]})
     rows = bench_h3.table({("echo", "rr"): r, ("echo", "hypercorn"): h}, ["rr", "hypercorn"], [S["echo"]])
     assert rows[0].endswith("| rr ÷ hypercorn |") and rows[1] == "|---|---|---|---|"
