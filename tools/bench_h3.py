@@ -328,10 +328,13 @@ def round_line(rnd: int, sc: Scenario, name: str, r: dict) -> str:
 
 def table(best: dict[tuple[str, str], dict], servers: list[str], scenarios: list[Scenario]) -> list[str]:
     """The markdown table of the best round per cell: req/s (server / client CPU; server / client
-    µs per request), and rr ÷ hypercorn when both ran."""
+    µs per request), and when both ran rr ÷ hypercorn in req/s and in server CPU per request
+    (hypercorn's µs ÷ rr's: what the req/s ratio is when both servers are bound by their core,
+    and what moves least when other load shares the machine)."""
     ratio = "hypercorn" in servers and "rr" in servers
     head = "| scenario | " + " | ".join(f"{n} req/s (server / client cpu; server / client µs/req)" for n in servers)
-    out = [head + (" | rr ÷ hypercorn |" if ratio else " |"), "|---" * (len(servers) + 1 + ratio) + "|"]
+    out = [head + (" | rr ÷ hypercorn | by server µs/req |" if ratio else " |"),
+           "|---" * (len(servers) + 1 + 2 * ratio) + "|"]
     for sc in scenarios:
         cells = []
         for n in servers:
@@ -340,7 +343,8 @@ def table(best: dict[tuple[str, str], dict], servers: list[str], scenarios: list
                          f"{r['server_us']:.0f} / {r['client_us']:.0f} µs)")
         row = f"| {sc.name} (c={sc.concurrency}) | " + " | ".join(cells)
         if ratio:
-            row += f" | {best[(sc.name, 'rr')]['rps'] / best[(sc.name, 'hypercorn')]['rps']:.2f}×"
+            rr_, hc = best[(sc.name, "rr")], best[(sc.name, "hypercorn")]
+            row += f" | {rr_['rps'] / hc['rps']:.2f}× | {hc['server_us'] / max(rr_['server_us'], 1e-9):.2f}×"
         out.append(row + " |")
     return out
 

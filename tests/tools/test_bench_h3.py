@@ -123,5 +123,8 @@ def test_round_line_and_table():
     assert "3750 req/s" in line and "client cpu 25% (67 µs/request)" in line and "idle: server 10% client 75%" in line
     assert "PROBLEMS: 2 errors" in bench_h3.round_line(1, S["echo"], "rr", {**r, "problems": ["2 errors"]})
     rows = bench_h3.table({("echo", "rr"): r, ("echo", "hypercorn"): h}, ["rr", "hypercorn"], [S["echo"]])
-    assert rows[0].endswith("| rr ÷ hypercorn |") and rows[1] == "|---|---|---|---|"
-    assert rows[2] == "| echo (c=20) | 3750 (90% / 25%; 240 / 67 µs) | 1250 (100% / 25%; 800 / 67 µs) | 3.00× |"
+    assert rows[0].endswith("| rr ÷ hypercorn | by server µs/req |") and rows[1] == "|---|---|---|---|---|"
+    assert rows[2] == ("| echo (c=20) | 3750 (90% / 25%; 240 / 67 µs) | 1250 (100% / 25%; 800 / 67 µs) | 3.00× "
+                       "| 3.33× |")
+    solo = bench_h3.table({("echo", "rr"): r}, ["rr"], [S["echo"]])
+    assert solo[1] == "|---|---|" and solo[2].endswith("240 / 67 µs) |")
