@@ -49,7 +49,7 @@ def run(sc: bench_h3.Scenario, port: int, concurrency: int = 4) -> dict:
     return {**bench_h3.parse_client(done.stdout), "returncode": done.returncode, "stderr": done.stderr}
 
 
-@pytest.mark.peers("curl_cffi")
+@pytest.mark.peers("curl_cffi", "cc")
 @pytest.mark.parametrize("name", ["hello", "echo"])
 def test_h3bench_counts_what_rr_served_over_h3(h3bench, site, name):
     sc = S[name]
@@ -69,7 +69,7 @@ def test_h3bench_counts_what_rr_served_over_h3(h3bench, site, name):
     assert info["accepted"] == 1 and sum(info["quic_received"]) > 0  # one QUIC connection the whole run
 
 
-@pytest.mark.peers("curl_cffi")
+@pytest.mark.peers("curl_cffi", "cc")
 def test_h3bench_reports_another_status_and_a_wrong_length(h3bench, site):
     wrong = bench_h3.Scenario("wrong", "/nothing-here", response_size=13)
     r = run(wrong, site.port, concurrency=2)
