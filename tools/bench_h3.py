@@ -66,19 +66,21 @@ class Scenario:
     response_size: int | None = None  # every response's body length, when the route fixes it
 
 
-def _common():  # tools/bench_apps/bench_common.py: the routes' bytes
-    sys.path.insert(0, str(APPS))
-    import bench_common
+def _common():  # tools/bench_apps/bench_common.py: the routes' bytes (loaded by path: sys.path untouched)
+    spec = importlib.util.spec_from_file_location("rr_bench_common", APPS / "bench_common.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    return bench_common
 
-
+_C = _common()
 SCENARIOS = {s.name: s for s in [
-    Scenario("hello", "/", response_size=len(_common().HELLO)),
+    Scenario("hello", "/", response_size=len(_C.HELLO)),
     Scenario("json", "/json"),
     Scenario("echo", "/echo", method="POST", body_size=256, response_size=256),
-    Scenario("large_response", "/large", response_size=len(_common().LARGE)),
-    Scenario("multiplex_100", "/", concurrency=100, response_size=len(_common().HELLO)),
+    Scenario("large_response", "/large", response_size=len(_C.LARGE)),
+    Scenario("multiplex_100", "/", concurrency=100, response_size=len(_C.HELLO)),
     Scenario("echo_100", "/echo", concurrency=100, method="POST", body_size=256, response_size=256),
 ]}
 
