@@ -180,6 +180,12 @@ class Http1Conn:
         # with the next write, before any read, or at 64 KiB (one write for a whole batch).
         self.held: list[bytes] = []
         self.held_len = 0
+        # A streamed body's bytes on plain TCP wait in ``held`` until the handler next blocks
+        # (``hold``): a loop callback writes them then (``flush_held``), in the hub.
+        self.flush_armed = False
+        self.flusher: Any = None  # the write watcher of a flush the socket took only part of
+        self.flush_failed = False  # a flush in the hub failed: the peer is gone
+        self.done = False  # serve ended: a late flush must not touch the socket
         self.idle = True
         self.requests = 0
         self.pid = supervisors.self()
@@ -364,10 +370,14 @@ class Http1Conn:
         """Write all of ``data``: one non-blocking send first (almost always enough),
         then waits on the socket's write watcher, all bounded by ``request_timeout``."""
         if self.held:
+            if self.flusher is not None:
+                self.flusher.stop()  # the rest of a partial flush goes out here, in order
             self.held.append(data)
             data = b"".join(self.held)
             self.held.clear()
             self.held_len = 0
+        if self.flush_failed:
+            raise ClientGone()
         raw = self.raw
         try:
             if raw is None:  # TLS
@@ -389,9 +399,13 @@ class Http1Conn:
         """Plain TCP: write ``parts`` (held answers first) with one ``sendmsg``, without
         concatenating them; a partial write (send buffer full) goes on as ``sendall``'s does."""
         if self.held:
+            if self.flusher is not None:
+                self.flusher.stop()
             parts = [*self.held, *parts]
             self.held.clear()
             self.held_len = 0
+        if self.flush_failed:
+            raise ClientGone()
         try:
             try:
                 sent = self.raw.sendmsg(parts)
@@ -420,6 +434,60 @@ class Http1Conn:
             except BlockingIOError:
                 continue
 
+    def hold(self, data: bytes) -> None:
+        """Plain TCP, a streamed body's bytes: kept in ``held`` until this process next
+        blocks, when a loop callback writes them (``flush_held``), so bytes a handler sends
+        without blocking in between go out in one write. Any write or read of this process
+        takes them first; at ``HOLD_LIMIT`` they go out here, waiting for the socket
+        (backpressure) as ``sendall`` does."""
+        if self.flush_failed:
+            raise ClientGone()
+        self.held.append(data)
+        self.held_len += len(data)
+        if self.held_len >= HOLD_LIMIT:
+            self.sendall(b"")
+        elif not self.flush_armed:
+            self.flush_armed = True
+            self.sock.hub.loop.run_callback(self.flush_held)
+
+    def flush_held(self) -> None:
+        """In the hub, once the process that held bytes blocked (or yielded): one
+        non-blocking ``send`` of ``held``. What the socket does not take stays first in
+        ``held`` and the socket's write watcher sends it when it can (or this process's
+        next write takes it over); a failure marks the peer gone (``ClientGone`` at the
+        next write)."""
+        self.flush_armed = False
+        held = self.held
+        if not held or self.done:
+            return
+        data = held[0] if len(held) == 1 else b"".join(held)
+        try:
+            sent = self.raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            held.clear()
+            self.held_len = 0
+            self.flush_failed = True
+            if self.close_reason == "normal":
+                self.close_reason = "peer_error"
+            if self.flusher is not None:
+                self.flusher.stop()
+            return
+        if sent == len(data):
+            held.clear()
+            self.held_len = 0
+            if self.flusher is not None:
+                self.flusher.stop()
+            return
+        rest = data[sent:]
+        held[:] = [rest]
+        self.held_len = len(rest)
+        if self.flusher is None:
+            self.flusher = self.sock.hub.loop.io(self.raw.fileno(), 2)
+        if not self.flusher.active:
+            self.flusher.start(self.flush_held)
+
     # -- the loop: receive, decode, dispatch, encode, send -------------------
 
     def serve(self) -> SwitchProtocol | None:
@@ -433,6 +501,11 @@ class Http1Conn:
         except ClientGone:
             pass
         finally:
+            self.done = True
+            self.held.clear()
+            if self.flusher is not None:
+                self.flusher.close()
+                self.flusher = None
             if self.idle_timer is not None:
                 self.idle_timer.close()
                 self.idle_timer = None
@@ -658,7 +731,10 @@ class Http1Conn:
             else:  # HTTP/1.0: the body runs to the close
                 keep = self.keep_alive = False
         parts.append(_END_KEEP if keep else _END_CLOSE)
-        self.sendall(b"".join(parts))
+        if end or self.raw is None:
+            self.sendall(b"".join(parts))
+        else:  # the body follows: the head goes out with its first bytes, or when this process blocks
+            self.hold(b"".join(parts))
 
     def interim(self, status: int, fields: list[tuple[str, str]]) -> bool:
         """A 1xx head (103 Early Hints); an HTTP/1.0 client gets none (RFC 9110 §15.2)."""
@@ -668,13 +744,23 @@ class Http1Conn:
         return True
 
     def data(self, data: bytes, end: bool) -> None:
+        # Plain TCP: the bytes of a body still going on wait until this process blocks (``hold``).
         if self.chunked:
             if end:
-                self.sendall(codec.encode_chunk(data) + codec.encode_last_chunk())
+                self.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n")
             elif data:
-                self.sendall(codec.encode_chunk(data))
+                chunk = b"%x\r\n%s\r\n" % (len(data), data)
+                if self.raw is not None:
+                    self.hold(chunk)
+                else:
+                    self.sendall(chunk)
         elif data:
-            self.sendall(data)
+            if self.raw is not None and not end:
+                self.hold(data)
+            else:
+                self.sendall(data)
+        elif end and self.held:
+            self.sendall(b"")
 
     def trailers(self, fields: list[tuple[str, str]]) -> None:
         # Only a chunked body can carry trailers; otherwise they are dropped (RFC 9112 §7.1.2).
@@ -735,6 +821,8 @@ class Http1Conn:
             runtime.loops.discard(self.pid)
 
     def send_file_zero_copy(self, fd: int, offset: int, length: int) -> None:
+        if self.held:
+            self.sendall(b"")  # the head
         out = self.sock.fileno()
         end = offset + length
         while offset < end:
