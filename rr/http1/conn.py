@@ -178,7 +178,7 @@ class Http1Conn:
         self.buf = b""
         # Responses held back while more pipelined requests are already buffered: written
         # with the next write, before any read, or at 64 KiB (one write for a whole batch).
-        self.held: list[bytes] = []
+        self.held: list[bytes | memoryview] = []
         self.held_len = 0
         # A streamed body's bytes on plain TCP wait in ``held`` until the handler next blocks
         # (``hold``): a loop callback writes them then (``flush_held``), in the hub.
@@ -395,7 +395,7 @@ class Http1Conn:
             self.close_reason = "peer_error"
             raise ClientGone() from None
 
-    def send_parts(self, parts: list[bytes]) -> None:
+    def send_parts(self, parts: list[bytes | memoryview]) -> None:
         """Plain TCP: write ``parts`` (held answers first) with one ``sendmsg``, without
         concatenating them; a partial write (send buffer full) goes on as ``sendall``'s does."""
         if self.held:
@@ -480,7 +480,7 @@ class Http1Conn:
             if self.flusher is not None:
                 self.flusher.stop()
             return
-        rest = data[sent:]
+        rest = memoryview(data)[sent:]  # not a copy: a watcher turn may take only a few KiB
         held[:] = [rest]
         self.held_len = len(rest)
         if self.flusher is None:
