@@ -19,6 +19,13 @@ nothing buffered: it waits for the loop's I/O poll first, so connections are
 served in the order their requests arrived (fairness); that wait restarts the
 connection's own keep-alive timer rather than making one. A buffered body of
 4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
+A streamed body (``Stream``, ``Loop``) on plain TCP is held, head included,
+until this process next blocks or yields: a loop callback then writes what is
+held with one ``send``, in the hub (``flush_held``; what the socket does not
+take, the socket's write watcher sends), so events sent back to back leave in
+one write and every event is on the wire before the handler waits. Any write
+or read of this process takes held bytes first, and at ``HOLD_LIMIT`` a send
+writes them itself and waits for the socket (backpressure).
 TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
 inside): a read is ``recv_nowait`` first and, only when nothing whole is there,
@@ -501,6 +508,12 @@ class Http1Conn:
         except ClientGone:
             pass
         finally:
+            if self.held and self.raw is not None and not self.flush_failed:
+                # Ended while bytes were held (killed mid-stream): one attempt, no wait.
+                try:
+                    self.raw.send(b"".join(self.held))
+                except OSError:
+                    pass
             self.done = True
             self.held.clear()
             if self.flusher is not None:

@@ -197,3 +197,32 @@ def test_a_client_that_never_reads_blocks_the_handler_at_the_hold_limit(serve):
     assert outcome.get("result") == "gone", outcome
     # loopback's kernel buffers (tcp_wmem / tcp_rmem maxima: 4 + 32 MiB here) plus HOLD_LIMIT
     assert outcome["sent"] < 64 << 20, outcome
+
+
+def test_bytes_held_when_the_conn_is_killed_still_get_one_attempt(serve):
+    """A kill issued while the handler was woken but had not run yet: its delivery is
+    queued before the flush of what the handler then sends, so the process dies with the
+    event held, and ``serve`` ends with one non-blocking write of it — the client still
+    reads it before the close."""
+    go = gevent.event.Event()
+    box: dict[str, supervisors.Pid] = {}
+
+    def run(send):
+        box["pid"] = supervisors.self()
+        send(b"data: first\n\n")
+        go.wait(5)
+        send(b"data: last words\n\n")
+        gevent.sleep(0)  # the kill lands here, before the flush callback queued after it
+        send(b"data: never\n\n")
+
+    srv = serve(lambda req: resp.Stream(200, SSE, run))
+    with srv.connect(timeout=5) as sock:
+        sock.sendall(GET)
+        data = b""
+        while b"data: first" not in data:
+            data += sock.recv(65536)
+        go.set()  # wakes the handler on the loop's next turn...
+        supervisors.exit(box["pid"], "kill")  # ...and the kill is queued right behind it
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert b"data: last words" in data and b"never" not in data, data
