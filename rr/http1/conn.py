@@ -970,8 +970,12 @@ class BodyReader:
             conn = self.conn
             if not conn.buf:
                 conn.buf = self._fill()
-            take = min(max_bytes, self.remaining, len(conn.buf))
-            data, conn.buf = conn.buf[:take], conn.buf[take:]
+            buf = conn.buf
+            take = min(max_bytes, self.remaining, len(buf))
+            if take == len(buf):  # the whole buffer (the common case): no slicing
+                data, conn.buf = buf, b""
+            else:
+                data, conn.buf = buf[:take], buf[take:]
             self.remaining -= take
             self.done = not self.remaining
             return data
