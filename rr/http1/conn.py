@@ -449,11 +449,12 @@ class Http1Conn:
         (backpressure) as ``sendall`` does."""
         if self.flush_failed:
             raise ClientGone()
+        if self.held_len + len(data) >= HOLD_LIMIT:
+            self.sendall(data)  # what is held, then ``data``: a large chunk alone is not copied
+            return
         self.held.append(data)
         self.held_len += len(data)
-        if self.held_len >= HOLD_LIMIT:
-            self.sendall(b"")
-        elif not self.flush_armed:
+        if not self.flush_armed:
             self.flush_armed = True
             self.sock.hub.loop.run_callback(self.flush_held)
 
