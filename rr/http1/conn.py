@@ -190,6 +190,10 @@ class Http1Conn:
         # A streamed body's bytes on plain TCP wait in ``held`` until the handler next blocks
         # (``hold``): a loop callback writes them then (``flush_held``), in the hub.
         self.flush_armed = False
+        loop = sock.hub.loop if self.raw is not None else None
+        self.later: Any = loop.run_callback if loop is not None else None
+        self.loop = loop
+        self.sent_turn = -1  # the loop iteration of this process's last streamed write
         self.flusher: Any = None  # the write watcher of a flush the socket took only part of
         self.flush_failed = False  # a flush in the hub failed: the peer is gone
         self.done = False  # serve ended: a late flush must not touch the socket
@@ -456,7 +460,7 @@ class Http1Conn:
         self.held_len += len(data)
         if not self.flush_armed:
             self.flush_armed = True
-            self.sock.hub.loop.run_callback(self.flush_held)
+            self.later(self.flush_held)
 
     def flush_held(self) -> None:
         """In the hub, once the process that held bytes blocked (or yielded): one
@@ -764,9 +768,13 @@ class Http1Conn:
                 self.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n")
             elif data:
                 chunk = b"%x\r\n%s\r\n" % (len(data), data)
-                if self.raw is not None:
-                    self.hold(chunk)
-                else:
+                loop = self.loop
+                if loop is None:
+                    self.sendall(chunk)
+                elif self.held or loop.iteration == self.sent_turn:
+                    self.hold(chunk)  # a second write in this loop turn: may be one of many
+                else:  # the first since the loop last polled: out at once, as when nothing follows
+                    self.sent_turn = loop.iteration
                     self.sendall(chunk)
         elif data:
             if self.raw is not None and not end:
