@@ -19,13 +19,15 @@ nothing buffered: it waits for the loop's I/O poll first, so connections are
 served in the order their requests arrived (fairness); that wait restarts the
 connection's own keep-alive timer rather than making one. A buffered body of
 4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
-A streamed body (``Stream``, ``Loop``) on plain TCP is held, head included,
-until this process next blocks or yields: a loop callback then writes what is
-held with one ``send``, in the hub (``flush_held``; what the socket does not
-take, the socket's write watcher sends), so events sent back to back leave in
-one write and every event is on the wire before the handler waits. Any write
-or read of this process takes held bytes first, and at ``HOLD_LIMIT`` a send
-writes them itself and waits for the socket (backpressure).
+A streamed body (``Stream``, ``Loop``) on plain TCP: its head, and every chunk
+after the first written in the same loop turn, are held until this process
+next blocks or yields, when a loop callback writes what is held with one
+``send``, in the hub (``flush_held``; what the socket does not take, the
+socket's write watcher sends). So events sent back to back leave in one write,
+an event written alone after a wait goes out at once, and every event is on the
+wire before the handler waits. Any write or read of this process takes held
+bytes first, and at ``HOLD_LIMIT`` a send writes them itself and waits for the
+socket (backpressure).
 TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
 inside): a read is ``recv_nowait`` first and, only when nothing whole is there,
@@ -192,7 +194,9 @@ class Http1Conn:
         self.flush_armed = False
         loop = sock.hub.loop if self.raw is not None else None
         self.later: Any = loop.run_callback if loop is not None else None
-        self.loop = loop
+        # libev's loop counts its iterations (``data`` writes the first of a turn at once);
+        # a loop that does not (libuv) writes every streamed chunk at once, as TLS does.
+        self.loop = loop if hasattr(loop, "iteration") else None
         self.sent_turn = -1  # the loop iteration of this process's last streamed write
         self.flusher: Any = None  # the write watcher of a flush the socket took only part of
         self.flush_failed = False  # a flush in the hub failed: the peer is gone
@@ -762,27 +766,28 @@ class Http1Conn:
         return True
 
     def data(self, data: bytes, end: bool) -> None:
-        # Plain TCP: the bytes of a body still going on wait until this process blocks (``hold``).
         if self.chunked:
             if end:
                 self.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n")
-            elif data:
-                chunk = b"%x\r\n%s\r\n" % (len(data), data)
-                loop = self.loop
-                if loop is None:
-                    self.sendall(chunk)
-                elif self.held or loop.iteration == self.sent_turn:
-                    self.hold(chunk)  # a second write in this loop turn: may be one of many
-                else:  # the first since the loop last polled: out at once, as when nothing follows
-                    self.sent_turn = loop.iteration
-                    self.sendall(chunk)
-        elif data:
-            if self.raw is not None and not end:
-                self.hold(data)
-            else:
+                return
+            if not data:
+                return
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        elif end or not data:
+            if data or self.held:
                 self.sendall(data)
-        elif end and self.held:
-            self.sendall(b"")
+            return
+        # A body still going on. Plain TCP: the first write since the loop last polled goes out
+        # at once (as when nothing follows); a second one in the same turn is held (``hold``)
+        # and leaves with the rest when this process blocks.
+        loop = self.loop
+        if loop is None:
+            self.sendall(data)
+        elif self.held or loop.iteration == self.sent_turn:
+            self.hold(data)
+        else:
+            self.sent_turn = loop.iteration
+            self.sendall(data)
 
     def trailers(self, fields: list[tuple[str, str]]) -> None:
         # Only a chunked body can carry trailers; otherwise they are dropped (RFC 9112 §7.1.2).
