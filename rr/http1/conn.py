@@ -193,7 +193,6 @@ class Http1Conn:
         # (``hold``): a loop callback writes them then (``flush_held``), in the hub.
         self.flush_armed = False
         loop = sock.hub.loop if self.raw is not None else None
-        self.later: Any = loop.run_callback if loop is not None else None
         # libev's loop counts its iterations (``data`` writes the first of a turn at once);
         # a loop that does not (libuv) writes every streamed chunk at once, as TLS does.
         self.loop = loop if hasattr(loop, "iteration") else None
@@ -464,7 +463,7 @@ class Http1Conn:
         self.held_len += len(data)
         if not self.flush_armed:
             self.flush_armed = True
-            self.later(self.flush_held)
+            self.sock.hub.loop.run_callback(self.flush_held)
 
     def flush_held(self) -> None:
         """In the hub, once the process that held bytes blocked (or yielded): one
