@@ -423,18 +423,30 @@ class Exchange:
         """The whole body into ``req._body``, charged to this process's heap budget."""
         req = self.req
         read = req._source.read
-        parts = []
         charged = 0
         try:
-            while chunk := read(READ_SIZE):
+            # The common case, a body that comes in one read (already buffered): no list, no join.
+            first = read(READ_SIZE)
+            if not first:
+                req._body = b""
+                return 0
+            supervisors.charge(len(first))
+            charged = len(first)
+            chunk = read(READ_SIZE)
+            if not chunk:
+                req._body = first
+                return charged
+            parts = [first]
+            while chunk:
                 supervisors.charge(len(chunk))
                 charged += len(chunk)
                 parts.append(chunk)
+                chunk = read(READ_SIZE)
         except BaseException:
             if charged:
                 supervisors.release(charged)
             raise
-        req._body = b"".join(parts) if len(parts) != 1 else parts[0]
+        req._body = b"".join(parts)
         return charged
 
     def _log_access(self) -> None:

@@ -19,6 +19,15 @@ nothing buffered: it waits for the loop's I/O poll first, so connections are
 served in the order their requests arrived (fairness); that wait restarts the
 connection's own keep-alive timer rather than making one. A buffered body of
 4 KiB or more is written next to its head with one ``sendmsg`` (no copy).
+A streamed body (``Stream``, ``Loop``) on plain TCP: its head, and every chunk
+after the first written in the same loop turn, are held until this process
+next blocks or yields, when a loop callback writes what is held with one
+``send``, in the hub (``flush_held``; what the socket does not take, the
+socket's write watcher sends). So events sent back to back leave in one write,
+an event written alone after a wait goes out at once, and every event is on the
+wire before the handler waits. Any write or read of this process takes held
+bytes first, and at ``HOLD_LIMIT`` a send writes them itself and waits for the
+socket (backpressure).
 TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
 inside): a read is ``recv_nowait`` first and, only when nothing whole is there,
@@ -178,8 +187,19 @@ class Http1Conn:
         self.buf = b""
         # Responses held back while more pipelined requests are already buffered: written
         # with the next write, before any read, or at 64 KiB (one write for a whole batch).
-        self.held: list[bytes] = []
+        self.held: list[bytes | memoryview] = []
         self.held_len = 0
+        # A streamed body's bytes on plain TCP wait in ``held`` until the handler next blocks
+        # (``hold``): a loop callback writes them then (``flush_held``), in the hub.
+        self.flush_armed = False
+        loop = sock.hub.loop if self.raw is not None else None
+        # libev's loop counts its iterations (``data`` writes the first of a turn at once);
+        # a loop that does not (libuv) writes every streamed chunk at once, as TLS does.
+        self.loop = loop if hasattr(loop, "iteration") else None
+        self.sent_turn = -1  # the loop iteration of this process's last streamed write
+        self.flusher: Any = None  # the write watcher of a flush the socket took only part of
+        self.flush_failed = False  # a flush in the hub failed: the peer is gone
+        self.done = False  # serve ended: a late flush must not touch the socket
         self.idle = True
         self.requests = 0
         self.pid = supervisors.self()
@@ -364,10 +384,14 @@ class Http1Conn:
         """Write all of ``data``: one non-blocking send first (almost always enough),
         then waits on the socket's write watcher, all bounded by ``request_timeout``."""
         if self.held:
+            if self.flusher is not None:
+                self.flusher.stop()  # the rest of a partial flush goes out here, in order
             self.held.append(data)
             data = b"".join(self.held)
             self.held.clear()
             self.held_len = 0
+        if self.flush_failed:
+            raise ClientGone()
         raw = self.raw
         try:
             if raw is None:  # TLS
@@ -385,13 +409,17 @@ class Http1Conn:
             self.close_reason = "peer_error"
             raise ClientGone() from None
 
-    def send_parts(self, parts: list[bytes]) -> None:
+    def send_parts(self, parts: list[bytes | memoryview]) -> None:
         """Plain TCP: write ``parts`` (held answers first) with one ``sendmsg``, without
         concatenating them; a partial write (send buffer full) goes on as ``sendall``'s does."""
         if self.held:
+            if self.flusher is not None:
+                self.flusher.stop()
             parts = [*self.held, *parts]
             self.held.clear()
             self.held_len = 0
+        if self.flush_failed:
+            raise ClientGone()
         try:
             try:
                 sent = self.raw.sendmsg(parts)
@@ -420,6 +448,61 @@ class Http1Conn:
             except BlockingIOError:
                 continue
 
+    def hold(self, data: bytes) -> None:
+        """Plain TCP, a streamed body's bytes: kept in ``held`` until this process next
+        blocks, when a loop callback writes them (``flush_held``), so bytes a handler sends
+        without blocking in between go out in one write. Any write or read of this process
+        takes them first; at ``HOLD_LIMIT`` they go out here, waiting for the socket
+        (backpressure) as ``sendall`` does."""
+        if self.flush_failed:
+            raise ClientGone()
+        if self.held_len + len(data) >= HOLD_LIMIT:
+            self.sendall(data)  # what is held, then ``data``: a large chunk alone is not copied
+            return
+        self.held.append(data)
+        self.held_len += len(data)
+        if not self.flush_armed:
+            self.flush_armed = True
+            self.sock.hub.loop.run_callback(self.flush_held)
+
+    def flush_held(self) -> None:
+        """In the hub, once the process that held bytes blocked (or yielded): one
+        non-blocking ``send`` of ``held``. What the socket does not take stays first in
+        ``held`` and the socket's write watcher sends it when it can (or this process's
+        next write takes it over); a failure marks the peer gone (``ClientGone`` at the
+        next write)."""
+        self.flush_armed = False
+        held = self.held
+        if not held or self.done:
+            return
+        data = held[0] if len(held) == 1 else b"".join(held)
+        try:
+            sent = self.raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            held.clear()
+            self.held_len = 0
+            self.flush_failed = True
+            if self.close_reason == "normal":
+                self.close_reason = "peer_error"
+            if self.flusher is not None:
+                self.flusher.stop()
+            return
+        if sent == len(data):
+            held.clear()
+            self.held_len = 0
+            if self.flusher is not None:
+                self.flusher.stop()
+            return
+        rest = memoryview(data)[sent:]  # not a copy: a watcher turn may take only a few KiB
+        held[:] = [rest]
+        self.held_len = len(rest)
+        if self.flusher is None:
+            self.flusher = self.sock.hub.loop.io(self.raw.fileno(), 2)
+        if not self.flusher.active:
+            self.flusher.start(self.flush_held)
+
     # -- the loop: receive, decode, dispatch, encode, send -------------------
 
     def serve(self) -> SwitchProtocol | None:
@@ -433,6 +516,17 @@ class Http1Conn:
         except ClientGone:
             pass
         finally:
+            if self.held and self.raw is not None and not self.flush_failed:
+                # Ended while bytes were held (killed mid-stream): one attempt, no wait.
+                try:
+                    self.raw.send(b"".join(self.held))
+                except OSError:
+                    pass
+            self.done = True
+            self.held.clear()
+            if self.flusher is not None:
+                self.flusher.close()
+                self.flusher = None
             if self.idle_timer is not None:
                 self.idle_timer.close()
                 self.idle_timer = None
@@ -658,7 +752,10 @@ class Http1Conn:
             else:  # HTTP/1.0: the body runs to the close
                 keep = self.keep_alive = False
         parts.append(_END_KEEP if keep else _END_CLOSE)
-        self.sendall(b"".join(parts))
+        if end or self.raw is None:
+            self.sendall(b"".join(parts))
+        else:  # the body follows: the head goes out with its first bytes, or when this process blocks
+            self.hold(b"".join(parts))
 
     def interim(self, status: int, fields: list[tuple[str, str]]) -> bool:
         """A 1xx head (103 Early Hints); an HTTP/1.0 client gets none (RFC 9110 §15.2)."""
@@ -670,10 +767,25 @@ class Http1Conn:
     def data(self, data: bytes, end: bool) -> None:
         if self.chunked:
             if end:
-                self.sendall(codec.encode_chunk(data) + codec.encode_last_chunk())
-            elif data:
-                self.sendall(codec.encode_chunk(data))
-        elif data:
+                self.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data) if data else b"0\r\n\r\n")
+                return
+            if not data:
+                return
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        elif end or not data:
+            if data or self.held:
+                self.sendall(data)
+            return
+        # A body still going on. Plain TCP: the first write since the loop last polled goes out
+        # at once (as when nothing follows); a second one in the same turn is held (``hold``)
+        # and leaves with the rest when this process blocks.
+        loop = self.loop
+        if loop is None:
+            self.sendall(data)
+        elif self.held or loop.iteration == self.sent_turn:
+            self.hold(data)
+        else:
+            self.sent_turn = loop.iteration
             self.sendall(data)
 
     def trailers(self, fields: list[tuple[str, str]]) -> None:
@@ -735,6 +847,8 @@ class Http1Conn:
             runtime.loops.discard(self.pid)
 
     def send_file_zero_copy(self, fd: int, offset: int, length: int) -> None:
+        if self.held:
+            self.sendall(b"")  # the head
         out = self.sock.fileno()
         end = offset + length
         while offset < end:
@@ -869,8 +983,12 @@ class BodyReader:
             conn = self.conn
             if not conn.buf:
                 conn.buf = self._fill()
-            take = min(max_bytes, self.remaining, len(conn.buf))
-            data, conn.buf = conn.buf[:take], conn.buf[take:]
+            buf = conn.buf
+            take = min(max_bytes, self.remaining, len(buf))
+            if take == len(buf):  # the whole buffer (the common case): no slicing
+                data, conn.buf = buf, b""
+            else:
+                data, conn.buf = buf[:take], buf[take:]
             self.remaining -= take
             self.done = not self.remaining
             return data
