@@ -112,6 +112,8 @@ def server_argv(name: str, port: int, cert: tuple[str, str]) -> tuple[list[str],
         env["PYTHONPATH"] = f"{base}:{base / 'tools' / 'bench_apps'}"
         return [PY, str(base / "tools" / "bench_apps" / "rr_h3_app.py"), str(port), *cert], env
     if name == "hypercorn":
+        if not (BIN / "hypercorn").exists():
+            raise SystemExit("hypercorn is not installed (pip install -e '.[bench]')")
         return [str(BIN / "hypercorn"), "--quic-bind", f"127.0.0.1:{port}", "--bind", f"127.0.0.1:{port}",
                 "--certfile", cert[0], "--keyfile", cert[1], "--workers", "1", "--worker-class", "uvloop",
                 "--keep-alive", "600", "--log-level", "warning", "asgi_app:app"], {**env, "PYTHONPATH": str(APPS)}
@@ -290,10 +292,15 @@ def preflight(client: str, sc: Scenario, port: int) -> dict:
     return result
 
 
-def wait_ready(client: str, port: int, timeout: float = 30.0) -> None:
+def wait_ready(client: str, port: int, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    """Until one hello over HTTP/3 answers; SystemExit with the server's own last words if its
+    process ends first (a missing package, a bad option) or nothing answers within ``timeout``."""
     probe = client_argv(client, SCENARIOS["hello"], port, duration=0.2, warmup=0, concurrency=1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-800:].strip()
+            raise SystemExit(f"server on {port} exited ({proc.returncode}) before it answered: {tail}")
         done = subprocess.run(probe, capture_output=True, text=True)
         try:
             if parse_client(done.stdout)["requests"] > 0:
@@ -301,7 +308,7 @@ def wait_ready(client: str, port: int, timeout: float = 30.0) -> None:
         except ValueError:
             pass
         time.sleep(0.3)
-    raise SystemExit(f"server on {port} never answered over HTTP/3")
+    raise SystemExit(f"server on {port} never answered over HTTP/3 (its log: {log})")
 
 
 def run_cell(client: str, sc: Scenario, port: int, pid: int, duration: float) -> dict:
@@ -372,7 +379,7 @@ def main() -> None:
             proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv], env=env, cwd=APPS,
                                     stdout=subprocess.DEVNULL, stderr=(tmp / f"{name}.log").open("w"))  # noqa: SIM115 - lives as long as the server
             running[name] = (proc, port)
-            wait_ready(client, port)
+            wait_ready(client, port, proc, tmp / f"{name}.log")
         libcurl = ""
         for name in servers:
             for sc in scenarios:

@@ -128,3 +128,22 @@ def test_round_line_and_table():
                        "| 3.33× |")
     solo = bench_h3.table({("echo", "rr"): r}, ["rr"], [S["echo"]])
     assert solo[1] == "|---|---|" and solo[2].endswith("240 / 67 µs) |")
+
+
+def test_a_server_that_exits_before_answering_is_named_with_its_log(tmp_path):
+    # A missing package or a bad option ends the server at once: say so, with its own words,
+    # instead of probing a dead port until the timeout.
+    import subprocess
+
+    log = tmp_path / "hypercorn.log"
+    log.write_text("ModuleNotFoundError: No module named 'hypercorn'\n")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait(timeout=30)
+    with pytest.raises(SystemExit, match=r"exited \(3\) before it answered: ModuleNotFoundError"):
+        bench_h3.wait_ready("h3bench", 9, proc, log, timeout=30)
+
+
+def test_hypercorn_missing_is_said_before_anything_starts(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench_h3, "BIN", tmp_path)
+    with pytest.raises(SystemExit, match=r"hypercorn is not installed"):
+        bench_h3.server_argv("hypercorn", 9, ("c.pem", "k.pem"))
