@@ -847,26 +847,9 @@ ws_client_why = ""
 
 
 def wsbench_unavailable() -> str | None:
-    """Why tools/bench_ws/wsbench.c cannot run (None when it can): compiles it with ``cc -O2``
-    (``$CC`` if set) into tools/bench_ws/build/ when the binary is missing or older than the source."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if WSBENCH_BIN.exists() and WSBENCH_BIN.stat().st_mtime >= WSBENCH_SRC.stat().st_mtime:
-        return None
-    if not cc:
-        return "no C compiler (apt-get install -y gcc libc6-dev)"
-    WSBENCH_BIN.parent.mkdir(exist_ok=True)
-    tmp = WSBENCH_BIN.with_name(f"wsbench.{os.getpid()}.tmp")
-    try:
-        out = subprocess.run([cc, "-O2", "-o", str(tmp), str(WSBENCH_SRC)], capture_output=True, text=True,
-                             timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{cc} -O2 tools/bench_ws/wsbench.c: {exc}"
-    if out.returncode:
-        tmp.unlink(missing_ok=True)
-        return f"{cc} -O2 tools/bench_ws/wsbench.c failed: " + ((out.stderr or out.stdout).strip().splitlines()
-                                                                 or ["?"])[-1]
-    tmp.replace(WSBENCH_BIN)  # atomic: a concurrent run never executes a half-written binary
-    return None
+    """Why tools/bench_ws/wsbench.c cannot run (None when it can): built into tools/bench_ws/build/
+    when the binary is missing or older than the source (``bench_common.build_c``)."""
+    return common.build_c(WSBENCH_SRC, WSBENCH_BIN)
 
 
 def choose_ws_client(which: str = "auto") -> str:

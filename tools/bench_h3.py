@@ -35,7 +35,6 @@ import glob
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -183,29 +182,12 @@ def curl_cffi_libs() -> tuple[str, str] | str:
 
 
 def h3bench_unavailable() -> str | None:
-    """Why tools/bench_apps/h3bench.c cannot run (None when it can): compiles it with ``cc -O2``
-    (``$CC`` if set) into tools/bench_apps/build/ when the binary is missing or older than the source."""
+    """Why tools/bench_apps/h3bench.c cannot run (None when it can): built into tools/bench_apps/build/
+    when the binary is missing or older than the source (``bench_common.build_c``)."""
     libs = curl_cffi_libs()
     if isinstance(libs, str):
         return libs
-    if H3BENCH_BIN.exists() and H3BENCH_BIN.stat().st_mtime >= H3BENCH_SRC.stat().st_mtime:
-        return None
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        return "no C compiler (apt-get install -y gcc libc6-dev)"
-    H3BENCH_BIN.parent.mkdir(exist_ok=True)
-    tmp = H3BENCH_BIN.with_name(f"h3bench.{os.getpid()}.tmp")
-    try:
-        out = subprocess.run([cc, "-O2", "-o", str(tmp), str(H3BENCH_SRC), "-ldl"], capture_output=True, text=True,
-                             timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{cc} -O2 tools/bench_apps/h3bench.c: {exc}"
-    if out.returncode:
-        tmp.unlink(missing_ok=True)
-        return f"{cc} -O2 tools/bench_apps/h3bench.c failed: " + ((out.stderr or out.stdout).strip().splitlines()
-                                                                  or ["?"])[-1]
-    tmp.replace(H3BENCH_BIN)  # atomic: a concurrent run never executes a half-written binary
-    return None
+    return _C.build_c(H3BENCH_SRC, H3BENCH_BIN, ("-ldl",))
 
 
 def choose_client(which: str) -> tuple[str, str]:

@@ -1,13 +1,19 @@
 """Payloads shared by every benchmark app, so all servers send the same bytes.
 
 Each app (ASGI, WSGI, rr, the floor) imports this module from its own
-directory; nothing here depends on a server.
+directory; nothing here depends on a server. The harnesses (tools/bench.py,
+tools/bench_h3.py) also take ``build_c`` from here: how both build their C
+load clients.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 HELLO = b"Hello, World!"
 LARGE = b"x" * 65536
@@ -91,3 +97,26 @@ def count_form(body: bytes) -> bytes:
     from urllib.parse import parse_qsl
 
     return str(len(parse_qsl(body.decode("latin-1"), keep_blank_values=True))).encode()
+
+
+def build_c(src: Path, binary: Path, libs: tuple[str, ...] = ()) -> str | None:
+    """Why the C load client ``src`` cannot run (None when it can): compiles it with ``cc -O2``
+    (``$CC`` if set) into ``binary`` when that is missing or older than the source."""
+    if binary.exists() and binary.stat().st_mtime >= src.stat().st_mtime:
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return "no C compiler (apt-get install -y gcc libc6-dev)"
+    binary.parent.mkdir(exist_ok=True)
+    tmp = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")
+    name = f"tools/{src.parent.name}/{src.name}"
+    try:
+        out = subprocess.run([cc, "-O2", "-o", str(tmp), str(src), *libs], capture_output=True, text=True,
+                             timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{cc} -O2 {name}: {exc}"
+    if out.returncode:
+        tmp.unlink(missing_ok=True)
+        return f"{cc} -O2 {name} failed: " + ((out.stderr or out.stdout).strip().splitlines() or ["?"])[-1]
+    tmp.replace(binary)  # atomic: a concurrent run never executes a half-written binary
+    return None
