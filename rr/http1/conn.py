@@ -93,7 +93,7 @@ from rr.http1 import codec
 from rr.http2.codec import PREFACE as _H2_PREFACE
 from rr.httpdate import http_date
 from rr.log import current_request, get_logger
-from rr.request import NO_BODY, Headers, Request
+from rr.request import NO_BODY, Headers, Request, init_request, new_request
 from rr.tlsio import TlsStream
 from rr.ws import session as ws_session
 
@@ -292,8 +292,9 @@ class Http1Conn:
         if timer is None:
             timer = self.idle_timer = hub.loop.timer(timeout)
         waiter = Waiter(hub)
-        watcher.start(waiter.switch, True)
-        timer.start(waiter.switch, False)
+        switch = waiter.switch
+        watcher.start(switch, True)
+        timer.start(switch, False)
         try:
             readable = waiter.get()
         finally:
@@ -597,7 +598,7 @@ class Http1Conn:
                     raise _Reject(exc.status, exc.reason) from None
                 if parsed is not None:
                     head, used = parsed
-                    self.buf = self.buf[used:]
+                    self.buf = self.buf[used:] if used < len(self.buf) else b""
                     return head
             first = self.requests == 0 and not self.buf
             try:
@@ -626,7 +627,9 @@ class Http1Conn:
         runtime = self.runtime
         config = self.config
         body_reader = BodyReader(self, head, deadline) if head.content_length or head.chunked else None
-        req = Request(
+        req = new_request(Request)  # Request(...) without the kwargs dict (see Request)
+        init_request(
+            req,
             head.method,
             head.target,
             head.path,
@@ -734,7 +737,7 @@ class Http1Conn:
             b"" if length is None else b"content-length: %d\r\n" % length,
             _END_KEEP if keep else _END_CLOSE, body,
         ))
-        if keep and b"\r\n\r\n" in self.buf and self.held_len + len(out) < HOLD_LIMIT:
+        if keep and self.buf and self.buf.find(b"\r\n\r\n") >= 0 and self.held_len + len(out) < HOLD_LIMIT:
             # The next pipelined request is already here: answer it in the same write.
             self.held.append(out)
             self.held_len += len(out)

@@ -69,7 +69,7 @@ from rr.http2 import codec, flow
 from rr.http2.codec import FrameError, Malformed
 from rr.httpdate import http_date
 from rr.log import get_logger
-from rr.request import Headers, Request
+from rr.request import Headers, Request, init_request, new_request
 
 if TYPE_CHECKING:
     from rr.runtime import ListenerRuntime
@@ -490,8 +490,9 @@ class H2Machine:
             method = "GET"
         target = pseudo[":path"]
         path, _, query = target.partition("?")
-        req = Request(
-            method, target, path, query, "HTTP/2", Headers(fields),
+        req = new_request(Request)  # Request(...) without the kwargs dict (see Request)
+        init_request(
+            req, method, target, path, query, "HTTP/2", Headers(fields),
             scheme=pseudo.get(":scheme", self.scheme), host=pseudo.get(":authority")
             or next((v for k, v in fields if k == "host"), None), peer=self.peer,
             listener=runtime.name, proxy=self.proxy, peer_cert=self.peer_cert,

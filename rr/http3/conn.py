@@ -84,7 +84,7 @@ from rr.fields import Malformed, field_list_size, validate_request
 from rr.http3.quic import RrQuic, server_configuration
 from rr.httpdate import http_date
 from rr.log import get_logger
-from rr.request import Headers, Request
+from rr.request import Headers, Request, init_request, new_request
 from rr.stream import CREDIT, DATA, HEAD, INTERIM, LOOP, RESPONSE, TRAILERS, WANT
 
 if TYPE_CHECKING:
@@ -462,8 +462,9 @@ class Http3Conn:
             return
         target = pseudo[":path"]
         path, _, query = target.partition("?")
-        req = Request(
-            method, target, path, query, "HTTP/3", Headers(fields), scheme=pseudo.get(":scheme", "https"),
+        req = new_request(Request)  # Request(...) without the kwargs dict (see Request)
+        init_request(
+            req, method, target, path, query, "HTTP/3", Headers(fields), scheme=pseudo.get(":scheme", "https"),
             host=pseudo.get(":authority") or next((v for k, v in fields if k == "host"), None),
             peer=self.peer, listener=runtime.name,
         )
