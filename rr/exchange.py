@@ -481,7 +481,7 @@ class Exchange:
             if type(status) is not int or not 200 <= status <= 599:
                 check_status(status)
             fields, close = response_fields(headers)
-            self._with_request_id(fields)
+            with_request_id(fields, self.req, self.config)
             self._check_size(fields, "response header")
         except InvalidResponse as exc:
             self.crashed(exc)
@@ -500,9 +500,6 @@ class Exchange:
             raise InvalidResponse(f"the {what} fields take {size} bytes, over max_response_header_size {limit}"
                                   f" (route {self.req.route or self.req.path!r})")
 
-    def _with_request_id(self, fields: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        return with_request_id(fields, self.req, self.config)
-
     def early_hints(self, headers: Any) -> bool:
         """``Request.early_hints``: an interim 103 with ``headers`` before the head."""
         if self.head_sent:
@@ -520,7 +517,7 @@ class Exchange:
         """A failure before the head went out: log it, answer 500."""
         error = dispatch.crashed(self.req, self.started, exc)
         fields, _ = response_fields(error.headers)
-        self._respond(error.status, self._with_request_id(fields), len(error.body), error.body, False)
+        self._respond(error.status, with_request_id(fields, self.req, self.config), len(error.body), error.body, False)
 
     def _respond(self, status: int, fields: list[tuple[str, str]], length: int | None, body: bytes,
                  close: bool) -> None:

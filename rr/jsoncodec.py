@@ -64,7 +64,8 @@ if _orjson is not None:
             out: bytes = _dumps(obj, _refuse, _OPTIONS)
         except _EncodeError:
             return encode_stdlib(obj)
-        if b"null" in out:  # maybe a NaN orjson wrote as null: the stdlib decides
+        # (find, not ``in``: CPython's bytes ``in`` first tries the needle as an int, ~50 ns)
+        if out.find(b"null") >= 0:  # maybe a NaN orjson wrote as null: the stdlib decides
             return encode_stdlib(obj)
         return out
 

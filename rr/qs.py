@@ -165,7 +165,7 @@ def _whole_text(qs: str | bytes, max_pairs: int, max_key_length: int) -> tuple[s
     if isinstance(qs, bytes):
         if qs.count(b"&") >= max_pairs:
             return None
-        if b"%" not in qs:
+        if qs.find(b"%") < 0:  # (find: bytes ``in`` first tries the needle as an int)
             if qs.isascii():
                 text = qs.decode("ascii")
                 return (text.replace("+", " ") if "+" in text else text), True

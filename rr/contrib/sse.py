@@ -73,7 +73,8 @@ def _utf8(field: str, value: str | bytes) -> bytes:
 
 def _single_line(field: str, value: str | bytes) -> bytes:
     raw = _utf8(field, value)
-    if b"\r" in raw or b"\n" in raw:
+    # (find, not ``in``: CPython's bytes ``in`` first tries the needle as an int, ~50 ns)
+    if raw.find(b"\r") >= 0 or raw.find(b"\n") >= 0:
         raise InvalidEvent(field, "contains CR or LF, which would start a new field")
     return raw
 
@@ -96,7 +97,7 @@ def event(
         if isinstance(id, bool):
             raise InvalidEvent("id", f"{id!r} is not a str or int")
         raw_id = _single_line("id", str(id) if isinstance(id, int) else id)
-        if b"\x00" in raw_id:
+        if raw_id.find(b"\x00") >= 0:
             raise InvalidEvent("id", "contains NUL, which makes clients ignore it")
         lines.append(b"id: " + raw_id)
     if retry is not None:
