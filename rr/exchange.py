@@ -40,7 +40,9 @@ holds every protocol to them):
   ``rr.ClientGone`` on every protocol; the handler may catch it to clean up.
 - **Bodies**: in ``auto`` mode (the listener's ``body_buffering``, or the
   matched route's own: ``app.body_buffering(req)``) the body is read here
-  before the handler runs, charged to the process's ``max_heap``; a body over
+  before the handler runs, charged to the process's ``max_heap`` (all of it,
+  except a body of at most ``UNCHARGED_BODY`` bytes that came in one read: it
+  holds less than the read buffer, which no path charges); a body over
   ``max_content_length`` → 413, one that stalls past ``request_timeout`` →
   408, a malformed one → 400 (``BodyError``, raised by the protocol's body
   source; a manual-mode handler that lets it propagate gets the same answer).
@@ -106,6 +108,9 @@ _access = get_logger("rr.access")
 
 # Bytes one read of a request body asks for in auto mode.
 READ_SIZE = 65536
+# A body at most this long that came whole in one read is not charged to max_heap (the
+# WebSocket fast path's rule for a message): it holds less than the 64 KiB read buffer.
+UNCHARGED_BODY = 4096
 # Bytes one Sendfile read takes where the protocol copies (h2, h3, TLS).
 FILE_CHUNK = 65536
 
@@ -430,12 +435,17 @@ class Exchange:
             if not first:
                 req._body = b""
                 return 0
-            supervisors.charge(len(first))
-            charged = len(first)
+            small = len(first) <= UNCHARGED_BODY
+            if not small:
+                supervisors.charge(len(first))
+                charged = len(first)
             chunk = read(READ_SIZE)
             if not chunk:
                 req._body = first
                 return charged
+            if small:  # more follows: the first read counts after all
+                supervisors.charge(len(first))
+                charged = len(first)
             parts = [first]
             while chunk:
                 supervisors.charge(len(chunk))
