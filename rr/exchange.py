@@ -347,7 +347,7 @@ class Exchange:
         self.peer_limit = peer = getattr(sink, "field_limit", None)
         limit = config.max_response_header_size
         self.field_limit = limit if peer is None else min(limit, max(0, peer - PROTOCOL_FIELDS))
-        req._interim = self.early_hints
+        req._interim = self  # Request.early_hints calls our early_hints (no bound method per request)
 
     def run(self, app: Any, answer: resp.Response | None = None) -> None:
         """Serve the request; returns once the response is complete or aborted.

@@ -14,7 +14,7 @@ protocol delivers them so), lookups are case-insensitive.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -145,7 +145,7 @@ class Request:
         self._body = body
         self._source = source
         self._decoded_path: str | None = None
-        self._interim: Callable[[Any], bool] | None = None  # set by the exchange serving it
+        self._interim: Any = None  # the exchange serving it (its ``early_hints``)
         # The connection's PROXY protocol header (rr.proxy_protocol.ProxyHeader) when the
         # listener reads one: v2 TLVs such as the client's SNI (``authority``) and TLS details.
         self.proxy = proxy
@@ -201,7 +201,8 @@ class Request:
         interim = self._interim
         if interim is None:
             return False  # not being served (a handler called directly, e.g. in a unit test)
-        return interim(headers)
+        result: bool = interim.early_hints(headers)
+        return result
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name, default)

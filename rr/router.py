@@ -69,6 +69,10 @@ from rr import middleware, qs, response
 Handler = Callable[[Any], Any]
 
 _ROUTE_KEYS = {"path", "handler", "state", "middlewares", "methods", "name", "body_buffering"}
+# A literal route's match: no bindings, nothing refused (read-only; __call__ copies nothing
+# from them into the request).
+_NO_BINDINGS: dict[str, str] = {}
+_NONE_REFUSED: list[str] = []
 _MATCH = "rr.match"  # req.private key: the router's match, made early for body_buffering
 _GROUP_KEYS = {"prefix", "middlewares", "routes"}
 
@@ -267,7 +271,7 @@ class Router:
         """(route, bindings, allowed-methods-if-405) for ``method`` on ``path``."""
         fast = self.fast.get(path)
         if fast is not None and (fast.methods is None or method in fast.methods):
-            return fast, {}, []
+            return fast, _NO_BINDINGS, _NONE_REFUSED  # shared, never mutated: no allocation
         if not path.startswith("/"):
             return None, {}, []
         segments = path[1:].split("/")
@@ -292,7 +296,8 @@ class Router:
         early = req.private.pop(_MATCH, None) if req.private else None
         route, bindings, allowed = early if early is not None else self.match(req.method, req.path)
         if route is not None:
-            req.bindings = bindings
+            if bindings or req.bindings:  # an empty match keeps the request's own empty dict
+                req.bindings = bindings or {}
             req.state = route.state
             req.route = route.path
             req.route_name = route.name
