@@ -168,6 +168,12 @@ class TlsStream:
             raise _WantRead("the read would block")
         return data
 
+    def drained(self) -> bool:
+        """Nothing to decrypt and nothing to send: the next bytes can only come from the socket
+        (at most part of a record waits in the incoming BIO), so a reader may wait for it to turn
+        readable before reading (HTTP/1.1's served-order wait)."""
+        return not self.more and not self.eof and self.out_pos >= len(self.out)
+
     def recv_nowait(self, n: int = RECV_SIZE) -> bytes | None:
         """Up to ``n`` decrypted bytes without waiting for the peer: ``b""`` once the peer
         closed, None when nothing whole is there yet (wait for the socket to be readable, then

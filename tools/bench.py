@@ -430,6 +430,11 @@ def _rr_base_h2_argv(p: dict[str, int]) -> list[str]:
     return [PY, str(_rr_base() / "tools" / "bench_apps" / "rr_app.py"), "--h2", str(p["main"])]
 
 
+def _rr_base_tls_argv(p: dict[str, int]) -> list[str]:
+    return [PY, str(_rr_base() / "tools" / "bench_apps" / "rr_app.py"), "--tls", TLS_FILES["cert"],
+            TLS_FILES["key"], str(p["main"])]
+
+
 def _rr_base_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(_rr_base())}
 
@@ -467,7 +472,7 @@ SERVERS: dict[str, ServerSpec] = {
                    launchers={"h2": _rr_h2_argv, "tls": _rr_tls_argv, "grpc": _grpc_argv("rr"),
                               "flask": _rr_flask_argv}),
         ServerSpec("rr-base", "rr at $RR_BASE (before/after)", _rr_base_argv, ports=("main", "manual"),
-                   launchers={"h2": _rr_base_h2_argv}, env=_rr_base_env),
+                   launchers={"h2": _rr_base_h2_argv, "tls": _rr_base_tls_argv}, env=_rr_base_env),
         ServerSpec("floor", "floor (bare gevent StreamServer)",
                    lambda p: [PY, str(APPS / "floor.py"), str(p["main"])], unsupported=FLOOR_SKIPS),
         ServerSpec("raw", "raw floor (non-blocking sockets, gevent io watchers)",

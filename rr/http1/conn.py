@@ -31,7 +31,9 @@ socket (backpressure).
 TLS goes through the front door's ``rr.tlsio.TlsStream`` (``ssl.SSLObject``
 over memory BIOs on the same raw socket, the same one-attempt-then-watcher rule
 inside): a read is ``recv_nowait`` first and, only when nothing whole is there,
-``recv`` with a per-call timeout; a write is its ``sendall`` with a timeout.
+``recv`` with a per-call timeout; a write is its ``sendall`` with a timeout. The
+next request after one waits for the loop's poll first there too when the stream
+holds nothing to decrypt (``TlsStream.drained``).
 
 What it must never do: let a peer's bytes crash it, grow its buffers without
 bound, or touch another connection. Every wait on the socket has a deadline;
@@ -250,6 +252,11 @@ class Http1Conn:
         raw = self.raw
         if raw is None:
             if self.tls is not None:
+                if self.poll_first:  # the next request, after one: through the poll
+                    self.poll_first = False
+                    if self.recv_polled(wait, now, self.tls.sock) is not None:
+                        later = _monotonic()  # readable: the read below finds the bytes
+                        wait, now = wait - (later - now), later
                 return self.recv_tls(wait, slow, now)
             self.unpolled = 0  # another wrapped socket: it may have parked, the loop may have polled
             return self.recv_wrapped(wait, slow, now)
@@ -275,13 +282,15 @@ class Http1Conn:
         self.rate_bytes += len(data)
         return data
 
-    def recv_polled(self, wait: float, now: float) -> bytes | None:
-        """Plain TCP, a request served and nothing buffered: wait for the next one on the
-        read watcher, through the loop's poll. The same wait as ``recv_waiting`` with the
-        connection's own timer (``keep_alive_timeout``, which ``wait`` is, less the
-        microseconds since the deadline was set), restarted rather than made per request.
-        None: woken without bytes, or the watcher is taken; the caller waits as usual."""
-        sock = self.sock
+    def recv_polled(self, wait: float, now: float, tls_sock: Any = None) -> bytes | None:
+        """A request served and nothing buffered: wait for the next one on the read watcher,
+        through the loop's poll. The same wait as ``recv_waiting`` with the connection's own
+        timer (``keep_alive_timeout``, which ``wait`` is, less the microseconds since the
+        deadline was set), restarted rather than made per request. Plain TCP: the bytes, or
+        None when woken without bytes or the watcher is taken (the caller waits as usual).
+        TLS (``tls_sock``, the socket under the stream): ``b""`` once readable, without
+        reading (the caller decrypts), None when the watcher is taken."""
+        sock = self.sock if tls_sock is None else tls_sock
         watcher = sock._read_event
         timeout = self.config.keep_alive_timeout
         if watcher.callback is not None or not timeout - 1.0 < wait <= timeout:
@@ -303,6 +312,8 @@ class Http1Conn:
             self.rate_waited += _monotonic() - now
         if not readable:
             raise TimeoutError()
+        if tls_sock is not None:
+            return b""
         try:
             return self.raw.recv(RECV_SIZE)
         except BlockingIOError:
@@ -573,10 +584,11 @@ class Http1Conn:
             # first let a connection whose client was quick serve request after request from
             # the callback queue (a read that found bytes reset ``unpolled``) while those that
             # had to wait sat until the queue ran dry (docs/bench_rr.md: p99 4-9x p50).
-            if not self.buf and self.raw is not None:
+            # TLS the same when the stream holds nothing to decrypt (``TlsStream.drained``).
+            if not self.buf and (self.raw is not None or (self.tls is not None and self.tls.drained())):
                 self.poll_first = True
                 continue
-            # A pipelined request is already buffered (or TLS): sleep(0) lets ready processes
+            # A pipelined request is already buffered (or TLS bytes are): sleep(0) lets ready processes
             # run but not the loop's I/O poll (gevent runs callbacks for up to its 5 ms switch
             # interval first), so after UNPOLLED_MAX requests served without waiting on the
             # socket, wait for one loop turn.
