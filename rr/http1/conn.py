@@ -223,6 +223,8 @@ class Http1Conn:
         self.version = "HTTP/1.1"
         self.chunked = False
         self.body_reader: BodyReader | None = None
+        self.last_fields: list[tuple[str, str]] | None = None  # request_headers' memo
+        self.last_headers: Any = None
         self.linger_after = False
         self.watcher: supervisors.Pid | None = None
 
@@ -647,7 +649,7 @@ class Http1Conn:
             head.path,
             head.query,
             head.version,
-            Headers(head.headers),
+            self.request_headers(head.headers),
             scheme=self.scheme,
             host=head.host,
             peer=self.peer,
@@ -690,6 +692,15 @@ class Http1Conn:
         if not keep_alive and self.close_reason == "normal":
             self.close_reason = "keep_alive_done"
         return keep_alive and not runtime.draining
+
+    def request_headers(self, fields: list[tuple[str, str]]) -> Headers:
+        """The request's ``Headers``: the previous request's when its head came from the same
+        cached parse (``codec``'s head cache hands out one read-only list per distinct head).
+        Headers has no mutators, so sharing it is safe, and its index is built once."""
+        if fields is not self.last_fields:
+            self.last_fields = fields
+            self.last_headers = Headers(fields)
+        return self.last_headers
 
     def maybe_upgrade(self, head: codec.RequestHead, req: Request, body_reader: Any) -> None:
         """``Upgrade: h2c`` (RFC 7540 §3.2): answer 101 and hand over, the request as stream 1.

@@ -830,3 +830,16 @@ def test_an_idle_keep_alive_connection_holds_neither_its_last_request_nor_an_exc
                 and any(f.name == "recv" and f.filename.endswith("conn.py")
                         for f in __import__("traceback").extract_tb(e.__traceback__))]
         assert held == []
+
+
+def test_each_request_on_a_connection_sees_its_own_headers(serve):
+    """The conn reuses the previous request's Headers only for the very same cached head:
+    repeated heads, a changed value, a new field and a repeat of an earlier head each read
+    their own."""
+    srv = serve(lambda req: resp.text(200, f"{req.headers.get('x-n')}|{req.headers.get('x-extra')}"))
+    sent = [("1", None), ("1", None), ("2", None), ("2", "e"), ("1", None)]
+    with srv.connect() as sock:
+        for n, extra in sent:
+            more = b"x-extra: %s\r\n" % extra.encode() if extra else b""
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-n: %s\r\n%s\r\n" % (n.encode(), more))
+            assert read_response(sock)[1] == f"{n}|{extra}".encode()
