@@ -409,6 +409,11 @@ class Http1Conn:
         raw = self.raw
         try:
             if raw is None:  # TLS
+                tls = self.tls
+                if tls is not None:
+                    tls.timeout = self.config.request_timeout  # TlsStream.settimeout, without the call
+                    tls.sendall(data)
+                    return
                 self.sock.settimeout(self.config.request_timeout)
                 self.sock.sendall(data)
                 return
