@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Server instructions per request (callgrind), for A/B comparisons of rr against itself.
 #
-#   [PYTHON=...] [N=2000] [BODY=FILE] tools/bench_instructions.sh LABEL PORT PATH APP.py [APP ARGS...]
+#   [PYTHON=...] [N=2000] [BODY=FILE] [SCHEME=https] tools/bench_instructions.sh LABEL PORT PATH APP.py [APP ARGS...]
 #
 # Starts tools/bench_apps/APP.py under `valgrind --tool=callgrind` with counting
 # off, warms it with 500 requests (`h2load --h1 -c 10`), switches counting on
@@ -12,6 +12,9 @@
 # count as one instruction), so a change that adds a system call must be judged
 # with tools/bench_cpu.sh too. Loopback only. The dump stays in
 # /tmp/callgrind.LABEL.out for callgrind_annotate.
+# SCHEME=https: over TLS (e.g. `SCHEME=https ARGS_FIRST=1 ... / rr_app.py --tls CERT KEY`);
+# the measured run's 10 handshakes are counted too (the same in both variants of an A/B).
+# ARGS_FIRST=1: the app's arguments go before PORT instead of after it.
 set -euo pipefail
 label=$1; port=$2; path=$3; app=$4; shift 4
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,17 +24,18 @@ done
 cd "$root/tools/bench_apps"
 out="/tmp/callgrind.$label.out"
 rm -f "$out"
+if [ -n "${ARGS_FIRST:-}" ]; then set -- "$@" "$port"; else set -- "$port" "$@"; fi
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
-  "${PYTHON:-$root/.venv/bin/python}" "$app" "$port" "$@" > "/tmp/bench_instructions_$label.log" 2>&1 &
+  "${PYTHON:-$root/.venv/bin/python}" "$app" "$@" > "/tmp/bench_instructions_$label.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
-for _ in $(seq 600); do curl -s -m 5 -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.2; done
+for _ in $(seq 600); do curl -s -k -m 5 -o /dev/null "${SCHEME:-http}://127.0.0.1:$port$path" && break; sleep 0.2; done
 post=()
 if [ -n "${BODY:-}" ]; then post=(-d "$BODY" -H "content-type: ${CTYPE:-application/octet-stream}"); fi
 n=${N:-2000}
-h2load --h1 -n 500 -c 10 "${post[@]}" "http://127.0.0.1:$port$path" > /dev/null
+h2load --h1 -n 500 -c 10 "${post[@]}" "${SCHEME:-http}://127.0.0.1:$port$path" > /dev/null
 callgrind_control -i on "$pid" > /dev/null
-res=$(h2load --h1 -n "$n" -c 10 "${post[@]}" "http://127.0.0.1:$port$path")
+res=$(h2load --h1 -n "$n" -c 10 "${post[@]}" "${SCHEME:-http}://127.0.0.1:$port$path")
 callgrind_control -i off "$pid" > /dev/null
 callgrind_control -d "$pid" > /dev/null
 ok=$(grep -oE "[0-9]+ succeeded" <<< "$res")
