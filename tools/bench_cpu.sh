@@ -19,7 +19,9 @@ set -euo pipefail
 label=$1; port=$2; path=$3; app=$4; shift 4
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root/tools/bench_apps"
-taskset -c 0 "${PYTHON:-$root/.venv/bin/python}" "$app" "$port" "$@" > "/tmp/bench_cpu_$label.log" 2>&1 &
+# ARGS_FIRST=1: the app's arguments before PORT (`ARGS_FIRST=1 ... floor.py --raw`: the raw floor).
+if [ -n "${ARGS_FIRST:-}" ]; then set -- "$@" "$port"; else set -- "$port" "$@"; fi
+taskset -c 0 "${PYTHON:-$root/.venv/bin/python}" "$app" "$@" > "/tmp/bench_cpu_$label.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port$path" && break; sleep 0.1; done
