@@ -435,15 +435,14 @@ class Exchange:
             if not first:
                 req._body = b""
                 return 0
-            small = len(first) <= UNCHARGED_BODY
-            if not small:
+            if len(first) > UNCHARGED_BODY:
                 supervisors.charge(len(first))
                 charged = len(first)
             chunk = read(READ_SIZE)
             if not chunk:
                 req._body = first
                 return charged
-            if small:  # more follows: the first read counts after all
+            if not charged:  # more follows: a small first read counts after all
                 supervisors.charge(len(first))
                 charged = len(first)
             parts = [first]
