@@ -224,7 +224,7 @@ class Http1Conn:
         self.chunked = False
         self.body_reader: BodyReader | None = None
         self.last_fields: list[tuple[str, str]] | None = None  # request_headers' memo
-        self.last_headers: Any = None
+        self.last_headers: Headers | None = None
         self.linger_after = False
         self.watcher: supervisors.Pid | None = None
 
@@ -702,10 +702,11 @@ class Http1Conn:
         """The request's ``Headers``: the previous request's when its head came from the same
         cached parse (``codec``'s head cache hands out one read-only list per distinct head).
         Headers has no mutators, so sharing it is safe, and its index is built once."""
-        if fields is not self.last_fields:
+        headers = self.last_headers
+        if headers is None or fields is not self.last_fields:
+            headers = self.last_headers = Headers(fields)
             self.last_fields = fields
-            self.last_headers = Headers(fields)
-        return self.last_headers
+        return headers
 
     def maybe_upgrade(self, head: codec.RequestHead, req: Request, body_reader: Any) -> None:
         """``Upgrade: h2c`` (RFC 7540 §3.2): answer 101 and hand over, the request as stream 1.
