@@ -1650,9 +1650,6 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
-FLOORS = ("floor", "raw")  # they send precompressed bytes: no compressor to take out
-
-
 def compressor_lines(report: Report, rows: list[Scenario], shown: list[str]) -> list[str]:
     """The compressor's own cost next to the compression rows, and each server's CPU per request without it."""
     costs = report.compressors.get("codings", {})
@@ -1664,7 +1661,7 @@ def compressor_lines(report: Report, rows: list[Scenario], shown: list[str]) -> 
                  f"{name} ({_LEVELS[name]}): {c['us']:.0f} µs per body, {c['size']:,} B"
                  for name, c in costs.items()) + ". Below: the server's CPU per request (CPU % ÷ req/s) and, "
              "after `−`, what is left once the compressor's µs are taken out — the server's own overhead "
-             "(the floors send precompressed bytes, so nothing is taken out there).", ""]
+             "(the floors compress per request too, with the standard zlib).", ""]
     lines.append("| scenario | " + " | ".join(shown) + " |")
     lines.append("|---|" + "---:|" * len(shown))
     for sc in rows:
@@ -1677,7 +1674,7 @@ def compressor_lines(report: Report, rows: list[Scenario], shown: list[str]) -> 
                 vals.append("—")
                 continue
             per = cpu / 100 * 1e6 / rate
-            vals.append(f"{per:.0f} µs" if n in FLOORS else f"{per:.0f} − {us:.0f} = {per - us:.0f} µs")
+            vals.append(f"{per:.0f} − {us:.0f} = {per - us:.0f} µs")
         lines.append(f"| {sc.name} | " + " | ".join(vals) + " |")
     lines.append("")
     return lines

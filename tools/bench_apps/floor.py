@@ -2,7 +2,10 @@
 
 No HTTP parsing beyond what framing needs: find ``\\r\\n\\r\\n``, read the
 request line's path, skip a ``Content-Length`` body, write bytes prepared at
-start-up. They are ceilings for a gevent server on this machine, not servers.
+start-up — except on the compression rows (``/gzip``, ``/gzip_mw``), where
+every server compresses the payload per request, so the floors do too (the
+same ``bench_common.gzip_body``) and rr ÷ floor compares like with like. They
+are ceilings for a gevent server on this machine, not servers.
 
     python floor.py PORT          # "floor": gevent's StreamServer, recv + sendall
     python floor.py --raw PORT    # "raw": the socket met directly (below)
@@ -47,6 +50,15 @@ RESPONSES = {
 }
 RESPONSES[b"/gzip_mw"] = RESPONSES[b"/gzip"]
 RESPONSES.update({p.encode(): HELLO for p in c.ROUTES})
+
+
+def gzip_now() -> bytes:
+    """The compression rows' answer, compressed now, as each server's handler or middleware does."""
+    return _response(b"200 OK", b"application/json", c.gzip_body(), b"content-encoding: gzip\r\n")
+
+
+# Paths answered with work per request: RESPONSES holds None for them (one check on the hot path).
+PER_REQUEST = {b"/gzip": gzip_now, b"/gzip_mw": gzip_now}
 # cors_preflight: the answer rr.contrib.cors gives, for any method on /cors.
 RESPONSES[b"/cors"] = (b"HTTP/1.1 204 No Content\r\naccess-control-allow-origin: " + c.CORS_ORIGIN.encode()
                        + b"\r\naccess-control-allow-methods: " + ", ".join(c.CORS_METHODS).encode()
@@ -56,6 +68,7 @@ ECHO = {n: _response(b"200 OK", b"application/octet-stream", b"x" * n) for n in 
 
 
 CLOSE = {k: v.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1) for k, v in RESPONSES.items()}
+RESPONSES.update(dict.fromkeys(PER_REQUEST))
 
 
 def handle(sock, _addr) -> None:
@@ -96,7 +109,8 @@ def handle(sock, _addr) -> None:
             if path == b"/echo":
                 out.append(ECHO.get(length, HELLO))
             else:
-                out.append(RESPONSES.get(path, HELLO))
+                ready = RESPONSES.get(path, HELLO)
+                out.append(ready if ready is not None else PER_REQUEST[path]())
     except OSError:
         return
     finally:
@@ -166,7 +180,8 @@ def raw_connection(sock: socket.socket) -> None:
                     out.append(CLOSE.get(path, CLOSE[b"/"]))
                     close = True
                     break
-                out.append(ECHO.get(length, HELLO) if path == b"/echo" else RESPONSES.get(path, HELLO))
+                ready = ECHO.get(length, HELLO) if path == b"/echo" else RESPONSES.get(path, HELLO)
+                out.append(ready if ready is not None else PER_REQUEST[path]())
             if skip or pos >= end:
                 pending = b""
             else:  # keep the start of the next request
