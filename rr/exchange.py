@@ -245,14 +245,6 @@ def with_request_id(fields: list[tuple[str, str]], req: Request, config: Any) ->
     return fields
 
 
-def fields_size(fields: list[tuple[str, str]]) -> int:
-    """A field section's size as RFC 9113 §6.5.2 (and RFC 9114's field section) count it."""
-    size = 32 * len(fields)
-    for name, value in fields:
-        size += len(name) + len(value)
-    return size
-
-
 def check_status(status: Any) -> None:
     if type(status) is not int or not 200 <= status <= 599:
         if isinstance(status, int) and 100 <= status <= 199:
@@ -490,7 +482,8 @@ class Exchange:
             if type(status) is not int or not 200 <= status <= 599:
                 check_status(status)
             fields, close = response_fields(headers)
-            with_request_id(fields, self.req, self.config)
+            if self.config.request_id_header:
+                with_request_id(fields, self.req, self.config)
             self._check_size(fields, "response header")
         except InvalidResponse as exc:
             self.crashed(exc)
@@ -500,7 +493,10 @@ class Exchange:
     def _check_size(self, fields: list[tuple[str, str]], what: str) -> None:
         """``InvalidResponse`` when ``fields`` exceed the listener's or the peer's limit."""
         limit = self.field_limit
-        size = fields_size(fields)
+        # The section's size as RFC 9113 §6.5.2 (and RFC 9114) count it, on every protocol.
+        size = 32 * len(fields)
+        for name, value in fields:
+            size += len(name) + len(value)
         if size > limit:
             if limit < self.config.max_response_header_size:
                 raise InvalidResponse(f"the {what} fields take {size} bytes, over the client's limit of "
