@@ -256,7 +256,7 @@ class Http1Conn:
             if self.tls is not None:
                 if self.poll_first:  # the next request, after one: through the poll
                     self.poll_first = False
-                    if self.recv_polled(wait, now, self.tls.sock) is not None:
+                    if self.recv_polled(wait, self.tls.sock) is not None:
                         later = _monotonic()  # readable: the read below finds the bytes
                         wait, now = wait - (later - now), later
                 return self.recv_tls(wait, slow, now)
@@ -264,7 +264,7 @@ class Http1Conn:
             return self.recv_wrapped(wait, slow, now)
         if self.poll_first:  # the next request, after one: through the poll (serve_requests)
             self.poll_first = False
-            data = self.recv_polled(wait, now)
+            data = self.recv_polled(wait)
             if data is None:  # woken without bytes (or the watcher was taken): the general wait
                 later = _monotonic()
                 data = self.recv_waiting(wait - (later - now), slow, later)
@@ -284,7 +284,7 @@ class Http1Conn:
         self.rate_bytes += len(data)
         return data
 
-    def recv_polled(self, wait: float, now: float, tls_sock: Any = None) -> bytes | None:
+    def recv_polled(self, wait: float, tls_sock: Any = None) -> bytes | None:
         """A request served and nothing buffered: wait for the next one on the read watcher,
         through the loop's poll. The same wait as ``recv_waiting`` with the connection's own
         timer (``keep_alive_timeout``, which ``wait`` is, less the microseconds since the
@@ -311,7 +311,9 @@ class Http1Conn:
         finally:
             watcher.stop()
             timer.stop()
-            self.rate_waited += _monotonic() - now
+            # Not counted in rate_waited: no byte of the next request has arrived yet, and
+            # the slowloris rule measures a request from its first byte (an idle keep-alive
+            # connection is keep_alive_timeout's business).
         if not readable:
             raise TimeoutError()
         if tls_sock is not None:
@@ -344,7 +346,8 @@ class Http1Conn:
                     self.close_reason = "peer_error"
                     raise _Close() from None
         finally:
-            self.rate_waited += _monotonic() - now
+            if self.rate_bytes:  # the rule runs from the request's first byte (see recv_polled)
+                self.rate_waited += _monotonic() - now
 
     def recv_tls(self, wait: float, slow: bool, now: float) -> bytes:
         """TLS: one read attempt first (``recv_nowait``: one ``recv_into``, then every whole
@@ -376,7 +379,8 @@ class Http1Conn:
         except OSError as exc:
             raise self._read_failed(exc, slow) from None
         finally:
-            self.rate_waited += _monotonic() - now
+            if self.rate_bytes:  # the rule runs from the request's first byte (see recv_polled)
+                self.rate_waited += _monotonic() - now
         return self._counted(data)
 
     def _read_failed(self, exc: OSError, slow: bool) -> BaseException:

@@ -567,6 +567,33 @@ def test_slowloris_is_closed_silently(serve):
     assert not data.startswith(b"HTTP/1.1 408")
 
 
+@pytest.mark.parametrize("tls", [False, True])
+@pytest.mark.parametrize("before", ["first request", "keep-alive"])
+def test_the_slowloris_rule_starts_at_a_requests_first_byte(serve, tls_files, tls, before):
+    """Time before a request's first byte (an idle keep-alive connection, or a new one that
+    has not spoken yet) is not the request's: a head that then comes in two pieces is served.
+    Counted before, the second piece found the rate budget spent and the connection closed
+    without an answer (with the default 100 B/s, any idle second sufficed)."""
+    opts = {"min_bytes_per_second": 1000, "first_byte_timeout": 30, "keep_alive_timeout": 30}
+    if tls:
+        opts["tls"] = {"certfile": tls_files[0], "keyfile": tls_files[1]}
+    srv = serve(hello, **opts)
+    sock = srv.connect()
+    if tls:
+        from tests.rr.wire import client_context
+
+        sock = client_context(tls_files[0]).wrap_socket(sock, server_hostname="127.0.0.1")
+    with sock:
+        if before == "keep-alive":
+            sock.sendall(GET)
+            assert read_response(sock)[0].startswith(b"HTTP/1.1 200")
+        gevent.sleep(1.3)  # the client idles past the rule's 1 s grace (the input of this test)
+        sock.sendall(b"GET / HTTP/1.1\r\n")
+        gevent.sleep(0.05)
+        sock.sendall(b"Host: x\r\n\r\n")
+        assert read_response(sock)[0].startswith(b"HTTP/1.1 200")
+
+
 def test_connections_over_max_clients_get_503_at_accept_and_are_counted(serve):
     srv = serve(hello, max_clients=2)
     held = [srv.connect() for _ in range(2)]
