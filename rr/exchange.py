@@ -31,7 +31,10 @@ holds every protocol to them):
   (h1). A declared ``content-length`` still counts where it means something:
   HEAD of an empty ``Response`` announces it, and a ``Stream`` that declares
   one must send exactly that many bytes (more or fewer → the response is
-  aborted). ``date`` is added unless the handler set one.
+  aborted). ``date`` is added unless the handler set one. These checks run
+  once per distinct section: a handler's headers, checked, are kept by value
+  (``_sections``, bounded), so the same headers on the next request cost one
+  lookup.
 - **No body** on HEAD, 204 and 304 (204/304 carry no content-length either).
 - **Crashes**: before the head is sent → 500 with a body; after it → the
   response is aborted (h1: the connection closes before the last chunk; h2:
@@ -188,13 +191,34 @@ def _check(name: Any, value: Any) -> tuple[str, str] | None:
     return None if lname in _FRAMING else (lname, value)
 
 
-def response_fields(headers: Any, add_date: bool = True) -> tuple[list[tuple[str, str]], bool]:
-    """Validated, lowercased fields without framing ones, plus ``date`` (unless the
-    handler set one, or ``add_date`` is false: trailers); and whether the handler
-    asked to close (``connection: close``). Raises ``InvalidResponse``."""
+# Header lists already checked whole, as tuples -> _section's answer: a handler answering with
+# the same headers (a module constant, or equal pairs) skips the pass pair by pair. Bounded: at
+# most _SECTIONS_MAX sections of at most _SECTION_PAIRS_MAX pairs, each value short enough for
+# _checked (a section with a longer one is checked every time).
+Section = tuple[tuple[tuple[str, str], ...], bool, bool, int]
+_sections: dict[tuple[Any, ...], Section] = {}
+_SECTIONS_MAX = 1024
+_SECTION_PAIRS_MAX = 16
+
+
+def _section(headers: Any) -> Section:
+    """A handler's headers checked: (fields, close, has_date, size) — the validated,
+    lowercased fields without framing ones, whether it asked to close, whether it set
+    ``date``, and the fields' size as RFC 9113 §6.5.2 counts it. Raises ``InvalidResponse``."""
+    kind = type(headers)
+    key = None
+    if (kind is list or kind is tuple) and len(headers) <= _SECTION_PAIRS_MAX:
+        key = headers if kind is tuple else tuple(headers)
+        try:
+            hit = _sections.get(key)
+        except TypeError:  # an unhashable pair: refused below
+            key = hit = None
+        if hit is not None:
+            return hit
     out = []
     close = False
     has_date = False
+    size = 0
     checked = _checked
     for pair in headers:
         try:
@@ -207,6 +231,8 @@ def response_fields(headers: Any, add_date: bool = True) -> tuple[list[tuple[str
                 if len(checked) >= _CHECKED_MAX:
                     checked.clear()
                 checked[pair] = field
+            else:
+                key = None
         except TypeError:  # unhashable: not a pair of str
             raise InvalidResponse(f"header {pair!r} is not a (name, value) pair") from None
         if field is None:
@@ -215,7 +241,22 @@ def response_fields(headers: Any, add_date: bool = True) -> tuple[list[tuple[str
             continue
         if field[0] == "date":
             has_date = True
+        size += 32 + len(field[0]) + len(field[1])
         out.append(field)
+    found = (tuple(out), close, has_date, size)
+    if key is not None:
+        if len(_sections) >= _SECTIONS_MAX:
+            _sections.clear()
+        _sections[key] = found
+    return found
+
+
+def response_fields(headers: Any, add_date: bool = True) -> tuple[list[tuple[str, str]], bool]:
+    """Validated, lowercased fields without framing ones, plus ``date`` (unless the
+    handler set one, or ``add_date`` is false: trailers); and whether the handler
+    asked to close (``connection: close``). Raises ``InvalidResponse``."""
+    fields, close, has_date, _ = _section(headers)
+    out = list(fields)
     if add_date and not has_date:
         out.append(date_field())
     return out, close
@@ -481,22 +522,30 @@ class Exchange:
         try:
             if type(status) is not int or not 200 <= status <= 599:
                 check_status(status)
-            fields, close = response_fields(headers)
+            section, close, has_date, size = _section(headers)
+            fields = list(section)
+            if not has_date:
+                date = date_field()
+                fields.append(date)
+                size += 36 + len(date[1])  # 32 + len("date") + the value
             if self.config.request_id_header:
                 with_request_id(fields, self.req, self.config)
-            self._check_size(fields, "response header")
+                size = -1  # counted below
+            self._check_size(fields, "response header", size)
         except InvalidResponse as exc:
             self.crashed(exc)
             return None
         return fields, close
 
-    def _check_size(self, fields: list[tuple[str, str]], what: str) -> None:
-        """``InvalidResponse`` when ``fields`` exceed the listener's or the peer's limit."""
+    def _check_size(self, fields: list[tuple[str, str]], what: str, size: int = -1) -> None:
+        """``InvalidResponse`` when ``fields`` (of ``size``, when known) exceed the listener's
+        or the peer's limit."""
         limit = self.field_limit
-        # The section's size as RFC 9113 §6.5.2 (and RFC 9114) count it, on every protocol.
-        size = 32 * len(fields)
-        for name, value in fields:
-            size += len(name) + len(value)
+        if size < 0:
+            # The section's size as RFC 9113 §6.5.2 (and RFC 9114) count it, on every protocol.
+            size = 32 * len(fields)
+            for name, value in fields:
+                size += len(name) + len(value)
         if size > limit:
             if limit < self.config.max_response_header_size:
                 raise InvalidResponse(f"the {what} fields take {size} bytes, over the client's limit of "

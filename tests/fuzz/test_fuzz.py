@@ -133,6 +133,7 @@ def test_h2_hpack_target_catches_a_connection_field_let_through(monkeypatch):
 def test_response_fields_target_catches_a_crlf_let_through(monkeypatch):
     monkeypatch.setattr(exchange, "_BAD_VALUE", frozenset("\0"))
     monkeypatch.setattr(exchange, "_checked", {})
+    monkeypatch.setattr(exchange, "_sections", {})
     seed = (CORPUS / "response_fields" / "crlf_value").read_bytes()
     with pytest.raises(AssertionError):
         TARGETS["response_fields"](seed)

@@ -62,8 +62,9 @@ class _Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     fake = _Clock(1_700_000_000.2)  # Tue, 14 Nov 2023 22:13:20 GMT
-    monkeypatch.setattr(httpdate, "time", fake)
+    monkeypatch.setattr(httpdate, "_time", fake.time)
     monkeypatch.setattr(httpdate, "_date_second", 0)
+    monkeypatch.setattr(httpdate, "_date_until", 0.0)
     return fake
 
 
@@ -77,3 +78,5 @@ def test_the_value_is_built_once_per_second_and_shared_within_it(clock):
     second = httpdate.date_line()
     assert second == b"date: Tue, 14 Nov 2023 22:13:21 GMT\r\n"
     assert httpdate.http_date() == "Tue, 14 Nov 2023 22:13:21 GMT"
+    clock.now -= 5.0  # the clock stepped back: that second's date, not the cached later one
+    assert httpdate.date_field() == ("date", "Tue, 14 Nov 2023 22:13:16 GMT")
