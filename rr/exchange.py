@@ -218,7 +218,6 @@ def _section(headers: Any) -> Section:
     out = []
     close = False
     has_date = False
-    size = 0
     checked = _checked
     for pair in headers:
         try:
@@ -241,9 +240,8 @@ def _section(headers: Any) -> Section:
             continue
         if field[0] == "date":
             has_date = True
-        size += 32 + len(field[0]) + len(field[1])
         out.append(field)
-    found = (tuple(out), close, has_date, size)
+    found = (tuple(out), close, has_date, fields_size(out))
     if key is not None:
         if len(_sections) >= _SECTIONS_MAX:
             _sections.clear()
@@ -284,6 +282,14 @@ def with_request_id(fields: list[tuple[str, str]], req: Request, config: Any) ->
             adopt_request_id(req, header)
         fields.append((header, req.request_id))
     return fields
+
+
+def fields_size(fields: Any) -> int:
+    """A field section's size as RFC 9113 §6.5.2 (and RFC 9114's field section) count it."""
+    size = 32 * len(fields)
+    for name, value in fields:
+        size += len(name) + len(value)
+    return size
 
 
 def check_status(status: Any) -> None:
@@ -524,28 +530,24 @@ class Exchange:
                 check_status(status)
             section, close, has_date, size = _section(headers)
             fields = list(section)
-            if not has_date:
+            if not has_date:  # the section's size is known: what is appended is counted here
                 date = date_field()
                 fields.append(date)
                 size += 36 + len(date[1])  # 32 + len("date") + the value
             if self.config.request_id_header:
                 with_request_id(fields, self.req, self.config)
-                size = -1  # counted below
-            self._check_size(fields, "response header", size)
+                name, value = fields[-1]
+                size += 32 + len(name) + len(value)
+            self._check_size(size, "response header")
         except InvalidResponse as exc:
             self.crashed(exc)
             return None
         return fields, close
 
-    def _check_size(self, fields: list[tuple[str, str]], what: str, size: int = -1) -> None:
-        """``InvalidResponse`` when ``fields`` (of ``size``, when known) exceed the listener's
+    def _check_size(self, size: int, what: str) -> None:
+        """``InvalidResponse`` when fields of ``size`` (``fields_size``) exceed the listener's
         or the peer's limit."""
         limit = self.field_limit
-        if size < 0:
-            # The section's size as RFC 9113 §6.5.2 (and RFC 9114) count it, on every protocol.
-            size = 32 * len(fields)
-            for name, value in fields:
-                size += len(name) + len(value)
         if size > limit:
             if limit < self.config.max_response_header_size:
                 raise InvalidResponse(f"the {what} fields take {size} bytes, over the client's limit of "
@@ -563,7 +565,7 @@ class Exchange:
         fields, _ = response_fields(resp.header_list(headers), add_date=False)
         if not fields:
             raise InvalidResponse("early_hints() needs at least one field (a link)")
-        self._check_size(fields, "early hints")
+        self._check_size(fields_size(fields), "early hints")
         self.hints += 1
         return self.sink.interim(103, fields)
 
@@ -821,7 +823,7 @@ class _StreamOut:
         if trailers:
             try:
                 tfields, _ = response_fields(resp.header_list(trailers), add_date=False)
-                ex._check_size(tfields, "trailer")
+                ex._check_size(fields_size(tfields), "trailer")
             except InvalidResponse as exc:
                 dispatch.crashed(ex.req, ex.started, exc)
                 ex.abort()

@@ -365,11 +365,7 @@ class Http1Conn:
             if tls.waits != waits:
                 self.unpolled = 0  # it parked on the socket: the loop polled meanwhile
             return data
-        if not data:  # _counted, inline
-            self.close_reason = "peer_closed"
-            raise _Close()
-        self.rate_bytes += len(data)
-        return data
+        return self._counted(data)
 
     def recv_wrapped(self, wait: float, slow: bool, now: float) -> bytes:
         """TLS (``rr.tlsio.TlsStream``, or any wrapped socket): ``recv`` with a per-call timeout."""
@@ -600,10 +596,7 @@ class Http1Conn:
             # the callback queue (a read that found bytes reset ``unpolled``) while those that
             # had to wait sat until the queue ran dry (docs/bench_rr.md: p99 4-9x p50).
             # TLS the same when the stream holds nothing to decrypt (``TlsStream.drained``).
-            tls = self.tls
-            if not self.buf and (self.raw is not None or (
-                    # TlsStream.drained(), inline (once per request)
-                    tls is not None and not tls.more and not tls.eof and tls.out_pos >= len(tls.out))):
+            if not self.buf and (self.raw is not None or (self.tls is not None and self.tls.drained())):
                 self.poll_first = True
                 continue
             # A pipelined request is already buffered (or TLS bytes are): sleep(0) lets ready processes

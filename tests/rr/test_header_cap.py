@@ -68,3 +68,20 @@ def test_an_h2_peers_max_header_list_size_is_respected(serve, hint):
     crashes = [e for e in logs if e.get("event") == "handler crashed"]
     assert len(crashes) == 2 and "over the client's limit of 2048" in str(crashes[0]["exc_info"]), logs
     assert c.goaway is None
+
+
+@pytest.mark.parametrize("request_id", [False, True])
+def test_the_date_and_the_request_id_count_toward_the_cap(serve, request_id):
+    """At max_response_header_size 1024: x-big (32 + 5 + size), date (32 + 4 + 29) and, with
+    request_id_header, x-request-id (32 + 12 + 16 hex characters) fill it exactly at size 922
+    without the id and 862 with it; one byte more is a 500."""
+    from tests.rr.conftest import read_response
+
+    opts = {"request_id_header": "x-request-id"} if request_id else {}
+    srv = serve(big_header, max_response_header_size=1024, **opts)
+    edge = 862 if request_id else 922
+    for size, status in ((edge, b"200"), (edge + 1, b"500")):
+        with srv.connect() as sock:
+            sock.sendall(b"GET /?size=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+            head, _ = read_response(sock)
+        assert head.split(b" ")[1] == status, (size, head[:200])
