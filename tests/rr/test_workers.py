@@ -168,11 +168,12 @@ class Load:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.served: list[int] = []  # pid per successful response, in order
+        self.by: list[int] = []  # which client (its index) read each of them
         self.failures: list[tuple[int | None, str]] = []  # (pid the connection was on, error)
         pool = gevent.get_hub().threadpool
-        self.threads = [pool.spawn(self._loop, client) for client in clients]
+        self.threads = [pool.spawn(self._loop, index, client) for index, client in enumerate(clients)]
 
-    def _loop(self, client: httpx.Client) -> None:
+    def _loop(self, index: int, client: httpx.Client) -> None:
         on: int | None = None
         for _ in range(100_000):
             if self.stop.is_set():
@@ -183,6 +184,7 @@ class Load:
                 on = int(response.text)
                 with self.lock:
                     self.served.append(on)
+                    self.by.append(index)
             except (httpx.HTTPError, ValueError) as exc:
                 with self.lock:
                     self.failures.append((on, f"{type(exc).__name__}: {exc}"))
@@ -271,8 +273,14 @@ def test_a_rolling_restart_under_load_fails_no_request_and_ends_with_new_workers
         load.finish()
     assert load.failures == []
     assert not new & set(old.values())
-    # Each client thread may append one response it read just before the old workers exited.
-    after = load.served[mark + len(load.clients):]
+    # Each client thread may append one response it read just before the old workers exited:
+    # its first one after the mark (the threads' appends interleave in any order).
+    after = []
+    first_seen: set[int] = set()
+    for pid, client in zip(load.served[mark:], load.by[mark:], strict=True):
+        if client in first_seen:
+            after.append(pid)
+        first_seen.add(client)
     assert set(after) <= new and set(after) & new
 
 
